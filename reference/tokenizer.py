@@ -78,12 +78,15 @@ def _candidates(path) -> list[tuple[str, Path | None]]:
         found.append((f"${ENV_VAR}", Path(os.environ[ENV_VAR])))
     if os.environ.get("TIKTOKEN_ENCODINGS_BASE"):
         found.append(("$TIKTOKEN_ENCODINGS_BASE", Path(os.environ["TIKTOKEN_ENCODINGS_BASE"]) / FILE_NAME))
-    try:
-        packaged = importlib.resources.files("bpe_openai") / "data" / (FILE_NAME + ".gz")
-        found.append(("bpe-openai package data", Path(str(packaged))))
-    except ModuleNotFoundError:
-        found.append(("bpe-openai package data (bpe-openai not installed)", None))
+    found.append(("bpe-openai package data", _packaged_path()))
     return found
+
+
+def _packaged_path() -> Path | None:
+    try:
+        return Path(str(importlib.resources.files("bpe_openai") / "data" / (FILE_NAME + ".gz")))
+    except ModuleNotFoundError:
+        return None  # bpe-openai not installed
 
 
 def _resolve(path=None) -> Path:
