@@ -50,7 +50,10 @@ def random_tensor(config: Config, name: str, shape, kind: str, seed: int, float_
 
 def hf_config_json(c: Config) -> dict:
     return {"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "attention_bias": True,
-            "attention_dropout": 0.0, "eos_token_id": 200002, "pad_token_id": 199999,
+            "attention_dropout": 0.0,
+            # the release's <|return|> and <|endoftext|>; null where a tiny vocabulary lacks them
+            "eos_token_id": 200002 if c.vocab_size > 200002 else None,
+            "pad_token_id": 199999 if c.vocab_size > 199999 else None,
             "experts_per_token": c.experts_per_token, "num_experts_per_tok": c.experts_per_token,
             "head_dim": c.head_dim, "hidden_act": "silu", "hidden_size": c.hidden_size,
             "initial_context_length": c.initial_context_length, "initializer_range": 0.02,
