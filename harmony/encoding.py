@@ -1,0 +1,178 @@
+"""HarmonyEncoding: the object users hold, with openai-harmony's method names and call shapes.
+
+What it is: the drop-in entry point (`load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)`),
+wiring the tokenizer (harmony/tokenizer.py, o200k_harmony) to render.py and parse.py. What it is not:
+a dependency on openai-harmony or torch; nothing here downloads anything.
+Source: openai_harmony/__init__.py 0.0.8 (signatures) and openai/harmony src/registry.rs (stop tokens).
+
+Differences from openai-harmony, on purpose: errors are harmony.HarmonyError everywhere (a ValueError and
+a RuntimeError); `<|reserved_201088|>` is out of range (the model's embedding has 201088 rows); render
+methods also accept a plain list of messages and roles as strings.
+"""
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import AbstractSet, Collection, Literal, Optional, Sequence, Union
+
+from . import render as _render
+from .chat import Conversation, Message, Role
+from .errors import HarmonyError
+from .parse import STOP_TOKENS, StreamableParser
+from .tokenizer import get_tokenizer
+
+
+class HarmonyEncodingName(str, Enum):
+    HARMONY_GPT_OSS = "HarmonyGptOss"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@dataclass
+class RenderConversationConfig:
+    auto_drop_analysis: bool = True  # drop earlier analysis once the conversation ends on a final answer
+
+
+@dataclass
+class RenderOptions:
+    conversation_has_function_tools: bool = False
+
+
+class _Vocab:
+    """The tokenizer as the renderer and parser need it: errors become HarmonyError with a position."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.n_vocab = tokenizer.n_vocab
+        self.encode_ordinary = tokenizer.encode_ordinary
+
+    def check_id(self, token, pos) -> int:
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise HarmonyError(f"token must be an int, not {type(token).__name__} ({token!r})", pos)
+        if token < 0 or token >= 2**32:  # what a u32 can hold; larger ids are out-of-vocabulary content
+            raise HarmonyError(f"token id {token} is not a valid token id", pos)
+        return int(token)
+
+    def decode_bytes(self, tokens, pos) -> bytes:
+        try:
+            return self.tokenizer.decode_bytes(tokens)
+        except (ValueError, KeyError) as e:
+            raise HarmonyError(f"could not decode tokens: {e}", pos) from None
+
+
+def _messages(conversation) -> list[Message]:
+    return list(conversation.messages if isinstance(conversation, Conversation) else conversation)
+
+
+def _auto_drop(config: Optional[RenderConversationConfig]) -> bool:
+    return True if config is None else bool(config.auto_drop_analysis)
+
+
+class HarmonyEncoding:
+    def __init__(self, name: str = HarmonyEncodingName.HARMONY_GPT_OSS.value, tokenizer=None):
+        self._name = str(name)
+        self._vocab = _Vocab(get_tokenizer() if tokenizer is None else tokenizer)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def special_tokens_set(self) -> set[str]:
+        return set(self._vocab.tokenizer.special_tokens)
+
+    # --- rendering ----------------------------------------------------------------------------------
+
+    def render_conversation_for_completion(
+        self,
+        conversation: Union[Conversation, Sequence[Message]],
+        next_turn_role: Union[Role, str],
+        config: Optional[RenderConversationConfig] = None,
+    ) -> list[int]:
+        """The prompt: the conversation, then `<|start|>{next_turn_role}` for the model to continue."""
+        role = Role(next_turn_role)
+        out = _render.render_conversation(self._vocab.encode_ordinary, _messages(conversation), _auto_drop(config))
+        return out + [_render.START] + self._vocab.encode_ordinary(role.value)
+
+    def render_conversation(
+        self, conversation: Union[Conversation, Sequence[Message]], config: Optional[RenderConversationConfig] = None
+    ) -> list[int]:
+        return _render.render_conversation(self._vocab.encode_ordinary, _messages(conversation), _auto_drop(config))
+
+    def render_conversation_for_training(
+        self, conversation: Union[Conversation, Sequence[Message]], config: Optional[RenderConversationConfig] = None
+    ) -> list[int]:
+        return _render.render_for_training(self._vocab.encode_ordinary, _messages(conversation), _auto_drop(config))
+
+    def render(self, message: Message, render_options: Optional[RenderOptions] = None) -> list[int]:
+        fn_tools = render_options is not None and render_options.conversation_has_function_tools
+        _render.check_representable([message])
+        return _render.render_message(self._vocab.encode_ordinary, message, fn_tools)
+
+    # --- parsing ------------------------------------------------------------------------------------
+
+    def parse_messages_from_completion_tokens(
+        self, tokens: Sequence[int], role: Optional[Role] = None, *, strict: bool = True
+    ) -> list[Message]:
+        """All messages in a finished completion. With `role`, tokens start after `<|start|>{role}`."""
+        parser = StreamableParser(self, role, strict=strict)
+        for token in tokens:
+            parser.process(token)
+        parser.process_eos()
+        return parser.messages
+
+    # --- tokens -------------------------------------------------------------------------------------
+
+    def decode_utf8(self, tokens: Sequence[int]) -> str:
+        """Strict decode: invalid UTF-8 (a token boundary inside a character) is an error."""
+        data = self._vocab.decode_bytes(list(tokens), None)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise HarmonyError(f"Could not decode tokens: invalid UTF-8 at byte {e.start}") from None
+
+    def decode(self, tokens: Sequence[int], errors: str = "replace") -> str:
+        return self._vocab.decode_bytes(list(tokens), None).decode("utf-8", errors=errors)
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: Union[Literal["all"], AbstractSet[str]] = set(),
+        disallowed_special: Union[Literal["all"], Collection[str]] = "all",
+    ) -> list[int]:
+        """tiktoken's contract: special-token text is an error unless allowed (then it is the special token)
+        or explicitly not disallowed (then it is plain text)."""
+        specials = self.special_tokens_set
+        allowed = specials if allowed_special == "all" else set(allowed_special)
+        disallowed = specials - allowed if disallowed_special == "all" else set(disallowed_special)
+        if disallowed:
+            match = re.search("|".join(map(re.escape, sorted(disallowed))), text)
+            if match:
+                raise HarmonyError(
+                    f"Encountered text corresponding to disallowed special token {match.group()!r}. Pass it in"
+                    " allowed_special to encode it as a special token, or disallowed_special=() for plain text."
+                )
+        try:
+            return self._vocab.tokenizer.encode(text, allowed_special=frozenset(allowed))
+        except ValueError as e:
+            raise HarmonyError(str(e)) from None
+
+    def is_special_token(self, token: int) -> bool:
+        return isinstance(token, int) and 199998 <= token < self._vocab.n_vocab
+
+    def stop_tokens(self) -> list[int]:
+        """Where sampling stops: <|return|> (done), <|call|> (tool call), <|end|> (end of a message)."""
+        return sorted(STOP_TOKENS)
+
+    def stop_tokens_for_assistant_actions(self) -> list[int]:
+        """Stop only when the assistant hands over: done (<|return|>) or calling a tool (<|call|>)."""
+        return sorted({_render.RETURN, _render.CALL})
+
+
+def load_harmony_encoding(name: Union[str, HarmonyEncodingName] = HarmonyEncodingName.HARMONY_GPT_OSS) -> HarmonyEncoding:
+    name = str(name)
+    if name != HarmonyEncodingName.HARMONY_GPT_OSS.value:
+        raise HarmonyError(f"Invalid HarmonyEncodingName: {name}")
+    return HarmonyEncoding(name)
