@@ -146,7 +146,7 @@ def write_streaming(path, specs: dict[str, tuple[str, tuple[int, ...]]], produce
         f.write(raw)
         for name in names:
             dtype, shape = specs[name]
-            arr = np.ascontiguousarray(produce(name), dtype=DTYPES[dtype][0])
+            arr = np.asarray(produce(name), dtype=DTYPES[dtype][0], order="C")  # 0-d stays 0-d
             if arr.shape != tuple(shape):
                 raise ValueError(f"{name}: produced shape {arr.shape}, declared {tuple(shape)}")
             f.write(arr.tobytes())
