@@ -1,0 +1,95 @@
+"""The conformance plugin (interface A): `factory(checkpoint_dir)` -> an impl the kit can certify.
+
+`--impl optimized` resolves to `factory` (float32 on CPU), `optimized.adapter:factory_bf16` to bfloat16.
+Everything goes through the engine: logits = a fresh-cache prefill, decode_logits = prefill then one token
+at a time through the KV cache, batch_logits = one ragged batched call. The op_* functions run the engine's
+torch ops (numpy float64 in, the impl's dtype inside, numpy out).
+"""
+import numpy as np
+import torch
+
+from optimized import mxfp4, rope
+from optimized.generate import Engine
+from optimized.model import Model
+from optimized.moe import route, swiglu
+from optimized.norm import rms_norm
+from optimized.ops import attention as attention_op
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+class OptimizedImpl:
+    def __init__(self, checkpoint_dir: str, dtype: str = "fp32", device: str = "cpu", context: int = 4096):
+        self.dtype, self.device, self.name = dtype, device, f"optimized ({dtype}, {device}, torch ops)"
+        self._dt = DTYPES[dtype]
+        self.engine = Engine(Model.load(checkpoint_dir, device, self._dt), context=context)
+        self.config = self.engine.config
+
+    def _t(self, x) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(self.device, self._dt)
+
+    # -- model-level ---------------------------------------------------------------------------------------
+    def logits(self, tokens):
+        return _np(self.engine.logits(tokens))
+
+    def decode_logits(self, tokens, prefill: int):
+        (row,) = self.engine.check([tokens])
+        if not 1 <= prefill <= len(row):
+            raise ValueError(f"prefill={prefill} must be in [1, {len(row)}]")
+        cache = self.engine.fresh_cache(1)
+        out = [self.engine.run(cache, [row[:prefill]], all_logits=True)[0]]
+        out += [self.engine.run(cache, [[t]]) for t in row[prefill:]]
+        return _np(torch.cat(out))
+
+    def batch_logits(self, batch):
+        rows = self.engine.check(batch)
+        return [_np(x) for x in self.engine.run(self.engine.fresh_cache(len(rows)), rows, all_logits=True)]
+
+    def intermediates(self, tokens):
+        (row,) = self.engine.check([tokens])
+        m, stages = self.engine.model, {}
+        cache = self.engine.fresh_cache(1)
+        tok = torch.tensor([row], device=m.device)
+        m.forward(tok, torch.arange(len(row), device=m.device)[None], cache, capture=stages)
+        keep = {k: v[0] if v.dim() == 3 else v for k, v in stages.items() if not k.endswith("expert_ids")}
+        return {k: _np(v) for k, v in keep.items()}
+
+    # -- op-level --------------------------------------------------------------------------------------
+    def op_mxfp4_decode(self, blocks, scales):
+        return _np(mxfp4.decode(torch.as_tensor(np.asarray(blocks, np.uint8)), torch.as_tensor(np.asarray(scales, np.uint8)), self._dt))
+
+    def op_rms_norm(self, x, scale, eps):
+        return _np(rms_norm(self._t(x), torch.as_tensor(np.asarray(scale, np.float64)).float(), eps))
+
+    def op_swiglu(self, h, limit):
+        return _np(swiglu(self._t(h), limit))
+
+    def op_route(self, router_logits, k):
+        ids, w = route(self._t(router_logits), k)
+        return ids.numpy().astype(np.int64), _np(w)
+
+    def op_rope_cos_sin(self, positions, head_dim, rope_theta, rope_scaling_factor, initial_context_length,
+                        rope_ntk_alpha, rope_ntk_beta):
+        inv_freq, conc = rope.inv_freq_and_concentration(head_dim, rope_theta, rope_scaling_factor,
+                                                         initial_context_length, rope_ntk_alpha, rope_ntk_beta)
+        cos, sin = rope.cos_sin(torch.as_tensor(np.asarray(positions, np.int64)), inv_freq, conc)
+        return _np(cos), _np(sin)
+
+    def op_attention(self, q, k, v, sinks, sm_scale, window, q_pos, k_pos):
+        qp = torch.as_tensor(np.asarray(q_pos, np.int64))[None]
+        kp = torch.as_tensor(np.asarray(k_pos, np.int64))[None]
+        sinks = torch.as_tensor(np.asarray(sinks, np.float64)).float()
+        o = attention_op(self._t(q)[None], self._t(k)[None], self._t(v)[None], sinks, float(sm_scale), int(window), qp, kp)
+        return _np(o[0])
+
+
+def factory(checkpoint_dir: str) -> OptimizedImpl:
+    return OptimizedImpl(checkpoint_dir, "fp32")
+
+
+def factory_bf16(checkpoint_dir: str) -> OptimizedImpl:
+    return OptimizedImpl(checkpoint_dir, "bf16")

@@ -1,0 +1,81 @@
+"""gpt-oss attention in torch: the batched op (GQA, a sink logit per head, sliding window, position masks) and
+the block around it (RMSNorm, one qkv linear, RoPE, KV cache, output linear).
+
+Source: openai/gpt-oss gpt_oss/torch/model.py (sdpa, AttentionBlock). Quirks, where they happen below:
+qkv columns are [q heads | k heads | v heads]; query head h uses kv head h // G; the sink is one extra logit
+per head joined to the softmax and dropped after it (not scaled); the window is on even layers only.
+Scores and softmax are computed in float32 whatever the activation dtype; queries are processed in chunks so
+that the score tensor stays under SCORE_BYTES.
+
+Legend: B rows, T query tokens, S key slots, H q-heads, K kv-heads, G = H // K, D head_dim, C hidden.
+"""
+import torch
+
+from optimized.norm import rms_norm
+from optimized.rope import apply_rope
+
+SCORE_BYTES = 256 * 2**20  # float32 scores of one query chunk (and as much again for the probabilities)
+
+
+def visible_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, T, S): key slot s visible to query t (empty slots and padding have position -1)."""
+    qp, kp = q_pos[:, :, None], k_pos[:, None, :]
+    visible = (kp >= 0) & (kp <= qp)
+    if window:
+        visible &= qp - kp < window  # the last W positions, the query's own included
+    return visible
+
+
+def attention(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
+    """The op (seam B): q (B, T, H, D), k/v (B, S, K, D), sinks (H,) fp32, q_pos (B, T), k_pos (B, S) -> (B, T, H, D)."""
+    B, T, H, D = q.shape
+    S, K = k.shape[1], k.shape[2]
+    G = H // K
+    assert tuple(k.shape) == tuple(v.shape) == (B, S, K, D) and H == K * G, (q.shape, k.shape, v.shape)
+    assert tuple(sinks.shape) == (H,) and tuple(q_pos.shape) == (B, T) and tuple(k_pos.shape) == (B, S)
+    kf, vf = k.float(), v.float()
+    sink = sinks.float().reshape(1, K, G, 1, 1)
+    chunk = max(1, SCORE_BYTES // max(1, B * H * S * 4))
+    out = []
+    for t0 in range(0, T, chunk):
+        qc = q[:, t0:t0 + chunk].float().reshape(B, -1, K, G, D)
+        Tc = qc.shape[1]
+        scores = torch.einsum("btkgd,bskd->bkgts", qc, kf) * sm_scale  # (B, K, G, Tc, S)
+        visible = visible_mask(q_pos[:, t0:t0 + chunk], k_pos, window)[:, None, None]  # (B, 1, 1, Tc, S)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        logits = torch.cat([scores, sink.expand(B, K, G, Tc, 1)], dim=-1)  # one extra column for the sink
+        p = torch.softmax(logits, dim=-1)[..., :S]  # the sink's share is dropped: rows sum to less than 1
+        o = torch.einsum("bkgts,bskd->btkgd", p, vf)
+        out.append(o.reshape(B, Tc, H, D))
+    return torch.cat(out, dim=1).to(q.dtype)
+
+
+def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: bool = False,
+                    static: bool = False):
+    """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
+    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
+    B, T, C = x.shape
+    H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    window = config.window_of_layer(layer) or 0
+    t = rms_norm(x, w["norm.scale"])
+    qkv = torch.nn.functional.linear(t, w["qkv.weight"], w["qkv.bias"])  # (B, T, D*(H+2K))
+    q = qkv[..., : H * D].reshape(B, T, H, D)  # head h = k*G + g
+    k = qkv[..., H * D:(H + K) * D].reshape(B, T, K, D)
+    v = qkv[..., (H + K) * D:].reshape(B, T, K, D)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    S = cache.pos[layer].shape[1]
+    if decode or not window:
+        # one token per row, or a full layer (slot = position, never reused): write first, attend the cache
+        cache.write(layer, k, v, pos, all_valid=decode)
+        used = S if (window or static) else min(S, max(cache.lengths) + T)  # full layers: slots past the
+        ks, vs, kp = cache.k[layer][:, :used], cache.v[layer][:, :used], cache.pos[layer][:, :used]  # end are empty
+    else:
+        # a ring and several tokens: a later token of this call may evict a key an earlier one needs, so
+        # attend [cache | new] and then keep only each row's last S tokens
+        ks = torch.cat([cache.k[layer], k], dim=1)
+        vs = torch.cat([cache.v[layer], v], dim=1)
+        kp = torch.cat([cache.pos[layer], pos], dim=1)
+        last = pos.max(dim=1, keepdim=True).values
+        cache.write(layer, k, v, torch.where(pos > last - S, pos, torch.full_like(pos, -1)))
+    o = op(q, ks, vs, w["sinks"], D ** -0.5, window, pos, kp)
+    return x + torch.nn.functional.linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])

@@ -1,0 +1,60 @@
+"""The KV cache: per layer, keys (after RoPE), values and the position each slot holds, for a batch of rows.
+
+Full-attention layers (odd) keep `context` slots, slot = position. Sliding-window layers (even) keep only
+min(sliding_window, context) slots as a ring buffer, slot = position % window: the key a new position
+overwrites is exactly the one that just left the window. Each slot stores its position (-1 = empty), so the
+attention op masks by position and needs no special case for rings, padding or ragged rows.
+Not here: the attention math (attention.py) or any policy about which rows are live (generate.py).
+
+Legend: B rows (sequences), S slots of a layer, K kv heads, D head_dim, T tokens written at once.
+"""
+import torch
+
+
+def layer_slots(config, layer: int, context: int) -> int:
+    window = config.window_of_layer(layer)
+    return context if window is None else min(window, context)
+
+
+class Cache:
+    def __init__(self, config, batch: int, context: int, device, dtype):
+        assert batch >= 1 and context >= 1, (batch, context)
+        K, D = config.num_key_value_heads, config.head_dim
+        self.config, self.batch, self.context = config, batch, context
+        self.k, self.v, self.pos = [], [], []
+        for n in range(config.num_hidden_layers):
+            S = layer_slots(config, n, context)
+            self.k.append(torch.zeros(batch, S, K, D, device=device, dtype=dtype))
+            self.v.append(torch.zeros(batch, S, K, D, device=device, dtype=dtype))
+            self.pos.append(torch.full((batch, S), -1, device=device, dtype=torch.int64))
+        self.lengths = [0] * batch  # per row: the position of its next token (host side)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.k + self.v + self.pos
+
+    def reset(self):
+        for p in self.pos:
+            p.fill_(-1)  # keys and values need no clearing: a slot with position -1 is invisible
+        self.lengths = [0] * self.batch
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, all_valid: bool = False):
+        """k, v (B, T, K, D), pos (B, T) with -1 for padding. Within a call a ring slot must be written at most
+        once per row: the caller passes only the last S tokens of each row (attention.py does)."""
+        B, T, K, D = k.shape
+        assert tuple(v.shape) == (B, T, K, D) and tuple(pos.shape) == (B, T) and B == self.batch
+        S = self.pos[layer].shape[1]
+        if all_valid:  # decode: one token per row, no host sync (CUDA-graph safe)
+            assert T == 1
+            rows, slots = torch.arange(B, device=k.device), pos[:, 0] % S
+            self.k[layer][rows, slots] = k[:, 0]
+            self.v[layer][rows, slots] = v[:, 0]
+            self.pos[layer][rows, slots] = pos[:, 0]
+            return
+        b, t = torch.nonzero(pos >= 0, as_tuple=True)
+        slots = pos[b, t] % S
+        self.k[layer][b, slots] = k[b, t]
+        self.v[layer][b, slots] = v[b, t]
+        self.pos[layer][b, slots] = pos[b, t]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())

@@ -1,0 +1,199 @@
+"""Generation: requests checked up front, prefill (chunked, ragged rows) and a decode loop with sampling,
+harmony stop tokens and a streaming callback; CUDA graphs for the decode step on CUDA.
+
+Every request is checked before any device work (ids in range, non-empty prompts, prompt + new tokens within
+the cache, batch size), so a rejected request costs nothing and leaves the engine as it was. The cache is
+reset at the start of every request, so a request that failed halfway (e.g. out of memory) leaves nothing
+behind either.
+CUDA graphs (torch.cuda.graphs): the decode step for a given cache is captured once and replayed; it is only
+used on CUDA, when the MoE op takes its gather path (no host sync) for that batch size. CPU never touches it.
+
+Legend: B rows, T tokens, V vocabulary.
+"""
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from optimized import moe as moe_mod
+from optimized.model import Model
+from optimized.sampling import Sampling, sample
+
+
+class RequestError(ValueError):
+    """A request the engine refuses before doing any work; the message names the problem."""
+
+
+@dataclass
+class Result:
+    tokens: list[list[int]]  # generated ids per row (a stop token, when hit, is the last one)
+    stopped: list[bool]  # row ended on a stop token
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, model: Model, context: int = 4096, max_batch: int = 64, prefill_chunk: int = 1024,
+                 cuda_graphs: bool | None = None):
+        self.model, self.config = model, model.config
+        self.context, self.max_batch, self.prefill_chunk = context, max_batch, prefill_chunk
+        self.cuda_graphs = (model.device.type == "cuda") if cuda_graphs is None else cuda_graphs
+        self._cache = None
+        self._graphs = {}
+
+    @classmethod
+    def load(cls, path, device="cpu", dtype=torch.bfloat16, backend="torch", **kw) -> "Engine":
+        return cls(Model.load(path, device, dtype, backend), **kw)
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def check(self, rows, new_tokens: int = 0) -> list[list[int]]:
+        if not isinstance(rows, (list, tuple)) or not rows:
+            raise RequestError("a request needs at least one prompt")
+        if len(rows) > self.max_batch:
+            raise RequestError(f"{len(rows)} prompts exceed the engine's max_batch={self.max_batch}")
+        if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
+            raise RequestError(f"max_new_tokens must be an integer >= 0, got {new_tokens!r}")
+        V, out = self.config.vocab_size, []
+        for r, row in enumerate(rows):
+            try:
+                ids = [int(t) for t in row]
+            except (TypeError, ValueError):
+                raise RequestError(f"prompt {r}: token ids must be integers, got {row!r:.80}") from None
+            if any(i != t for i, t in zip(ids, row)):
+                raise RequestError(f"prompt {r}: token ids must be integers")
+            if not ids:
+                raise RequestError(f"prompt {r} is empty: the model needs at least one token")
+            for i, t in enumerate(ids):
+                if not 0 <= t < V:
+                    raise RequestError(f"prompt {r}: token id {t} at position {i} is outside the vocabulary [0, {V})")
+            need = len(ids) + max(new_tokens - 1, 0)  # the last new token is never fed back
+            if need > self.context:
+                raise RequestError(f"prompt {r}: {len(ids)} tokens + {new_tokens} new need {need} cache positions, "
+                                   f"more than the context of {self.context}")
+            out.append(ids)
+        return out
+
+    # -- the cache and the raw steps --------------------------------------------------------------------
+    def fresh_cache(self, batch: int):
+        if self._cache is None or self._cache.batch != batch:
+            self._cache, self._graphs = None, {}  # drop the old one (and its graphs) before allocating
+            self._cache = self.model.new_cache(batch, self.context)
+        self._cache.reset()
+        return self._cache
+
+    def run(self, cache, rows: list[list[int]], all_logits: bool = False):
+        """Feed rows[b] to row b (ragged; [] = row idle) in chunks. Returns the last logits (B, V) float32,
+        or with all_logits a list of (T_b, V)."""
+        B, dev = cache.batch, self.model.device
+        assert len(rows) == B
+        if all(len(r) == 1 for r in rows) and not all_logits:
+            return self._decode(cache, rows)
+        lengths = [len(r) for r in rows]
+        T = max(lengths)
+        last = torch.zeros(B, self.config.vocab_size, device=dev)
+        outs = [[] for _ in range(B)]
+        for t0 in range(0, T, self.prefill_chunk):
+            t1 = min(T, t0 + self.prefill_chunk)
+            tok = torch.zeros(B, t1 - t0, dtype=torch.int64)
+            pos = torch.full((B, t1 - t0), -1, dtype=torch.int64)
+            for b, r in enumerate(rows):
+                n = max(0, min(len(r), t1) - t0)
+                tok[b, :n] = torch.tensor(r[t0:t0 + n], dtype=torch.int64)
+                pos[b, :n] = torch.arange(cache.lengths[b], cache.lengths[b] + n)
+            tok, pos = tok.to(dev), pos.to(dev)
+            if all_logits:
+                logits = self.model.forward(tok, pos, cache)  # (B, Tc, V)
+                for b in range(B):
+                    outs[b].append(logits[b, :max(0, min(lengths[b], t1) - t0)])
+            else:
+                idx = torch.tensor([min(max(lengths[b] - 1 - t0, 0), t1 - t0 - 1) for b in range(B)], device=dev)
+                logits = self.model.forward(tok, pos, cache, last=idx)  # (B, V)
+                ends_here = torch.tensor([t0 <= lengths[b] - 1 < t1 for b in range(B)], device=dev)
+                last = torch.where(ends_here[:, None], logits, last)
+            for b in range(B):
+                cache.lengths[b] += max(0, min(lengths[b], t1) - t0)
+        return [torch.cat(o) for o in outs] if all_logits else last
+
+    def _graphable(self, batch: int) -> bool:
+        c, el = self.config, torch.empty((), dtype=self.model.dtype).element_size()
+        return batch * c.experts_per_token * 3 * c.intermediate_size * c.hidden_size * el <= moe_mod.GATHER_BYTES
+
+    def _decode(self, cache, rows) -> torch.Tensor:
+        dev = self.model.device
+        tok = torch.tensor([r[0] for r in rows], dtype=torch.int64, device=dev)[:, None]
+        pos = torch.tensor(cache.lengths, dtype=torch.int64, device=dev)[:, None]
+        if self.cuda_graphs and dev.type == "cuda" and self._graphable(cache.batch):
+            logits = self._graph_step(cache, tok, pos)
+        else:
+            logits = self.model.forward(tok, pos, cache, decode=True)[:, 0]
+        for b in range(cache.batch):
+            cache.lengths[b] += 1
+        return logits
+
+    def _graph_step(self, cache, tok, pos) -> torch.Tensor:
+        key = id(cache)
+        if key not in self._graphs:
+            st, sp = tok.clone(), pos.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up: allocations and lazy tables; writing the same k/v twice is harmless
+                for _ in range(2):
+                    self.model.forward(st, sp, cache, decode=True, static=True)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self.model.forward(st, sp, cache, decode=True, static=True)
+            self._graphs[key] = (graph, st, sp, out)
+        graph, st, sp, out = self._graphs[key]
+        st.copy_(tok)
+        sp.copy_(pos)
+        graph.replay()
+        return out[:, 0].clone()
+
+    # -- user-facing -----------------------------------------------------------------------------------
+    def logits(self, tokens) -> torch.Tensor:
+        """Causal logits (T, V) float32 of one sequence from an empty cache."""
+        (row,) = self.check([tokens])
+        return self.run(self.fresh_cache(1), [row], all_logits=True)[0]
+
+    def generate(self, prompts, max_new_tokens: int, sampling: Sampling = Sampling(temperature=0.0),
+                 stop_tokens=(), on_token=None) -> Result:
+        """prompts: list of token-id lists (ragged). on_token(row, token) is called as each token is chosen."""
+        rows = self.check(prompts, max_new_tokens)
+        stops = {int(t) for t in stop_tokens}
+        B, dev = len(rows), self.model.device
+        gen = sampling.generator(dev) if sampling.temperature > 0 else None
+        cache = self.fresh_cache(B)
+        result = Result(tokens=[[] for _ in range(B)], stopped=[False] * B)
+        if max_new_tokens == 0:
+            return result
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        t = time.perf_counter()
+        logits = self.run(cache, rows)
+        sync()
+        result.prefill_s, result.prefill_tokens = time.perf_counter() - t, sum(map(len, rows))
+        t = time.perf_counter()
+        frozen = {}
+        for step in range(max_new_tokens):
+            nxt = sample(logits, sampling, gen).tolist()
+            for b in range(B):
+                if result.stopped[b]:
+                    continue
+                result.tokens[b].append(nxt[b])
+                if on_token is not None:
+                    on_token(b, nxt[b])
+                if nxt[b] in stops:
+                    result.stopped[b] = True
+                    frozen[b] = cache.lengths[b]
+            if all(result.stopped) or step == max_new_tokens - 1:
+                break
+            for b, p in frozen.items():  # a finished row keeps rewriting one slot of its own; its output is ignored
+                cache.lengths[b] = p
+            logits = self.run(cache, [[nxt[b] if not result.stopped[b] else 0] for b in range(B)])
+            result.decode_tokens += sum(not s for s in result.stopped)
+        sync()
+        result.decode_s = time.perf_counter() - t
+        return result

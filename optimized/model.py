@@ -1,0 +1,71 @@
+"""The engine's forward pass, wiring the pieces: embedding, blocks of (attention, MoE), final norm, unembedding.
+
+Mirrors reference/model.py; differs in what a fast engine needs: weights live on the device (experts packed),
+a batch of rows with per-token positions (-1 = padding), a preallocated KV cache (cache.py), a backend for
+the ops (ops.py), and logits only where asked (the last token of each row when generating).
+Not here: sampling, stop tokens, CUDA graphs (generate.py); input checks (generate.py checks before any work).
+
+Legend: B rows, T tokens per row (padded), C hidden, V vocabulary.
+"""
+import torch
+
+from optimized import checkpoint as ckpt_mod
+from optimized.attention import attention_block
+from optimized.cache import Cache
+from optimized.moe import moe_block
+from optimized.norm import rms_norm
+from optimized.ops import get_backend
+from optimized.rope import cos_sin, inv_freq_and_concentration
+
+
+class Model:
+    def __init__(self, weights: ckpt_mod.Weights, backend: str = "torch"):
+        self.weights, self.config = weights, weights.config
+        self.ops = get_backend(backend)
+        c = self.config
+        emb = weights.tensors["embedding.weight"]
+        self.device, self.dtype = emb.device, emb.dtype
+        inv_freq, self.concentration = inv_freq_and_concentration(
+            c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length, c.rope_ntk_alpha,
+            c.rope_ntk_beta)
+        self.inv_freq = inv_freq.to(self.device)
+
+    @classmethod
+    def load(cls, path, device="cpu", dtype=torch.bfloat16, backend: str = "torch") -> "Model":
+        return cls(ckpt_mod.load(path, device, dtype), backend)
+
+    def new_cache(self, batch: int, context: int) -> Cache:
+        return Cache(self.config, batch, context, self.device, self.dtype)
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, cache: Cache, last: torch.Tensor | None = None,
+                decode: bool = False, static: bool = False, capture: dict | None = None) -> torch.Tensor:
+        """tokens, pos (B, T) int64 on the device (pos -1 = padding; its token id must still be valid).
+        Returns float32 logits (B, T, V), or (B, V) at index `last` (B,) of each row when given.
+        The caller advances cache.lengths (generate.py), so a failed call leaves them untouched."""
+        B, T = tokens.shape
+        assert tuple(pos.shape) == (B, T) and B == cache.batch, (tokens.shape, pos.shape, cache.batch)
+        w, c = self.weights, self.config
+        cos, sin = cos_sin(pos.clamp(min=0), self.inv_freq, self.concentration)  # (B, T, D/2)
+        x = w.tensors["embedding.weight"][tokens]  # (B, T, C)
+        stages = capture if capture is not None else None
+        if stages is not None:
+            stages["embedding"] = x
+        for n in range(c.num_hidden_layers):
+            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops.attention, decode, static)
+            if stages is not None:
+                stages[f"block.{n}.attn"] = x
+            trace = {} if stages is not None else None
+            x = moe_block(x, w.mlp[n], c, self.ops, trace)
+            if stages is not None:
+                stages[f"block.{n}.mlp"] = x
+                stages.update({f"block.{n}.mlp.{k}": v for k, v in trace.items()})
+        if last is not None:
+            x = x[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C): only what is sampled
+        x = rms_norm(x, w.tensors["norm.scale"])
+        if stages is not None:
+            stages["norm"] = x
+        logits = torch.nn.functional.linear(x, w.tensors["unembedding.weight"]).float()
+        if stages is not None:
+            stages["logits"] = logits
+        return logits[:, 0] if last is not None else logits

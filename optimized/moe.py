@@ -1,0 +1,93 @@
+"""gpt-oss mixture of experts in torch: the router op, the MoE op over packed MXFP4 experts, and the block.
+
+Source: openai/gpt-oss gpt_oss/torch/model.py (MLPBlock, swiglu). Quirks, where they happen below: router
+linear WITH bias, softmax over the k chosen logits only, ties to the lower expert id; mlp1 rows interleave
+gate (even) and linear (odd); gate clamped above only, linear clamped both ways, gate*sigmoid(1.702 gate)*(linear+1);
+expert biases added per expert before the routing weight.
+Experts stay packed (uint8 blocks + scales) and are decoded inside the op, never all at once:
+  - few routed rows (decode): gather only the routed experts' packed weights and decode just those
+    (no host sync, so it can be captured in a CUDA graph);
+  - many rows (prefill): one expert at a time, over the rows routed to it.
+
+Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows.
+"""
+import torch
+
+from optimized import mxfp4
+from optimized.norm import rms_norm
+from reference.moe import SWIGLU_ALPHA
+
+GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
+
+
+def route(router_logits: torch.Tensor, k: int):
+    """(N, E) -> ids int32 (N, k) by descending logit, ties to the lower id; weights fp32 (N, k) summing to 1."""
+    N, E = router_logits.shape
+    assert 1 <= k <= E, (k, E)
+    top, ids = torch.sort(router_logits.float(), dim=-1, descending=True, stable=True)  # stable: lower id first
+    top, ids = top[:, :k], ids[:, :k]
+    return ids.to(torch.int32), torch.softmax(top, dim=-1)  # softmax over the k chosen only
+
+
+def swiglu(h: torch.Tensor, limit: float, alpha: float = SWIGLU_ALPHA) -> torch.Tensor:
+    """(..., 2I) -> (..., I), computed in float32."""
+    h = h.float()
+    gate, linear = h[..., 0::2], h[..., 1::2]  # quirk: interleaved rows of mlp1
+    gate = gate.clamp(max=limit)  # quirk: clamped above only
+    linear = linear.clamp(-limit, limit)
+    return gate * torch.sigmoid(alpha * gate) * (linear + 1.0)  # quirk: +1 on the linear half
+
+
+def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float) -> torch.Tensor:
+    """The op (seam B): x (N, C) -> sum over the A routed experts of weight * expert(x), (N, C) in x's dtype."""
+    N, C = x.shape
+    E, I2, CB, _ = w1_blocks.shape
+    I = I2 // 2
+    A = ids.shape[1]
+    assert tuple(ids.shape) == tuple(weights.shape) == (N, A) and C == CB * 32
+    assert tuple(w1_scales.shape) == (E, I2, CB) and tuple(b1.shape) == (E, I2)
+    assert tuple(w2_blocks.shape) == (E, C, I // 32, 16) and tuple(w2_scales.shape) == (E, C, I // 32)
+    assert tuple(b2.shape) == (E, C)
+    dt = x.dtype
+    R = N * A
+    if R * 3 * I * C * x.element_size() <= GATHER_BYTES:
+        e = ids.reshape(R).long()
+        W1 = mxfp4.decode(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), dt)  # (R, 2I, C)
+        W2 = mxfp4.decode(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), dt)  # (R, C, I)
+        xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
+        h = torch.bmm(W1, xr[:, :, None])[:, :, 0] + b1.index_select(0, e)  # (R, 2I)
+        y = torch.bmm(W2, swiglu(h, limit).to(dt)[:, :, None])[:, :, 0] + b2.index_select(0, e)  # (R, C)
+        return torch.einsum("na,nac->nc", weights, y.float().reshape(N, A, C)).to(dt)
+    out = torch.zeros(N, C, dtype=torch.float32, device=x.device)
+    flat = ids.reshape(R).long()
+    order = torch.argsort(flat, stable=True)  # routed rows grouped by expert
+    counts = torch.bincount(flat, minlength=E).tolist()
+    start = 0
+    for expert, n in enumerate(counts):
+        if n == 0:
+            continue
+        rows = order[start:start + n]
+        start += n
+        tok, wgt = rows // A, weights.reshape(R)[rows]  # (n,) token of each routed row, and its weight
+        W1 = mxfp4.decode(w1_blocks[expert], w1_scales[expert], dt)  # (2I, C)
+        W2 = mxfp4.decode(w2_blocks[expert], w2_scales[expert], dt)  # (C, I)
+        h = torch.nn.functional.linear(x[tok], W1, b1[expert])  # (n, 2I)
+        y = torch.nn.functional.linear(swiglu(h, limit).to(dt), W2, b2[expert])  # (n, C)
+        out.index_add_(0, tok, y.float() * wgt[:, None])
+    return out.to(dt)
+
+
+def moe_block(x, w, config, ops, trace=None):
+    """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
+    B, T, C = x.shape
+    t = rms_norm(x, w["norm.scale"]).reshape(B * T, C)
+    router_logits = torch.nn.functional.linear(t, w["gate.weight"], w["gate.bias"])  # (N, E)
+    ids, weights = ops.route(router_logits, config.experts_per_token)
+    if trace is not None:
+        trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)
+    y = ops.moe(t, ids, weights, w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"],
+                w["mlp2_weight.blocks"], w["mlp2_weight.scales"], w["mlp2_bias"], config.swiglu_limit)
+    return x + y.reshape(B, T, C)
+
+
+

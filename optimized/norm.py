@@ -1,0 +1,14 @@
+"""RMSNorm in torch: computed in float32 whatever the activation dtype, then cast back (as gpt-oss does).
+
+Source: openai/gpt-oss gpt_oss/torch/model.py (RMSNorm); eps is the model's constant from reference/norm.py.
+"""
+import torch
+
+from reference.norm import EPS
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    *_, C = x.shape
+    assert tuple(scale.shape) == (C,), f"norm scale {tuple(scale.shape)} for features {C}"
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * scale.float()).to(x.dtype)

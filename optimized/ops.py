@@ -1,0 +1,44 @@
+"""The engine's op seam: route, moe, attention by backend name.
+
+"torch" (default) is the pure-torch implementation in moe.py and attention.py; these functions double as the
+Triton kernels' `*_ref`. "triton" imports `optimized.kernels` lazily, only when asked for: it must define the
+three ops with IDENTICAL signatures (seam B in the lead's interfaces); an op it does not define is an error,
+not a silent fallback, and so is a package that is missing or fails to import.
+
+  route(router_logits [N, E], k) -> (ids int32 [N, k], weights fp32 [N, k])
+  moe(x [N, C], ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit) -> [N, C]
+  attention(q [B, T, H, D], k [B, S, K, D], v, sinks fp32 [H], sm_scale, window, q_pos [B, T], k_pos [B, S])
+      -> [B, T, H, D]
+"""
+import importlib
+from types import SimpleNamespace
+
+from optimized.attention import attention
+from optimized.moe import moe, route
+
+OPS = ("route", "moe", "attention")
+BACKENDS = ("torch", "triton")
+
+
+class BackendError(RuntimeError):
+    """A backend that was asked for by name and cannot be used; the message says why."""
+
+
+def get_backend(name: str = "torch") -> SimpleNamespace:
+    if name == "torch":
+        return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention)
+    if name == "triton":
+        try:
+            kernels = importlib.import_module("optimized.kernels")
+        except Exception as e:  # ImportError, or a kernel module failing at import (no GPU, triton missing...)
+            raise BackendError(f"backend 'triton' needs the package optimized.kernels, which failed to import: "
+                               f"{type(e).__name__}: {e}. Use backend 'torch'.") from e
+        missing = [op for op in OPS if not callable(getattr(kernels, op, None))]
+        if missing:
+            raise BackendError(f"backend 'triton': optimized.kernels does not define {missing} "
+                               f"(it must define {list(OPS)} with the torch ops' signatures)")
+        return SimpleNamespace(name="triton", **{op: getattr(kernels, op) for op in OPS})
+    raise BackendError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
+
+
+__all__ = ["OPS", "BACKENDS", "BackendError", "attention", "get_backend", "moe", "route"]
