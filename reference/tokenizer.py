@@ -20,7 +20,7 @@ import functools
 import gzip
 import hashlib
 import heapq
-import importlib.resources
+import importlib.util
 import operator
 import os
 from pathlib import Path
@@ -83,10 +83,11 @@ def _candidates(path) -> list[tuple[str, Path | None]]:
 
 
 def _packaged_path() -> Path | None:
-    try:
-        return Path(str(importlib.resources.files("bpe_openai") / "data" / (FILE_NAME + ".gz")))
-    except ModuleNotFoundError:
+    # find_spec, not importlib.resources: importing bpe_openai parses two vocabularies (about a second).
+    spec = importlib.util.find_spec("bpe_openai")
+    if spec is None or not spec.submodule_search_locations:
         return None  # bpe-openai not installed
+    return Path(spec.submodule_search_locations[0]) / "data" / (FILE_NAME + ".gz")
 
 
 def _resolve(path=None) -> Path:
