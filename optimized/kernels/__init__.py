@@ -1,0 +1,25 @@
+"""Triton kernels for the optimized engine, with the same signatures as the pure-torch ops in optimized/ops.py.
+
+Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_kernels_*.py compares them.
+  route(router_logits, k)                                   route.py      top-k + softmax, one program per token
+  moe(x, ids, weights, w1_blocks, w1_scales, b1,
+      w2_blocks, w2_scales, b2, limit)                      moe.py        MXFP4 experts, SwiGLU fused, sum over k
+  attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos) attention.py  flash attention with sinks, window, GQA
+The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
+
+On a machine without CUDA, Triton kernels can only run through the Triton interpreter on CPU tensors; the
+interpreter is chosen when a kernel is defined (at import), so it is switched on here, before the kernel
+modules are imported, unless TRITON_INTERPRET is already set. It changes nothing where CUDA is available.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from optimized.kernels.attention import attention  # noqa: E402
+from optimized.kernels.moe import moe  # noqa: E402
+from optimized.kernels.route import route  # noqa: E402
+
+__all__ = ["attention", "moe", "route"]

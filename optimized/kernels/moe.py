@@ -1,0 +1,279 @@
+"""gpt-oss MoE experts as two Triton kernels that read the packed MXFP4 weights directly.
+
+Mirrors reference/moe.py (swiglu, the expert loop of moe_block) and reference/mxfp4.py (decode); the seam is
+optimized/ops.py `moe`. What it does, in order:
+  1. group the N*A (token, slot) pairs by expert on the device (a stable sort plus searchsorted; no host
+     sync, static shapes: CUDA-graph capturable) and cut each expert's run into tiles of BLOCK_M rows;
+  2. `_moe_up_kernel`: per (tile, block of I columns), h = swiglu(x @ W1[e].T + b1[e]), the FP4 codes
+     decoded in registers and the SwiGLU in the epilogue;
+  3. `_moe_down_kernel`: per (tile, block of C columns), y = (h @ W2[e].T + b2[e]) * routing weight,
+     atomically added into an fp32 (N, C) accumulator: the k experts of a token are summed without a
+     separate pass. Atomics make the fp32 summation order of the <= 4 terms run-dependent (results can
+     differ in the last fp32 bit between runs, then rounded to x's dtype); the deterministic alternative,
+     a (N*A, C) buffer and a sum over A, costs an extra write and read of N*A*C fp32 for no gain in accuracy.
+Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once per 16 tokens it receives
+(once, at batch 1), and the parallelism comes from experts x column blocks. Prefill uses BLOCK_M = 64
+tensor-core tiles. Both regimes are the same kernels with different tile sizes.
+Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
+codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
+load-time re-layout and no `prepare_moe_weights`.
+Not here: the router (route.py), the RMSNorm before the block and the residual add after it.
+
+Quirks, each where it happens below:
+  - MXFP4: LOW nibble first (element 2j of a block is byte j & 0xF); value = fp4 * 2**(scale - 127).
+  - mlp1's rows interleave gate (even) and linear (odd).
+  - SwiGLU: gate clamped above only, linear clamped both ways, gate * sigmoid(1.702 gate) * (linear + 1).
+The low-nibble-first quirk is used to avoid any interleave in registers: the low nibbles of a row's bytes
+are its even-indexed weights, so x is loaded as its even and odd columns and each K step is two dots.
+
+Legend: N tokens, A experts per token, P = N*A (token, slot) pairs, E experts, C hidden, I intermediate.
+"""
+import torch
+import triton
+import triton.language as tl
+
+SWIGLU_ALPHA = 1.702  # a constant of the model, not in config.json (as in reference/moe.py)
+FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+# ----------------------------------------------------------------------------------------------- references
+def mxfp4_dequant_ref(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """blocks uint8 (..., B, 16), scales uint8 (..., B) -> (..., B*32) in dtype."""
+    *lead, B, half = blocks.shape
+    assert half == 16 and tuple(scales.shape) == (*lead, B), (blocks.shape, scales.shape)
+    lut = torch.tensor(FP4_VALUES, dtype=torch.float32, device=blocks.device)
+    codes = torch.stack([blocks & 0x0F, blocks >> 4], dim=-1).long()  # quirk: low nibble is the earlier element
+    s = scales.to(torch.int32)
+    mult = torch.ldexp(torch.ones_like(s, dtype=torch.float32), s - 127)
+    mult = torch.where(s == 0xFF, torch.nan, mult)  # E8M0 0xFF is NaN
+    return (lut[codes].reshape(*lead, B, 32) * mult[..., None]).reshape(*lead, B * 32).to(dtype)
+
+
+def swiglu_ref(h: torch.Tensor, limit: float) -> torch.Tensor:
+    """h (..., 2I) interleaved gate/linear -> (..., I)."""
+    gate, linear = h[..., 0::2], h[..., 1::2]
+    gate = gate.clamp(max=limit)
+    linear = linear.clamp(-limit, limit)
+    return gate * torch.sigmoid(SWIGLU_ALPHA * gate) * (linear + 1)
+
+
+def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float):
+    """Plain torch, one expert at a time, matmuls in x's dtype, the sum over k in fp32. Same signature as moe."""
+    N, C = x.shape
+    A = ids.shape[1]
+    E, I2 = b1.shape
+    assert ids.shape == weights.shape == (N, A) and b2.shape == (E, C)
+    out = torch.zeros((N, C), dtype=torch.float32, device=x.device)
+    for e in torch.unique(ids).tolist():
+        rows, slot = torch.nonzero(ids == e, as_tuple=True)
+        W1 = mxfp4_dequant_ref(w1_blocks[e], w1_scales[e], x.dtype)  # (2I, C)
+        W2 = mxfp4_dequant_ref(w2_blocks[e], w2_scales[e], x.dtype)  # (C, I)
+        h = swiglu_ref(x[rows] @ W1.T + b1[e].to(x.dtype), limit)  # (n, I)
+        y = h @ W2.T + b2[e].to(x.dtype)  # (n, C)
+        out.index_add_(0, rows, weights[rows, slot].float()[:, None] * y.float())
+    return out.to(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _fp4_to_f32(c):
+    """FP4 E2M1 codes (int32, 0..15) -> fp32. Magnitudes >= 1 are built as fp32 bits: exponent e-1, mantissa m."""
+    c3 = c & 7  # e = c3 >> 1, m = c3 & 1
+    normal = ((c3 + 252) << 22).to(tl.float32, bitcast=True)  # (e + 126) << 23 | m << 22 == (c3 + 252) << 22
+    mag = tl.where(c3 >= 2, normal, c3.to(tl.float32) * 0.5)  # e == 0: zero or the subnormal 0.5
+    return tl.where((c & 8) != 0, -mag, mag)
+
+
+@triton.jit
+def _load_fp4_t(w_ptr, s_ptr, rows, mask_r, kb, mask_kb, ROW_BYTES: tl.constexpr, DT: tl.constexpr):
+    """Rows (R,) int64 of a (rows, ROW_BYTES) code matrix, byte columns kb (HALF,) -> decoded weights
+    transposed, as (lo, hi) each (HALF, R) in DT: lo holds the even K indices, hi the odd ones."""
+    m = mask_kb[:, None] & mask_r[None, :]
+    byte = tl.load(w_ptr + rows[None, :] * ROW_BYTES + kb[:, None], mask=m, other=0).to(tl.int32)
+    # one E8M0 scale per 16 bytes (32 values); the repeated addresses are served by the cache
+    s = tl.load(s_ptr + rows[None, :] * (ROW_BYTES // 16) + (kb // 16)[:, None], mask=m, other=127).to(tl.int32)
+    scale = (s << 23).to(tl.float32, bitcast=True)  # 2**(s - 127) for s in 1..254
+    scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
+    scale = tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
+    lo = _fp4_to_f32(byte & 15) * scale  # quirk: low nibble = even element
+    hi = _fp4_to_f32(byte >> 4) * scale
+    return lo.to(DT), hi.to(DT)
+
+
+@triton.jit
+def _dot(a, b, acc, IEEE: tl.constexpr):
+    if IEEE:  # fp32 inputs: exact fp32 products (the default would be tf32 on a GPU)
+        return tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _moe_up_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
+                   w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
+                   A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    tile = tl.program_id(0)
+    start = tl.load(tile_start_ptr + tile)
+    stop = tl.load(tile_stop_ptr + tile)
+    if start >= stop:  # one of the spare tiles of the static grid
+        return
+    DT = x_ptr.dtype.element_ty
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    offs_m = start + tl.arange(0, BLOCK_M)  # rows of this expert's run in the sorted pair order
+    mask_m = offs_m < stop
+    tok = (tl.load(pair_ptr + offs_m, mask=mask_m, other=0) // A).to(tl.int64)
+    offs_i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_i = offs_i < I
+    row_g = e * (2 * I) + 2 * offs_i  # quirk: gate rows are even, linear rows odd
+    offs_j = tl.arange(0, BLOCK_K // 2)  # byte columns of one K step
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_l = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        kb = k0 // 2 + offs_j
+        mask_k = kb < C // 2
+        mx = mask_m[:, None] & mask_k[None, :]
+        x_even = tl.load(x_ptr + tok[:, None] * C + 2 * kb[None, :], mask=mx, other=0.0)
+        x_odd = tl.load(x_ptr + tok[:, None] * C + 2 * kb[None, :] + 1, mask=mx, other=0.0)
+        g_lo, g_hi = _load_fp4_t(w_ptr, s_ptr, row_g, mask_i, kb, mask_k, C // 2, DT)
+        acc_g = _dot(x_even, g_lo, acc_g, IEEE)
+        acc_g = _dot(x_odd, g_hi, acc_g, IEEE)
+        l_lo, l_hi = _load_fp4_t(w_ptr, s_ptr, row_g + 1, mask_i, kb, mask_k, C // 2, DT)
+        acc_l = _dot(x_even, l_lo, acc_l, IEEE)
+        acc_l = _dot(x_odd, l_hi, acc_l, IEEE)
+    gate = acc_g + tl.load(b_ptr + row_g, mask=mask_i, other=0.0).to(tl.float32)[None, :]
+    lin = acc_l + tl.load(b_ptr + row_g + 1, mask=mask_i, other=0.0).to(tl.float32)[None, :]
+    gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
+    lin = tl.minimum(tl.maximum(lin, -limit), limit)
+    h = gate / (1.0 + tl.exp(-ALPHA * gate)) * (lin + 1.0)  # quirk: +1 on the linear half
+    tl.store(h_ptr + offs_m[:, None].to(tl.int64) * I + offs_i[None, :], h.to(DT),
+             mask=mask_m[:, None] & mask_i[None, :])
+
+
+@triton.jit
+def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
+                     w_ptr, s_ptr, b_ptr, out_ptr,
+                     A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    tile = tl.program_id(0)
+    start = tl.load(tile_start_ptr + tile)
+    stop = tl.load(tile_stop_ptr + tile)
+    if start >= stop:
+        return
+    DT = h_ptr.dtype.element_ty
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    offs_m = start + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < stop
+    pair = tl.load(pair_ptr + offs_m, mask=mask_m, other=0)
+    tok = (pair // A).to(tl.int64)
+    route_w = tl.load(weights_ptr + pair, mask=mask_m, other=0.0)
+    offs_c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_c = offs_c < C
+    rows = e * C + offs_c
+    offs_j = tl.arange(0, BLOCK_K // 2)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    h_row = h_ptr + offs_m[:, None].to(tl.int64) * I
+    for k0 in range(0, I, BLOCK_K):
+        kb = k0 // 2 + offs_j
+        mask_k = kb < I // 2
+        mh = mask_m[:, None] & mask_k[None, :]
+        h_even = tl.load(h_row + 2 * kb[None, :], mask=mh, other=0.0)
+        h_odd = tl.load(h_row + 2 * kb[None, :] + 1, mask=mh, other=0.0)
+        w_lo, w_hi = _load_fp4_t(w_ptr, s_ptr, rows, mask_c, kb, mask_k, I // 2, DT)
+        acc = _dot(h_even, w_lo, acc, IEEE)
+        acc = _dot(h_odd, w_hi, acc, IEEE)
+    y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    y = y * route_w[:, None]  # expert bias added before the routing weight, as in the reference
+    tl.atomic_add(out_ptr + tok[:, None] * C + offs_c[None, :], y, mask=mask_m[:, None] & mask_c[None, :])
+
+
+# ------------------------------------------------------------------------------------------------- host side
+DECODE_MAX_TOKENS = 64
+# (BLOCK_M, BLOCK_N up, BLOCK_N down, BLOCK_K, num_warps, num_stages): set by reasoning, not yet measured
+DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=4, num_stages=3)
+PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=128, BLOCK_K=128, num_warps=8, num_stages=3)
+
+
+def group_by_expert(ids: torch.Tensor, E: int, BLOCK_M: int):
+    """ids int (N, A) -> pair order sorted by expert (P,), and per tile of a static grid of
+    cdiv(P, BLOCK_M) + min(E, P) tiles: expert, first and one-past-last row in that order (spare tiles
+    have start == stop). Only device ops with static shapes: no host sync."""
+    flat = ids.reshape(-1).long()
+    P = flat.numel()
+    order = torch.sort(flat, stable=True).indices  # (P,) pair indices grouped by expert
+    bounds = torch.searchsorted(flat[order], torch.arange(E + 1, device=ids.device))  # (E+1,)
+    counts = bounds[1:] - bounds[:-1]
+    tiles = (counts + BLOCK_M - 1) // BLOCK_M
+    tile_end = torch.cumsum(tiles, 0)
+    n_tiles = triton.cdiv(P, BLOCK_M) + min(E, P)  # >= sum of ceil(count_e / BLOCK_M) over experts used
+    t = torch.arange(n_tiles, device=ids.device)
+    te = torch.searchsorted(tile_end, t, right=True)  # expert of tile t, E for spare tiles
+    used = te < E
+    te = te.clamp(max=E - 1)
+    start = bounds[te] + (t - (tile_end[te] - tiles[te])) * BLOCK_M
+    stop = torch.minimum(start + BLOCK_M, bounds[te + 1])
+    stop = torch.where(used, stop, start)
+    i32 = torch.int32
+    return order.to(i32), te.to(i32), start.to(i32), stop.to(i32)
+
+
+def _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2):
+    if x.dim() != 2 or ids.dim() != 2:
+        raise ValueError(f"moe: x must be (N, C) and ids (N, k), got {tuple(x.shape)} and {tuple(ids.shape)}")
+    N, C = x.shape
+    A = ids.shape[1]
+    if w1_blocks.dim() != 4:
+        raise ValueError(f"moe: w1_blocks must be (E, 2I, C//32, 16), got {tuple(w1_blocks.shape)}")
+    E, I2 = w1_blocks.shape[:2]
+    I = I2 // 2
+    want = {"ids": (ids, (N, A)), "weights": (weights, (N, A)), "w1_blocks": (w1_blocks, (E, 2 * I, C // 32, 16)),
+            "w1_scales": (w1_scales, (E, 2 * I, C // 32)), "b1": (b1, (E, 2 * I)),
+            "w2_blocks": (w2_blocks, (E, C, I // 32, 16)), "w2_scales": (w2_scales, (E, C, I // 32)),
+            "b2": (b2, (E, C))}
+    for name, (t, shape) in want.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"moe: {name} has shape {tuple(t.shape)}, expected {shape} (N={N}, C={C}, E={E}, I={I})")
+        if t.device != x.device:
+            raise ValueError(f"moe: {name} is on {t.device}, x on {x.device}")
+    if C % 32 or I2 % 64:
+        raise ValueError(f"moe: C={C} and I={I} must be multiples of 32 (MXFP4 blocks)")
+    for name, t in (("w1_blocks", w1_blocks), ("w1_scales", w1_scales), ("w2_blocks", w2_blocks),
+                    ("w2_scales", w2_scales)):
+        if t.dtype != torch.uint8:
+            raise ValueError(f"moe: {name} must be uint8 (packed MXFP4), got {t.dtype}")
+    if ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"moe: ids must be int32 or int64, got {ids.dtype}")
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"moe: x must be fp32, fp16 or bf16, got {x.dtype}")
+    return N, C, A, E, I
+
+
+def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float) -> torch.Tensor:
+    """x (N, C), ids int (N, k), weights fp32 (N, k), packed MXFP4 experts -> (N, C) in x's dtype."""
+    N, C, A, E, I = _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
+    if N == 0:
+        return torch.empty_like(x)
+    flat = ids.reshape(-1)
+    in_range = ((flat >= 0) & (flat < E)).all()
+    if x.device.type == "cuda":
+        torch._assert_async(in_range)  # device-side check: no host sync, stays graph-capturable
+    elif not bool(in_range):
+        raise ValueError(f"moe: expert ids must be in 0..{E - 1}, got min {int(flat.min())} max {int(flat.max())}")
+    cfg = DECODE_CONFIG if N <= DECODE_MAX_TOKENS else PREFILL_CONFIG
+    BM, BK = cfg["BLOCK_M"], cfg["BLOCK_K"]
+    x, weights = x.contiguous(), weights.float().contiguous()
+    w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
+    w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
+    order, tile_expert, tile_start, tile_stop = group_by_expert(ids, E, BM)
+    n_tiles = tile_expert.numel()
+    h = torch.empty((N * A, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
+    out = torch.zeros((N, C), dtype=torch.float32, device=x.device)
+    ieee = x.dtype == torch.float32
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    _moe_up_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
+        x, order, tile_expert, tile_start, tile_stop, w1_blocks, w1_scales, b1, h, float(limit), SWIGLU_ALPHA,
+        A=A, C=C, I=I, IEEE=ieee, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_UP"], BLOCK_K=BK, **launch)
+    _moe_down_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
+        h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks, w2_scales, b2, out,
+        A=A, C=C, I=I, IEEE=ieee, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=BK, **launch)
+    return out.to(x.dtype)
