@@ -1,0 +1,228 @@
+"""gpt-oss attention (sinks, sliding window, GQA) as a flash-attention style Triton kernel, with split-KV decode.
+
+Mirrors reference/attention.py `sdpa`; the seam is optimized/ops.py `attention`. Visibility is decided by
+positions only, never by slot order, so the engine's ring buffers (slot = pos % window) and ragged batches
+(negative k_pos = empty slot) need no special case: key slot s is visible to query t iff
+k_pos[s] >= 0 and k_pos[s] <= q_pos[t] and (window == 0 or q_pos[t] - k_pos[s] < window).
+One program holds the G query heads of one kv head for BLOCK_T tokens (rows r = token * G + head), so K/V are
+read once per kv head and never repeated in memory. Key blocks with no visible key are skipped whole (their
+K/V are not loaded); the test reads only the block's positions, so it works for any slot order: in a causal
+prefill with contiguous positions it skips everything above the diagonal and, with a window, outside the band.
+Decode (all queries of a row in one block) splits the keys over programs (flash-decoding) when the batch x kv
+heads alone would not fill the GPU, and `_combine_kernel` merges the partial softmax states with the sink.
+Not here: RoPE and the cache write (the engine does them before the call).
+
+Quirks, each where it happens below:
+  - the sink is one extra logit per query head in the softmax denominator, dropped after it: the online
+    softmax starts from it (m_i = sink, l_i = 1, acc = 0); it is not scaled by sm_scale.
+  - a query with no visible key puts all weight on the sink and returns zeros.
+  - query head h uses kv head h // G.
+
+Legend: B batch rows, T query tokens, S key slots, H query heads, K kv heads, G = H // K, D head_dim.
+"""
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+def attention_ref(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
+    """Plain torch, in q's dtype (the softmax in fp32, or fp64 for fp64 inputs). Same signature as attention."""
+    B, T, H, D = q.shape
+    S, K = k.shape[1], k.shape[2]
+    G = H // K
+    assert k.shape == v.shape == (B, S, K, D) and sinks.shape == (H,)
+    assert q_pos.shape == (B, T) and k_pos.shape == (B, S)
+    qg = q.reshape(B, T, K, G, D)
+    f = torch.promote_types(q.dtype, torch.float32)
+    scores = torch.einsum("btkgd,bskd->bkgts", qg, k).to(f) * sm_scale  # (B, K, G, T, S)
+    qp, kp = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
+    visible = (kp >= 0) & (kp <= qp)
+    if window:
+        visible &= qp - kp < window
+    scores = scores.masked_fill(~visible[:, None, None], float("-inf"))
+    sink = sinks.to(f).reshape(1, K, G, 1, 1).expand(B, K, G, T, 1)
+    p = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :S]  # the sink's column is dropped
+    out = torch.einsum("bkgts,bskd->btkgd", p.to(q.dtype), v)
+    return out.reshape(B, T, H, D)
+
+
+@triton.jit
+def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr,
+                     T, S, qk_scale, window, chunk,
+                     H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     SPLIT: tl.constexpr, IEEE: tl.constexpr):
+    pid_t = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    b = pid_bk // K
+    kh = pid_bk % K
+    BLOCK_T: tl.constexpr = BLOCK_M // G
+    offs_r = tl.arange(0, BLOCK_M)
+    t = pid_t * BLOCK_T + offs_r // G
+    h = kh * G + offs_r % G  # quirk: query head h uses kv head h // G
+    row_ok = (offs_r < BLOCK_T * G) & (t < T)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    q_off = ((b * T + t).to(tl.int64) * H + h) * D
+    q = tl.load(q_ptr + q_off[:, None] + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    qp = tl.load(qpos_ptr + b * T + t, mask=row_ok, other=-1)
+    sink = tl.load(sinks_ptr + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634  # log2 units
+    if SPLIT:  # partial state over one chunk of keys; the sink joins in _combine_kernel
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+    else:  # quirk: the sink is one extra logit in the denominator: start the online softmax from it
+        m_i = sink
+        l_i = tl.full([BLOCK_M], 1.0, tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    lo = pid_s * chunk
+    hi = tl.minimum(S, lo + chunk)
+    for n0 in range(lo, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        col_ok = offs_n < hi
+        kp = tl.load(kpos_ptr + b * S + offs_n, mask=col_ok, other=-1)
+        vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
+        vis = vis & ((window == 0) | (qp[:, None] - kp[None, :] < window))
+        if tl.max(vis.to(tl.int32)) > 0:  # skip whole blocks with no visible key: their K/V are not read
+            kv_off = ((b * S + offs_n).to(tl.int64) * K + kh) * D
+            kv_mask = col_ok[None, :] & d_ok[:, None]
+            kt = tl.load(k_ptr + kv_off[None, :] + offs_d[:, None], mask=kv_mask, other=0.0)  # (BLOCK_D, BLOCK_N)
+            if IEEE:
+                s = tl.dot(q, kt, input_precision="ieee")
+            else:
+                s = tl.dot(q, kt)
+            s = tl.where(vis, s * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing seen yet: no -inf - -inf
+            alpha = tl.exp2(m_i - m_use)
+            p = tl.exp2(s - m_use[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            vt = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+            if IEEE:
+                acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision="ieee")
+            else:
+                acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None])
+            m_i = m_new
+    if SPLIT:
+        part = (pid_bk * tl.num_programs(2) + pid_s) * BLOCK_M + offs_r
+        tl.store(pm_ptr + part, m_i)
+        tl.store(pl_ptr + part, l_i)
+        tl.store(pacc_ptr + part[:, None] * BLOCK_D + offs_d[None, :], acc)
+    else:
+        out = acc / l_i[:, None]  # no visible key: acc = 0, l_i = 1 (the sink alone): zeros
+        tl.store(o_ptr + q_off[:, None] + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _combine_kernel(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, T, n_splits,
+                    H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_bk = tl.program_id(0)
+    b = pid_bk // K
+    kh = pid_bk % K
+    offs_r = tl.arange(0, BLOCK_M)
+    t = offs_r // G
+    h = kh * G + offs_r % G
+    row_ok = (offs_r < (BLOCK_M // G) * G) & (t < T)
+    offs_d = tl.arange(0, BLOCK_D)
+    # quirk: the sink is one extra logit in the denominator (log2 units, not scaled by sm_scale)
+    m = tl.load(sinks_ptr + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634
+    sink = m
+    for i in range(0, n_splits):
+        m = tl.maximum(m, tl.load(pm_ptr + (pid_bk * n_splits + i) * BLOCK_M + offs_r))
+    l_i = tl.exp2(sink - m)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for i in range(0, n_splits):
+        part = (pid_bk * n_splits + i) * BLOCK_M + offs_r
+        w = tl.exp2(tl.load(pm_ptr + part) - m)  # a split that saw no visible key has m = -inf: weight 0
+        l_i += w * tl.load(pl_ptr + part)
+        acc += w[:, None] * tl.load(pacc_ptr + part[:, None] * BLOCK_D + offs_d[None, :])
+    out = acc / l_i[:, None]
+    o_off = ((b * T + t).to(tl.int64) * H + h) * D
+    tl.store(o_ptr + o_off[:, None] + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_d < D)[None, :])
+
+
+BLOCK_N = 64  # keys per step
+PREFILL_ROWS = 64  # (token, head) rows per program in prefill: 8 tokens x 8 heads for gpt-oss
+
+
+def _check(q, k, v, sinks, window, q_pos, k_pos):
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError(f"attention: q must be (B, T, H, D) and k (B, S, K, D), got {tuple(q.shape)}, {tuple(k.shape)}")
+    B, T, H, D = q.shape
+    S, K = k.shape[1], k.shape[2]
+    if tuple(k.shape) != (B, S, K, D) or tuple(v.shape) != (B, S, K, D):
+        raise ValueError(f"attention: k {tuple(k.shape)} and v {tuple(v.shape)} must both be (B={B}, S, K, D={D})")
+    if H % K:
+        raise ValueError(f"attention: H={H} query heads is not a multiple of K={K} kv heads")
+    if tuple(sinks.shape) != (H,):
+        raise ValueError(f"attention: sinks must be (H={H},), got {tuple(sinks.shape)}")
+    if tuple(q_pos.shape) != (B, T) or tuple(k_pos.shape) != (B, S):
+        raise ValueError(f"attention: q_pos {tuple(q_pos.shape)} must be (B, T)=({B}, {T}) and "
+                         f"k_pos {tuple(k_pos.shape)} must be (B, S)=({B}, {S})")
+    if q_pos.dtype.is_floating_point or k_pos.dtype.is_floating_point:
+        raise ValueError(f"attention: positions must be integers, got {q_pos.dtype}, {k_pos.dtype}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"attention: q, k, v must share one of fp32/fp16/bf16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if int(window) < 0:
+        raise ValueError(f"attention: window must be >= 0 (0 = none), got {window}")
+    for name, t in (("k", k), ("v", v), ("sinks", sinks), ("q_pos", q_pos), ("k_pos", k_pos)):
+        if t.device != q.device:
+            raise ValueError(f"attention: {name} is on {t.device}, q on {q.device}")
+    return B, T, H, D, S, K
+
+
+def _sm_count(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # the interpreter: a few splits, so CPU tests exercise the split path
+
+
+def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
+    """attention, with the split-KV count forced when num_splits is given (tests use it)."""
+    B, T, H, D, S, K = _check(q, k, v, sinks, window, q_pos, k_pos)
+    G = H // K
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    sinks = sinks.float().contiguous()
+    q_pos, k_pos = q_pos.long().contiguous(), k_pos.long().contiguous()
+    out = torch.empty_like(q)
+    if B * T == 0:
+        return out
+    BLOCK_D = triton.next_power_of_2(D)
+    BLOCK_M = max(16, triton.next_power_of_2(G * min(T, max(1, PREFILL_ROWS // G))))  # tl.dot wants M >= 16
+    BLOCK_T = BLOCK_M // G
+    n_tblocks = triton.cdiv(T, BLOCK_T)
+    qk_scale = float(sm_scale) * LOG2E
+    ieee = q.dtype == torch.float32
+    if num_splits is None:  # split only what one q block covers, and only as far as the GPU needs programs
+        num_splits = 1
+        if n_tblocks == 1:
+            num_splits = max(1, min(triton.cdiv(S, BLOCK_N), (2 * _sm_count(q.device)) // (B * K)))
+    if n_tblocks > 1 and num_splits != 1:
+        raise ValueError(f"attention: split-KV needs all T={T} queries in one block of {BLOCK_T} tokens")
+    chunk = triton.cdiv(triton.cdiv(max(S, 1), num_splits), BLOCK_N) * BLOCK_N
+    num_splits = max(1, triton.cdiv(S, chunk))
+    split = num_splits > 1
+    if split:
+        pm = torch.empty((B * K * num_splits * BLOCK_M,), dtype=torch.float32, device=q.device)
+        pl = torch.empty_like(pm)
+        pacc = torch.empty((B * K * num_splits * BLOCK_M, BLOCK_D), dtype=torch.float32, device=q.device)
+    else:
+        pm = pl = pacc = sinks  # unused
+    grid = (n_tblocks, B * K, num_splits)
+    _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, T, S, qk_scale, int(window), chunk,
+                           H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
+                           SPLIT=split, IEEE=ieee, num_warps=4, num_stages=2)
+    if split:
+        _combine_kernel[(B * K,)](sinks, out, pm, pl, pacc, T, num_splits, H=H, K=K, D=D, G=G,
+                                  BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D, num_warps=4)
+    return out
+
+
+def attention(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
+    """q (B, T, H, D), k/v (B, S, K, D), sinks (H,), positions (B, T)/(B, S) -> (B, T, H, D) in q's dtype."""
+    return _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos)
