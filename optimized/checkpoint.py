@@ -64,11 +64,22 @@ def _host_tensor(ckpt: Checkpoint, name: str) -> torch.Tensor:
     return _stored(ckpt, hf_name(name))
 
 
+def place(host: torch.Tensor, device, dtype) -> torch.Tensor:
+    return host.to(device=device, dtype=dtype)
+
+
 def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
     """Validate the folder (reference/checkpoint.py), then place every tensor on the device."""
     ckpt = path if isinstance(path, Checkpoint) else Checkpoint(path)
     config, device = ckpt.config, torch.device(device)
     tensors, placed = {}, 0
+    if device.type == "cuda":  # refuse up front rather than after minutes of copying
+        need = sum(torch.Size(shape).numel() * torch.empty((), dtype=placed_dtype(n, k, dtype)).element_size()
+                   for n, (shape, k) in expected_tensors(config).items())
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > free:
+            raise LoadError(f"{ckpt.path}: the weights need {need / 2**30:.2f} GiB on {device}, "
+                            f"only {free / 2**30:.2f} GiB is free")
     for name, (shape, kind) in expected_tensors(config).items():
         host = _host_tensor(ckpt, name)
         assert tuple(host.shape) == shape, (name, tuple(host.shape), shape)  # validated by Checkpoint already
@@ -78,7 +89,7 @@ def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
             raise CheckpointError(f"{ckpt.path}: tensor {name!r} holds non-finite values")
         want = placed_dtype(name, kind, dtype)
         try:
-            tensors[name] = host.to(device=device, dtype=want)
+            tensors[name] = place(host, device, want)
         except OOM_ERRORS as e:
             size = host.numel() * torch.empty((), dtype=want).element_size()
             raise LoadError(f"out of memory on {device} placing {name!r} {list(shape)} {want} ({size / 2**20:.1f} MiB) "

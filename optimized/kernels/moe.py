@@ -187,11 +187,43 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
     tl.atomic_add(out_ptr + tok[:, None] * C + offs_c[None, :], y, mask=mask_m[:, None] & mask_c[None, :])
 
 
+@triton.jit
+def _dequant_kernel(w_ptr, s_ptr, out_ptr, R, ROW_BYTES: tl.constexpr, BLOCK_R: tl.constexpr,
+                    BLOCK_B: tl.constexpr):
+    """The in-register decode of the MoE kernels on its own: (R, ROW_BYTES) codes -> (R, 2*ROW_BYTES)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask_r = rows < R
+    kb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    mask_kb = kb < ROW_BYTES
+    lo, hi = _load_fp4_t(w_ptr, s_ptr, rows.to(tl.int64), mask_r, kb, mask_kb, ROW_BYTES,
+                         out_ptr.dtype.element_ty)
+    at = out_ptr + rows[None, :].to(tl.int64) * (2 * ROW_BYTES) + 2 * kb[:, None]
+    m = mask_kb[:, None] & mask_r[None, :]
+    tl.store(at, lo, mask=m)
+    tl.store(at + 1, hi, mask=m)
+
+
 # ------------------------------------------------------------------------------------------------- host side
 DECODE_MAX_TOKENS = 64
 # (BLOCK_M, BLOCK_N up, BLOCK_N down, BLOCK_K, num_warps, num_stages): set by reasoning, not yet measured
 DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=4, num_stages=3)
 PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=128, BLOCK_K=128, num_warps=8, num_stages=3)
+
+
+def mxfp4_dequant(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """blocks uint8 (..., B, 16), scales uint8 (..., B) -> (..., B*32) in dtype, with the MoE kernels' decode.
+    Exact in fp32 (the MoE kernels decode in fp32, then round to the activation dtype)."""
+    *lead, B, half = blocks.shape
+    if half != 16 or tuple(scales.shape) != (*lead, B) or blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
+        raise ValueError(f"mxfp4_dequant: blocks must be uint8 (..., B, 16) and scales uint8 (..., B), got "
+                         f"{blocks.dtype} {tuple(blocks.shape)} and {scales.dtype} {tuple(scales.shape)}")
+    R = blocks[..., 0, 0].numel()
+    out = torch.empty((*lead, B * 32), dtype=dtype, device=blocks.device)
+    if R and B:
+        BLOCK_R, BLOCK_B = 16, 64
+        _dequant_kernel[(triton.cdiv(R, BLOCK_R), triton.cdiv(B * 16, BLOCK_B))](
+            blocks.contiguous(), scales.contiguous(), out, R, ROW_BYTES=B * 16, BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
+    return out
 
 
 def group_by_expert(ids: torch.Tensor, E: int, BLOCK_M: int):

@@ -1,0 +1,150 @@
+"""Command line: `python -m optimized chat|generate [--checkpoint PATH] [--device cpu|cuda] [--dtype bf16|fp32]
+[--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]`.
+
+generate: `--tokens 1,2,3` (any checkpoint) or `--prompt TEXT` (o200k_harmony text; needs the full vocabulary);
+          prints the new ids (and text when the vocabulary is the real one) and tokens/s.
+chat:     renders the conversation with harmony, streams the reply's channels (analysis, then final) as they
+          are parsed, and shows tokens/s. `--message TEXT` for one turn, otherwise one turn per stdin line.
+Without --checkpoint it runs on the bundled tiny checkpoint (random weights, vocabulary 512) and says so.
+Chat on a vocabulary smaller than harmony's is refused: harmony's special tokens (<|start|> = 200006 ...) have
+no ids there, and folding them into 512 ids would be a made-up model, not this one; use `generate --tokens`.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from optimized.generate import Engine, RequestError
+from optimized.sampling import Sampling
+
+TINY = Path(__file__).resolve().parent.parent / "golden" / "data" / "checkpoints" / "tiny"
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m optimized", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("chat", "generate"):
+        p = sub.add_parser(name)
+        p.add_argument("--checkpoint", help="checkpoint folder (original or HF layout); default: bundled tiny")
+        p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+        p.add_argument("--backend", default="torch", choices=["torch", "triton"])
+        p.add_argument("--max-new-tokens", type=int, default=64)
+        p.add_argument("--temperature", type=float, default=1.0)
+        p.add_argument("--top-p", type=float, default=1.0)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--context", type=int, default=4096, help="KV cache positions per sequence")
+        if name == "generate":
+            p.add_argument("--tokens", help="comma-separated prompt ids, e.g. 1,2,3")
+            p.add_argument("--prompt", help="prompt text (o200k_harmony; needs the full vocabulary)")
+        else:
+            p.add_argument("--message", help="one user message (otherwise: one turn per line of stdin)")
+            p.add_argument("--system", default=None, help="model identity line of the system message")
+            p.add_argument("--reasoning-effort", default="medium", choices=["low", "medium", "high"])
+    return ap.parse_args(argv)
+
+
+def harmony_fits(vocab_size: int, encoding) -> bool:
+    special = [encoding.encode(s, allowed_special="all")[0] for s in ("<|start|>", "<|return|>", "<|call|>")]
+    return vocab_size >= 200000 and max(special) < vocab_size  # text ids of o200k run to 199997
+
+
+def rate(n: int, s: float) -> str:
+    return f"{n / s:.1f} tok/s" if s > 0 else "-"
+
+
+def cmd_generate(args, engine, vocab):
+    if (args.tokens is None) == (args.prompt is None):
+        sys.exit("generate: give exactly one of --tokens 1,2,3 or --prompt TEXT")
+    enc = None
+    if args.prompt is not None or vocab >= 200000:
+        from harmony import HarmonyEncodingName, load_harmony_encoding
+        enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+    if args.prompt is not None:
+        if not harmony_fits(vocab, enc):
+            sys.exit(f"generate --prompt needs the o200k_harmony vocabulary; this checkpoint has {vocab} ids. "
+                     f"Use --tokens.")
+        prompt = enc.encode(args.prompt, allowed_special=set())
+    else:
+        try:
+            prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
+        except ValueError:
+            sys.exit(f"--tokens must be comma-separated integers, got {args.tokens!r}")
+    sampling = Sampling(args.temperature, args.top_p, args.seed)
+    stream = lambda b, t: print(t, end=" ", flush=True)  # noqa: E731
+    print(f"prompt {len(prompt)} tokens: {prompt}\nnew:", end=" ")
+    try:
+        r = engine.generate([prompt], args.max_new_tokens, sampling, stop_tokens=(), on_token=stream)
+    except RequestError as e:
+        sys.exit(f"\nrefused: {e}")
+    print()
+    if enc is not None and harmony_fits(vocab, enc):
+        print("text:", enc.decode(r.tokens[0]))
+    print(f"prefill {r.prefill_tokens} tokens {rate(r.prefill_tokens, r.prefill_s)}, "
+          f"decode {r.decode_tokens} tokens {rate(r.decode_tokens, r.decode_s)}")
+
+
+def cmd_chat(args, engine, vocab):
+    from harmony import (Conversation, HarmonyEncodingName, Message, ReasoningEffort, Role, StreamableParser,
+                         SystemContent, load_harmony_encoding)
+    enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+    if not harmony_fits(vocab, enc):
+        sys.exit(f"chat refused: this checkpoint's vocabulary has {vocab} ids, but harmony's chat format needs "
+                 f"o200k_harmony's ids (e.g. <|start|> = 200006, <|return|> = 200002). Mapping them into {vocab} "
+                 f"ids would make up a different model, so the engine does not. Try "
+                 f"`python -m optimized generate --tokens 1,2,3` on this checkpoint, or chat with a real one.")
+    system = SystemContent.new().with_reasoning_effort(ReasoningEffort(args.reasoning_effort.capitalize()))
+    if args.system:
+        system = system.with_model_identity(args.system)
+    messages = [Message.from_role_and_content(Role.SYSTEM, system)]
+    sampling = Sampling(args.temperature, args.top_p, args.seed)
+    turns = [args.message] if args.message is not None else (line.rstrip("\n") for line in sys.stdin)
+    for text in turns:
+        if not text.strip():
+            continue
+        messages.append(Message.from_role_and_content(Role.USER, text))
+        prompt = enc.render_conversation_for_completion(Conversation.from_messages(messages), Role.ASSISTANT)
+        parser = StreamableParser(enc, role=Role.ASSISTANT)
+        shown = [None]
+
+        def stream(b, tok):
+            parser.process(tok)
+            delta = parser.last_content_delta
+            if delta:
+                if parser.current_channel != shown[0]:
+                    shown[0] = parser.current_channel
+                    print(f"\n[{shown[0] or 'message'}] ", end="")
+                print(delta, end="", flush=True)
+
+        try:
+            r = engine.generate([prompt], args.max_new_tokens, sampling,
+                                stop_tokens=enc.stop_tokens_for_assistant_actions(), on_token=stream)
+        except RequestError as e:
+            print(f"refused: {e}")
+            messages.pop()
+            continue
+        print(f"\n({rate(r.prefill_tokens, r.prefill_s)} prefill, {rate(r.decode_tokens, r.decode_s)} decode)")
+        try:
+            messages += enc.parse_messages_from_completion_tokens(r.tokens[0], Role.ASSISTANT)
+        except Exception:  # an unfinished or malformed reply stays out of the history
+            pass
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    path = args.checkpoint
+    if path is None:
+        path = TINY
+        print(f"no --checkpoint: using the bundled tiny checkpoint {TINY} (random weights, vocabulary 512; "
+              f"its output is meaningless)", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    engine = Engine.load(path, args.device, DTYPES[args.dtype], args.backend, context=args.context)
+    vocab = engine.config.vocab_size
+    (cmd_chat if args.command == "chat" else cmd_generate)(args, engine, vocab)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""optimized/ ops against reference/ functions, op by op, on small random inputs (hypothesis).
+
+Bounds: float32 ops are compared with the float64 reference at rtol/atol ~1e-5 (float32 epsilon 1.2e-7 times
+the depth of the sums here, with margin); MXFP4 decoding and routing ids are exact.
+"""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from optimized import mxfp4, ops, rope
+from optimized.moe import moe, route, swiglu
+from optimized.norm import rms_norm
+from reference import attention as ref_attn
+from reference import moe as ref_moe
+from reference import mxfp4 as ref_mxfp4
+from reference import norm as ref_norm
+from reference import rope as ref_rope
+
+torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared 2-core machine
+seeds = st.integers(0, 2**31 - 1)
+
+
+@settings(max_examples=20)
+@given(seeds, st.integers(1, 4), st.sampled_from([torch.float32, torch.bfloat16]))
+def test_mxfp4_decode_exact(seed, nblocks, dtype):
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (3, nblocks, 16), dtype=np.uint8)
+    scales = rng.integers(100, 140, (3, nblocks), dtype=np.uint8)
+    scales[0, 0] = 0  # the subnormal scale 2**-127
+    got = mxfp4.decode(torch.from_numpy(blocks), torch.from_numpy(scales), dtype)
+    assert got.dtype == dtype and got.shape == (3, nblocks * 32)
+    np.testing.assert_array_equal(got.double().numpy(), ref_mxfp4.decode(blocks, scales))
+
+
+@settings(max_examples=20)
+@given(seeds, st.integers(1, 5), st.sampled_from([32, 64]))
+def test_rms_norm(seed, T, C):
+    rng = np.random.default_rng(seed)
+    x, scale = rng.standard_normal((T, C)) * 3, rng.standard_normal(C)
+    got = rms_norm(torch.tensor(x, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32))
+    np.testing.assert_allclose(got.double().numpy(), ref_norm.rms_norm(x.astype(np.float32).astype(np.float64),
+                               scale.astype(np.float32).astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20)
+@given(seeds, st.floats(0.5, 10))
+def test_swiglu(seed, limit):
+    h = np.random.default_rng(seed).standard_normal((5, 16)) * 6  # crosses the clamps
+    h32 = h.astype(np.float32).astype(np.float64)
+    got = swiglu(torch.tensor(h32, dtype=torch.float32), limit)
+    np.testing.assert_allclose(got.double().numpy(), ref_moe.swiglu(h32, limit), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30)
+@given(seeds, st.integers(1, 8), st.integers(1, 4))
+def test_route_with_ties(seed, E, k):
+    k = min(k, E)
+    logits = np.random.default_rng(seed).integers(-2, 3, (6, E)).astype(np.float64)  # many exact ties
+    ids, w = route(torch.tensor(logits, dtype=torch.float32), k)
+    rids, rw = ref_moe.route(logits, k)
+    assert ids.dtype == torch.int32 and w.dtype == torch.float32
+    np.testing.assert_array_equal(ids.numpy(), rids)  # ties go to the lower id, as in the reference
+    np.testing.assert_allclose(w.double().numpy(), rw, rtol=1e-6, atol=1e-7)
+
+
+def _experts(rng, E, C, I):
+    w1b = rng.integers(0, 256, (E, 2 * I, C // 32, 16), dtype=np.uint8)
+    w1s = rng.integers(120, 125, (E, 2 * I, C // 32), dtype=np.uint8)
+    w2b = rng.integers(0, 256, (E, C, I // 32, 16), dtype=np.uint8)
+    w2s = rng.integers(120, 125, (E, C, I // 32), dtype=np.uint8)
+    b1 = rng.standard_normal((E, 2 * I)).astype(np.float32) * 0.1
+    b2 = rng.standard_normal((E, C)).astype(np.float32) * 0.1
+    return w1b, w1s, b1, w2b, w2s, b2
+
+
+@pytest.mark.parametrize("path", ["gather", "per_expert"])
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the patch is constant
+@given(seed=seeds, N=st.integers(1, 6))
+def test_moe_op_vs_reference(monkeypatch, path, seed, N):
+    from optimized import moe as moe_mod
+    monkeypatch.setattr(moe_mod, "GATHER_BYTES", 2**40 if path == "gather" else 0)  # force the path under test
+    rng = np.random.default_rng(seed)
+    E, C, I, A, limit = 4, 64, 32, 2, 7.0
+    w1b, w1s, b1, w2b, w2s, b2 = _experts(rng, E, C, I)
+    x = rng.standard_normal((N, C)).astype(np.float32)
+    ids, weights = ref_moe.route(rng.standard_normal((N, E)), A)
+    want = np.zeros((N, C))
+    for n in range(N):
+        for a in range(A):
+            e = ids[n, a]
+            W1, W2 = ref_mxfp4.decode(w1b[e], w1s[e]), ref_mxfp4.decode(w2b[e], w2s[e])
+            h = ref_moe.swiglu(W1 @ x[n] + b1[e], limit)
+            want[n] += weights[n, a] * (W2 @ h + b2[e])
+    t = torch.from_numpy
+    got = moe(t(x), t(ids).int(), t(weights).float(), t(w1b), t(w1s), t(b1), t(w2b), t(w2s), t(b2), limit)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@settings(max_examples=20)
+@given(st.lists(st.integers(0, 70000), min_size=1, max_size=6), st.sampled_from([1.0, 32.0]))
+def test_rope_cos_sin(positions, factor):
+    args = (16, 150000.0, factor, 4096, 1.0, 32.0)
+    inv, conc = rope.inv_freq_and_concentration(*args)
+    rinv, rconc = ref_rope.inv_freq_and_concentration(*args)
+    np.testing.assert_allclose(inv.numpy(), rinv, rtol=1e-15)
+    assert conc == rconc
+    cos, sin = rope.cos_sin(torch.tensor(positions), inv, conc)
+    rc, rs = ref_rope.cos_sin(np.array(positions), rinv, rconc)
+    np.testing.assert_allclose(cos.double().numpy(), rc, atol=1e-6)  # float32 rounding of values <= 1.35
+    np.testing.assert_allclose(sin.double().numpy(), rs, atol=1e-6)
+
+
+@settings(max_examples=25)
+@given(seeds, st.integers(1, 5), st.integers(1, 9), st.sampled_from([0, 3]))
+def test_attention_op_vs_reference(seed, T, S, window):
+    rng = np.random.default_rng(seed)
+    B, H, K, D = 2, 4, 2, 8
+    q = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    k = rng.standard_normal((B, S, K, D)).astype(np.float32)
+    v = rng.standard_normal((B, S, K, D)).astype(np.float32)
+    sinks = rng.standard_normal(H).astype(np.float32)
+    k_pos = np.stack([rng.permutation(S + 2)[:S] - 1 for _ in range(B)])  # ring-like order, some -1 (empty)
+    q_pos = rng.integers(-1, S + 2, (B, T))  # some queries see nothing (or are padding)
+    got = ops.attention(*(torch.from_numpy(a) for a in (q, k, v, sinks)), D ** -0.5, window,
+                        torch.from_numpy(q_pos), torch.from_numpy(k_pos)).double().numpy()
+    for b in range(B):
+        keep = k_pos[b] >= 0
+        for t in range(T):
+            if not keep.any() or not (k_pos[b][keep] <= q_pos[b, t]).any() or (
+                    window and not ((k_pos[b][keep] <= q_pos[b, t]) & (q_pos[b, t] - k_pos[b][keep] < window)).any()):
+                np.testing.assert_array_equal(got[b, t], 0.0)  # no visible key: all weight on the sink
+                continue
+            want = ref_attn.sdpa(q[b, t:t + 1].reshape(1, K, H // K, D).astype(np.float64),
+                                 k[b][keep].astype(np.float64), v[b][keep].astype(np.float64),
+                                 sinks.reshape(K, H // K).astype(np.float64), q_pos[b, t:t + 1],
+                                 k_pos[b][keep], window or None)
+            np.testing.assert_allclose(got[b, t], want.reshape(H, D), rtol=1e-5, atol=1e-5)
+
+
+def test_backend_registry(monkeypatch):
+    assert ops.get_backend().moe is moe and ops.get_backend("torch").route is route
+    with pytest.raises(ops.BackendError, match="unknown backend 'cuda'"):
+        ops.get_backend("cuda")
+    import sys
+    monkeypatch.setitem(sys.modules, "optimized.kernels", None)  # a package that fails to import
+    with pytest.raises(ops.BackendError, match="optimized.kernels.*failed to import"):
+        ops.get_backend("triton")
