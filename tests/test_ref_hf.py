@@ -1,0 +1,90 @@
+"""The reference against an independent port: HF transformers' GptOssForCausalLM loading a tiny HF-layout
+checkpoint written by reference/writer.py (YaRN on, GQA 4 over 2, sliding window 4, 12 tokens).
+
+Two comparisons, each with its tolerance explained:
+  - HF as shipped, float32: every difference is HF's float32 rounding (its RoPE table and its matmuls);
+    measured 1.5e-6 max abs on logits of size ~3, the bound is 2e-5 (float32 eps 6e-8 x logit scale x the
+    ~20 roundings a logit accumulates, with margin). Getting any quirk wrong moves logits by ~1 (test_ref_model).
+  - HF in float64, with its two deliberate float32 islands replaced by the same formulas in float64: the RoPE
+    table (recomputed from gpt-oss's formula) and RMSNorm (HF's casts to float32 and back). Everything else (attention, sinks, GQA, window, MoE, MXFP4, the HF name mapping, HF's sliding KV cache
+    during decoding) is compared at 1e-10. HF's own float32 YaRN frequencies are checked separately at 1e-6.
+Needs the optional test dependencies (transformers, accelerate); skipped without them. Nothing is downloaded.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")  # dequantizes MXFP4 on CPU
+
+from reference.model import Model  # noqa: E402
+
+from helpers import TINY, write_tiny  # noqa: E402
+from test_ref_rope import gpt_oss_torch_formula  # noqa: E402
+
+TOKENS = [5, 17, 0, 96, 42, 42, 7, 63, 18, 2, 77, 31]  # 12 > window 4
+
+
+def load_hf(path, dtype, **kw):
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    model = transformers.GptOssForCausalLM.from_pretrained(path, device_map="cpu", **{key: dtype}, **kw)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = write_tiny(tmp_path_factory.mktemp("hf") / "tiny", seed=3, layout="hf")
+    return path, Model(path).logits(TOKENS)
+
+
+def test_hf_float32_matches(ckpt):
+    path, want = ckpt
+    hf = load_hf(path, torch.float32)
+    with torch.no_grad():
+        got = hf(torch.tensor([TOKENS])).logits[0].double().numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    # HF's YaRN, computed its own way in float32, against the reference's float64 frequencies
+    rope = hf.model.rotary_emb
+    inv_ref, conc_ref = Model(path).inv_freq, Model(path).concentration
+    np.testing.assert_allclose(rope.inv_freq.double().numpy(), inv_ref, rtol=1e-6)
+    assert rope.attention_scaling == pytest.approx(conc_ref, rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated")  # transformers 5.x renames it `cache`
+def test_hf_float64_matches_including_sliding_cache_decode(ckpt):
+    path, want = ckpt
+    hf = load_hf(path, torch.float64, experts_implementation="eager")  # grouped_mm has no float64
+    c = TINY
+    conc, inv = gpt_oss_torch_formula(c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length,
+                                      c.rope_ntk_alpha, c.rope_ntk_beta)
+    inv = torch.from_numpy(inv)
+
+    def rope64(x, position_ids):  # HF's forward, in float64
+        angles = position_ids[..., None].double() * inv
+        return angles.cos() * conc, angles.sin() * conc
+
+    def norm64(h, m):  # HF's GptOssRMSNorm without its cast to float32 (its own weight and eps)
+        return m.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + m.variance_epsilon))
+
+    hf.model.rotary_emb.forward = rope64
+    norms = [m for m in hf.modules() if type(m).__name__ == "GptOssRMSNorm"]
+    assert len(norms) == 2 * TINY.num_hidden_layers + 1
+    for m in norms:
+        assert m.variance_epsilon == 1e-5
+        m.forward = lambda h, m=m: norm64(h, m)
+    with torch.no_grad():
+        full = hf(torch.tensor([TOKENS])).logits[0].numpy()
+        np.testing.assert_allclose(full, want, rtol=0, atol=1e-10)  # measured 3e-15
+        out = hf(torch.tensor([TOKENS[:3]]), use_cache=True)  # prefill 3, then decode one at a time past the window
+        steps, past = [out.logits[0]], out.past_key_values
+        for t in TOKENS[3:]:
+            out = hf(torch.tensor([[t]]), past_key_values=past, use_cache=True)
+            steps.append(out.logits[0])
+            past = out.past_key_values
+    np.testing.assert_allclose(torch.cat(steps).numpy(), want, rtol=0, atol=1e-10)
