@@ -1,0 +1,185 @@
+"""optimized/kernels/moe.py: the Triton MXFP4 MoE (up + SwiGLU, down + weighted sum over k) against moe_ref.
+
+Tolerance, relative to a baseline (STYLE.md 9): the error of the kernel against a float64 evaluation of the
+same op must be at most 4x the error of the plain torch op in the same dtype (moe_ref) plus a small atol.
+CPU: Triton interpreter in fp32/fp16 on small shapes. GPU: also bf16, the real 20b/120b expert shapes, and a
+CUDA-graph capture of route + moe."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from optimized.kernels.moe import group_by_expert, moe, moe_ref, mxfp4_dequant, mxfp4_dequant_ref  # noqa: E402
+from optimized.kernels.route import route  # noqa: E402
+from reference import mxfp4 as mxfp4_numpy  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+ATOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
+LIMIT = 7.0
+needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU (bf16, real shapes, CUDA graphs)")
+
+
+def make_experts(E, C, I, dtype, seed, device=DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    # scales around 2**-4..2**-1 keep fp16 far from overflow while every FP4 code appears
+    w1b = torch.randint(0, 256, (E, 2 * I, C // 32, 16), dtype=torch.uint8, generator=g)
+    w1s = torch.randint(123, 127, (E, 2 * I, C // 32), dtype=torch.uint8, generator=g)
+    w2b = torch.randint(0, 256, (E, C, I // 32, 16), dtype=torch.uint8, generator=g)
+    w2s = torch.randint(123, 127, (E, C, I // 32), dtype=torch.uint8, generator=g)
+    b1 = torch.randn(E, 2 * I, generator=g).to(dtype)
+    b2 = torch.randn(E, C, generator=g).to(dtype)
+    return [t.to(device) for t in (w1b, w1s, b1, w2b, w2s, b2)]
+
+
+def make_routing(N, E, A, seed, unused=(), device=DEVICE):
+    g = torch.Generator().manual_seed(seed + 1)
+    logits = torch.randn(N, E, generator=g)
+    logits[:, list(unused)] = -1e9  # experts that receive zero tokens
+    ids, w = route(logits.to(device), A)
+    return ids, w
+
+
+def check(N, E, C, I, A, dtype, seed=0, unused=()):
+    experts = make_experts(E, C, I, dtype, seed)
+    ids, w = make_routing(N, E, A, seed, unused)
+    g = torch.Generator().manual_seed(seed + 2)
+    x = (torch.randn(N, C, generator=g) * 0.5).to(dtype).to(DEVICE)
+    w1b, w1s, b1, w2b, w2s, b2 = experts
+    out = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    assert out.shape == (N, C) and out.dtype == dtype
+    base = moe_ref(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    gold = moe_ref(x.double(), ids, w.double(), w1b, w1s, b1.double(), w2b, w2s, b2.double(), LIMIT)
+    err = (out.double() - gold).abs().max().item()
+    base_err = (base.double() - gold).abs().max().item()
+    scale = max(1.0, gold.abs().max().item())
+    assert err <= 4 * base_err + ATOL[dtype] * scale, (err, base_err, scale)
+    assert torch.isfinite(out).all()
+    return out, (x, ids, w, *experts)
+
+
+# (N, E, C, I, A, unused experts): decode (N <= 64) and prefill regimes, odd N, k = 1..4, a K tail (C = 96 is not
+# a multiple of BLOCK_K = 128), experts with zero tokens, and one expert receiving more rows than a tile holds
+CASES = [
+    (1, 4, 64, 64, 1, ()),
+    (3, 6, 64, 96, 2, (0, 5)),
+    (5, 8, 96, 64, 4, (1,)),
+    (40, 4, 64, 64, 4, ()),  # every expert gets all 40 tokens: 3 tiles of 16 each
+    (70, 5, 64, 64, 3, (2,)),  # prefill tiles of 64
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,E,C,I,A,unused", CASES)
+def test_moe_matches_ref(N, E, C, I, A, unused, dtype):
+    check(N, E, C, I, A, dtype, seed=N + E, unused=unused)
+
+
+def test_moe_matches_engine_torch_op():
+    ops = pytest.importorskip("optimized.ops")
+    out, args = check(7, 6, 64, 64, 2, torch.float32, seed=3)
+    torch.testing.assert_close(out, ops.get_backend("torch").moe(*args, LIMIT), rtol=1e-4, atol=1e-4)
+
+
+def test_group_by_expert_covers_every_pair_once():
+    g = torch.Generator().manual_seed(0)
+    for N, E, A, BM in [(1, 4, 4, 16), (9, 5, 3, 4), (50, 3, 2, 16), (33, 64, 4, 16)]:
+        ids = torch.stack([torch.randperm(E, generator=g)[:A] for _ in range(N)]).int()
+        order, te, start, stop = group_by_expert(ids, E, BM)
+        assert sorted(order.tolist()) == list(range(N * A))
+        seen = []
+        for t in range(te.numel()):
+            rows = order[start[t]:stop[t]].tolist()
+            assert len(rows) <= BM
+            assert all(ids.reshape(-1)[p] == te[t] for p in rows)
+            seen += rows
+        assert sorted(seen) == list(range(N * A))
+
+
+def test_dequant_ref_matches_reference_decode():
+    g = torch.Generator().manual_seed(1)
+    blocks = torch.randint(0, 256, (3, 5, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(100, 150, (3, 5), dtype=torch.uint8, generator=g)
+    scales[0, 0], scales[1, 1] = 0, 255  # the subnormal 2**-127 and NaN
+    want = mxfp4_numpy.decode(blocks.numpy(), scales.numpy())
+    got = mxfp4_dequant_ref(blocks, scales, torch.float64).numpy()
+    assert ((got == want) | (torch.isnan(torch.from_numpy(got)) & torch.isnan(torch.from_numpy(want))).numpy()).all()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # 6 * 2**127 is inf in fp32
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_decode_every_code_and_scale(dtype):
+    """The MoE kernels' in-register FP4 decode (mxfp4_dequant runs it alone) against the reference decode,
+    for all 256 byte values under all 256 scales (0 is the subnormal 2**-127, 255 is NaN)."""
+    blocks = torch.arange(256, dtype=torch.uint8).reshape(16, 16).repeat(256, 1, 1)  # (256 rows, 16 blocks, 16)
+    scales = torch.arange(256, dtype=torch.uint8)[:, None].repeat(1, 16)  # row r uses scale r
+    got = mxfp4_dequant(blocks.to(DEVICE), scales.to(DEVICE), dtype).cpu()
+    want = torch.from_numpy(mxfp4_numpy.decode(blocks.numpy(), scales.numpy()))
+    # the float64 truth rounded once to dtype: exact where representable (fp32 subnormals included), the
+    # overflow of 6 * 2**127 to inf and the NaN scale as NaN
+    rounded = want.to(dtype)
+    assert torch.equal(torch.isnan(got), torch.isnan(rounded))
+    assert torch.equal(got[~torch.isnan(got)], rounded[~torch.isnan(rounded)])
+    assert torch.isnan(got[255]).all()
+    if dtype != torch.float16:  # scale 0 (2**-127) is not flushed to zero: 14 of 16 codes are nonzero
+        assert (got[0] != 0).sum() == 14 * 32
+
+
+def test_moe_bad_input():
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(4, 64, 64, torch.float32, seed=0)
+    x = torch.randn(2, 64, device=DEVICE)
+    ids = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32, device=DEVICE)
+    w = torch.full((2, 2), 0.5, device=DEVICE)
+    with pytest.raises(ValueError, match="w2_blocks"):
+        moe(x, ids, w, w1b, w1s, b1, w2b[:, :32], w2s, b2, LIMIT)
+    with pytest.raises(ValueError, match="weights"):
+        moe(x, ids, w[:, :1], w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    with pytest.raises(ValueError, match="uint8"):
+        moe(x, ids, w, w1b.int(), w1s, b1, w2b, w2s, b2, LIMIT)
+    if DEVICE == "cpu":  # on a GPU the same check is a device-side assert (no host sync)
+        with pytest.raises(ValueError, match="expert ids"):
+            moe(x, ids + 1, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+
+
+# ----------------------------------------------------------------------------------------------- GPU only
+REAL = {"20b": dict(E=32, C=2880, I=2880, A=4), "120b": dict(E=128, C=2880, I=2880, A=4)}
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", ["20b", "120b"])
+@pytest.mark.parametrize("N", [1, 7, 64, 300])
+def test_moe_real_shapes_bf16(shape, N):
+    s = REAL[shape]
+    check(N, s["E"], s["C"], s["I"], s["A"], torch.bfloat16, seed=N)
+
+
+@needs_cuda
+def test_route_and_moe_capture_in_a_cuda_graph():
+    s = REAL["20b"]
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(s["E"], s["C"], s["I"], torch.bfloat16, seed=9)
+    x = torch.randn(4, s["C"], device=DEVICE, dtype=torch.bfloat16)
+    logits = torch.randn(4, s["E"], device=DEVICE)
+
+    def step():
+        ids, w = route(logits, s["A"])
+        return moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+
+    step()  # compiles the kernels outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up on the capture stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    logits.copy_(torch.randn(4, s["E"], device=DEVICE))  # new routing, replayed without re-capture
+    graph.replay()
+    torch.cuda.synchronize()
+    ids, w = route(logits, s["A"])
+    want = moe_ref(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    assert (captured.float() - want.float()).abs().max() <= 0.05 * want.float().abs().max() + 0.1
