@@ -1,0 +1,109 @@
+"""pytest plumbing of the kit: options, parametrization from the golden data, result recording, certificate.
+
+  pytest conformance/ --impl reference|optimized|transformers|package.module:factory|file.py:factory|exec:CMD
+                      [--dtype float32|bfloat16|float64] [--golden DIR] [--certificate DIR]
+"""
+import pytest
+
+from conformance import certificate
+from conformance.session import Kit
+
+KIT = pytest.StashKey[Kit]()
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("conformance", "gpt-oss conformance kit")
+    g.addoption("--impl", default="reference",
+                help="implementation under test: reference, optimized, transformers, package.module:factory, "
+                     "path/to/file.py:factory or exec:COMMAND (default: reference)")
+    g.addoption("--dtype", default=None,
+                help="the dtype whose bounds apply (float64, float32, bfloat16); default: the impl's dtype "
+                     "attribute, else bfloat16. With --impl optimized, bfloat16 selects factory_bf16")
+    g.addoption("--golden", default=None, help="golden data folder (default: golden/data; or one written by "
+                                               "python -m golden --checkpoint)")
+    g.addoption("--certificate", default=None, help="write certificate.json and certificate.md to this folder")
+
+
+def pytest_configure(config):
+    if config.getoption("--impl", default=None) is not None:
+        config.stash[KIT] = Kit(config)
+
+
+def kit_of(config) -> Kit:
+    return config.stash[KIT]
+
+
+def pytest_report_header(config):
+    kit = kit_of(config)
+    return [f"conformance: --impl {kit.impl_name}, golden {kit.golden.root}"
+            + (f", --dtype {kit.dtype_opt}" if kit.dtype_opt else "")]
+
+
+def pytest_generate_tests(metafunc):
+    kit = kit_of(metafunc.config)
+    listing = kit.golden.listing()
+    if "op_case" in metafunc.fixturenames:
+        op = metafunc.function.__name__.removeprefix("test_op_")
+        metafunc.parametrize("op_case", listing["ops"].get(op, []))
+    if "case" in metafunc.fixturenames:
+        metafunc.parametrize("case", listing["cases"])
+
+
+@pytest.fixture(scope="session")
+def kit(request) -> Kit:
+    k = kit_of(request.config)
+    k.golden.manifest  # noqa: B018 - verify the golden data before any check uses it (fails every test)
+    return k
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+        kit = kit_of(item.config)
+        measures = [m for k, m in item.user_properties if k == "measure"]
+        if rep.skipped:
+            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+            reason = reason.removeprefix("Skipped: ")
+            status = "not_supported" if reason.startswith("not supported") else "skipped"
+            message = reason
+        else:
+            status = "pass" if rep.passed else "fail"
+            message = "" if rep.passed else _short(rep)
+        kit.results.append({"check": item.nodeid.split("::", 1)[-1], "status": status, "message": message,
+                            "measures": measures})
+
+
+def _short(rep) -> str:
+    text = str(rep.longrepr)
+    if hasattr(rep.longrepr, "reprcrash") and rep.longrepr.reprcrash is not None:
+        text = rep.longrepr.reprcrash.message
+    return text.strip()[:2000]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    kit = config.stash.get(KIT, None)
+    if kit is None or not kit.results:
+        return
+    counts = {}
+    for r in kit.results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    ident = kit.identity
+    terminalreporter.write_line(
+        f"conformance: {ident.get('name', kit.impl_name)} dtype={ident.get('dtype')} "
+        + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for note in ("dtype_note",):
+        if ident.get(note):
+            terminalreporter.write_line(f"conformance: {ident[note]}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    kit = session.config.stash.get(KIT, None)
+    if kit is None:
+        return
+    try:
+        if kit.certificate and kit.results:
+            certificate.write(kit, kit.certificate)
+    finally:
+        kit.close()

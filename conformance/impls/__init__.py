@@ -1,0 +1,1 @@
+"""Built-in implementations for `--impl reference` and `--impl transformers`."""

@@ -1,0 +1,180 @@
+"""State of one kit run: the golden data (verified once, shared), the implementation under test, the results.
+
+Golden arrays are cached per (folder, manifest hash) for the whole process, so running the kit many times in
+one process (tests/test_conformance_wrong_ports.py) loads them once.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance import plugin, spec
+from golden import format as gformat
+
+_CACHE: dict = {}  # (root, manifest sha256, what) -> loaded data
+
+
+class Golden:
+    def __init__(self, root):
+        self.root = Path(root).resolve()
+        self._manifest = None
+        self._error = None
+
+    # listing (for parametrization) reads the manifest without verifying; every test verifies first
+    def listing(self) -> dict:
+        try:
+            m = json.loads((self.root / gformat.MANIFEST).read_text())
+            ops = {}
+            for rel in m.get("files", {}):
+                if rel.startswith("ops/") and rel.endswith(".npz"):
+                    op = Path(rel).stem
+                    try:
+                        keys = gformat.load_npz(self.root / rel)
+                    except Exception:  # noqa: BLE001 - a broken file is reported by verify(), not here
+                        keys = {"c0.": None}
+                    ops[op] = sorted({k.split(".")[0] for k in keys}, key=lambda c: int(c[1:]) if c[1:].isdigit() else 0)
+            cases = [Path(rel).stem for rel in m.get("files", {}) if rel.startswith("cases/")]
+            text = "text/vectors.json" in m.get("files", {})
+            return {"ops": ops, "cases": sorted(cases), "text": text}
+        except Exception:  # noqa: BLE001 - unreadable manifest: one placeholder item per test, which FAILS
+            return {"ops": {op: ["unavailable"] for op in OPS}, "cases": ["unavailable"], "text": True}
+
+    @property
+    def manifest(self) -> dict:
+        if self._error:
+            raise self._error
+        if self._manifest is None:
+            try:
+                self._manifest = gformat.verify(self.root)
+            except gformat.GoldenError as e:
+                self._error = e
+                raise
+        return self._manifest
+
+    @property
+    def manifest_sha256(self) -> str:
+        return gformat.manifest_hash(self.root)
+
+    def _cached(self, what, load):
+        key = (str(self.root), self.manifest_sha256, what)
+        if key not in _CACHE:
+            self.manifest  # noqa: B018 - verify before the first use of any file
+            _CACHE[key] = load()
+        return _CACHE[key]
+
+    def op(self, name: str, case: str) -> dict:
+        data = self._cached(("op", name), lambda: gformat.load_npz(self.root / "ops" / f"{name}.npz"))
+        prefix = case + "."
+        got = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+        if not got:
+            raise gformat.GoldenError(f"golden ops/{name}.npz has no case {case!r}")
+        return got
+
+    def case(self, name: str) -> dict:
+        return self._cached(("case", name), lambda: gformat.load_npz(self.root / "cases" / f"{name}.npz"))
+
+    def text(self) -> dict:
+        return self._cached("text", lambda: json.loads((self.root / "text" / "vectors.json").read_text()))
+
+    def checkpoint_dir(self, case: str) -> Path:
+        entry = self.manifest["checkpoints"].get(case)
+        if entry is None:
+            raise gformat.GoldenError(f"golden manifest names no checkpoint for case {case!r}")
+        if "path" in entry:  # a user's checkpoint, referenced in place; its config must be unchanged
+            path = Path(entry["path"])
+            cfg = path / "config.json"
+            if not cfg.is_file() or gformat.sha256(cfg) != entry["files"].get("config.json"):
+                raise gformat.GoldenError(f"checkpoint {path} is missing or its config.json changed since the "
+                                          f"golden data was generated")
+            for f, _ in entry["files"].items():
+                if not (path / f).is_file():
+                    raise gformat.GoldenError(f"checkpoint file {path / f} is missing")
+            return path
+        return self.root / "checkpoints" / case
+
+    def first_checkpoint(self) -> Path:
+        return self.checkpoint_dir(sorted(self.listing()["cases"])[0])
+
+
+OPS = ["mxfp4", "rms_norm", "swiglu", "route", "rope", "attention"]
+
+
+class Kit:
+    def __init__(self, config):
+        self.config = config
+        self.impl_name = config.getoption("--impl")
+        self.dtype_opt = config.getoption("--dtype")
+        golden = config.getoption("--golden")
+        self.golden = Golden(golden or gformat.DATA_DIR)
+        self.certificate = config.getoption("--certificate")
+        self._factory = None
+        self._impls: dict[str, object] = {}
+        self.identity: dict = {}
+        self.results: list[dict] = []
+
+    @property
+    def factory(self):
+        if self._factory is None:
+            self._factory, spec_ = plugin.resolve(self.impl_name, self.dtype_opt)
+            self.identity["factory"] = spec_
+        return self._factory
+
+    def impl(self, checkpoint_dir) -> object:
+        key = str(checkpoint_dir)
+        if key not in self._impls:
+            impl = self.factory(key)
+            if not callable(getattr(impl, "logits", None)):
+                raise plugin.ImplError(f"--impl {self.impl_name}: the object from the factory has no logits() "
+                                       f"method (the one required capability)")
+            self._impls[key] = impl
+            if not self.identity.get("name"):
+                self.identity |= {"impl": self.impl_name, "name": str(getattr(impl, "name", self.impl_name)),
+                                  "declared_dtype": getattr(impl, "dtype", None),
+                                  "device": str(getattr(impl, "device", None) or "unknown"),
+                                  "capabilities": ["logits", *plugin.capabilities(impl)]}
+                self.identity["dtype"] = self._dtype(impl)
+        return self._impls[key]
+
+    def _dtype(self, impl) -> str:
+        if self.dtype_opt:
+            return spec.canonical_dtype(self.dtype_opt)
+        declared = getattr(impl, "dtype", None)
+        if declared:
+            return spec.canonical_dtype(declared)
+        self.identity["dtype_note"] = "the port declares no dtype: bfloat16 bounds (the loosest) apply"
+        return "bfloat16"
+
+    @property
+    def dtype(self) -> str:
+        if "dtype" not in self.identity:
+            self.impl(self.golden.first_checkpoint())
+        return self.identity["dtype"]
+
+    def op_impl(self):
+        return self.impl(self.golden.first_checkpoint())
+
+    def close(self):
+        if hasattr(self._factory, "close"):
+            self._factory.close()
+
+
+def need(impl, capability: str):
+    """The port's method for a capability, or a NOT_SUPPORTED skip."""
+    fn = getattr(impl, capability, None)
+    if not callable(fn):
+        pytest.skip(f"not supported: the implementation has no {capability}()")
+    return fn
+
+
+def record(request, **measure):
+    request.node.user_properties.append(("measure", measure))
+
+
+def check(request, name: str, measured: float, bound_: float, message: str = "", **extra):
+    """Record a measurement and fail when it exceeds its bound (NaN and inf always exceed)."""
+    ok = bool(np.isfinite(measured) and measured <= bound_)
+    record(request, check=name, measured=float(measured), bound=float(bound_), ok=ok, **extra)
+    if not ok:
+        pytest.fail(f"{name}: error {measured:.3g} > bound {bound_:.3g}" + (f": {message}" if message else ""),
+                    pytrace=False)

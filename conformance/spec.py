@@ -1,0 +1,82 @@
+"""The tolerance contract of conformance/SPEC.md, as code: one error metric, bounds relative to a baseline.
+
+metric   err(a, r) = max |a - r| / rms(r)     over a check's whole output (r: the reference's float64 value)
+bound    FACTOR * baseline[dtype] + FLOOR[dtype]
+         baseline[dtype]: the measured err of golden/baseline.py (a plain port, same dtype) on the same data,
+         stored in the golden files; float64 ports have no baseline and get FLOOR alone.
+MXFP4 decode is bit-exact (no metric); RoPE tables have an analytic dtype-aware bound (rope_bound).
+SPEC.md gives each number's measurement; change a number there and here together.
+"""
+import math
+
+import numpy as np
+
+FACTOR = 4.0  # a port may be this many times worse than the plain same-dtype port
+FLOOR = {"float64": 1e-9, "float32": 1e-6, "bfloat16": 2e-3}
+# a token's routing counts as clear in a dtype when its top-k margin exceeds this many times the baseline's
+# largest router-logit error; model outputs are compared at positions whose routing is clear in every layer
+ROUTE_CLEAR = 3.0
+# greedy tokens and argmax are compared where the reference's top-1 margin exceeds this many logit bounds
+ARGMAX_CLEAR = 2.0
+ROPE_ULPS = 8.0  # RoPE: |Δ| <= ROPE_ULPS * (eps_table * |angle| + eps_dtype) * concentration
+EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "bfloat16": 2.0 ** -7}
+DTYPE_ALIASES = {"float64": "float64", "fp64": "float64", "double": "float64", "float32": "float32",
+                 "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                 "float16": "bfloat16", "fp16": "bfloat16", "half": "bfloat16"}
+
+
+def canonical_dtype(name: str) -> str:
+    """A port's declared dtype -> the bound class. float16 ports get bfloat16 bounds (fewer exponent bits,
+    more mantissa: at least as accurate on these data)."""
+    key = str(name).lower().replace("torch.", "").replace("numpy.", "")
+    if key not in DTYPE_ALIASES:
+        raise ValueError(f"unknown dtype {name!r}: use one of {sorted(set(DTYPE_ALIASES))}")
+    return DTYPE_ALIASES[key]
+
+
+def err(a, r) -> float:
+    a, r = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
+    if r.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(a)):
+        return math.inf
+    rms = math.sqrt(float(np.mean(r * r)))
+    return float(np.max(np.abs(a - r))) / (rms if rms > 0 else 1.0)
+
+
+def bound(dtype: str, baseline: dict[str, float] | None) -> float:
+    base = 0.0 if dtype == "float64" or not baseline else float(baseline[dtype])
+    return FACTOR * base + FLOOR[dtype]
+
+
+def rope_bound(angles: np.ndarray, concentration: float, dtype: str) -> np.ndarray:
+    """Elementwise bound on cos/sin tables: the angle may be computed in float32 (as gpt-oss does) by any
+    port that is not float64, then the table rounded to the port's dtype."""
+    eps_table = EPS["float64"] if dtype == "float64" else EPS["float32"]
+    return ROPE_ULPS * (eps_table * np.abs(angles) + EPS[dtype]) * concentration
+
+
+def representable(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Which float64 values a dtype holds exactly (MXFP4 decodes are exact only where representable)."""
+    v = np.asarray(values, dtype=np.float64)
+    if dtype == "float64":
+        return np.isfinite(v)
+    with np.errstate(over="ignore"):
+        f = v.astype(np.float32)
+    ok = np.isfinite(f) & (f.astype(np.float64) == v)
+    if dtype == "bfloat16":
+        bits = f.view(np.uint32)
+        ok &= (bits & 0xFFFF) == 0
+    return ok
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def logprob_err(logits: np.ndarray, ref: np.ndarray, top: int = 5) -> float:
+    """max |Δ log p| over the reference's `top` tokens at each position."""
+    ids = np.argsort(-ref, axis=-1, kind="stable")[:, :top]
+    d = np.take_along_axis(log_softmax(logits), ids, -1) - np.take_along_axis(log_softmax(ref), ids, -1)
+    return float(np.max(np.abs(d))) if d.size else 0.0

@@ -1,0 +1,198 @@
+"""Model-level checks on the golden checkpoints: logits (required), greedy continuation, and the optional
+decode_logits, batch_logits and intermediates capabilities.
+
+Compared positions: where the token's routing is clear in every layer for the port's dtype (spec.ROUTE_CLEAR);
+for float32 and float64 ports that is every position. A failure names the first diverging stage when the
+port exposes intermediates().
+"""
+import numpy as np
+import pytest
+
+from conformance import spec
+from conformance.plugin import to_numpy
+from conformance.session import check, need, record
+
+
+def _bounds(case: dict, dtype: str, stage: str) -> float:
+    base = {dt: float(case[f"baseline.{dt}.{stage}"]) for dt in ("float32", "bfloat16")}
+    return spec.bound(dtype, base)
+
+
+def clear_rows(case: dict, dtype: str) -> np.ndarray:
+    thresh = spec.FLOOR[dtype] if dtype == "float64" else spec.ROUTE_CLEAR * float(case[f"baseline.{dtype}.router_abs"])
+    return np.all(case["route_margin"] >= thresh, axis=1)
+
+
+def describe(stage: str, config) -> str:
+    if stage.startswith("block."):
+        _, n, part = stage.split(".", 2)
+        n = int(n)
+        if part == "attn":
+            w = config.get("sliding_window") if n % 2 == 0 else None
+            return (f"layer {n} attention (RMSNorm, qkv, RoPE/YaRN, GQA, sinks, "
+                    + (f"sliding window {w}" if w else "full causal, no window") + ")")
+        return f"layer {n} MoE (RMSNorm, router top-k + softmax over k, MXFP4 experts, SwiGLU clamp/+1)"
+    return {"embedding": "embedding lookup", "norm": "final RMSNorm", "logits": "unembedding"}.get(stage, stage)
+
+
+def first_divergence(kit, impl, case: dict, config: dict) -> str:
+    """The first stage whose error exceeds its bound, as a message fragment."""
+    if not callable(getattr(impl, "intermediates", None)):
+        return "; the port has no intermediates(), so the diverging stage cannot be named"
+    got = impl.intermediates(case["tokens"].tolist())
+    rows = clear_rows(case, kit.dtype)
+    order = [k[len("stage."):] for k in case if k.startswith("stage.")]
+    stages = [s for s in order if s.count(".") != 3 and s in got]  # residual stages, forward order
+    stages.sort(key=lambda s: _stage_index(s))
+    for s in stages:
+        a = to_numpy(got[s], f"intermediates[{s!r}]")
+        ref = case["stage." + s]
+        if a.shape != ref.shape:
+            return f"; first diverging stage: {s} ({describe(s, config)}): shape {a.shape}, expected {ref.shape}"
+        e, b = spec.err(a[rows], ref[rows]), _bounds(case, kit.dtype, s)
+        if not e <= b:
+            return f"; first diverging stage: {s} ({describe(s, config)}): error {e:.3g} > bound {b:.3g}"
+    return "; all exposed intermediate stages are within bounds (the divergence is after them)"
+
+
+def _stage_index(s: str) -> float:
+    if s == "embedding":
+        return -1
+    if s.startswith("block."):
+        _, n, part = s.split(".", 2)
+        return int(n) * 2 + (0 if part == "attn" else 1)
+    return {"norm": 1e6, "logits": 1e6 + 1}.get(s, 1e7)
+
+
+def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarray, impl, config) -> None:
+    ref = case["logits"][: len(got)]
+    rows = clear_rows(case, kit.dtype)[: len(got)] & rows_used[: len(got)]
+    b = _bounds(case, kit.dtype, "logits")
+    e = spec.err(got[rows], ref[rows])
+    lb = _bounds(case, kit.dtype, "logprob")
+    le = spec.logprob_err(got[rows], ref[rows])
+    rms = float(np.sqrt(np.mean(ref[rows] ** 2)))
+    srt = -np.sort(-ref, axis=-1)
+    margin_ok = rows & (srt[:, 0] - srt[:, 1] > spec.ARGMAX_CLEAR * b * rms)
+    wrong = margin_ok & (np.argmax(got, -1) != np.argmax(ref, -1))
+    record(request, check=f"{name}.logprob", measured=le, bound=lb, ok=bool(le <= lb))
+    record(request, check=f"{name}.argmax", measured=int(wrong.sum()), bound=0, ok=not wrong.any(),
+           compared=int(margin_ok.sum()))
+    problems = []
+    if not le <= lb:
+        problems.append(f"|Δlogprob| on the reference's top-{5} tokens {le:.3g} > {lb:.3g}")
+    if wrong.any():
+        t = int(np.argmax(wrong))
+        problems.append(f"argmax differs at {int(wrong.sum())} clear positions (first: position {t}, got "
+                        f"{int(np.argmax(got[t]))}, expected {int(np.argmax(ref[t]))})")
+    if not e <= b or problems:
+        where = first_divergence(kit, impl, case, config)
+        msg = f"{int(rows.sum())} of {len(rows)} positions compared; " + "; ".join(problems) + where
+        record(request, check=name, measured=e, bound=b, ok=False, positions=int(rows.sum()))
+        pytest.fail(f"{name}: logits error {e:.3g} (bound {b:.3g}); {msg}", pytrace=False)
+    check(request, name, e, b, positions=int(rows.sum()))
+
+
+def _setup(kit, case_name):
+    case = kit.golden.case(case_name)
+    ckpt = kit.golden.checkpoint_dir(case_name)
+    config = kit.golden.manifest["checkpoints"][case_name]["config"]
+    return case, kit.impl(ckpt), config
+
+
+def _logits_array(x, T, V, what):
+    a = to_numpy(x, what).astype(np.float64)
+    if a.shape != (T, V):
+        pytest.fail(f"{what}: returned shape {a.shape}, expected [{T}, {V}] (tokens x vocab_size)", pytrace=False)
+    return a
+
+
+def test_logits(kit, case, request):
+    c, impl, config = _setup(kit, case)
+    tokens = c["tokens"].tolist()
+    T, V = c["logits"].shape
+    got = _logits_array(impl.logits(list(tokens)), T, V, "logits")
+    compare_logits(request, kit, f"logits/{case}", got, c, np.ones(T, bool), impl, config)
+
+
+def test_greedy(kit, case, request):
+    """The greedy continuation, by repeated full-sequence logits(); compared while the reference's top-1
+    margin is clear for the port's dtype."""
+    c, impl, config = _setup(kit, case)
+    seq = c["tokens"].tolist()
+    b = _bounds(c, kit.dtype, "logits") * float(np.sqrt(np.mean(c["logits"] ** 2)))
+    compared = 0
+    for step, (want, margin) in enumerate(zip(c["greedy.tokens"].tolist(), c["greedy.margins"].tolist())):
+        if margin <= spec.ARGMAX_CLEAR * b:
+            break
+        logits = to_numpy(impl.logits(list(seq)), "logits")
+        got = int(np.argmax(logits[-1]))
+        compared += 1
+        if got != want:
+            record(request, check=f"greedy/{case}", measured=step + 1, bound=0, ok=False, compared=compared)
+            pytest.fail(f"greedy/{case}: step {step} after {len(c['tokens'])} prompt tokens: got token {got}, "
+                        f"expected {want} (reference top-1 margin {margin:.3g}, clear for {kit.dtype})", pytrace=False)
+        seq.append(want)
+    record(request, check=f"greedy/{case}", measured=0, bound=0, ok=True, compared=compared)
+    if compared == 0:
+        pytest.skip(f"no greedy step of {case} has a top-1 margin clear for {kit.dtype}")
+
+
+def test_decode(kit, case, request):
+    """decode_logits: prefill half the prompt, then one token at a time through the port's KV cache."""
+    c, impl, config = _setup(kit, case)
+    fn = need(impl, "decode_logits")
+    tokens = c["tokens"].tolist()
+    T, V = c["logits"].shape
+    for prefill in sorted({1, T // 2}):
+        got = _logits_array(fn(list(tokens), prefill), T, V, f"decode_logits(prefill={prefill})")
+        compare_logits(request, kit, f"decode/{case}.prefill{prefill}", got, c, np.ones(T, bool), impl, config)
+
+
+def test_batch(kit, case, request):
+    """batch_logits: three ragged prefixes of the prompt in one call; each equals the rows of the full run."""
+    c, impl, config = _setup(kit, case)
+    fn = need(impl, "batch_logits")
+    tokens = c["tokens"].tolist()
+    T, V = c["logits"].shape
+    lengths = [T, max(1, T - 3), max(1, T // 3)]
+    out = fn([tokens[:n] for n in lengths])
+    if len(out) != len(lengths):
+        pytest.fail(f"batch_logits returned {len(out)} results for a batch of {len(lengths)}", pytrace=False)
+    for i, (n, x) in enumerate(zip(lengths, out)):
+        got = _logits_array(x, n, V, f"batch_logits row {i} (length {n})")
+        compare_logits(request, kit, f"batch/{case}.row{i}", got, c, np.ones(T, bool), impl, config)
+
+
+def test_stages(kit, case, request):
+    """intermediates: every exposed stage within its own bound; routing ids equal where the margin is clear."""
+    c, impl, config = _setup(kit, case)
+    fn = need(impl, "intermediates")
+    got = fn(c["tokens"].tolist())
+    known = [k[len("stage."):] for k in c if k.startswith("stage.")]
+    exposed = [s for s in known if s in got]
+    if not exposed:
+        pytest.fail(f"stages/{case}: intermediates() returned none of the stage names {known[:4]}...", pytrace=False)
+    rows = clear_rows(c, kit.dtype)
+    failures = []
+    for s in sorted(exposed, key=_stage_index):
+        a, ref = to_numpy(got[s], f"intermediates[{s!r}]"), c["stage." + s]
+        if s.endswith(("expert_ids", "expert_weights", "router_logits")):
+            continue
+        if a.shape != ref.shape:
+            failures.append(f"{s}: shape {a.shape}, expected {ref.shape}")
+            continue
+        e, b = spec.err(a[rows], ref[rows]), _bounds(c, kit.dtype, s)
+        record(request, check=f"stages/{case}.{s}", measured=e, bound=b, ok=bool(e <= b))
+        if not e <= b:
+            failures.append(f"{s} ({describe(s, config)}): error {e:.3g} > bound {b:.3g}")
+    for n in range(config["num_hidden_layers"]):
+        key = f"block.{n}.mlp.expert_ids"
+        if key in got:
+            ids = to_numpy(got[key], key).astype(np.int64)
+            ref = c["stage." + key]
+            same = np.all(np.sort(ids[rows], -1) == np.sort(ref[rows], -1), -1) if ids.shape == ref.shape else None
+            if same is None or not same.all():
+                failures.append(f"{key}: chosen experts differ at clear positions")
+    if failures:
+        pytest.fail(f"stages/{case}: first diverging stage: " + "; then ".join(failures[:3]), pytrace=False)

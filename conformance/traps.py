@@ -1,0 +1,160 @@
+"""Known wrong versions of each op, so that a failing check can say which trap a port fell into.
+
+Each entry is (description, function with the op's signature in float64). When an op check fails, the kit
+evaluates every variant on the same golden inputs; one that matches the port's output (within the check's
+bound) is named in the failure message. SPEC.md "Traps" lists the same ones with the right answer.
+"""
+import math
+
+import numpy as np
+
+from reference import mxfp4
+from reference.attention import sdpa
+from reference.moe import SWIGLU_ALPHA
+from reference.rope import cos_sin, yarn_ramp_bounds
+
+
+def _decode(blocks, scales, high_first=False, bias=127, table=mxfp4.FP4_VALUES):
+    lo, hi = blocks & 0x0F, blocks >> 4
+    first, second = (hi, lo) if high_first else (lo, hi)
+    codes = np.stack([first, second], axis=-1).reshape(*blocks.shape[:-1], 32)
+    mult = np.ldexp(1.0, scales.astype(np.int32) - bias)
+    return (table[codes] * mult[..., None]).reshape(*blocks.shape[:-2], -1)
+
+
+_INT_TABLE = np.array([0, 1, 2, 3, 4, 5, 6, 7, -0.0, -1, -2, -3, -4, -5, -6, -7], dtype=np.float64)
+
+MXFP4 = [
+    ("nibble order: HIGH nibble taken as the earlier element (the release packs the LOW nibble first)",
+     lambda b, s: _decode(b, s, high_first=True)),
+    ("E8M0 bias 128 instead of 127 (scale = 2**(s - 127))", lambda b, s: _decode(b, s, bias=128)),
+    ("E8M0 bias 126 instead of 127 (scale = 2**(s - 127))", lambda b, s: _decode(b, s, bias=126)),
+    ("FP4 codes read as integers (E2M1 values are 0, 0.5, 1, 1.5, 2, 3, 4, 6)",
+     lambda b, s: _decode(b, s, table=_INT_TABLE)),
+]
+
+
+def _rms(x, scale, eps, center=False, use_scale=True):
+    if center:
+        x = x - x.mean(-1, keepdims=True)
+    y = x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps)
+    return y * scale if use_scale else y
+
+
+RMS_NORM = [
+    ("RMSNorm eps 1e-6 instead of 1e-5", lambda x, s, eps: _rms(x, s, 1e-6)),
+    ("RMSNorm eps 1e-5 added outside the square root", lambda x, s, eps: x / (np.sqrt(np.mean(x * x, -1, keepdims=True)) + eps) * s),
+    ("LayerNorm (mean subtracted) instead of RMSNorm", lambda x, s, eps: _rms(x, s, eps, center=True)),
+    ("RMSNorm scale not applied", lambda x, s, eps: _rms(x, s, eps, use_scale=False)),
+]
+
+
+def _swiglu(h, limit, split=False, plus_one=True, clamp=True, gate_both=False, alpha=SWIGLU_ALPHA):
+    I = h.shape[-1] // 2
+    gate, lin = (h[..., :I], h[..., I:]) if split else (h[..., 0::2], h[..., 1::2])
+    if clamp:
+        gate = np.clip(gate, -limit, limit) if gate_both else np.minimum(gate, limit)
+        lin = np.clip(lin, -limit, limit)
+    return gate / (1 + np.exp(-alpha * gate)) * (lin + (1.0 if plus_one else 0.0))
+
+
+SWIGLU = [
+    ("SwiGLU without the +1 on the linear half", lambda h, L: _swiglu(h, L, plus_one=False)),
+    ("SwiGLU without the clamp (gate <= limit, linear in [-limit, limit])", lambda h, L: _swiglu(h, L, clamp=False)),
+    ("SwiGLU gate clamped on both sides (gpt-oss clamps the gate above only)", lambda h, L: _swiglu(h, L, gate_both=True)),
+    ("gate/linear split in halves (mlp1 INTERLEAVES them: gate = even columns, linear = odd)",
+     lambda h, L: _swiglu(h, L, split=True)),
+    ("gate/linear swapped (gate = even columns)", lambda h, L: _swiglu(np.stack([h[..., 1::2], h[..., 0::2]], -1).reshape(h.shape), L)),
+    ("SiLU with alpha 1 instead of 1.702", lambda h, L: _swiglu(h, L, alpha=1.0)),
+]
+
+
+def _route_all(logits, k):
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ids = np.argsort(-logits, -1, kind="stable")[:, :k]
+    return ids, np.take_along_axis(p, ids, -1)
+
+
+def _route_renorm_all(logits, k):
+    ids, w = _route_all(logits, k)
+    return ids, w / w.sum(-1, keepdims=True)
+
+
+ROUTE = [
+    ("softmax over ALL experts, then top-k (gpt-oss: softmax over the k chosen logits only)", _route_all),
+    ("softmax over all experts, top-k, renormalized", _route_renorm_all),
+    ("routing weights are the raw top-k logits (no softmax)",
+     lambda l, k: (np.argsort(-l, -1, kind="stable")[:, :k], -np.sort(-l, -1)[:, :k])),
+]
+
+
+def _rope(pos, D, theta, f, icl, a, b, rounded=False, concentration=True, yarn=True, swapped=False):
+    if swapped:
+        a, b = b, a
+    freq = theta ** (np.arange(0, D, 2, dtype=np.float64) / D)
+    if f > 1 and yarn:
+        low, high = yarn_ramp_bounds(D, theta, icl, a, b)
+        if rounded:
+            low, high = math.floor(low), math.ceil(high)
+        mask = 1 - np.clip((np.arange(D // 2) - low) / (high - low), 0, 1)
+        inv = 1 / (f * freq) * (1 - mask) + 1 / freq * mask
+        conc = 0.1 * math.log(f) + 1 if concentration else 1.0
+    else:
+        inv, conc = 1 / freq, 1.0
+    return cos_sin(np.asarray(pos), inv, conc)
+
+
+ROPE = [
+    ("YaRN ramp bounds rounded to integers (floor/ceil, HF's truncate=True; gpt-oss keeps them unrounded)",
+     lambda *p: _rope(*p, rounded=True)),
+    ("YaRN concentration 0.1*ln(factor)+1 not applied to cos and sin", lambda *p: _rope(*p, concentration=False)),
+    ("plain RoPE without YaRN scaling", lambda *p: _rope(*p, yarn=False)),
+    ("YaRN ntk_alpha/ntk_beta swapped", lambda *p: _rope(*p, swapped=True)),
+]
+
+
+def _attn(q, k, v, sinks, sm, W, qp, kp, mode=""):
+    T, H, D = q.shape
+    K = k.shape[1]
+    G = H // K
+    if mode == "interleaved":  # query head h uses kv head h % K
+        q = q.reshape(T, G, K, D).transpose(0, 2, 1, 3)
+        sinks = np.asarray(sinks).reshape(G, K).T
+    else:
+        q, sinks = q.reshape(T, K, G, D), np.asarray(sinks).reshape(K, G)
+    scale = sm * math.sqrt(D)
+    if mode == "no_sink":
+        sinks = np.full_like(sinks, -np.inf)
+    if mode == "sink_scaled":
+        sinks = sinks * sm
+    win = {"": W, "interleaved": W, "no_sink": W, "sink_scaled": W, "window+1": W + 1 if W else 0,
+           "window-1": max(W - 1, 1) if W else 0, "no_window": 0}[mode]
+    out = sdpa(q * scale, k, v, sinks, qp, kp, win or None)
+    if mode == "interleaved":
+        out = out.transpose(0, 2, 1, 3)
+    return out.reshape(T, H, D)
+
+
+ATTENTION = [
+    ("attention sinks ignored (the sink is one extra logit per head in the softmax denominator)",
+     lambda *a: _attn(*a, mode="no_sink")),
+    ("sink logit scaled by sm_scale (it is added unscaled, after q.k is scaled)", lambda *a: _attn(*a, mode="sink_scaled")),
+    ("sliding window off by one: query sees W+1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: _attn(*a, mode="window+1")),
+    ("sliding window off by one: query sees W-1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: _attn(*a, mode="window-1")),
+    ("sliding window not applied", lambda *a: _attn(*a, mode="no_window")),
+    ("GQA heads interleaved (query head h uses kv head h // (H/K), not h % K)", lambda *a: _attn(*a, mode="interleaved")),
+]
+
+
+def diagnose(variants, args, got, bound_fn) -> str:
+    """The descriptions of the variants that `got` matches, as a message suffix ('' when none)."""
+    hits = []
+    for desc, fn in variants:
+        try:
+            want = fn(*args)
+            if bound_fn(got, want):
+                hits.append(desc)
+        except Exception:  # noqa: BLE001 - a variant that cannot run on these inputs matches nothing
+            continue
+    return ("; matches known trap: " + " | ".join(hits)) if hits else ""
