@@ -53,11 +53,9 @@ def check_tokens(tokens, vocab_size: int) -> np.ndarray:
         raise ValueError(f"tokens must be a 1-D sequence of ids, got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError("tokens is empty: the model needs at least one token")
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise ValueError(f"tokens must be integers, got dtype {arr.dtype}")
+    integral_floats = arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+    if arr.dtype.kind not in "iu" and not integral_floats:
+        raise ValueError(f"tokens must be integers, got dtype {arr.dtype}")
     bad = np.nonzero((arr < 0) | (arr >= vocab_size))[0]
     if bad.size:
         i = int(bad[0])
