@@ -72,7 +72,8 @@ def test_float_dtypes_widen_exactly(base, tmp_path):
         path = copy(base["orig"], tmp_path, dtype)
         np_dtype = tensorfile.DTYPES[dtype][0]
         rewrite(path / "model.safetensors", lambda t: t.update({
-            n: (dtype, tensorfile.bf16_bits_to_f32(a).astype(np_dtype)) for n, (d, a) in list(t.items()) if d == "BF16"}))
+            n: (dtype, tensorfile.bf16_bits_to_f32(a).astype(np_dtype))
+            for n, (d, a) in list(t.items()) if d == "BF16"}))
         assert np.array_equal(Model(path).logits(TOKENS), base["logits"]), dtype
 
 
@@ -90,7 +91,8 @@ def test_bf16_rounding_matches_torch(values):
     st.integers(0, 2**32 - 1))
 def test_tensorfile_write_read_round_trip(tmp_path_factory, specs, seed):
     rng = np.random.default_rng(seed)
-    tensors = {n: (d, rng.integers(0, 256, size=shape).astype(tensorfile.DTYPES[d][0])) for n, (d, shape) in specs.items()}
+    tensors = {n: (d, rng.integers(0, 256, size=shape).astype(tensorfile.DTYPES[d][0]))
+               for n, (d, shape) in specs.items()}
     path = tmp_path_factory.mktemp("tf") / "x.safetensors"
     tensorfile.write(path, tensors, metadata={"format": "pt"})
     entries = tensorfile.read_header(path)
@@ -129,7 +131,8 @@ def test_extra_tensor_in_another_shard_and_duplicates(base, tmp_path):
         Checkpoint(path)
 
 
-@pytest.mark.parametrize("layout,name", [("orig", "block.0.attn.qkv.weight"), ("orig", "block.1.mlp.mlp1_weight.blocks"),
+@pytest.mark.parametrize("layout,name", [("orig", "block.0.attn.qkv.weight"),
+                                         ("orig", "block.1.mlp.mlp1_weight.blocks"),
                                          ("hf", "model.layers.1.self_attn.q_proj.weight"),
                                          ("hf", "model.layers.0.mlp.experts.down_proj_scales")])
 def test_wrong_shape_is_named(base, tmp_path, layout, name):
@@ -282,7 +285,8 @@ def test_config_key_missing_or_unknown(base, tmp_path, layout, edit, words):
 def test_config_that_disagrees_with_the_tensors(base, tmp_path):
     path = copy(base["orig"], tmp_path)
     (path / "config.json").write_text(json.dumps(TINY.to_json() | {"num_experts": 8}))
-    with pytest.raises(CheckpointError, match="'block.0.mlp.gate.weight' has shape \\[4, 64\\], config implies \\[8, 64\\]"):
+    words = "'block.0.mlp.gate.weight' has shape \\[4, 64\\], config implies \\[8, 64\\]"
+    with pytest.raises(CheckpointError, match=words):
         Checkpoint(path)
 
 

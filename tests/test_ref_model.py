@@ -80,6 +80,8 @@ def test_each_position_depends_only_on_its_prefix(model):
     ([[1, 2]], "1-D"),
     (np.array([3.0, np.nan]), "must be integers"),
     (np.array([2**40], dtype=np.int64), "token id 1099511627776"),
+    ([1e20], "token id 100000000000000000000 at position 0"),  # range checked before any cast to int64
+    (np.array([2**64 - 1], dtype=np.uint64), "token id 18446744073709551615"),
 ])
 def test_bad_tokens_are_named(model, tokens, words):
     with pytest.raises(ValueError, match=words):
