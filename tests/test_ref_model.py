@@ -203,3 +203,16 @@ def test_dense_check_notices_each_quirk(small, flip):
     tokens = TOKENS[:8]
     wrong = dense_gpt_oss(path, c, tokens, flip=flip)
     assert np.max(np.abs(Model(path).logits(tokens) - wrong)) > 1e-4, flip
+
+
+def test_unembedding_in_chunks_equals_one_matmul(model, monkeypatch):
+    """The vocabulary is unembedded UNEMBED_CHUNK rows at a time; chunk edges must not drop or shift rows."""
+    import reference.model as ref_model
+
+    stages = {}
+    model.forward(TOKENS, model.new_cache(), capture=stages)
+    whole = stages["norm"] @ model.ckpt.get("unembedding.weight").T
+    np.testing.assert_allclose(stages["logits"], whole, rtol=0, atol=1e-13)
+    for chunk in (1, 10, 48, 96):  # 97 rows: many chunks, a 1-row tail, an exact fit short by one
+        monkeypatch.setattr(ref_model, "UNEMBED_CHUNK", chunk)
+        np.testing.assert_allclose(model.logits(TOKENS), whole, rtol=0, atol=1e-13)
