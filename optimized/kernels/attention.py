@@ -87,7 +87,8 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
         vis = vis & ((window == 0) | (qp[:, None] - kp[None, :] < window))
         if tl.max(vis.to(tl.int32)) > 0:  # skip whole blocks with no visible key: their K/V are not read
             kv_off = ((b * S + offs_n).to(tl.int64) * K + kh) * D
-            kv_mask = col_ok[None, :] & d_ok[:, None]
+            kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
+            kv_mask = kv_ok[None, :] & d_ok[:, None]
             kt = tl.load(k_ptr + kv_off[None, :] + offs_d[:, None], mask=kv_mask, other=0.0)  # (BLOCK_D, BLOCK_N)
             if IEEE:
                 s = tl.dot(q, kt, input_precision="ieee")
@@ -99,7 +100,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
             alpha = tl.exp2(m_i - m_use)
             p = tl.exp2(s - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            vt = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+            vt = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
             if IEEE:
                 acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision="ieee")
             else:

@@ -1,0 +1,191 @@
+"""optimized/kernels/attention.py: the Triton attention (sinks, sliding window, GQA, position masks, split-KV
+decode) against attention_ref.
+
+Tolerance, relative to a baseline (STYLE.md 9): the kernel's error against a float64 evaluation must be at most
+4x the error of the plain torch op in the same dtype (attention_ref) plus a small atol.
+CPU: Triton interpreter in fp32/fp16 on small shapes. GPU: also bf16 and the real gpt-oss shapes."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from optimized.kernels.attention import _attention, attention, attention_ref  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU (bf16, real shapes)")
+
+
+def make_qkv(B, T, S, H, K, D, dtype, seed, sink_scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, n, h, D, generator=g).to(dtype).to(DEVICE) for n, h in ((T, H), (S, K), (S, K)))
+    sinks = (torch.randn(H, generator=g) * sink_scale).to(DEVICE)
+    return q, k, v, sinks
+
+
+def check(q, k, v, sinks, window, q_pos, k_pos, num_splits=None):
+    D = q.shape[-1]
+    args = (q, k, v, sinks, D ** -0.5, window, q_pos.to(DEVICE), k_pos.to(DEVICE))
+    out = _attention(*args, num_splits=num_splits)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    base = attention_ref(*args)
+    gold = attention_ref(*(a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args))
+    err = (out.double() - gold).abs().max().item()
+    base_err = (base.double() - gold).abs().max().item()
+    assert err <= 4 * base_err + ATOL[q.dtype], (err, base_err)
+    return out, gold
+
+
+def contiguous(B, T, S, offset=0):
+    """Prefill/decode over a plain cache: keys at positions offset..offset+S-1, the T queries the last ones."""
+    k_pos = torch.arange(S).repeat(B, 1) + offset
+    return k_pos[:, S - T:].clone(), k_pos
+
+
+# (B, T, S, H, K, D, window): lengths around and beyond the window, GQA with G = 2, 3 (not a power of two), 8
+PREFILL = [
+    (1, 7, 7, 4, 2, 16, 8),
+    (2, 8, 8, 4, 2, 16, 8),
+    (1, 9, 9, 4, 2, 16, 8),
+    (2, 40, 40, 6, 2, 32, 8),
+    (1, 33, 33, 8, 1, 64, 0),
+    (1, 80, 80, 16, 2, 64, 16),  # several query blocks and key blocks, some skipped
+    (2, 5, 21, 4, 2, 16, 0),  # a chunk of prefill after 16 cached tokens
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,T,S,H,K,D,window", PREFILL)
+def test_prefill_matches_ref(B, T, S, H, K, D, window, dtype):
+    q, k, v, sinks = make_qkv(B, T, S, H, K, D, dtype, seed=T * 7 + S)
+    check(q, k, v, sinks, window, *contiguous(B, T, S))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("S,window", [(1, 0), (9, 8), (150, 0), (150, 128), (200, 64)])
+@pytest.mark.parametrize("num_splits", [None, 1, 3])
+def test_decode_matches_ref(S, window, num_splits, dtype):
+    q, k, v, sinks = make_qkv(2, 1, S, 8, 1, 64, dtype, seed=S + window)
+    check(q, k, v, sinks, window, *contiguous(2, 1, S), num_splits=num_splits)
+
+
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_ring_buffer_at_high_positions(num_splits):
+    """A windowed layer's ring cache (slot = pos % W) near position 131072: slots are out of position order."""
+    W, B, H, K, D = 16, 2, 8, 2, 64
+    q, k, v, sinks = make_qkv(B, 1, W, H, K, D, torch.float32, seed=11)
+    q_pos = torch.tensor([[131071], [131072 + 5]])
+    slots = torch.arange(W)
+    k_pos = torch.stack([p - ((p - slots) % W) for p in q_pos[:, 0]])  # the latest position held by each slot
+    assert (k_pos % W == slots).all() and (q_pos - k_pos < W).all() and (k_pos <= q_pos).all()
+    check(q, k, v, sinks, W, q_pos, k_pos, num_splits=num_splits)
+    check(q, k, v, sinks, W - 3, q_pos, k_pos, num_splits=num_splits)  # a window narrower than the ring
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T", [1, 4])
+def test_ragged_batch(T, dtype):
+    """Rows of different lengths: empty slots have k_pos < 0; each row's queries at its own positions."""
+    B, S, H, K, D = 3, 24, 4, 2, 32
+    q, k, v, sinks = make_qkv(B, T, S, H, K, D, dtype, seed=T)
+    k_pos = torch.arange(S).repeat(B, 1)
+    k_pos[1, 10:] = -1  # row 1 holds 10 tokens, padded at the end
+    k_pos[2, :] = -1
+    k_pos[2, 5:9] = torch.arange(4) + 100  # row 2: 4 tokens at positions 100..103, in the middle of its slots
+    q_pos = torch.stack([torch.arange(S - T, S), torch.arange(10 - T, 10), torch.arange(104 - T, 104)])
+    for splits in (None, 1, 2):
+        check(q, k, v, sinks, 0, q_pos, k_pos, num_splits=splits if T == 1 else 1)
+        check(q, k, v, sinks, 3, q_pos, k_pos, num_splits=splits if T == 1 else 1)
+
+
+@pytest.mark.parametrize("sink", [60.0, -60.0, 1e4, -1e4])
+@pytest.mark.parametrize("num_splits", [1, 2])
+def test_extreme_sinks(sink, num_splits):
+    """A sink far above every score takes all the weight (output ~ 0); far below, it takes none."""
+    q, k, v, sinks = make_qkv(1, 1, 70, 4, 2, 16, torch.float32, seed=3)
+    sinks = torch.full_like(sinks, sink)
+    out, gold = check(q, k, v, sinks, 0, *contiguous(1, 1, 70), num_splits=num_splits)
+    if sink > 0:
+        assert out.abs().max() < 1e-12
+    else:
+        plain = attention_ref(q, k, v, torch.full_like(sinks, -torch.inf), 16 ** -0.5, 0, *contiguous(1, 1, 70))
+        torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_no_visible_key_gives_zeros(num_splits):
+    q, k, v, sinks = make_qkv(2, 1, 70, 4, 2, 16, torch.float32, seed=4)
+    q_pos = torch.tensor([[5], [0]])
+    k_pos = torch.arange(70).repeat(2, 1) + 10  # every key is in the future of both queries
+    k_pos[1] = -1  # row 1: an empty cache
+    out, _ = check(q, k, v, sinks, 0, q_pos, k_pos, num_splits=num_splits)
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_empty_slots_and_skipped_blocks_are_not_read(num_splits):
+    """NaN in empty slots (k_pos < 0) and in whole key blocks outside the window must not reach the output:
+    empty slots are read as zeros and blocks with no visible key are skipped without loading K/V."""
+    S, W = 200, 64
+    q, k, v, sinks = make_qkv(2, 1, S, 4, 2, 16, torch.float32, seed=6)
+    q_pos, k_pos = contiguous(2, 1, S)  # the query at 199 sees 136..199: key blocks [0, 64) and [64, 128) are out
+    k_pos[1, 150:] = -1  # row 1: 150 tokens, the rest empty slots
+    q_pos[1] = 191  # sees 128..149: the same two blocks are out
+    clean_k, clean_v = k.clone(), v.clone()
+    for t in (k, v):
+        t[:, :128] = torch.nan
+        t[1, 150:] = torch.nan
+    for t in (clean_k, clean_v):
+        t[:, :128] = 0
+        t[1, 150:] = 0
+    args = (sinks, 0.25, W, q_pos.to(DEVICE), k_pos.to(DEVICE))
+    out = _attention(q, k, v, *args, num_splits=num_splits)
+    torch.testing.assert_close(out, attention_ref(q, clean_k, clean_v, *args), rtol=1e-5, atol=1e-6)
+
+
+def test_matches_engine_torch_op():
+    ops = pytest.importorskip("optimized.ops")
+    q, k, v, sinks = make_qkv(2, 6, 20, 4, 2, 16, torch.float32, seed=8)
+    q_pos, k_pos = contiguous(2, 6, 20)
+    args = (q, k, v, sinks, 0.25, 8, q_pos.to(DEVICE), k_pos.to(DEVICE))
+    torch.testing.assert_close(attention(*args), ops.get_backend("torch").attention(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input():
+    q, k, v, sinks = make_qkv(1, 2, 4, 4, 2, 16, torch.float32, seed=0)
+    q_pos, k_pos = contiguous(1, 2, 4)
+    q_pos, k_pos = q_pos.to(DEVICE), k_pos.to(DEVICE)
+    with pytest.raises(ValueError, match="multiple"):
+        attention(q[:, :, :3], k, v, sinks[:3], 1.0, 0, q_pos, k_pos)
+    with pytest.raises(ValueError, match="sinks"):
+        attention(q, k, v, sinks[:2], 1.0, 0, q_pos, k_pos)
+    with pytest.raises(ValueError, match="k_pos"):
+        attention(q, k, v, sinks, 1.0, 0, q_pos, k_pos[:, :3])
+    with pytest.raises(ValueError, match="window"):
+        attention(q, k, v, sinks, 1.0, -1, q_pos, k_pos)
+    with pytest.raises(ValueError, match="integers"):
+        attention(q, k, v, sinks, 1.0, 0, q_pos.float(), k_pos)
+    with pytest.raises(ValueError, match="split-KV"):
+        _attention(*make_qkv(1, 40, 40, 4, 2, 16, torch.float32, 0), 1.0, 0, *contiguous(1, 40, 40), num_splits=2)
+
+
+# ----------------------------------------------------------------------------------------------- GPU only
+@needs_cuda
+@pytest.mark.parametrize("S", [1024, 8192])
+@pytest.mark.parametrize("window", [0, 128])
+def test_real_shapes_decode_bf16(S, window):
+    q, k, v, sinks = make_qkv(4, 1, S, 64, 8, 64, torch.bfloat16, seed=S)
+    check(q, k, v, sinks, window, *contiguous(4, 1, S, offset=131072 - S))
+
+
+@needs_cuda
+@pytest.mark.parametrize("T", [1000, 2048])
+@pytest.mark.parametrize("window", [0, 128])
+def test_real_shapes_prefill_bf16(T, window):
+    q, k, v, sinks = make_qkv(1, T, T, 64, 8, 64, torch.bfloat16, seed=T)
+    check(q, k, v, sinks, window, *contiguous(1, T, T))
