@@ -1,0 +1,353 @@
+"""GPU benchmark (not a test): the engine and its kernels against the speed of light of the card they run on.
+
+    PYTHONPATH=. python bench/gpu.py                        # 20b and 120b, every row, on the CUDA device
+    PYTHONPATH=. python bench/gpu.py --models 20b --json out.json --backends triton,torch
+    PYTHONPATH=. python bench/gpu.py --smoke                # CPU, tiny config, Triton interpreter: works, not fast
+
+Weights are synthetic (optimized.synthetic: random MXFP4 experts, random bf16 rest) with the REAL gpt-oss-20b /
+120b shapes, made directly in device memory: no disk, no download. Everything is timed with CUDA events after
+warm-up (perf_counter on CPU). First the card itself: device-to-device copy bandwidth (bytes read + written)
+and the bf16 matmul rate. Then each row has a floor, the time the bytes it must move take at the measured
+copy bandwidth (decode, kernels) or the FLOPs it must do at the measured matmul rate (prefill), and the
+fraction of that floor reached (floor time / measured time; 1.0 = speed of light):
+  - moe: the Triton MoE kernels alone on real shapes, 8 layers' experts in turn (more than the L2 cache),
+    replayed from a CUDA graph; bytes = the routed experts' packed weights, scales and biases.
+  - attention decode: one query token per row at 1k / 8k context; bytes = the K/V (+ positions) it reads.
+  - engine decode: time per step at batch 1, 8, 64 and context 1k / 8k with a filled cache (positions set,
+    no prefill run); bytes = every weight read once per step (embedding: the B rows only), the distinct
+    experts the batch routes to (expected value under uniform routing), and the visible K/V.
+  - engine prefill: tokens/s for one 2k / 8k prompt; FLOPs = 2 x active parameters x tokens + attention.
+  - peak GPU memory of each engine run.
+Anchors printed beside (not measured here): the HBM floor 3.708 GB/token (20b) and 5.003 GB/token (120b) at
+batch 1, and the best published single-GPU batch-1 decode on Hopper, SGLang 304.6 tok/s (20b), 211.5 (120b).
+Comparison engines: the engine's own torch backend (--backends). HF transformers is not run here (it needs
+an HF-layout checkpoint on disk and dense bf16 experts: 2x the 120b card memory).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from reference.config import GPT_OSS_20B, GPT_OSS_120B, Config  # noqa: E402
+
+ANCHORS = {"20b": dict(floor_gb_per_token=3.708, sglang_tok_s=304.6),
+           "120b": dict(floor_gb_per_token=5.003, sglang_tok_s=211.5)}
+SMOKE = Config(num_hidden_layers=2, num_experts=4, experts_per_token=2, vocab_size=97, hidden_size=64,
+               intermediate_size=64, swiglu_limit=7.0, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
+               sliding_window=8, initial_context_length=4096, rope_theta=150000.0, rope_scaling_factor=32.0,
+               rope_ntk_alpha=1.0, rope_ntk_beta=32.0)
+EXPERT_KEYS = ("mlp1_weight.blocks", "mlp1_weight.scales", "mlp1_bias", "mlp2_weight.blocks", "mlp2_weight.scales",
+               "mlp2_bias")
+
+
+# ----------------------------------------------------------------------------------------------- timing
+class Clock:
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def time(self, fn, warmup: int, iters: int) -> float:
+        """Seconds per call of fn, after warm-up calls."""
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / iters
+        t = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return (time.perf_counter() - t) / iters
+
+
+def graphed(fn, clock):
+    """fn captured once in a CUDA graph (launch overhead out of the measurement); fn itself on CPU."""
+    if not clock.cuda:
+        return fn
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
+
+
+# ----------------------------------------------------------------------------------------------- the card
+def copy_bandwidth(clock, nbytes, iters):
+    src = torch.empty(nbytes, dtype=torch.uint8, device=clock.device).fill_(1)
+    dst = torch.empty_like(src)
+    s = clock.time(lambda: dst.copy_(src), 2, iters)
+    return 2 * nbytes / s  # bytes read + written per second
+
+
+def matmul_rate(clock, n, iters):
+    dt = torch.bfloat16 if clock.cuda else torch.float32
+    a = torch.randn(n, n, device=clock.device, dtype=dt)
+    b = torch.randn(n, n, device=clock.device, dtype=dt)
+    s = clock.time(lambda: a @ b, 2, iters)
+    return 2 * n ** 3 / s
+
+
+# ----------------------------------------------------------------------------------------------- bytes and FLOPs
+def expert_bytes(config, dtype_size=2):
+    C, I = config.hidden_size, config.intermediate_size
+    return 2 * I * (C // 32) * 17 + 2 * I * dtype_size + C * (I // 32) * 17 + C * dtype_size
+
+
+def distinct_experts(config, batch):
+    """Expected number of distinct experts a batch of tokens routes to, one layer, uniform routing."""
+    E, A = config.num_experts, config.experts_per_token
+    return E * (1 - (1 - A / E) ** batch)
+
+
+def kv_bytes(config, ctx, batch, dtype_size=2):
+    """K, V and positions one decode step reads: full layers see ctx keys, windowed ones the window."""
+    per_slot = 2 * config.num_key_value_heads * config.head_dim * dtype_size + 8
+    slots = sum(ctx if config.window_of_layer(n) is None else min(ctx, config.sliding_window)
+                for n in range(config.num_hidden_layers))
+    return batch * slots * per_slot
+
+
+def decode_bytes(weights, config, batch, ctx):
+    dense = sum(t.numel() * t.element_size() for n, t in weights.tensors.items()
+                if not n.endswith(EXPERT_KEYS) and n != "embedding.weight")
+    embed = batch * config.hidden_size * weights.tensors["embedding.weight"].element_size()
+    experts = config.num_hidden_layers * distinct_experts(config, batch) * expert_bytes(config)
+    return dense + embed + experts + kv_bytes(config, ctx, batch)
+
+
+def prefill_flops(config, T):
+    C, I, H, K, D = (config.hidden_size, config.intermediate_size, config.num_attention_heads,
+                     config.num_key_value_heads, config.head_dim)
+    per_layer = C * config.qkv_dim + H * D * C + C * config.num_experts + config.experts_per_token * 3 * I * C
+    flops = 2 * per_layer * config.num_hidden_layers * T + 2 * C * config.vocab_size  # logits of the last token
+    for n in range(config.num_hidden_layers):
+        W = config.window_of_layer(n)
+        seen = T * (T + 1) / 2 if W is None else T * min(W, T)  # visible (query, key) pairs
+        flops += 4 * H * D * seen  # QK^T and PV
+    return flops
+
+
+# ----------------------------------------------------------------------------------------------- measurements
+class Report:
+    def __init__(self, path, header):
+        self.path, self.rows, self.header = path, [], header
+
+    def add(self, **row):
+        self.rows.append(row)
+        print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
+        self.save()
+
+    def save(self):
+        if self.path:
+            with open(self.path, "w") as f:
+                json.dump({"header": self.header, "rows": self.rows}, f, indent=1)
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def bench_moe(report, name, config, clock, bw, layers, iters):
+    from optimized.kernels import moe as kernels_moe
+    from optimized.kernels.route import route
+    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
+    E, C, I = config.num_experts, config.hidden_size, config.intermediate_size
+    g = torch.Generator(device=dev).manual_seed(0)
+    ws = []
+    for _ in range(layers):  # several layers' experts in turn, so that L2 does not hold them
+        ws.append((torch.randint(0, 256, (E, 2 * I, C // 32, 16), device=dev, dtype=torch.uint8, generator=g),
+                   torch.full((E, 2 * I, C // 32), 120, device=dev, dtype=torch.uint8),
+                   torch.randn(E, 2 * I, device=dev, generator=g).to(dt),
+                   torch.randint(0, 256, (E, C, I // 32, 16), device=dev, dtype=torch.uint8, generator=g),
+                   torch.full((E, C, I // 32), 120, device=dev, dtype=torch.uint8),
+                   torch.randn(E, C, device=dev, generator=g).to(dt)))
+    for batch in (1, 8, 64) if clock.cuda else (1, 3):
+        x = torch.randn(batch, C, device=dev, generator=g).to(dt)
+        ids, w = route(torch.randn(batch, E, device=dev, generator=g), config.experts_per_token)
+        n_experts = len(torch.unique(ids))
+
+        def step():
+            for lw in ws:
+                kernels_moe(x, ids, w, *lw, config.swiglu_limit)
+
+        s = clock.time(graphed(step, clock), 2, iters) / layers
+        nbytes = n_experts * expert_bytes(config)
+        report.add(model=name, what="moe kernels (graph)", backend="triton", setting=f"batch {batch}",
+                   ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
+                   note=f"{n_experts} experts, {layers} layers in turn")
+    del ws
+
+
+def bench_attention(report, name, config, clock, bw, contexts, iters, backends):
+    from optimized.ops import get_backend
+    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
+    H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    for batch in (1, 64) if clock.cuda else (1, 2):
+        for ctx in contexts:
+            q = torch.randn(batch, 1, H, D, device=dev, dtype=dt)
+            k = torch.randn(batch, ctx, K, D, device=dev, dtype=dt)
+            v = torch.randn_like(k)
+            sinks = torch.randn(H, device=dev)
+            k_pos = torch.arange(ctx, device=dev).repeat(batch, 1)
+            q_pos = torch.full((batch, 1), ctx - 1, device=dev)
+            nbytes = batch * ctx * (2 * K * D * k.element_size() + 8)
+            for be in backends:
+                op = get_backend(be).attention
+                s = clock.time(lambda: op(q, k, v, sinks, D ** -0.5, 0, q_pos, k_pos), 2, iters)
+                report.add(model=name, what="attention decode", backend=be, setting=f"batch {batch}, ctx {ctx}",
+                           ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s, note="")
+            del q, k, v
+
+
+def fill_cache(cache, ctx):
+    """Positions of a cache that holds ctx tokens per row (full layers: slot = pos; rings: the latest)."""
+    for p in cache.pos:
+        S = p.shape[1]
+        slots = torch.arange(S, device=p.device)
+        held = ctx - 1 - ((ctx - 1 - slots) % S) if S < ctx else torch.where(slots < ctx, slots, -1)
+        p.copy_(held.expand_as(p))
+    cache.lengths = [ctx] * cache.batch
+
+
+def peak_note(clock) -> str:
+    return f", peak {torch.cuda.max_memory_allocated(clock.device) / 2**30:.1f} GiB" if clock.cuda else ""
+
+
+def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
+    from optimized.generate import Engine
+    from optimized.model import Model
+    model = Model(weights, backend=backend)
+    V = config.vocab_size
+    for ctx in args.contexts:
+        engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))
+        if backend == "triton":  # the Triton MoE never syncs the host: every batch size can be captured
+            engine._graphable = lambda batch: True
+        for batch in args.batches:
+            if clock.cuda:
+                torch.cuda.reset_peak_memory_stats(clock.device)
+            try:
+                cache = engine.fresh_cache(batch)
+                fill_cache(cache, ctx)
+                rows = [[(7 * b + 1) % V] for b in range(batch)]
+                s = clock.time(lambda: engine.run(cache, rows), 2, args.steps)
+            except torch.cuda.OutOfMemoryError:
+                report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
+                           ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"), note="out of memory")
+                continue
+            nbytes = decode_bytes(weights, config, batch, ctx)
+            report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
+                       ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
+                       note=f"{batch / s:.1f} tok/s" + peak_note(clock))
+        engine._cache, engine._graphs = None, {}
+    engine = Engine(model, context=max(args.prefill) + 8, max_batch=1)
+    for T in args.prefill:
+        prompt = [(i * 7919) % V for i in range(T)]
+        if clock.cuda:
+            torch.cuda.reset_peak_memory_stats(clock.device)
+        s = clock.time(lambda: engine.run(engine.fresh_cache(1), [prompt]), 1, 1)
+        fl = prefill_flops(config, T)
+        report.add(model=name, what="engine prefill", backend=backend, setting=f"{T} tokens", ms=s * 1e3,
+                   bytes=0, floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s,
+                   note=f"{T / s:.0f} tok/s" + peak_note(clock))
+    engine._cache = None
+
+
+def print_table(report):
+    h = report.header
+    print(f"\n## {h['device']}, {h['date']}, commit {h['commit']}, torch {h['torch']}, triton {h['triton']}")
+    print(f"copy bandwidth {h['copy_GBps']:.1f} GB/s (read + write), matmul {h['matmul_TFLOPs']:.3g} TFLOP/s "
+          f"(bf16 on CUDA, fp32 on CPU)")
+    for m, a in ANCHORS.items():
+        print(f"anchors {m}: HBM floor {a['floor_gb_per_token']} GB/token at batch 1 = "
+              f"{h['copy_GBps'] / a['floor_gb_per_token']:.1f} tok/s on this card; SGLang {a['sglang_tok_s']} tok/s")
+    print("\n| model | what | backend | setting | ms | floor ms | fraction of floor | note |")
+    print("|---|---|---|---|---:|---:|---:|---|")
+    for r in report.rows:
+        print(f"| {r['model']} | {r['what']} | {r['backend']} | {r['setting']} | {r['ms']:.4g} | {r['floor_ms']:.4g} | "
+              f"{r['fraction']:.3f} | {r['note']} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny config (checks that the harness runs)")
+    ap.add_argument("--models", default="20b,120b")
+    ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main")
+    ap.add_argument("--contexts", default="1024,8192")
+    ap.add_argument("--batches", default="1,8,64")
+    ap.add_argument("--prefill", default="2048,8192")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: moe,attention,engine")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    args.contexts, args.batches, args.prefill = ints(args.contexts), ints(args.batches), ints(args.prefill)
+    backends = [b for b in args.backends.split(",") if b]
+    skip = set(args.skip.split(","))
+    if args.smoke:
+        device, models = "cpu", {"smoke": SMOKE}
+        args.contexts, args.batches, args.prefill, args.steps = [12, 20], [1, 2], [16], 2
+        copy_n, mm_n, iters, moe_layers = 2**22, 128, 3, 2
+    else:
+        if not torch.cuda.is_available():
+            sys.exit("bench/gpu.py needs a CUDA device (use --smoke on CPU)")
+        device = "cuda"
+        models = {m: {"20b": GPT_OSS_20B, "120b": GPT_OSS_120B}[m] for m in args.models.split(",") if m}
+        copy_n, mm_n, iters, moe_layers = 2**30, 8192, 20, 8
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before optimized.kernels is imported
+    clock = Clock(device)
+    commit = os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip() or "unknown"
+    import triton
+    name = torch.cuda.get_device_name() if clock.cuda else "CPU (smoke, Triton interpreter)"
+    bw = copy_bandwidth(clock, copy_n, iters)
+    rate = matmul_rate(clock, mm_n, iters)
+    header = dict(device=name, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=commit,
+                  torch=torch.__version__, triton=triton.__version__, copy_GBps=bw / 1e9, matmul_TFLOPs=rate / 1e12,
+                  anchors=ANCHORS, args=vars(args) | {"backends": backends})
+    report = Report(args.json, header)
+    report.save()
+    print(f"{name}: copy {bw / 1e9:.1f} GB/s, matmul {rate / 1e12:.2f} TFLOP/s", flush=True)
+    from optimized.synthetic import synthetic_weights
+    for mname, config in models.items():
+        try:
+            if "moe" not in skip:
+                bench_moe(report, mname, config, clock, bw, moe_layers, iters)
+            if "attention" not in skip:
+                bench_attention(report, mname, config, clock, bw, args.contexts, iters, backends)
+            if "engine" not in skip:
+                dt = torch.bfloat16 if clock.cuda else torch.float32
+                weights = synthetic_weights(config, device=device, dtype=dt, seed=0)
+                for be in backends:
+                    bench_engine(report, mname, config, weights, clock, bw, rate, args, be)
+                del weights
+        except Exception:  # one model failing (e.g. out of memory) must not lose the other's numbers
+            traceback.print_exc()
+            report.add(model=mname, what="ERROR", backend="", setting="", ms=float("nan"), bytes=0,
+                       floor_ms=float("nan"), fraction=float("nan"), note=traceback.format_exc().splitlines()[-1])
+        if clock.cuda:
+            torch.cuda.empty_cache()
+    print_table(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

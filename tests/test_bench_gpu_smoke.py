@@ -1,0 +1,29 @@
+"""bench/gpu.py --smoke: the GPU benchmark harness runs end to end on CPU (tiny config, Triton interpreter)
+and prints its table and JSON. It checks that the harness works, never how fast anything is."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_gpu_smoke_prints_the_table(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    assert "| model | what | backend | setting | ms | floor ms | fraction of floor | note |" in text
+    assert "anchors 20b: HBM floor 3.708 GB/token" in text and "SGLang 211.5 tok/s" in text
+    data = json.loads(out.read_text())
+    assert data["header"]["copy_GBps"] > 0 and data["header"]["matmul_TFLOPs"] > 0
+    rows = data["rows"]
+    kinds = {(r["what"], r["backend"]) for r in rows}
+    assert kinds == {("moe kernels (graph)", "triton"), ("attention decode", "triton"), ("attention decode", "torch"),
+                     ("engine decode", "triton"), ("engine decode", "torch"), ("engine prefill", "triton"),
+                     ("engine prefill", "torch")}, kinds
+    for r in rows:
+        assert r["ms"] > 0 and r["floor_ms"] > 0 and math.isfinite(r["fraction"]) and r["fraction"] > 0, r
+        assert f"| {r['model']} | {r['what']} | {r['backend']} | {r['setting']} |" in text
