@@ -1,9 +1,12 @@
 """Model-level checks on the golden checkpoints: logits (required), greedy continuation, and the optional
 decode_logits, batch_logits and intermediates capabilities.
 
-Compared positions: where the token's routing is clear in every layer for the port's dtype (spec.ROUTE_CLEAR);
-for float32 and float64 ports that is every position. A failure names the first diverging stage when the
-port exposes intermediates().
+Compared positions: those whose routing is clear in every layer for the port's dtype (spec.ROUTE_CLEAR; SPEC.md
+"Routing near-ties": a bf16 port may legitimately pick another expert at a near-tie, and that token's output then
+differs by O(1)); for float32 and float64 ports that is every position.
+Argmax tokens must agree wherever the reference's top-1 margin exceeds twice the port's own error on that row
+(elsewhere a rounding difference may legitimately flip them). A failure names the first diverging stage
+when the port exposes intermediates().
 """
 import numpy as np
 import pytest
@@ -37,6 +40,8 @@ def describe(stage: str, config) -> str:
 
 def first_divergence(kit, impl, case: dict, config: dict) -> str:
     """The first stage whose error exceeds its bound, as a message fragment."""
+    if not any(k.startswith("stage.") for k in case):
+        return ""
     if not callable(getattr(impl, "intermediates", None)):
         return "; the port has no intermediates(), so the diverging stage cannot be named"
     got = impl.intermediates(case["tokens"].tolist())
@@ -71,9 +76,9 @@ def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarr
     e = spec.err(got[rows], ref[rows])
     lb = _bounds(case, kit.dtype, "logprob")
     le = spec.logprob_err(got[rows], ref[rows])
-    rms = float(np.sqrt(np.mean(ref[rows] ** 2)))
     srt = -np.sort(-ref, axis=-1)
-    margin_ok = rows & (srt[:, 0] - srt[:, 1] > spec.ARGMAX_CLEAR * b * rms)
+    row_err = np.max(np.abs(got - ref), axis=-1)
+    margin_ok = rows & (srt[:, 0] - srt[:, 1] > spec.ARGMAX_CLEAR * row_err)
     wrong = margin_ok & (np.argmax(got, -1) != np.argmax(ref, -1))
     record(request, check=f"{name}.logprob", measured=le, bound=lb, ok=bool(le <= lb))
     record(request, check=f"{name}.argmax", measured=int(wrong.sum()), bound=0, ok=not wrong.any(),
@@ -116,26 +121,17 @@ def test_logits(kit, case, request):
 
 
 def test_greedy(kit, case, request):
-    """The greedy continuation, by repeated full-sequence logits(); compared while the reference's top-1
-    margin is clear for the port's dtype."""
+    """The reference's greedy continuation, fed back as tokens: the port's logits on prompt + continuation
+    must match the reference's at every greedy step (one logits() call), and pick the same tokens."""
     c, impl, config = _setup(kit, case)
-    seq = c["tokens"].tolist()
-    b = _bounds(c, kit.dtype, "logits") * float(np.sqrt(np.mean(c["logits"] ** 2)))
-    compared = 0
-    for step, (want, margin) in enumerate(zip(c["greedy.tokens"].tolist(), c["greedy.margins"].tolist())):
-        if margin <= spec.ARGMAX_CLEAR * b:
-            break
-        logits = to_numpy(impl.logits(list(seq)), "logits")
-        got = int(np.argmax(logits[-1]))
-        compared += 1
-        if got != want:
-            record(request, check=f"greedy/{case}", measured=step + 1, bound=0, ok=False, compared=compared)
-            pytest.fail(f"greedy/{case}: step {step} after {len(c['tokens'])} prompt tokens: got token {got}, "
-                        f"expected {want} (reference top-1 margin {margin:.3g}, clear for {kit.dtype})", pytrace=False)
-        seq.append(want)
-    record(request, check=f"greedy/{case}", measured=0, bound=0, ok=True, compared=compared)
-    if compared == 0:
-        pytest.skip(f"no greedy step of {case} has a top-1 margin clear for {kit.dtype}")
+    T = len(c["tokens"])
+    greedy = c["greedy.tokens"].tolist()
+    seq = c["tokens"].tolist() + greedy[:-1]
+    V = c["logits"].shape[1]
+    got = _logits_array(impl.logits(list(seq)), len(seq), V, "logits")[T - 1:]
+    steps = {"tokens": c["tokens"], "logits": c["greedy.logits"], "route_margin": c["greedy.route_margin"],
+             **{k: v for k, v in c.items() if k.startswith("baseline.")}}
+    compare_logits(request, kit, f"greedy/{case}", got, steps, np.ones(len(greedy), bool), impl, config)
 
 
 def test_decode(kit, case, request):
@@ -173,7 +169,7 @@ def test_stages(kit, case, request):
     exposed = [s for s in known if s in got]
     if not exposed:
         pytest.fail(f"stages/{case}: intermediates() returned none of the stage names {known[:4]}...", pytrace=False)
-    rows = clear_rows(c, kit.dtype)
+    rows = clear = clear_rows(c, kit.dtype)
     failures = []
     for s in sorted(exposed, key=_stage_index):
         a, ref = to_numpy(got[s], f"intermediates[{s!r}]"), c["stage." + s]
@@ -191,7 +187,7 @@ def test_stages(kit, case, request):
         if key in got:
             ids = to_numpy(got[key], key).astype(np.int64)
             ref = c["stage." + key]
-            same = np.all(np.sort(ids[rows], -1) == np.sort(ref[rows], -1), -1) if ids.shape == ref.shape else None
+            same = np.all(np.sort(ids[clear], -1) == np.sort(ref[clear], -1), -1) if ids.shape == ref.shape else None
             if same is None or not same.all():
                 failures.append(f"{key}: chosen experts differ at clear positions")
     if failures:

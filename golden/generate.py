@@ -124,8 +124,9 @@ def model_case(ckpt_dir: Path, tokens: list[int], steps: int, baseline_cache: bo
     out["route_margin"] = route_margins(stages, c)
     cache = model.new_cache()
     step_logits = model.forward(tokens, cache)[-1]
-    greedy, margins = [], []
+    greedy, margins, rows = [], [], []
     for i in range(steps):
+        rows.append(step_logits)
         s = np.sort(step_logits)[::-1]
         greedy.append(int(np.argmax(step_logits)))
         margins.append(float(s[0] - s[1]))
@@ -135,6 +136,10 @@ def model_case(ckpt_dir: Path, tokens: list[int], steps: int, baseline_cache: bo
             step_logits = model.forward([greedy[-1]], cache)[-1]
     out["greedy.tokens"] = np.asarray(greedy, dtype=np.int64)
     out["greedy.margins"] = np.asarray(margins)
+    out["greedy.logits"] = np.stack(rows)  # (steps, V): row i is the logits that chose greedy token i
+    full: dict = {}
+    model.forward(tokens + greedy[:-1], model.new_cache(), capture=full)
+    out["greedy.route_margin"] = route_margins(full, c)[len(tokens) - 1:]  # (steps, L)
     for dt in BASELINE_DTYPES:
         bm = B.BaselineModel(ckpt_dir, dt, cache=baseline_cache)
         bst: dict = {}

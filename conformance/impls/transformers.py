@@ -1,0 +1,136 @@
+"""`--impl transformers`: Hugging Face transformers' GptOssForCausalLM, an independent third-party port.
+
+The kit hands every port an original-layout checkpoint; transformers reads the HF layout, so this adapter
+first writes an HF-layout copy (the same stored bytes under HF names, q/k/v split, HF config.json; see
+`to_hf`), cached by the source's config and file sizes/mtimes. transformers dequantizes MXFP4 on CPU and runs
+in float32 (`dtype` below). Needs `transformers` >= 4.56 and `accelerate`; nothing is downloaded.
+Capabilities: logits, decode_logits (HF's own KV cache, sliding-window layers included), batch_logits (left
+padding with an attention mask), intermediates (the residual stream after each decoder layer).
+"""
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from reference import tensorfile
+from reference.checkpoint import Checkpoint, hf_name, hf_qkv_names
+from reference.writer import hf_config_json
+
+CACHE = Path(os.environ.get("GPT_OSS_KIT_CACHE", Path(tempfile.gettempdir()) / "gpt-oss-kit-hf"))
+
+
+def to_hf(src, dst) -> Path:
+    """Write an HF-layout copy of an original-layout checkpoint (byte-identical tensors, renamed/split)."""
+    ck = Checkpoint(src)
+    if ck.layout != "original":
+        raise ValueError(f"{src}: expected an original-layout checkpoint, found {ck.layout}")
+    c = ck.config
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    specs, produce = {}, {}
+    for name, e in ck.entries.items():
+        if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+            q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+            for hname, (a, b) in zip(hf_qkv_names(int(name.split(".")[1]), name.rsplit(".", 1)[1]),
+                                     [(0, q), (q, q + kv), (q + kv, q + 2 * kv)]):
+                specs[hname] = (e.dtype, (b - a, *e.shape[1:]))
+                produce[hname] = lambda e=e, a=a, b=b: np.asarray(e.memmap()[a:b])
+        else:
+            specs[hf_name(name)] = (e.dtype, e.shape)
+            produce[hf_name(name)] = lambda e=e: np.asarray(e.memmap())
+    tensorfile.write_streaming(dst / "model.safetensors", specs, lambda n: produce[n](), metadata={"format": "pt"})
+    (dst / "config.json").write_text(json.dumps(hf_config_json(c), indent=2) + "\n")
+    return dst
+
+
+def _cache_key(src: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(src.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update((src / "config.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+class TransformersImpl:
+    device = "cpu"
+
+    def __init__(self, checkpoint_dir: str, dtype: str = "float32"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        import transformers
+        from transformers import GptOssForCausalLM
+
+        self.torch = torch
+        src = Path(checkpoint_dir).resolve()
+        hf_dir = CACHE / _cache_key(src)
+        if not (hf_dir / "config.json").is_file():
+            tmp = Path(tempfile.mkdtemp(dir=CACHE.parent if CACHE.parent.exists() else None))
+            to_hf(src, tmp)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.rename(hf_dir)
+            except OSError:  # another process made it first
+                pass
+        self.dtype = dtype
+        self.model = GptOssForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype), device_map="cpu",
+                                                       attn_implementation="eager")
+        self.model.eval()
+        self.name = f"HF transformers {transformers.__version__} GptOssForCausalLM (eager, {dtype})"
+        self.n_layers = self.model.config.num_hidden_layers
+
+    def _run(self, ids, **kw):
+        with self.torch.no_grad():
+            return self.model(input_ids=self.torch.tensor([list(ids)]), **kw)
+
+    def logits(self, tokens):
+        return self._run(tokens).logits[0].double().numpy()
+
+    def decode_logits(self, tokens, prefill: int):
+        from transformers import DynamicCache
+        cache = DynamicCache(config=self.model.config)
+        out = self._run(tokens[:prefill], past_key_values=cache, use_cache=True)
+        rows = [out.logits[0]]
+        for i in range(prefill, len(tokens)):
+            pos = self.torch.tensor([i])
+            with self.torch.no_grad():
+                out = self.model(input_ids=self.torch.tensor([[tokens[i]]]), past_key_values=out.past_key_values,
+                                 use_cache=True, cache_position=pos)
+            rows.append(out.logits[0])
+        return self.torch.cat(rows).double().numpy()
+
+    def batch_logits(self, batch):
+        torch = self.torch
+        T = max(len(t) for t in batch)
+        ids = torch.zeros((len(batch), T), dtype=torch.long)
+        mask = torch.zeros((len(batch), T), dtype=torch.long)
+        for i, t in enumerate(batch):  # left padding: every row ends at the last column
+            ids[i, T - len(t):] = torch.tensor(t)
+            mask[i, T - len(t):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        return [out[i, T - len(t):].double().numpy() for i, t in enumerate(batch)]
+
+    def intermediates(self, tokens):
+        hs = self._run(tokens, output_hidden_states=True).hidden_states
+        # hidden_states: the embedding, then the output of each decoder layer; the last one is after the final
+        # norm in transformers' gpt_oss, so the last layer's own residual is not exposed
+        out = {"embedding": hs[0][0].double().numpy()}
+        for n in range(1, self.n_layers):
+            out[f"block.{n - 1}.mlp"] = hs[n][0].double().numpy()
+        out["norm"] = hs[self.n_layers][0].double().numpy()
+        return out
+
+
+def factory(checkpoint_dir: str) -> TransformersImpl:
+    return TransformersImpl(checkpoint_dir)
+
+
+def factory_bf16(checkpoint_dir: str) -> TransformersImpl:
+    """The same port in bfloat16: an independent bf16 implementation, which the bf16 bounds must admit."""
+    return TransformersImpl(checkpoint_dir, "bfloat16")
