@@ -104,7 +104,7 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
             raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from None
         if dtype not in DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, not one of {sorted(DTYPES)}")
-        if not all(isinstance(d, int) and d >= 0 for d in shape) or not (0 <= begin <= end):
+        if not all(type(d) is int and d >= 0 for d in (*shape, begin, end)) or begin > end:
             raise CheckpointError(f"{path}: tensor {name!r} has invalid shape {shape} or offsets {begin, end}")
         nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1]
         if end - begin != nbytes:
@@ -114,10 +114,19 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
                 f"{path}: tensor {name!r} ends at byte {data_start + end} but the file has {size} bytes: truncated file")
         entries[name] = TensorEntry(name, path, dtype, shape, data_start + begin, nbytes)
         spans.append((begin, end, name))
+    # As the safetensors library itself requires: the tensors tile the data region exactly, no overlap, no gap,
+    # nothing after the last one. A header that leaves bytes unaccounted for was not written by a safetensors writer.
     spans.sort()
-    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-        if b1 < e0:
-            raise CheckpointError(f"{path}: tensors {n0!r} and {n1!r} overlap in the file: corrupt header")
+    covered = 0
+    for begin, end, name in spans:
+        if begin < covered:
+            raise CheckpointError(f"{path}: tensor {name!r} overlaps the tensor before it in the file: corrupt header")
+        if begin > covered:
+            raise CheckpointError(f"{path}: {begin - covered} bytes before tensor {name!r} belong to no tensor: corrupt header")
+        covered = end
+    if data_start + covered != size:
+        raise CheckpointError(f"{path}: {size - data_start - covered} bytes after the last tensor belong to no tensor: "
+                              "corrupt header or a file with data appended")
     return entries
 
 

@@ -240,6 +240,34 @@ def test_offsets_out_of_bounds_and_inconsistent(base, tmp_path):
         Checkpoint(path)
 
 
+def test_bytes_that_belong_to_no_tensor(base, tmp_path):
+    """As the safetensors library requires: the tensors tile the data region, no gap, nothing appended."""
+    path = copy(base["orig"], tmp_path)
+    f = path / "model.safetensors"
+    header, data = read_raw(f)
+    write_raw(f, header, data + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="16 bytes after the last tensor belong to no tensor"):
+        Checkpoint(path)
+    header.pop("__metadata__", None)
+    first = min(header, key=lambda n: header[n]["data_offsets"][0])
+    for info in header.values():  # shift every tensor by 4 bytes: a gap in front of the first one
+        info["data_offsets"] = [o + 4 for o in info["data_offsets"]]
+    write_raw(f, header, b"\0" * 4 + data)
+    with pytest.raises(CheckpointError, match=f"4 bytes before tensor {first!r} belong to no tensor"):
+        Checkpoint(path)
+
+
+def test_offsets_must_be_integers(base, tmp_path):
+    path = copy(base["orig"], tmp_path)
+    f = path / "model.safetensors"
+    header, data = read_raw(f)
+    b, e = header["norm.scale"]["data_offsets"]
+    header["norm.scale"]["data_offsets"] = [float(b), float(e)]
+    write_raw(f, header, data)
+    with pytest.raises(CheckpointError, match="'norm.scale' has invalid shape .* or offsets"):
+        Checkpoint(path)
+
+
 def test_header_length_larger_than_file(base, tmp_path):
     path = copy(base["orig"], tmp_path)
     f = path / "model.safetensors"
