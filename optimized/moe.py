@@ -48,16 +48,20 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     assert tuple(w1_scales.shape) == (E, I2, CB) and tuple(b1.shape) == (E, I2)
     assert tuple(w2_blocks.shape) == (E, C, I // 32, 16) and tuple(w2_scales.shape) == (E, C, I // 32)
     assert tuple(b2.shape) == (E, C)
-    dt = x.dtype
+    out_dtype = x.dtype
+    # CPUs emulate bf16 matmuls slowly: there the experts are decoded and applied in float32 (more exact, faster)
+    dt = torch.float32 if x.device.type == "cpu" else x.dtype
+    x = x.to(dt)
+    b1, b2 = b1.to(dt), b2.to(dt)
     R = N * A
-    if R * 3 * I * C * x.element_size() <= GATHER_BYTES:
+    if R * 3 * I * C * torch.empty((), dtype=dt).element_size() <= GATHER_BYTES:
         e = ids.reshape(R).long()
         W1 = mxfp4.decode(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), dt)  # (R, 2I, C)
         W2 = mxfp4.decode(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), dt)  # (R, C, I)
         xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
         h = torch.bmm(W1, xr[:, :, None])[:, :, 0] + b1.index_select(0, e)  # (R, 2I)
         y = torch.bmm(W2, swiglu(h, limit).to(dt)[:, :, None])[:, :, 0] + b2.index_select(0, e)  # (R, C)
-        return torch.einsum("na,nac->nc", weights, y.float().reshape(N, A, C)).to(dt)
+        return torch.einsum("na,nac->nc", weights, y.float().reshape(N, A, C)).to(out_dtype)
     out = torch.zeros(N, C, dtype=torch.float32, device=x.device)
     flat = ids.reshape(R).long()
     order = torch.argsort(flat, stable=True)  # routed rows grouped by expert
@@ -74,7 +78,7 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
         h = torch.nn.functional.linear(x[tok], W1, b1[expert])  # (n, 2I)
         y = torch.nn.functional.linear(swiglu(h, limit).to(dt), W2, b2[expert])  # (n, C)
         out.index_add_(0, tok, y.float() * wgt[:, None])
-    return out.to(dt)
+    return out.to(out_dtype)
 
 
 def moe_block(x, w, config, ops, trace=None):
