@@ -49,6 +49,10 @@ class Cache:
 def check_tokens(tokens, vocab_size: int) -> np.ndarray:
     """Token ids -> int64 array, or a ValueError naming the first bad id and its position."""
     arr = np.asarray(tokens)
+    if arr.dtype == object and arr.ndim == 1:  # Python ints beyond int64 land here: name the first one
+        for i, t in enumerate(arr):
+            if isinstance(t, int) and not isinstance(t, bool) and not 0 <= t < vocab_size:
+                raise ValueError(f"token id {t} at position {i} is outside the vocabulary [0, {vocab_size})")
     if arr.ndim != 1:
         raise ValueError(f"tokens must be a 1-D sequence of ids, got shape {arr.shape}")
     if arr.size == 0:

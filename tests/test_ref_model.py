@@ -82,6 +82,7 @@ def test_each_position_depends_only_on_its_prefix(model):
     (np.array([2**40], dtype=np.int64), "token id 1099511627776"),
     ([1e20], "token id 100000000000000000000 at position 0"),  # range checked before any cast to int64
     (np.array([2**64 - 1], dtype=np.uint64), "token id 18446744073709551615"),
+    ([1, 2**70], "token id 1180591620717411303424 at position 1"),  # a Python int beyond int64
 ])
 def test_bad_tokens_are_named(model, tokens, words):
     with pytest.raises(ValueError, match=words):
