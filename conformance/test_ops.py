@@ -48,7 +48,7 @@ def test_op_mxfp4(kit, op_case, request):
                               lambda a, w: bool(np.all((a == w)[usable])))
         pytest.fail(f"mxfp4/{op_case}: {n_wrong} of {int(usable.sum())} decoded values differ (bit-exact required); "
                     f"first: byte 0x{byte:02x} ({'low' if i[-1] % 2 == 0 else 'high'} nibble), scale {scale}: "
-                    f"got {got[i]!r}, expected {ref[i]!r}{hint}", pytrace=False)
+                    f"got {float(got[i])!r}, expected {float(ref[i])!r}{hint}", pytrace=False)
 
 
 def test_op_rms_norm(kit, op_case, request):
@@ -110,7 +110,7 @@ def test_op_rope(kit, op_case, request):
     hint = ""
     if not worst <= 1.0:
         t, i = np.unravel_index(np.nanargmax(np.where(np.isfinite(ratio), ratio, np.inf)), ratio.shape)
-        hint = (f"; worst at position {int(g['positions'][t])}, frequency {i}: cos {cos[t, i]!r} vs {g['cos'][t, i]!r}"
+        hint = (f"; worst at position {int(g['positions'][t])}, frequency {i}: cos {float(cos[t, i])!r} vs {float(g['cos'][t, i])!r}"
                 + traps.diagnose(traps.ROPE, (g["positions"], *params), (cos, sin),
                                  lambda got, want: bool(np.all(np.maximum(np.abs(got[0] - want[0]),
                                                                           np.abs(got[1] - want[1])) <= bnd))))

@@ -143,7 +143,7 @@ ATTENTION = [
     ("sliding window off by one: query sees W+1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: _attn(*a, mode="window+1")),
     ("sliding window off by one: query sees W-1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: _attn(*a, mode="window-1")),
     ("sliding window not applied", lambda *a: _attn(*a, mode="no_window")),
-    ("GQA heads interleaved (query head h uses kv head h // (H/K), not h % K)", lambda *a: _attn(*a, mode="interleaved")),
+    ("GQA heads interleaved: query head h read kv head h % K (gpt-oss: kv head h // (H/K), heads grouped contiguously)", lambda *a: _attn(*a, mode="interleaved")),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Deliberately wrong ports (catalogue.py), each of which the conformance kit must fail."""

@@ -1,0 +1,227 @@
+"""A catalogue of deliberately wrong gpt-oss ports: the reference with ONE planted bug each.
+
+Each port is the reference impl (conformance/impls/reference.py) with one reference function replaced, inside
+its own calls only (unittest.mock, entered per call), so every capability (ops, logits, intermediates)
+carries the same bug. The bugs are written here independently of conformance/traps.py (which the kit uses to
+name them), so the kit's diagnosis is tested, not assumed. Each entry: factory, the strings the kit's failure
+messages must contain, and the checks to run (a subset keeps the catalogue fast).
+
+Use one directly:  pytest conformance/ --impl tests/wrong_ports/catalogue.py:swiglu_no_plus1
+"""
+import contextlib
+import math
+from unittest import mock
+
+import numpy as np
+
+from conformance.impls.reference import ReferenceImpl
+from reference import attention, config, model, moe, mxfp4, norm, rope
+
+_sdpa, _route, _swiglu, _decode = attention.sdpa, moe.route, moe.swiglu, mxfp4.decode
+_rms, _apply_rope, _ramp, _invfreq = norm.rms_norm, attention.apply_rope, rope.yarn_ramp_bounds, rope.inv_freq_and_concentration
+
+
+class WrongPort:
+    """The reference with `patches` [(object, attribute, replacement)] active in every call it makes."""
+
+    dtype = "float64"
+    device = "cpu"
+
+    def __init__(self, checkpoint_dir, bug: str, patches, hide=()):
+        self.name = f"wrong port: {bug}"
+        self._patches, self._hide = patches, set(hide)
+        with self._patched():
+            self._inner = ReferenceImpl(checkpoint_dir)
+
+    @contextlib.contextmanager
+    def _patched(self):
+        with contextlib.ExitStack() as stack:
+            for obj, attr, value in self._patches:
+                stack.enter_context(mock.patch.object(obj, attr, value))
+            yield
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name in self._hide:
+            raise AttributeError(name)
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kw):
+            with self._patched():
+                return attr(*args, **kw)
+        return call
+
+
+# -- the planted bugs, each an independent re-implementation of the wrong idea --------------------------
+def sdpa_variant(sink="column", window_shift=0, interleaved=False):
+    def sdpa(q, k, v, sinks, q_pos, k_pos, window):
+        T, K, G, D = q.shape
+        if interleaved:  # query head h = k*G + g read as using kv head h % K
+            flat = q.reshape(T, K * G, D)
+            qi = flat.reshape(T, G, K, D).transpose(0, 2, 1, 3)
+            si = sinks.reshape(K * G).reshape(G, K).T
+            out = _sdpa(qi, k, v, si, q_pos, k_pos, window)  # (T, K, G, D) in the regrouped order
+            return out.transpose(0, 2, 1, 3).reshape(T, K, G, D)
+        w = None if window is None else window + window_shift
+        if sink == "column":
+            return _sdpa(q, k, v, sinks, q_pos, k_pos, w)
+        s = np.einsum("tkgd,skd->kgts", q, k) / math.sqrt(D)
+        vis = k_pos[None, :] <= q_pos[:, None]
+        if w is not None:
+            vis &= q_pos[:, None] - k_pos[None, :] < w
+        if sink == "bias":  # sink added to every score instead of being its own column
+            s = s + sinks[:, :, None, None]
+        s = np.where(vis, s, -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p = np.nan_to_num(p / p.sum(-1, keepdims=True))  # sink == "ignored": a plain softmax over the keys
+        return np.einsum("kgts,skd->tkgd", p, v)
+    return sdpa
+
+
+def route_softmax_all(logits, A):
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
+    ids, _ = _route(logits, A)
+    return ids, np.take_along_axis(p, ids, -1)
+
+
+def swiglu_variant(plus_one=1.0, clamp=True, split=False):
+    def swiglu(h, limit, alpha=moe.SWIGLU_ALPHA):
+        I = h.shape[-1] // 2
+        g, lin = (h[..., :I], h[..., I:]) if split else (h[..., 0::2], h[..., 1::2])
+        if clamp:
+            g, lin = np.minimum(g, limit), np.clip(lin, -limit, limit)
+        return g / (1.0 + np.exp(-alpha * g)) * (lin + plus_one)
+    return swiglu
+
+
+def decode_high_nibble_first(blocks, scales):
+    swapped = ((blocks & 0x0F) << 4 | (blocks >> 4)).astype(np.uint8)
+    return _decode(swapped, scales)
+
+
+def decode_bias_128(blocks, scales):
+    return _decode(blocks, scales) / 2.0
+
+
+def rms_eps_1e6(x, scale, eps=1e-5):
+    return _rms(x, scale, 1e-6)  # a port that hard-codes the wrong eps and ignores the argument
+
+
+def rope_rotate_interleaved(x, cos, sin):
+    T, *_, D = x.shape
+    c, s = cos.reshape(T, *(1,) * (x.ndim - 2), D // 2), sin.reshape(T, *(1,) * (x.ndim - 2), D // 2)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = x1 * c - x2 * s, x2 * c + x1 * s
+    return out
+
+
+def ramp_rounded(*a):
+    low, high = _ramp(*a)
+    return float(math.floor(low)), float(math.ceil(high))
+
+
+def no_concentration(*a):
+    inv, _ = _invfreq(*a)
+    return inv, 1.0
+
+
+def window_on_odd_layers(self, layer):
+    return self.sliding_window if layer % 2 == 1 else None
+
+
+RMS_MODULES = [norm, attention, moe]
+OPS = "conformance/test_ops.py"
+TINY = "conformance/test_model.py::test_logits[tiny]"
+
+# name -> (bug, patches, hidden capabilities, expected message fragments, checks to run)
+BUGS = {
+    "yarn_rounded": ("YaRN ramp bounds rounded", [(rope, "yarn_ramp_bounds", ramp_rounded)], (),
+                     ["rounded to integers", "logits/tiny"], [OPS + "::test_op_rope", TINY]),
+    "no_concentration": ("YaRN concentration missing", [(rope, "inv_freq_and_concentration", no_concentration),
+                                                        (model, "inv_freq_and_concentration", no_concentration)], (),
+                         ["concentration", "logits/tiny"], [OPS + "::test_op_rope", TINY]),
+    "sink_ignored": ("attention sinks ignored", [(attention, "sdpa", sdpa_variant(sink="ignored"))], (),
+                     ["sinks ignored", "first diverging stage: block.0.attn"], [OPS + "::test_op_attention", TINY]),
+    "sink_as_bias": ("sink added to every score", [(attention, "sdpa", sdpa_variant(sink="bias"))], (),
+                     ["attention/", "first diverging stage: block.0.attn"], [OPS + "::test_op_attention", TINY]),
+    "window_off_by_one": ("window sees W+1 keys", [(attention, "sdpa", sdpa_variant(window_shift=1))], (),
+                          ["W+1 keys", "first diverging stage: block.0.attn"], [OPS + "::test_op_attention", TINY]),
+    "window_wrong_layers": ("sliding window on odd layers", [(config.Config, "window_of_layer", window_on_odd_layers)],
+                            (), ["first diverging stage: block.0.attn", "sliding window 8"], [OPS, TINY]),
+    "gqa_interleaved": ("GQA head h uses kv head h % K", [(attention, "sdpa", sdpa_variant(interleaved=True))], (),
+                        ["GQA heads interleaved", "first diverging stage: block.0.attn"], [OPS + "::test_op_attention", TINY]),
+    "route_softmax_all": ("softmax over all experts", [(moe, "route", route_softmax_all)], (),
+                          ["softmax over ALL experts", "first diverging stage: block.0.mlp"], [OPS + "::test_op_route", TINY]),
+    "swiglu_no_plus1": ("SwiGLU without +1", [(moe, "swiglu", swiglu_variant(plus_one=0.0))], (),
+                        ["without the +1", "block.0.mlp"], [OPS + "::test_op_swiglu", TINY]),
+    "swiglu_no_clamp": ("SwiGLU without clamp", [(moe, "swiglu", swiglu_variant(clamp=False))], (),
+                        ["without the clamp"], [OPS + "::test_op_swiglu", TINY]),
+    "swiglu_split_halves": ("gate/linear split in halves", [(moe, "swiglu", swiglu_variant(split=True))], (),
+                            ["split in halves", "block.0.mlp"], [OPS + "::test_op_swiglu", TINY]),
+    "nibble_order": ("high nibble first", [(mxfp4, "decode", decode_high_nibble_first)], (),
+                     ["nibble order", "first diverging stage: block.0.mlp"], [OPS + "::test_op_mxfp4", TINY]),
+    "e8m0_bias": ("E8M0 bias 128", [(mxfp4, "decode", decode_bias_128)], (),
+                  ["E8M0 bias 128", "block.0.mlp"], [OPS + "::test_op_mxfp4", TINY]),
+    "rms_eps": ("RMSNorm eps 1e-6", [(m, "rms_norm", rms_eps_1e6) for m in RMS_MODULES], (),
+                ["eps 1e-6"], [OPS + "::test_op_rms_norm"]),
+    "rope_not_on_k": ("RoPE applied to q only", [(attention, "apply_rope",
+                                                  lambda x, c, s: _apply_rope(x, c, s) if x.ndim == 4 else x)], (),
+                      ["first diverging stage: block.0.attn"], [TINY]),
+    "rope_interleaved_pairs": ("RoPE rotates pairs (2i, 2i+1)", [(attention, "apply_rope", rope_rotate_interleaved)], (),
+                               ["first diverging stage: block.0.attn"], [TINY]),
+    "no_final_norm": ("unembedding without the final norm", [(model, "rms_norm", lambda x, s, eps=1e-5: x)], (),
+                      ["first diverging stage: norm"], [TINY]),
+    # a port exposing nothing but logits still fails, and is told it cannot be localized
+    "bare_swiglu_no_plus1": ("SwiGLU without +1, logits only", [(moe, "swiglu", swiglu_variant(plus_one=0.0))],
+                             ("intermediates", "decode_logits", "batch_logits", "op_swiglu", "op_mxfp4_decode",
+                              "op_rms_norm", "op_route", "op_rope_cos_sin", "op_attention"),
+                             ["logits/tiny", "has no intermediates()"], [TINY]),
+}
+
+
+class RingBufferEverywhere(ReferenceImpl):
+    """A KV cache that keeps only the last `sliding_window` keys in EVERY layer (the full-attention layers
+    too): full-sequence logits are right, incremental decoding past the window is wrong."""
+
+    name = "wrong port: ring buffer on every layer"
+
+    def decode_logits(self, tokens, prefill):
+        cache = self.model.new_cache()
+        W = self.model.config.sliding_window
+        rows = [self.model.forward(tokens[:prefill], cache)]
+        for t in tokens[prefill:]:
+            for layer in cache.layers:
+                layer.k, layer.v, layer.positions = layer.k[-W:], layer.v[-W:], layer.positions[-W:]
+            rows.append(self.model.forward([t], cache))
+        return np.concatenate(rows)
+
+
+class BatchPadsRight(ReferenceImpl):
+    """Batches by left-padding short rows with token 0 and no attention mask: short rows attend to padding."""
+
+    name = "wrong port: unmasked left padding in batches"
+
+    def batch_logits(self, batch):
+        T = max(len(t) for t in batch)
+        return [self.model.logits([0] * (T - len(t)) + list(t))[T - len(t):] for t in batch]
+
+
+CLASSES = {
+    "kv_ring_buffer_everywhere": (RingBufferEverywhere, ["decode/tiny"], ["conformance/test_model.py::test_decode[tiny]"]),
+    "batch_unmasked_padding": (BatchPadsRight, ["batch/tiny"], ["conformance/test_model.py::test_batch[tiny]"]),
+}
+
+
+def _make(name):
+    if name in BUGS:
+        bug, patches, hide, _, _ = BUGS[name]
+        return lambda checkpoint_dir: WrongPort(checkpoint_dir, bug, patches, hide)
+    cls = CLASSES[name][0]
+    return lambda checkpoint_dir: cls(checkpoint_dir)
+
+
+CATALOGUE = {name: (BUGS[name][3], BUGS[name][4]) for name in BUGS} | {n: (v[1], v[2]) for n, v in CLASSES.items()}
+globals().update({name: _make(name) for name in CATALOGUE})  # each name is a factory: --impl FILE:NAME
