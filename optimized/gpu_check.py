@@ -1,0 +1,126 @@
+"""GPU check of the engine (a script, not a test): run it on a CUDA machine as one short job.
+
+    python -m optimized.gpu_check [--device cuda] [--big]        # add --big for gpt-oss-120b shapes
+
+1. tiny checkpoints (written by reference.writer to a temp folder): fp32/bf16 logits vs the reference, decode
+   with CUDA graphs == decode without (same greedy tokens, logits within 1e-5 fp32), ragged batch == alone,
+   triton backend == torch backend (when optimized.kernels imports);
+2. gpt-oss-20b real shapes (synthetic weights built on the device, bf16): allocated bytes vs plan_memory,
+   peak memory, prefill tok/s (2048 tokens) and decode tok/s at batch 1 and 8, graphs on and off;
+3. with --big, the same for gpt-oss-120b at a 32768-token context.
+Prints PASS/FAIL lines and a markdown table; exit status 1 if any check fails. On --device cpu it runs part 1
+without graphs (a smoke run of the script itself).
+"""
+import argparse
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from optimized import memory
+from optimized.generate import Engine
+from optimized.model import Model
+from optimized.synthetic import synthetic_weights
+from reference.config import GPT_OSS_20B, GPT_OSS_120B, Config
+
+TINY = Config(num_hidden_layers=3, num_experts=4, experts_per_token=2, vocab_size=97, hidden_size=64,
+              intermediate_size=32, swiglu_limit=7.0, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
+              sliding_window=4, initial_context_length=4096, rope_theta=150000.0, rope_scaling_factor=32.0,
+              rope_ntk_alpha=1.0, rope_ntk_beta=32.0)
+TOKENS = [5, 17, 3, 88, 42, 42, 7, 0, 96, 13, 61, 29, 8, 71]
+failures = []
+
+
+def check(name: str, ok: bool, detail: str = ""):
+    print(f"{'PASS' if ok else 'FAIL'} {name} {detail}", flush=True)
+    if not ok:
+        failures.append(name)
+
+
+def part_tiny(device):
+    from reference.model import Model as RefModel
+    from reference.writer import write_checkpoint
+    path = write_checkpoint(tempfile.mkdtemp() + "/tiny", TINY, seed=3)
+    ref = RefModel(path).logits(TOKENS)
+    graphs = device == "cuda"
+    for name, dt, bound in (("fp32", torch.float32, 1e-4), ("bf16", torch.bfloat16, 1.5)):
+        model = Model.load(path, device, dt)
+        eager = Engine(model, context=64, cuda_graphs=False)
+        got = eager.logits(TOKENS).cpu().numpy()
+        err = np.abs(got - ref).max()
+        check(f"tiny {name} logits vs reference", err < bound, f"max err {err:.2e} (bound {bound})")
+        rows = [TOKENS, TOKENS[:3], [9], TOKENS[4:13]]
+        batch = eager.run(eager.fresh_cache(len(rows)), rows, all_logits=True)
+        err = max(float((b - eager.logits(r)).abs().max()) for b, r in zip(batch, rows))
+        check(f"tiny {name} ragged batch == alone", err < (1e-5 if name == "fp32" else 0.05), f"max err {err:.2e}")
+        if graphs:
+            fast = Engine(model, context=64, cuda_graphs=True)
+            a = eager.generate([TOKENS[:5], TOKENS[:2]], 20)
+            b = fast.generate([TOKENS[:5], TOKENS[:2]], 20)
+            check(f"tiny {name} CUDA-graph decode tokens == eager", a.tokens == b.tokens)
+            ca, cb = eager.fresh_cache(1), fast.fresh_cache(1)
+            eager.run(ca, [TOKENS[:4]]), fast.run(cb, [TOKENS[:4]])
+            err = max(float((eager.run(ca, [[t]]) - fast.run(cb, [[t]])).abs().max()) for t in TOKENS[4:])
+            check(f"tiny {name} CUDA-graph decode logits == eager", err < (1e-5 if name == "fp32" else 0.05),
+                  f"max err {err:.2e}, graphs captured: {len(fast._graphs)}")
+        try:
+            tri = Engine(Model.load(path, device, dt, backend="triton"), context=64, cuda_graphs=False)
+        except Exception as e:  # noqa: BLE001  (reported, not hidden)
+            check(f"tiny {name} triton backend loads", False, f"{type(e).__name__}: {e}")
+            continue
+        err = float((tri.logits(TOKENS).cpu() - torch.from_numpy(got)).abs().max())
+        check(f"tiny {name} triton backend == torch backend", err < (1e-4 if name == "fp32" else 1.5), f"max err {err:.2e}")
+
+
+def part_real(config, label, context, device, rows):
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    weights = synthetic_weights(config, device, torch.bfloat16)
+    plan = memory.plan_memory(config, context, 1, "bf16")
+    placed = torch.cuda.memory_allocated() - before
+    check(f"{label} weights bytes == plan", weights.nbytes() == plan["weights"],
+          f"{weights.nbytes()} vs {plan['weights']} (allocator {placed})")
+    model = Model(weights)
+    for batch in (1, 8):
+        for graphs in (False, True):
+            engine = Engine(model, context=context, cuda_graphs=graphs, max_batch=8)
+            prompts = [[(i * 7919 + b) % config.vocab_size for i in range(2048)] for b in range(batch)]
+            engine.generate([p[:16] for p in prompts], 4)  # warm-up (and graph capture)
+            torch.cuda.synchronize()
+            r = engine.generate(prompts, 65)
+            kv = engine._cache.nbytes()
+            plan_b = memory.plan_memory(config, context, batch, "bf16")
+            check(f"{label} kv bytes == plan (batch {batch})", kv == plan_b["kv_cache"], f"{kv}")
+            rows.append((label, context, batch, graphs, r.prefill_tokens / r.prefill_s, r.decode_tokens / r.decode_s,
+                         torch.cuda.max_memory_allocated() / 2**30, plan_b["total"] / 2**30))
+            del engine
+            torch.cuda.empty_cache()
+    del model, weights
+    torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--big", action="store_true")
+    args = ap.parse_args()
+    t = time.time()
+    part_tiny(args.device)
+    rows = []
+    if args.device == "cuda":
+        part_real(GPT_OSS_20B, "gpt-oss-20b", 8192, "cuda", rows)
+        if args.big:
+            part_real(GPT_OSS_120B, "gpt-oss-120b", 32768, "cuda", rows)
+        print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+        print("| model | context | batch | CUDA graphs | prefill tok/s | decode tok/s | peak GiB | plan GiB |")
+        print("|---|---:|---:|---|---:|---:|---:|---:|")
+        for m, c, b, g, p, d, peak, plan in rows:
+            print(f"| {m} | {c} | {b} | {'on' if g else 'off'} | {p:.0f} | {d:.1f} | {peak:.2f} | {plan:.2f} |")
+    print(f"\n{len(failures)} failed checks {failures} in {time.time() - t:.0f} s")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
