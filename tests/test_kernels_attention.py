@@ -56,6 +56,7 @@ PREFILL = [
     (1, 33, 33, 8, 1, 64, 0),
     (1, 80, 80, 16, 2, 64, 16),  # several query blocks and key blocks, some skipped
     (2, 5, 21, 4, 2, 16, 0),  # a chunk of prefill after 16 cached tokens
+    (1, 6, 6, 4, 2, 8, 1),  # window 1 (each query sees only itself), head_dim 8 (padded to the dot's 16)
 ]
 
 

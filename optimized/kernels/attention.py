@@ -53,7 +53,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
                      T, S, qk_scale, window, chunk,
                      H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     SPLIT: tl.constexpr, IEEE: tl.constexpr):
+                     HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr):
     pid_t = tl.program_id(0)
     pid_bk = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -84,7 +84,8 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
         col_ok = offs_n < hi
         kp = tl.load(kpos_ptr + b * S + offs_n, mask=col_ok, other=-1)
         vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
-        vis = vis & ((window == 0) | (qp[:, None] - kp[None, :] < window))
+        if HAS_WINDOW:  # the last `window` positions, the query's own included
+            vis = vis & (qp[:, None] - kp[None, :] < window)
         if tl.max(vis.to(tl.int32)) > 0:  # skip whole blocks with no visible key: their K/V are not read
             kv_off = ((b * S + offs_n).to(tl.int64) * K + kh) * D
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
@@ -193,7 +194,7 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     out = torch.empty_like(q)
     if B * T == 0:
         return out
-    BLOCK_D = triton.next_power_of_2(D)
+    BLOCK_D = max(16, triton.next_power_of_2(D))  # tl.dot wants every dimension >= 16
     BLOCK_M = max(16, triton.next_power_of_2(G * min(T, max(1, PREFILL_ROWS // G))))  # tl.dot wants M >= 16
     BLOCK_T = BLOCK_M // G
     n_tblocks = triton.cdiv(T, BLOCK_T)
@@ -217,7 +218,7 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     grid = (n_tblocks, B * K, num_splits)
     _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, T, S, qk_scale, int(window), chunk,
                            H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-                           SPLIT=split, IEEE=ieee, num_warps=4, num_stages=2)
+                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=4, num_stages=2)
     if split:
         _combine_kernel[(B * K,)](sinks, out, pm, pl, pacc, T, num_splits, H=H, K=K, D=D, G=G,
                                   BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D, num_warps=4)

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The prepared device check: everything a lent GPU machine should run, in at most 6 minutes, in one go.
+#
+#   OUT=/some/dir bash bench/device_check.sh        (from the repository root; $OUT defaults to ./device_out)
+#
+# Assumes the lent image: torch (CUDA) and triton preinstalled, no network, this repository as the cwd; nothing
+# is installed. Stages, each with its own time limit (cut further so the total stays under BUDGET seconds):
+#   1. environment: GPU, driver, torch/triton versions
+#   2. kernel tests on the GPU (bf16, real 20b/120b shapes, CUDA-graph capture) against their torch refs
+#   3. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
+#      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
+#   4. bench/gpu.py: both models with the Triton backend, then a few rows of the torch backend
+# Writes under $OUT: one log per stage, bench_*.json, and summary.json; prints a short table last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device_out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python}
+BUDGET=${BUDGET:-350}
+START=$SECONDS
+declare -A STATUS
+
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with min(limit, what is left of the budget)
+    local name=$1 limit=$2
+    shift 2
+    local left=$((BUDGET - (SECONDS - START)))
+    ((limit > left)) && limit=$left
+    if ((limit < 10)); then
+        echo "== $name: skipped, budget spent" | tee "$OUT/$name.log"
+        STATUS[$name]="skipped (budget)"
+        return
+    fi
+    echo "== $name (limit ${limit}s): $*"
+    local t0=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    STATUS[$name]="rc=$rc $((SECONDS - t0))s$([[ $rc == 124 || $rc == 137 ]] && echo ' TIMEOUT')"
+    echo "   ${STATUS[$name]}; last lines:"
+    tail -n 4 "$OUT/$name.log" | sed 's/^/   | /'
+}
+
+stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true"
+
+stage kernel_tests 110 $PY -m pytest -q -rs -p no:cacheprovider tests/test_kernels_route.py tests/test_kernels_moe.py \
+    tests/test_kernels_attention.py
+
+if $PY -m pytest conformance/ --help 2>/dev/null | grep -q -- "--device"; then
+    stage conformance 60 $PY -m pytest -q -x -p no:cacheprovider conformance/ --impl optimized --device cuda \
+        --dtype bfloat16 --certificate "$OUT/certificate"
+elif [[ -d conformance ]]; then
+    cat >"$OUT/impl_cuda_triton.py" <<'EOF'
+"""The optimized adapter on CUDA in bf16 with the Triton ops (engine backend and op-level functions)."""
+import numpy as np
+import torch
+
+from optimized.adapter import OptimizedImpl
+from optimized.ops import get_backend
+
+
+class CudaTritonImpl(OptimizedImpl):
+    def __init__(self, checkpoint_dir):
+        super().__init__(checkpoint_dir, "bf16", "cuda")
+        self.ops = get_backend("triton")
+        self.engine.model.ops = self.ops
+        self.name = "optimized (bf16, cuda, triton ops)"
+
+    def op_route(self, router_logits, k):
+        ids, w = self.ops.route(self._t(router_logits), k)
+        return ids.cpu().numpy().astype(np.int64), w.float().cpu().numpy()
+
+    def op_attention(self, q, k, v, sinks, sm_scale, window, q_pos, k_pos):
+        dev = self.device
+        qp = torch.as_tensor(np.asarray(q_pos, np.int64), device=dev)[None]
+        kp = torch.as_tensor(np.asarray(k_pos, np.int64), device=dev)[None]
+        s = torch.as_tensor(np.asarray(sinks, np.float64), device=dev).float()
+        o = self.ops.attention(self._t(q)[None], self._t(k)[None], self._t(v)[None], s, float(sm_scale),
+                               int(window), qp, kp)
+        return o[0].float().cpu().numpy()
+
+
+def factory(checkpoint_dir):
+    return CudaTritonImpl(checkpoint_dir)
+EOF
+    stage conformance 60 $PY -m pytest -q -p no:cacheprovider conformance/ --impl "$OUT/impl_cuda_triton.py:factory" \
+        --dtype bfloat16 --certificate "$OUT/certificate"
+else
+    STATUS[conformance]="skipped (no conformance/)"
+fi
+
+stage bench_triton 150 $PY bench/gpu.py --models 20b,120b --backends triton --json "$OUT/bench_triton.json"
+stage bench_torch 45 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
+    --contexts 1024 --prefill 2048 --json "$OUT/bench_torch.json"
+
+# -- summary: stage statuses, test counts, the headline numbers ----------------------------------------------
+for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done >"$OUT/status.txt"
+$PY - "$OUT" <<'EOF'
+import json, os, re, sys
+out = sys.argv[1]
+status = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(out, "status.txt")) if "=" in line)
+summary = {"stages": status, "tests": {}, "bench": {}}
+for name in ("kernel_tests", "conformance"):
+    p = os.path.join(out, name + ".log")
+    if os.path.exists(p):
+        tail = open(p, errors="replace").read()[-4000:]
+        summary["tests"][name] = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
+for name in ("bench_triton", "bench_torch"):
+    p = os.path.join(out, name + ".json")
+    if os.path.exists(p):
+        summary["bench"][name] = json.load(open(p))
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
+print("\n==== device check summary ====")
+for k, v in sorted(status.items()):
+    print(f"{k:14s} {v}  {summary['tests'].get(k, '')}")
+bt = summary["bench"].get("bench_triton")
+if bt:
+    h = bt["header"]
+    print(f"{h['device']}: copy {h['copy_GBps']:.0f} GB/s, bf16 matmul {h['matmul_TFLOPs']:.0f} TFLOP/s, commit {h['commit']}")
+    print(f"{'model':6s} {'what':20s} {'backend':7s} {'setting':18s} {'ms':>9s} {'fraction':>8s}  note")
+    for r in bt["rows"] + summary["bench"].get("bench_torch", {}).get("rows", []):
+        keep = ("batch 1" in r["setting"] or "prefill" in r["what"] or r["what"] == "ERROR")
+        if keep:
+            print(f"{r['model']:6s} {r['what']:20s} {r['backend']:7s} {r['setting']:18s} {r['ms']:9.3f} "
+                  f"{r['fraction']:8.3f}  {r['note']}")
+    for m, a in h["anchors"].items():
+        print(f"anchor {m}: floor {a['floor_gb_per_token']} GB/token -> {h['copy_GBps'] / a['floor_gb_per_token']:.0f} "
+              f"tok/s on this card; SGLang {a['sglang_tok_s']} tok/s")
+EOF
+echo "total $((SECONDS - START))s; logs and JSON in $OUT"
