@@ -71,7 +71,8 @@ def pytest_runtest_makereport(item, call):
         else:
             status = "pass" if rep.passed else "fail"
             message = "" if rep.passed else _short(rep)
-        kit.results.append({"check": item.nodeid.split("::", 1)[-1], "status": status, "message": message,
+        path, name = item.nodeid.split("::", 1)
+        kit.results.append({"check": f"{path.rsplit('/', 1)[-1]}::{name}", "status": status, "message": message,
                             "measures": measures})
 
 

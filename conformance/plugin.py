@@ -22,7 +22,7 @@ OPTIONAL = ["decode_logits", "batch_logits", "intermediates", "op_mxfp4_decode",
 BUILTIN = {"reference": "conformance.impls.reference:factory",
            "transformers": "conformance.impls.transformers:factory",
            "optimized": "optimized.adapter:factory"}
-BF16_FACTORY = {"optimized": "optimized.adapter:factory_bf16"}
+BF16_FACTORY = {"optimized": "optimized.adapter:factory_bf16", "transformers": "conformance.impls.transformers:factory_bf16"}
 
 
 class ImplError(RuntimeError):

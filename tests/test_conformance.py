@@ -1,0 +1,203 @@
+"""The conformance kit itself: the built-in impls pass, the golden data is trusted only when it verifies and
+reproduces, certificates verify (and tampered ones do not), exec: and --golden from a user's checkpoint work,
+missing capabilities are NOT_SUPPORTED (never passed). The wrong-ports catalogue is in
+test_conformance_wrong_ports.py."""
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import generate as G
+from golden.format import DATA_DIR, load_npz, verify
+from reference.model import Model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_kit(args: list[str], cert: Path, monkeypatch) -> tuple[int, dict]:
+    monkeypatch.chdir(REPO)
+    rc = pytest.main([*args, "--certificate", str(cert), "-q", "--no-header", "-p", "no:cacheprovider",
+                      "-W", "ignore::DeprecationWarning", "-W", "ignore::FutureWarning"])
+    data = json.loads((cert / "certificate.json").read_text()) if (cert / "certificate.json").is_file() else {}
+    return int(rc), data
+
+
+def failures(cert: dict) -> str:
+    return "\n".join(c["message"] for c in cert["checks"] if c["status"] == "fail")
+
+
+def test_reference_passes_everything_and_certificate_verifies(tmp_path, monkeypatch):
+    rc, cert = run_kit(["conformance/", "--impl", "reference"], tmp_path, monkeypatch)
+    assert rc == 0, failures(cert)
+    s = cert["summary"]
+    assert s["verdict"] == "CONFORMANT" and s["fail"] == 0 and s["not_supported"] == 0 and s["pass"] >= 50
+    from conformance.certificate import verify as verify_cert
+    assert verify_cert(tmp_path) == []
+    out = subprocess.run([sys.executable, "-m", "conformance", "verify", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # tamper: a failing measurement recorded as a pass, and the markdown no longer matching
+    bad = json.loads((tmp_path / "certificate.json").read_text())
+    m = next(m for c in bad["checks"] for m in c["measures"] if m.get("bound"))
+    m["measured"] = m["bound"] * 10
+    (tmp_path / "certificate.json").write_text(json.dumps(bad))
+    problems = verify_cert(tmp_path)
+    assert any("recorded ok=True" in p for p in problems) and any("certificate.md" in p for p in problems)
+    out = subprocess.run([sys.executable, "-m", "conformance", "verify", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "does NOT verify" in out.stdout
+
+
+@pytest.fixture()
+def golden_copy(tmp_path):
+    dst = tmp_path / "golden"
+    shutil.copytree(DATA_DIR, dst, ignore=shutil.ignore_patterns("derived"))
+    return dst
+
+
+def test_altered_golden_file_fails_every_check(golden_copy, tmp_path, monkeypatch):
+    f = golden_copy / "cases" / "tiny.npz"
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    f.write_bytes(bytes(raw))
+    rc, cert = run_kit(["conformance/test_golden.py", "conformance/test_ops.py::test_op_swiglu",
+                        "--impl", "reference", "--golden", str(golden_copy)], tmp_path / "c", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED
+    assert all(c["status"] == "fail" for c in cert["checks"]), [c["status"] for c in cert["checks"]]
+    assert "altered golden file cases/tiny.npz" in failures(cert)
+
+
+def test_missing_golden_file_fails_not_skips(golden_copy, tmp_path, monkeypatch):
+    (golden_copy / "ops" / "rope.npz").unlink()
+    rc, cert = run_kit(["conformance/test_golden.py", "conformance/test_ops.py::test_op_mxfp4",
+                        "--impl", "reference", "--golden", str(golden_copy)], tmp_path / "c", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED
+    assert "missing golden file ops/rope.npz" in failures(cert)
+    assert not any(c["status"] in ("pass", "skipped", "not_supported") for c in cert["checks"])
+
+
+def test_regeneration_reproduces_committed_data(tmp_path):
+    """One checkpoint case and all op vectors regenerated: reference values equal to float64 rounding,
+    baseline errors (torch's bf16/fp32 kernels may differ by machine) within a factor 2, text exactly."""
+    G.generate(tmp_path, only=["gqa2-top3-wide"])
+    for rel in ["checkpoints/gqa2-top3-wide/model.safetensors", "checkpoints/gqa2-top3-wide/config.json"]:
+        assert (tmp_path / rel).read_bytes() == (DATA_DIR / rel).read_bytes(), rel
+    for rel in ["cases/gqa2-top3-wide.npz", *[f"ops/{op}.npz" for op in G.OPS]]:
+        new, old = load_npz(tmp_path / rel), load_npz(DATA_DIR / rel)
+        assert sorted(new) == sorted(old), rel
+        for k in old:
+            if ".baseline." in f".{k}" or k.startswith("baseline."):
+                assert 0.5 * old[k] <= new[k] <= 2 * old[k] + 1e-12, (rel, k, old[k], new[k])
+            elif old[k].dtype.kind == "f":
+                np.testing.assert_allclose(new[k], old[k], rtol=1e-12, atol=1e-12, err_msg=f"{rel}:{k}")
+            else:
+                np.testing.assert_array_equal(new[k], old[k], err_msg=f"{rel}:{k}")
+    assert (tmp_path / "text/vectors.json").read_text() == (DATA_DIR / "text/vectors.json").read_text()
+    manifest = verify(tmp_path)
+    committed = json.loads((DATA_DIR / "manifest.json").read_text())
+    assert manifest["derived"]["derived/hf/gqa2-top3-wide/model.safetensors"] == \
+        committed["derived"]["derived/hf/gqa2-top3-wide/model.safetensors"]
+
+
+def test_hf_copy_matches_derived_golden_and_reference(tmp_path):
+    """transformers' adapter converts original -> HF layout; the result is byte-identical to the golden
+    derived copy (written by reference/writer.py), and the reference reads both to identical logits."""
+    from conformance.impls.transformers import to_hf
+    from golden.format import derived_path
+    name = "gqa2-top2"
+    hf = to_hf(DATA_DIR / "checkpoints" / name, tmp_path / "hf")
+    derived = derived_path(DATA_DIR, f"derived/hf/{name}/model.safetensors")
+    assert hashlib.sha256((hf / "model.safetensors").read_bytes()).hexdigest() == \
+        hashlib.sha256(derived.read_bytes()).hexdigest()
+    tokens = load_npz(DATA_DIR / "cases" / f"{name}.npz")["tokens"].tolist()
+    a = Model(DATA_DIR / "checkpoints" / name).logits(tokens)
+    b = Model(hf).logits(tokens)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_transformers_passes(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    sel = ["conformance/test_model.py", "-k", "tiny or gqa2-top2", "--impl", "transformers"]
+    rc, cert = run_kit(sel, tmp_path / "fp32", monkeypatch)
+    assert rc == 0, failures(cert)
+    assert cert["implementation"]["dtype"] == "float32" and cert["summary"]["pass"] >= 8
+    rc, cert = run_kit(["conformance/test_model.py::test_logits", "conformance/test_model.py::test_greedy",
+                        "--impl", "transformers", "--dtype", "bfloat16"], tmp_path / "bf16", monkeypatch)
+    assert rc == 0, failures(cert)
+    assert "bfloat16" in cert["implementation"]["name"] and cert["implementation"]["dtype"] == "bfloat16"
+
+
+def test_exec_example_port(tmp_path, monkeypatch):
+    impl = f"exec:{sys.executable} conformance/examples/exec_port.py"
+    rc, cert = run_kit(["conformance/test_ops.py", "conformance/test_model.py", "-k", "not greedy or tiny",
+                        "--impl", impl], tmp_path, monkeypatch)
+    assert rc == 0, failures(cert)
+    ident = cert["implementation"]
+    assert ident["dtype"] == "float32" and "op_attention" in ident["capabilities"]
+    statuses = {c["check"].split("[")[0]: c["status"] for c in cert["checks"]}
+    assert statuses["test_model.py::test_stages"] == "not_supported"  # the example does not expose stages
+    assert statuses["test_model.py::test_decode"] == "pass"
+
+
+def test_logits_only_port_is_not_supported_not_passed(tmp_path, monkeypatch):
+    port = tmp_path / "bare.py"
+    port.write_text("from reference.model import Model\n"
+                    "class Bare:\n"
+                    "    def __init__(self, d): self.m = Model(d)\n"
+                    "    def logits(self, tokens): return self.m.logits(tokens).astype('float32')\n"
+                    "def factory(d): return Bare(d)\n")
+    rc, cert = run_kit(["conformance/", "-k", "tiny or op_swiglu or tokenizer", "--impl", f"{port}:factory"],
+                       tmp_path / "c", monkeypatch)
+    assert rc == 0, failures(cert)
+    by = {c["check"]: c for c in cert["checks"]}
+    swiglu = [c for n, c in by.items() if "op_swiglu" in n]
+    assert swiglu and all(c["status"] == "not_supported" and c["message"].startswith("not supported:") for c in swiglu)
+    assert by["test_model.py::test_logits[tiny]"]["status"] == "pass"
+    assert cert["implementation"]["dtype"] == "bfloat16"  # undeclared dtype: the loosest bounds, and said so
+    assert "declares no dtype" in cert["implementation"]["dtype_note"]
+
+
+def test_golden_from_a_user_checkpoint(tmp_path, monkeypatch):
+    """python -m golden --checkpoint on an HF-layout checkpoint; the kit runs against it with --golden and
+    refuses it once the checkpoint's config changes."""
+    from reference.writer import write_checkpoint
+    from reference.config import Config
+    cfg = Config.from_json(json.loads((DATA_DIR / "checkpoints" / "gqa2-top2" / "config.json").read_text()))
+    ckpt = write_checkpoint(tmp_path / "mine", cfg, seed=5, layout="original")
+    out = tmp_path / "golden-mine"
+    proc = subprocess.run([sys.executable, "-m", "golden", "--checkpoint", str(ckpt), "--out", str(out),
+                           "--tokens", "1,2,3,4,5,6,7,8,9,10", "--steps", "3"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "[" in proc.stderr and "3/" in proc.stderr or "manifest" in proc.stderr  # a progress bar on stderr
+    rc, cert = run_kit(["conformance/test_model.py", "--impl", "reference", "--golden", str(out)],
+                       tmp_path / "c", monkeypatch)
+    assert rc == 0, failures(cert)
+    assert cert["golden"]["kind"] == "user-checkpoint" and cert["summary"]["pass"] >= 4
+    (ckpt / "config.json").write_text((ckpt / "config.json").read_text().replace('"sliding_window": 6', '"sliding_window": 5'))
+    rc, cert = run_kit(["conformance/test_model.py::test_logits", "--impl", "reference", "--golden", str(out)],
+                       tmp_path / "c2", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED and "config.json changed" in failures(cert)
+
+
+def test_unknown_impl_is_a_clear_error(tmp_path, monkeypatch):
+    rc, cert = run_kit(["conformance/test_model.py::test_logits", "--impl", "no_such_pkg.mod:factory"],
+                       tmp_path, monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED
+    assert "cannot import 'no_such_pkg.mod'" in failures(cert)
+
+
+def test_optimized_is_resolved_or_clearly_missing(tmp_path, monkeypatch):
+    from conformance.plugin import ImplError, resolve
+    if importlib.util.find_spec("optimized.adapter") is None:
+        with pytest.raises(ImplError, match="optimized/adapter.py does not exist yet"):
+            resolve("optimized", None)
+    else:
+        assert resolve("optimized", None)[1] == "optimized.adapter:factory"
+        assert resolve("optimized", "bfloat16")[1] == "optimized.adapter:factory_bf16"
