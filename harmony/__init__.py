@@ -10,6 +10,7 @@ encoding.py (HarmonyEncoding, load_harmony_encoding), errors.py (HarmonyError), 
 """
 
 from .chat import (
+    ROLE_HIERARCHY,
     Author,
     ChannelConfig,
     Content,
@@ -33,6 +34,7 @@ from .parse import StreamableParser, StreamState
 from .tools import ToolDescription, ToolNamespaceConfig
 
 __all__ = [
+    "ROLE_HIERARCHY",
     "Author",
     "ChannelConfig",
     "Content",

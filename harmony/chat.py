@@ -20,7 +20,9 @@ from enum import Enum
 from typing import Any, Optional, Sequence, Union
 
 from .errors import HarmonyError
-from .tools import ToolDescription, ToolNamespaceConfig, coerce_namespaces
+from .tools import ToolDescription, ToolNamespaceConfig, check_type, coerce_namespaces
+
+_OPT_STR = (str, type(None))
 
 
 class Role(str, Enum):
@@ -37,10 +39,15 @@ class Role(str, Enum):
     @property
     def authority(self) -> int:
         """Rank in the instruction hierarchy: system 4 > developer 3 > user 2 > assistant 1 > tool 0."""
-        return _AUTHORITY[self]
+        return len(ROLE_HIERARCHY) - 1 - ROLE_HIERARCHY.index(self)
+
+    def outranks(self, other: "Role") -> bool:
+        """True when this role's instructions win over `other`'s (Role.DEVELOPER.outranks(Role.USER))."""
+        return self.authority > Role(other).authority
 
 
-_AUTHORITY = {Role.SYSTEM: 4, Role.DEVELOPER: 3, Role.USER: 2, Role.ASSISTANT: 1, Role.TOOL: 0}
+# Highest authority first. Role itself compares as a str (it is one), so the order lives here.
+ROLE_HIERARCHY = (Role.SYSTEM, Role.DEVELOPER, Role.USER, Role.ASSISTANT, Role.TOOL)
 
 
 class ReasoningEffort(str, Enum):
@@ -56,6 +63,7 @@ class Author:
 
     def __post_init__(self):
         self.role = Role(self.role)
+        check_type(self.name, _OPT_STR, "Author.name")
 
     @classmethod
     def new(cls, role: Role, name: str) -> "Author":
@@ -71,6 +79,9 @@ class Content:
 class TextContent(Content):
     text: str
 
+    def __post_init__(self):
+        check_type(self.text, str, "TextContent.text")
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": "text", "text": self.text}
 
@@ -79,6 +90,13 @@ class TextContent(Content):
 class ChannelConfig:
     valid_channels: list[str]
     channel_required: bool
+
+    def __post_init__(self):
+        check_type(self.valid_channels, (list, tuple), "ChannelConfig.valid_channels")
+        for c in self.valid_channels:
+            check_type(c, str, "each of ChannelConfig.valid_channels")
+        self.valid_channels = list(self.valid_channels)
+        check_type(self.channel_required, bool, "ChannelConfig.channel_required")
 
     @classmethod
     def require_channels(cls, channels: list[str]) -> "ChannelConfig":
@@ -102,6 +120,8 @@ class SystemContent(Content):
     tools: Optional[dict[str, ToolNamespaceConfig]] = None
 
     def __post_init__(self):
+        for key in ("model_identity", "conversation_start_date", "knowledge_cutoff"):
+            check_type(getattr(self, key), _OPT_STR, f"SystemContent.{key}")
         if self.reasoning_effort is not None:
             self.reasoning_effort = ReasoningEffort(self.reasoning_effort)
         if isinstance(self.channel_config, dict):
@@ -174,6 +194,7 @@ class DeveloperContent(Content):
     tools: Optional[dict[str, ToolNamespaceConfig]] = None
 
     def __post_init__(self):
+        check_type(self.instructions, _OPT_STR, "DeveloperContent.instructions")
         self.tools = coerce_namespaces(self.tools)
 
     @classmethod
@@ -235,7 +256,10 @@ class Message:
     def __post_init__(self):
         if isinstance(self.author, dict):
             self.author = Author(**self.author)
+        check_type(self.author, Author, "Message.author")
         self.content = [content_from_dict(c) for c in self.content]
+        for key in ("channel", "recipient", "content_type"):
+            check_type(getattr(self, key), _OPT_STR, f"Message.{key}")
 
     @classmethod
     def from_author_and_content(cls, author: Author, content: Union[str, Content]) -> "Message":

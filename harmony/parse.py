@@ -92,8 +92,8 @@ def parse_header(text: str, role: Optional[Role], split_recipient: bool, pos: in
         last = parts.pop()
         if last.startswith("to="):
             recipient = last[3:]
-        elif n == 1 and not last.startswith(CONSTRAIN_TEXT):
-            recipient = last  # a lone word is a recipient, not a content type
+        elif n == 1:
+            recipient = last  # a lone word is a recipient, not a content type (even `<|constrain|>json`)
         else:
             content_type = last
             if parts:

@@ -9,12 +9,32 @@ knows these exact words, so do not edit them.
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .errors import HarmonyError
+
+
+def check_type(value, types, what: str):
+    """A field of the wrong type is a HarmonyError here, where openai-harmony's pydantic models reject it
+    at construction; rendering it anyway would produce a prompt the model never saw."""
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
+        names = " or ".join(t.__name__ for t in _as_tuple(types))
+        raise HarmonyError(f"{what} must be {names}, not {type(value).__name__} ({value!r:.60})")
+    return value
+
+
+def _as_tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
 
 @dataclass
 class ToolDescription:
     name: str
     description: str
     parameters: Optional[dict] = None  # a JSON Schema; None renders `() => any`
+
+    def __post_init__(self):
+        check_type(self.name, str, "ToolDescription.name")
+        check_type(self.description, str, "ToolDescription.description")
+        check_type(self.parameters, (dict, type(None)), "ToolDescription.parameters (a JSON Schema object or None)")
 
     @classmethod
     def new(cls, name: str, description: str, parameters: Optional[dict] = None) -> "ToolDescription":
@@ -38,6 +58,8 @@ class ToolNamespaceConfig:
     tools: list[ToolDescription] = field(default_factory=list)
 
     def __post_init__(self):
+        check_type(self.name, str, "ToolNamespaceConfig.name")
+        check_type(self.description, (str, type(None)), "ToolNamespaceConfig.description")
         self.tools = [t if isinstance(t, ToolDescription) else ToolDescription.from_dict(t) for t in self.tools]
 
     @staticmethod
