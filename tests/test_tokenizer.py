@@ -188,10 +188,23 @@ def test_encode_with_specials_agrees(ref, fast, harmony_enc, text):
     assert ref.decode(ids) == fast.decode(ids) == text
 
 
+SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d\ude00", "\ude00\ud83d", "\ud83d\ud83d\ude00"]
+surrogate_texts = st.lists(
+    st.one_of(st.sampled_from(SURROGATES), texts, st.text(st.characters(codec=None, exclude_categories=()), max_size=6)),
+    min_size=1, max_size=6,
+).map("".join)
+
+
 @SLOW
-@given(text=st.text(max_size=40))  # lone surrogates included: tiktoken pairs what it can, U+FFFD for the rest
+@given(text=surrogate_texts)  # lone surrogates: tiktoken pairs what it can (UTF-16 style), U+FFFD for the rest
 def test_surrogates_like_tiktoken(ref, fast, tiktoken_encodings, text):
     assert ref.encode(text) == fast.encode(text) == tiktoken_encodings[0].encode(text, disallowed_special=())
+    assert ref.encode_ordinary(text) == fast.encode_ordinary(text) == tiktoken_encodings[0].encode_ordinary(text)
+
+
+def test_surrogate_pair_is_the_character(tok):
+    assert tok.encode("\ud83d\ude00") == tok.encode("😀")
+    assert tok.decode(tok.encode("a\ud800b")) == "a\ufffdb"
 
 
 @FAST
@@ -307,6 +320,9 @@ def test_hash_is_of_decompressed_bytes(tmp_path):
 
 def test_resolution_order(clean_env, bad_file, tmp_path):
     good = ref_mod.write_o200k_base(tmp_path / "good")
+    clean_env.setenv("TIKTOKEN_ENCODINGS_BASE", str(good.parent))
+    assert ref_mod._resolve() == good  # tiktoken's folder convention: $TIKTOKEN_ENCODINGS_BASE/o200k_base.tiktoken
+    assert len(ref_mod.load_o200k_base()) == FIRST_SPECIAL
     clean_env.setenv("TIKTOKEN_ENCODINGS_BASE", str(bad_file.parent))
     with pytest.raises(ValueError, match=str(bad_file)):
         ref_mod.load_o200k_base()  # $TIKTOKEN_ENCODINGS_BASE beats the package data
