@@ -55,8 +55,11 @@ class OptimizedImpl:
         cache = self.engine.fresh_cache(1)
         tok = torch.tensor([row], device=m.device)
         m.forward(tok, torch.arange(len(row), device=m.device)[None], cache, capture=stages)
-        keep = {k: v[0] if v.dim() == 3 else v for k, v in stages.items() if not k.endswith("expert_ids")}
-        return {k: _np(v) for k, v in keep.items()}
+        out = {}
+        for k, v in stages.items():
+            v = v[0] if v.dim() == 3 else v  # (1, T, ...) residual stages -> (T, ...); routing is already (T, ...)
+            out[k] = v.cpu().numpy().astype(np.int64) if k.endswith("expert_ids") else _np(v)
+        return out
 
     # -- op-level --------------------------------------------------------------------------------------
     def op_mxfp4_decode(self, blocks, scales):

@@ -228,3 +228,19 @@ def test_cli_smoke(tmp_path):
     assert r.returncode != 0 and "generate --tokens" in r.stderr
     r = run("generate", "--tokens", "1,2,600")
     assert r.returncode != 0 and "token id 600" in r.stderr
+
+
+def test_triton_backend_plugs_into_the_engine(ckpts):
+    """The seam end to end: the engine on backend "triton" (the Triton interpreter on CPU) gives the torch
+    backend's fp32 logits. Skipped only where optimized.kernels cannot be imported (then the error is tested
+    in test_optimized_ops.py::test_backend_registry)."""
+    from optimized import ops
+    try:
+        ops.get_backend("triton")
+    except ops.BackendError as e:
+        pytest.skip(str(e))
+    model = Model.load(ckpts["original"], "cpu", torch.float32, backend="triton")
+    torch_model = Model(model.weights)  # same tensors, torch ops
+    tri = Engine(model, context=16).logits(TOKENS[:6])
+    ref = Engine(torch_model, context=16).logits(TOKENS[:6])
+    torch.testing.assert_close(tri, ref, atol=1e-4, rtol=0)
