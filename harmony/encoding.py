@@ -22,6 +22,19 @@ from .parse import STOP_TOKENS, StreamableParser
 from .tokenizer import get_tokenizer
 
 
+def raise_disallowed_special_token(token: str) -> None:
+    """openai_harmony's helper, same message: special-token text reached encode() without being allowed."""
+    raise HarmonyError(
+        "Encountered text corresponding to disallowed special token "
+        f"{token!r}.\n"
+        "If you want this text to be encoded as a special token, "
+        f"pass it to `allowed_special`, e.g. `allowed_special={{'{token}', ...}}`.\n"
+        "If you want this text to be encoded as normal text, disable the check for this token "
+        f"by passing `disallowed_special=(enc.special_tokens_set - {{'{token}'}})`.\n"
+        "To disable this check for all special tokens, pass `disallowed_special=()`.\n"
+    )
+
+
 class HarmonyEncodingName(str, Enum):
     HARMONY_GPT_OSS = "HarmonyGptOss"
 
@@ -150,10 +163,7 @@ class HarmonyEncoding:
         if disallowed:
             match = re.search("|".join(map(re.escape, sorted(disallowed))), text)
             if match:
-                raise HarmonyError(
-                    f"Encountered text corresponding to disallowed special token {match.group()!r}. Pass it in"
-                    " allowed_special to encode it as a special token, or disallowed_special=() for plain text."
-                )
+                raise_disallowed_special_token(match.group())
         try:
             return self._vocab.tokenizer.encode(text, allowed_special=frozenset(allowed))
         except ValueError as e:
