@@ -89,7 +89,37 @@ def write(kit, folder) -> Path:
     return folder
 
 
-REQUIRED_PREFIXES = ("test_golden.py::test_golden_manifest", "test_model.py::test_logits[")
+def expected_bound(check: str, root: Path, dtype: str) -> float | None:
+    """The bound the contract gives a named measurement, recomputed from the golden data (None: not derivable
+    from a name, e.g. counts whose bound is 0 by definition are checked elsewhere)."""
+    name = check.split(" ")[0]
+    head, _, rest = name.partition("/")
+    base = lambda data, key: {dt: float(data[f"{key}{dt}" if key.endswith(".") else f"{key}.{dt}"])  # noqa: E731
+                              for dt in ("float32", "bfloat16")}
+    if head in ("rms_norm", "swiglu", "attention", "route") and rest:
+        case = rest.split(".")[0]
+        if head == "route" and not rest.endswith(".weights"):
+            return None
+        data = gformat.load_npz(root / "ops" / f"{head}.npz")
+        return spec.bound(dtype, base(data, f"{case}.baseline"))
+    if head == "rope":
+        return 1.0
+    if head in ("logits", "greedy", "decode", "batch", "stages") and rest:
+        case_name = rest.split(".")[0]
+        f = root / "cases" / f"{case_name}.npz"
+        if not f.is_file():
+            return None
+        data = gformat.load_npz(f)
+        if rest.endswith(".argmax"):
+            return 0.0
+        if head == "stages":
+            stage = rest[len(case_name) + 1:]
+            key = f"baseline.float32.{stage}"
+            return spec.bound(dtype, {dt: float(data[f"baseline.{dt}.{stage}"]) for dt in ("float32", "bfloat16")}) \
+                if key in data else None
+        what = "logprob" if rest.endswith(".logprob") else "logits"
+        return spec.bound(dtype, {dt: float(data[f"baseline.{dt}.{what}"]) for dt in ("float32", "bfloat16")})
+    return None
 
 
 def verify(folder) -> list[str]:
@@ -114,8 +144,19 @@ def verify(folder) -> list[str]:
     except gformat.GoldenError as e:
         problems.append(f"golden data named by the certificate does not verify: {e}")
         manifest = None
+    kit = cert["kit"]
+    if kit.get("factor") != spec.FACTOR or kit.get("floor") != spec.FLOOR:
+        problems.append(f"the certificate's FACTOR/FLOOR {kit.get('factor')}/{kit.get('floor')} differ from this "
+                        f"kit's {spec.FACTOR}/{spec.FLOOR} (verify with the kit version that wrote it)")
+    dtype = cert["implementation"].get("dtype")
+    root = Path(cert["golden"]["path"])
     for c in cert["checks"]:
         for m in c["measures"]:
+            if manifest is not None and dtype in spec.FLOOR and m.get("bound") is not None and m.get("check"):
+                want = expected_bound(m["check"], root, dtype)
+                if want is not None and abs(want - m["bound"]) > 1e-9 * max(1.0, abs(want)):
+                    problems.append(f"{c['check']}: {m['check']} bound {m['bound']!r} is not the contract's "
+                                    f"{want!r} for {dtype}")
             if "measured" in m and "bound" in m and "ok" in m:
                 ok = m["measured"] is not None and m["measured"] <= m["bound"]
                 if ok != m["ok"]:

@@ -4,8 +4,8 @@
   python -m golden --only tiny             regenerate one checkpoint's case (and keep the rest)
   python -m golden --out DIR               write a fresh copy elsewhere (e.g. to diff against the committed one)
   python -m golden --checkpoint PATH --out DIR [--tokens 1,2,3 ...] [--steps 4]
-                                           golden cases from your own checkpoint (gpt-oss-20b/120b, either
-                                           layout), with a progress bar on stderr; then
+                                           golden cases from your own checkpoint (gpt-oss-20b/120b original/
+                                           folder), with a progress bar on stderr; then
                                            `pytest conformance/ --impl NAME --golden DIR`
 """
 import argparse

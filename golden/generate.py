@@ -362,6 +362,9 @@ def generate_from_checkpoint(path: Path, out: Path, prompts: list[list[int]], st
     by path and its files' sha256 recorded (the kit refuses to run if they change)."""
     path, out = Path(path).resolve(), Path(out)
     model = Model(path)
+    if model.ckpt.layout != "original":
+        raise SystemExit(f"{path} is an HF-layout checkpoint; pass its original/ folder (the kit hands every port "
+                         f"an original-layout checkpoint, as the plugin protocol says)")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
     hashes = {}
     n_total = len(files) + len(prompts) * (steps + len(BASELINE_DTYPES))

@@ -52,6 +52,12 @@ def test_reference_passes_everything_and_certificate_verifies(tmp_path, monkeypa
     out = subprocess.run([sys.executable, "-m", "conformance", "verify", str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 1 and "does NOT verify" in out.stdout
+    # tamper: a loosened bound (and status kept consistent with it) is caught against the golden baselines
+    bad = json.loads((tmp_path / "certificate.json").read_text())
+    m = next(m for c in bad["checks"] for m in c["measures"] if m.get("check", "").startswith("logits/tiny"))
+    m["bound"] = 1.0
+    (tmp_path / "certificate.json").write_text(json.dumps(bad))
+    assert any("is not the contract's" in p for p in verify_cert(tmp_path))
 
 
 @pytest.fixture()
@@ -184,6 +190,28 @@ def test_golden_from_a_user_checkpoint(tmp_path, monkeypatch):
     rc, cert = run_kit(["conformance/test_model.py::test_logits", "--impl", "reference", "--golden", str(out)],
                        tmp_path / "c2", monkeypatch)
     assert rc == pytest.ExitCode.TESTS_FAILED and "config.json changed" in failures(cert)
+
+
+def test_broken_ports_fail_with_clear_messages(tmp_path, monkeypatch):
+    """Wrong shapes, NaN logits and an exec process that speaks garbage all FAIL, each saying why."""
+    port = tmp_path / "broken.py"
+    port.write_text("import numpy as np\n"
+                    "class Shape:\n"
+                    "    dtype = 'float32'\n"
+                    "    def __init__(self, d): pass\n"
+                    "    def logits(self, tokens): return np.zeros((len(tokens), 7))\n"
+                    "class NaN(Shape):\n"
+                    "    def logits(self, tokens): return np.full((len(tokens), 512), np.nan)\n"
+                    "shape = Shape\nnan = NaN\n")
+    rc, cert = run_kit(["conformance/test_model.py::test_logits[tiny]", "--impl", f"{port}:shape"], tmp_path / "a", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED and "returned shape (24, 7), expected [24, 512]" in failures(cert)
+    rc, cert = run_kit(["conformance/test_model.py::test_logits[tiny]", "--impl", f"{port}:nan"], tmp_path / "b", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED and "logits error inf" in failures(cert)
+    garbage = tmp_path / "garbage.py"
+    garbage.write_text("import sys\nfor line in sys.stdin:\n    print('hello there', flush=True)\n")
+    rc, cert = run_kit(["conformance/test_model.py::test_logits[tiny]", "--impl", f"exec:{sys.executable} {garbage}"],
+                       tmp_path / "c", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED and "is not JSON" in failures(cert)
 
 
 def test_unknown_impl_is_a_clear_error(tmp_path, monkeypatch):
