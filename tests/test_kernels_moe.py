@@ -13,7 +13,7 @@ if not torch.cuda.is_available():  # kernels on CPU tensors run only in the inte
 
 import pytest  # noqa: E402
 
-from optimized.kernels.moe import group_by_expert, moe, moe_ref, mxfp4_dequant, mxfp4_dequant_ref  # noqa: E402
+from optimized.kernels.moe import group_by_expert, group_by_expert_kernel, moe, moe_ref, mxfp4_dequant, mxfp4_dequant_ref  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 from reference import mxfp4 as mxfp4_numpy  # noqa: E402
 
@@ -85,29 +85,27 @@ def test_moe_matches_engine_torch_op():
     torch.testing.assert_close(out, ops.get_backend("torch").moe(*args, LIMIT), rtol=1e-4, atol=1e-4)
 
 
-def test_group_by_expert_covers_every_pair_once():
-    g = torch.Generator().manual_seed(0)
-    for N, E, A, BM in [(1, 4, 4, 16), (9, 5, 3, 4), (50, 3, 2, 16), (33, 64, 4, 16)]:
-        ids = torch.stack([torch.randperm(E, generator=g)[:A] for _ in range(N)]).int()
-        order, te, start, stop = group_by_expert(ids, E, BM)
-        assert sorted(order.tolist()) == list(range(N * A))
-        seen = []
-        for t in range(te.numel()):
-            rows = order[start[t]:stop[t]].tolist()
-            assert len(rows) <= BM
-            assert all(ids.reshape(-1)[p] == te[t] for p in rows)
-            seen += rows
-        assert sorted(seen) == list(range(N * A))
-
-
-def test_dequant_ref_matches_reference_decode():
-    g = torch.Generator().manual_seed(1)
-    blocks = torch.randint(0, 256, (3, 5, 16), dtype=torch.uint8, generator=g)
-    scales = torch.randint(100, 150, (3, 5), dtype=torch.uint8, generator=g)
-    scales[0, 0], scales[1, 1] = 0, 255  # the subnormal 2**-127 and NaN
-    want = mxfp4_numpy.decode(blocks.numpy(), scales.numpy())
-    got = mxfp4_dequant_ref(blocks, scales, torch.float64).numpy()
-    assert ((got == want) | (torch.isnan(torch.from_numpy(got)) & torch.isnan(torch.from_numpy(want))).numpy()).all()
+@pytest.mark.parametrize("N,E,A,BM", [(1, 4, 4, 16), (9, 5, 3, 4), (50, 3, 2, 16), (33, 64, 4, 16), (64, 128, 4, 16)])
+def test_group_by_expert_covers_every_pair_once(N, E, A, BM):
+    """The torch grouping (prefill) and the one-program kernel (decode) give the same stable order and tiles,
+    and the tiles cover every (token, slot) pair exactly once, each within one expert."""
+    g = torch.Generator().manual_seed(N + E)
+    ids = torch.stack([torch.randperm(E, generator=g)[:A] for _ in range(N)]).int().to(DEVICE)
+    order, te, start, stop = (t.cpu() for t in group_by_expert(ids, E, BM))
+    flat = ids.reshape(-1).cpu()
+    assert torch.equal(order, torch.sort(flat.long(), stable=True).indices.int())
+    seen = []
+    for t in range(te.numel()):
+        rows = order[start[t]:stop[t]].tolist()
+        assert len(rows) <= BM
+        assert all(flat[p] == te[t] for p in rows)
+        seen += rows
+    assert sorted(seen) == list(range(N * A))
+    k_order, k_te, k_start, k_stop = (t.cpu() for t in group_by_expert_kernel(ids, E, BM))
+    assert torch.equal(k_order, order)
+    used = stop > start
+    assert torch.equal(k_stop - k_start, stop - start)
+    assert torch.equal(k_te[used], te[used]) and torch.equal(k_start[used], start[used])
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # 6 * 2**127 is inf in fp32

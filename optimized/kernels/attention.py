@@ -68,7 +68,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     d_ok = offs_d < D
     q_off = ((b * T + t).to(tl.int64) * H + h) * D
     q = tl.load(q_ptr + q_off[:, None] + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    qp = tl.load(qpos_ptr + b * T + t, mask=row_ok, other=-1)
+    qp = tl.load(qpos_ptr + b * T + t, mask=row_ok, other=-1).to(tl.int32)  # int32 math: fewer registers
     sink = tl.load(sinks_ptr + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634  # log2 units
     if SPLIT:  # partial state over one chunk of keys; the sink joins in _combine_kernel
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -82,7 +82,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         col_ok = offs_n < hi
-        kp = tl.load(kpos_ptr + b * S + offs_n, mask=col_ok, other=-1)
+        kp = tl.load(kpos_ptr + b * S + offs_n, mask=col_ok, other=-1).to(tl.int32)
         vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
         if HAS_WINDOW:  # the last `window` positions, the query's own included
             vis = vis & (qp[:, None] - kp[None, :] < window)
@@ -170,6 +170,10 @@ def _check(q, k, v, sinks, window, q_pos, k_pos):
         raise ValueError(f"attention: positions must be integers, got {q_pos.dtype}, {k_pos.dtype}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"attention: q, k, v must share one of fp32/fp16/bf16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.device.type != "cuda":  # on CUDA this check would cost a host sync per call: positions < 2**31 assumed
+        biggest = max([int(t.max()) for t in (q_pos, k_pos) if t.numel()], default=0)
+        if biggest >= 2**31:
+            raise ValueError(f"attention: positions must be < 2**31 (compared in int32), got {biggest}")
     if int(window) < 0:
         raise ValueError(f"attention: window must be >= 0 (0 = none), got {window}")
     for name, t in (("k", k), ("v", v), ("sinks", sinks), ("q_pos", q_pos), ("k_pos", k_pos)):
@@ -218,7 +222,7 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     grid = (n_tblocks, B * K, num_splits)
     _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, T, S, qk_scale, int(window), chunk,
                            H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=4, num_stages=2)
+                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=8, num_stages=2)
     if split:
         _combine_kernel[(B * K,)](sinks, out, pm, pl, pacc, T, num_splits, H=H, K=K, D=D, G=G,
                                   BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D, num_warps=4)

@@ -6,11 +6,14 @@ optimized/ops.py `moe`. What it does, in order:
      sync, static shapes: CUDA-graph capturable) and cut each expert's run into tiles of BLOCK_M rows;
   2. `_moe_up_kernel`: per (tile, block of I columns), h = swiglu(x @ W1[e].T + b1[e]), the FP4 codes
      decoded in registers and the SwiGLU in the epilogue;
-  3. `_moe_down_kernel`: per (tile, block of C columns), y = (h @ W2[e].T + b2[e]) * routing weight,
-     atomically added into an fp32 (N, C) accumulator: the k experts of a token are summed without a
-     separate pass. Atomics make the fp32 summation order of the <= 4 terms run-dependent (results can
-     differ in the last fp32 bit between runs, then rounded to x's dtype); the deterministic alternative,
-     a (N*A, C) buffer and a sum over A, costs an extra write and read of N*A*C fp32 for no gain in accuracy.
+  3. `_moe_down_kernel`: per (tile, block of C columns), y = (h @ W2[e].T + b2[e]) * routing weight, one fp32
+     row per (token, slot) pair; `_sum_kernel` adds each token's A rows in a fixed order and rounds to x's
+     dtype. Chosen over atomic adds into a zeroed fp32 (N, C): the result is bitwise reproducible (atomics
+     make the order of the <= 4 fp32 terms run-dependent), and it costs the same launches (atomics need a
+     zero-fill and a final cast), plus N*A*C*4 bytes written and read once (46 KB at batch 1, against 53 MB
+     of expert weights).
+In the decode regime the grouping of step 1 is one small kernel (`_group_kernel`) instead of a dozen torch
+ops: at batch 1 a layer's routed experts take ~12 us to read at HBM speed, so launches matter.
 Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once per 16 tokens it receives
 (once, at batch 1), and the parallelism comes from experts x column blocks. Prefill uses BLOCK_M = 64
 tensor-core tiles. Both regimes are the same kernels with different tile sizes.
@@ -152,7 +155,7 @@ def _moe_up_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_p
 
 @triton.jit
 def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
-                     w_ptr, s_ptr, b_ptr, out_ptr,
+                     w_ptr, s_ptr, b_ptr, y_ptr,
                      A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     tile = tl.program_id(0)
@@ -165,7 +168,6 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
     offs_m = start + tl.arange(0, BLOCK_M)
     mask_m = offs_m < stop
     pair = tl.load(pair_ptr + offs_m, mask=mask_m, other=0)
-    tok = (pair // A).to(tl.int64)
     route_w = tl.load(weights_ptr + pair, mask=mask_m, other=0.0)
     offs_c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_c = offs_c < C
@@ -184,7 +186,55 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
         acc = _dot(h_odd, w_hi, acc, IEEE)
     y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)[None, :]
     y = y * route_w[:, None]  # expert bias added before the routing weight, as in the reference
-    tl.atomic_add(out_ptr + tok[:, None] * C + offs_c[None, :], y, mask=mask_m[:, None] & mask_c[None, :])
+    # one row per (token, slot) pair, written exactly once: no zero-fill, no atomics; _sum_kernel adds the A rows
+    tl.store(y_ptr + pair[:, None].to(tl.int64) * C + offs_c[None, :], y, mask=mask_m[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def _sum_kernel(y_ptr, out_ptr, C, A: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out[n] = sum over the A slots of y[n*A + j], in a fixed order (deterministic), rounded to out's dtype."""
+    n = tl.program_id(0).to(tl.int64)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = offs_c < C
+    acc = tl.zeros([BLOCK_C], tl.float32)
+    for j in tl.static_range(A):
+        acc += tl.load(y_ptr + (n * A + j) * C + offs_c, mask=mask, other=0.0)
+    tl.store(out_ptr + n * C + offs_c, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, P, E, n_tiles,
+                  BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr):
+    """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
+    small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows."""
+    p = tl.arange(0, BLOCK_P)
+    p_ok = p < P
+    e = tl.arange(0, BLOCK_E)
+    ids = tl.load(ids_ptr + p, mask=p_ok, other=-1).to(tl.int32)
+    hit = (ids[None, :] == e[:, None]) & p_ok[None, :]  # (E, P): pair p routes to expert e
+    counts = tl.sum(hit.to(tl.int32), axis=1)  # (E,)
+    ends = tl.cumsum(counts, axis=0)
+    starts = ends - counts
+    q = tl.arange(0, BLOCK_P)
+    earlier = (ids[:, None] == ids[None, :]) & (q[None, :] < p[:, None]) & p_ok[None, :]  # (P, P)
+    rank = tl.sum(earlier.to(tl.int32), axis=1)  # pairs of the same expert before p: the sort is stable
+    first = tl.sum(tl.where(hit, starts[:, None], 0), axis=0)  # (P,): starts[ids[p]]
+    tl.store(order_ptr + first + rank, p, mask=p_ok)
+    tiles = (counts + BLOCK_M - 1) // BLOCK_M
+    tile_end = tl.cumsum(tiles, axis=0)
+    tile_first = tile_end - tiles
+    t = tl.arange(0, BLOCK_T)
+    own = (tile_first[None, :] <= t[:, None]) & (t[:, None] < tile_end[None, :])  # (T, E): one True per used tile
+    used = tl.sum(own.to(tl.int32), axis=1) > 0
+    te = tl.sum(tl.where(own, e[None, :], 0), axis=1)
+    start = tl.sum(tl.where(own, starts[None, :] - tile_first[None, :] * BLOCK_M, 0), axis=1) + t * BLOCK_M
+    stop = tl.minimum(start + BLOCK_M, tl.sum(tl.where(own, ends[None, :], 0), axis=1))
+    start = tl.where(used, start, 0)
+    stop = tl.where(used, stop, 0)  # spare tiles: start == stop
+    t_ok = t < n_tiles
+    tl.store(tile_expert_ptr + t, te, mask=t_ok)
+    tl.store(tile_start_ptr + t, start, mask=t_ok)
+    tl.store(tile_stop_ptr + t, stop, mask=t_ok)
 
 
 @triton.jit
@@ -206,8 +256,12 @@ def _dequant_kernel(w_ptr, s_ptr, out_ptr, R, ROW_BYTES: tl.constexpr, BLOCK_R: 
 # ------------------------------------------------------------------------------------------------- host side
 DECODE_MAX_TOKENS = 64
 # (BLOCK_M, BLOCK_N up, BLOCK_N down, BLOCK_K, num_warps, num_stages): set by reasoning, not yet measured
-DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=4, num_stages=3)
-PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=128, BLOCK_K=128, num_warps=8, num_stages=3)
+# Set by reasoning and by ptxas's register counts for sm_90 (no spills; <= 137 registers in decode so that 3+
+# programs fit per SM), not yet by measurement: bench/gpu.py --moe-sweep times alternatives on a GPU.
+DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3)
+PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3)
+GROUP_KERNEL_MAX_PAIRS = 256  # up to this many (token, slot) pairs, _group_kernel replaces group_by_expert
+SUM_BLOCK = 1024
 
 
 def mxfp4_dequant(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -247,6 +301,18 @@ def group_by_expert(ids: torch.Tensor, E: int, BLOCK_M: int):
     stop = torch.where(used, stop, start)
     i32 = torch.int32
     return order.to(i32), te.to(i32), start.to(i32), stop.to(i32)
+
+
+def group_by_expert_kernel(ids: torch.Tensor, E: int, BLOCK_M: int):
+    """group_by_expert's outputs from one _group_kernel launch (small P only)."""
+    P = ids.numel()
+    n_tiles = triton.cdiv(P, BLOCK_M) + min(E, P)
+    i32 = dict(dtype=torch.int32, device=ids.device)
+    order, te, start, stop = (torch.empty(n, **i32) for n in (P, n_tiles, n_tiles, n_tiles))
+    _group_kernel[(1,)](ids.reshape(-1).contiguous(), order, te, start, stop, P, E, n_tiles, BLOCK_M=BLOCK_M,
+                        BLOCK_P=triton.next_power_of_2(P), BLOCK_E=triton.next_power_of_2(E),
+                        BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=8)
+    return order, te, start, stop
 
 
 def _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2):
@@ -296,16 +362,22 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     x, weights = x.contiguous(), weights.float().contiguous()
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
-    order, tile_expert, tile_start, tile_stop = group_by_expert(ids, E, BM)
+    P = N * A
+    if P <= GROUP_KERNEL_MAX_PAIRS and E <= 256:
+        order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(ids, E, BM)
+    else:
+        order, tile_expert, tile_start, tile_stop = group_by_expert(ids, E, BM)
     n_tiles = tile_expert.numel()
-    h = torch.empty((N * A, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
-    out = torch.zeros((N, C), dtype=torch.float32, device=x.device)
+    h = torch.empty((P, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
+    y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
+    out = torch.empty_like(x)
     ieee = x.dtype == torch.float32
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     _moe_up_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
         x, order, tile_expert, tile_start, tile_stop, w1_blocks, w1_scales, b1, h, float(limit), SWIGLU_ALPHA,
         A=A, C=C, I=I, IEEE=ieee, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_UP"], BLOCK_K=BK, **launch)
     _moe_down_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
-        h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks, w2_scales, b2, out,
+        h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks, w2_scales, b2, y,
         A=A, C=C, I=I, IEEE=ieee, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=BK, **launch)
-    return out.to(x.dtype)
+    _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, out, C, A=A, BLOCK_C=SUM_BLOCK, num_warps=4)
+    return out
