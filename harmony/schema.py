@@ -9,7 +9,8 @@ Quirks kept on purpose (the model saw them):
 - property order is the dict's insertion order (serde_json `preserve_order`); namespaces sort by dict key;
 - a string default is quoted raw (no escaping) unless the schema has an `enum`, then it is bare; any
   other default, and every default of a top-level `oneOf` variant but non-enum strings, is compact JSON
-  as serde_json prints it (floats in ryu's shortest form: `1.0`, `1e20`, `1e-7`);
+  as serde_json prints it (floats in ryu's shortest form: `1.0`, `1e20`, `1e-7`), of the number serde_json
+  *read* from Python's JSON, which can be an ulp off (`5.8024745629578396e+28` renders `5.80247456295784e28`);
 - `nullable: true` appends ` | null` unless the rendered type already contains the substring `null`;
 - `type: "null"` and unknown types render as `any`; object descriptions go above the `{`.
 """
@@ -79,17 +80,78 @@ def _json_str(s: str) -> str:
     return '"' + "".join(_ESCAPES.get(c, f"\\u{ord(c):04x}" if ord(c) < 0x20 else c) for c in s) + '"'
 
 
+_POW10 = [float(f"1e{i}") for i in range(309)]
+_U64_MAX = 2**64 - 1
+
+
+def _overflows(significand: int, digit: int) -> bool:
+    return significand * 10 + digit > _U64_MAX
+
+
+def serde_number(text: str):
+    """The number serde_json reads from JSON text `text` (Python's json.dumps output), as openai-harmony's
+    Rust core gets it: an int where it fits u64 (i64 if negative), else an f64 built the fast, inexact way
+    (serde_json without `float_roundtrip`): at most 19-20 significant digits kept as a u64, the rest dropped,
+    then one multiply or divide by a power of ten. That can be an ulp away from Python's float, and the model
+    was trained on what serde printed, so that is what is rendered."""
+    positive = not text.startswith("-")
+    digits = text.lstrip("-")
+    i, significand, exponent = 0, 0, 0
+    while i < len(digits) and digits[i].isdigit():  # integer part
+        d = int(digits[i])
+        if _overflows(significand, d):
+            exponent += 1  # parse_long_integer: digits past u64 only scale
+        else:
+            significand = significand * 10 + d
+        i += 1
+    is_float = False
+    if i < len(digits) and digits[i] == ".":
+        is_float, i = True, i + 1
+        overflowed = exponent > 0
+        while i < len(digits) and digits[i].isdigit():
+            d = int(digits[i])
+            if overflowed or _overflows(significand, d):
+                overflowed = True  # parse_decimal_overflow: the remaining digits are ignored
+            else:
+                significand, exponent = significand * 10 + d, exponent - 1
+            i += 1
+    if i < len(digits) and digits[i] in "eE":
+        is_float = True
+        exp_text = digits[i + 1 :]
+        exponent += int(exp_text)  # Python writes at most three exponent digits: no i32 overflow
+    elif i != len(digits):
+        raise HarmonyError(f"not a JSON number: {text!r}")
+    if not is_float and exponent == 0:
+        if positive:
+            return significand
+        if significand <= 2**63:
+            return -significand
+        return -float(significand)
+    f = float(significand)  # u64 -> f64, rounding to nearest even as Rust's `as f64`
+    while True:  # f64_from_parts
+        if abs(exponent) < len(_POW10):
+            if exponent >= 0:
+                f *= _POW10[exponent]
+                if math.isinf(f):
+                    raise HarmonyError(f"number out of range in a tool's JSON schema: {text}")
+            else:
+                f /= _POW10[-exponent]
+            break
+        if f == 0.0:
+            break
+        if exponent >= 0:
+            raise HarmonyError(f"number out of range in a tool's JSON schema: {text}")
+        f /= 1e308
+        exponent += 308
+    return f if positive else -f
+
+
 def json_number(x) -> str:
-    if isinstance(x, int):
-        if -(2**63) <= x < 2**64:
-            return str(x)
-        try:
-            x = float(x)  # serde_json without arbitrary_precision: integers past u64/i64 become f64
-        except OverflowError:
-            raise HarmonyError(f"number out of range in JSON schema: {x}") from None
-    if not math.isfinite(x):
+    """A number as openai-harmony renders it: Python's json.dumps, serde_json's parse, serde_json's print."""
+    if isinstance(x, float) and not math.isfinite(x):
         raise HarmonyError(f"JSON cannot hold {x!r} (in a tool's JSON schema)")
-    return _ryu(x)
+    value = serde_number(repr(float(x)) if isinstance(x, float) else str(int(x)))
+    return str(value) if isinstance(value, int) else _ryu(value)
 
 
 def to_json(value) -> str:
