@@ -221,6 +221,24 @@ def test_unknown_impl_is_a_clear_error(tmp_path, monkeypatch):
     assert "cannot import 'no_such_pkg.mod'" in failures(cert)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_optimized_passes(dtype, tmp_path, monkeypatch):
+    if importlib.util.find_spec("optimized.adapter") is None:
+        pytest.skip("optimized/adapter.py is not there yet")
+    rc, cert = run_kit(["conformance/", "-k", "tiny or mqa-long or op_ or golden", "--impl", "optimized",
+                        "--dtype", dtype], tmp_path, monkeypatch)
+    assert rc == 0, failures(cert)
+    assert cert["implementation"]["factory"].endswith("factory_bf16" if dtype == "bfloat16" else "factory")
+    assert cert["summary"]["fail"] == 0 and cert["summary"]["pass"] >= 30
+
+
+def test_unlisted_golden_file_is_refused(golden_copy):
+    from golden.format import GoldenError
+    (golden_copy / "cases" / "extra.npz").write_bytes(b"not golden")
+    with pytest.raises(GoldenError, match="unlisted file cases/extra.npz"):
+        verify(golden_copy)
+
+
 def test_optimized_is_resolved_or_clearly_missing(tmp_path, monkeypatch):
     from conformance.plugin import ImplError, resolve
     if importlib.util.find_spec("optimized.adapter") is None:
