@@ -74,17 +74,6 @@ def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
     return gate * torch.sigmoid(SWIGLU_ALPHA * gate) * (linear + 1)
 
 
-def mxfp4_decode(blocks: np.ndarray, scales: np.ndarray, dtype) -> torch.Tensor:
-    """A lookup table and ldexp in the run dtype, as gpt-oss's torch loader does."""
-    lut = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
-                       dtype=dtype)
-    b = torch.from_numpy(np.ascontiguousarray(blocks)).long()
-    codes = torch.stack([b & 0x0F, b >> 4], dim=-1).reshape(*b.shape[:-1], 32)
-    exp = torch.from_numpy(np.ascontiguousarray(scales)).int() - 127
-    out = torch.ldexp(lut[codes], exp[..., None].to(dtype))
-    return out.reshape(*b.shape[:-2], -1)
-
-
 class BaselineModel:
     """gpt-oss forward in one torch dtype; `forward(tokens, capture)` fills the reference's stage names."""
 

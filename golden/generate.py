@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from golden import baseline as B
-from golden.format import DATA_DIR, load_npz, save_npz, sha256, write_json, write_manifest
+from golden.format import DATA_DIR, save_npz, sha256, write_json, write_manifest
 from reference import mxfp4
 from reference.attention import sdpa
 from reference.config import Config
@@ -386,6 +386,3 @@ def generate_from_checkpoint(path: Path, out: Path, prompts: list[list[int]], st
     return write_manifest(out, {}, {"checkpoints": {f"{name}-{i}": entry for i in range(len(prompts))},
                                     "kind": "user-checkpoint"})
 
-
-def load_case(root: Path, name: str) -> dict:
-    return load_npz(Path(root) / "cases" / f"{name}.npz")
