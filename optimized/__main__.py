@@ -55,6 +55,38 @@ def rate(n: int, s: float) -> str:
     return f"{n / s:.1f} tok/s" if s > 0 else "-"
 
 
+class ChannelPrinter:
+    """Streams a reply as harmony parses it: a `[channel]` header whenever the channel changes, then the text.
+    Tokens that do not parse as harmony (a random-weight model emits such) are shown raw, never dropped."""
+
+    def __init__(self, encoding, parser, out=None):
+        self.enc, self.parser, self.out = encoding, parser, out or sys.stdout
+        self.channel, self.raw, self.shown = None, [], False
+
+    def feed(self, token: int):
+        if self.raw:  # the parse already failed: keep the rest raw
+            self.raw.append(token)
+            return
+        try:
+            self.parser.process(token)
+        except Exception as e:  # HarmonyError: not the format; say so once and go raw
+            print(f"\n[unparsed: {e}]", file=self.out)
+            self.raw.append(token)
+            return
+        delta = self.parser.last_content_delta
+        if delta:
+            if self.parser.current_channel != self.channel or not self.shown:
+                self.channel, self.shown = self.parser.current_channel, True
+                print(f"\n[{self.channel or 'message'}] ", end="", file=self.out)
+            print(delta, end="", file=self.out, flush=True)
+
+    def finish(self):
+        if self.raw:
+            print(f"[raw] {self.enc.decode(self.raw)!r}", file=self.out)
+        elif not self.shown:
+            print(f"\n[no message content; tokens: {self.enc.decode(self.parser.tokens)!r}]", file=self.out)
+
+
 def cmd_generate(args, engine, vocab):
     if (args.tokens is None) == (args.prompt is None):
         sys.exit("generate: give exactly one of --tokens 1,2,3 or --prompt TEXT")
@@ -106,18 +138,8 @@ def cmd_chat(args, engine, vocab):
             continue
         messages.append(Message.from_role_and_content(Role.USER, text))
         prompt = enc.render_conversation_for_completion(Conversation.from_messages(messages), Role.ASSISTANT)
-        parser = StreamableParser(enc, role=Role.ASSISTANT)
-        shown = [None]
-
-        def stream(b, tok):
-            parser.process(tok)
-            delta = parser.last_content_delta
-            if delta:
-                if parser.current_channel != shown[0]:
-                    shown[0] = parser.current_channel
-                    print(f"\n[{shown[0] or 'message'}] ", end="")
-                print(delta, end="", flush=True)
-
+        printer = ChannelPrinter(enc, StreamableParser(enc, role=Role.ASSISTANT))
+        stream = lambda b, tok: printer.feed(tok)  # noqa: E731
         try:
             r = engine.generate([prompt], args.max_new_tokens, sampling,
                                 stop_tokens=enc.stop_tokens_for_assistant_actions(), on_token=stream)
@@ -125,6 +147,7 @@ def cmd_chat(args, engine, vocab):
             print(f"refused: {e}")
             messages.pop()
             continue
+        printer.finish()
         print(f"\n({rate(r.prefill_tokens, r.prefill_s)} prefill, {rate(r.decode_tokens, r.decode_s)} decode)")
         try:
             messages += enc.parse_messages_from_completion_tokens(r.tokens[0], Role.ASSISTANT)

@@ -244,3 +244,31 @@ def test_triton_backend_plugs_into_the_engine(ckpts):
     tri = Engine(model, context=16).logits(TOKENS[:6])
     ref = Engine(torch_model, context=16).logits(TOKENS[:6])
     torch.testing.assert_close(tri, ref, atol=1e-4, rtol=0)
+
+
+def test_chat_streams_channels_and_runs_on_a_harmony_vocabulary(tmp_path):
+    import io
+
+    from harmony import HarmonyEncodingName, Role, StreamableParser, load_harmony_encoding
+    from optimized.__main__ import ChannelPrinter
+    enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+    reply = enc.encode("<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>"
+                       "Hello!<|return|>", allowed_special="all")
+    out = io.StringIO()
+    printer = ChannelPrinter(enc, StreamableParser(enc, role=Role.ASSISTANT), out)
+    for t in reply:
+        printer.feed(t)
+    printer.finish()
+    assert out.getvalue() == "\n[analysis] think\n[final] Hello!"
+    out = io.StringIO()
+    printer = ChannelPrinter(enc, StreamableParser(enc, role=Role.ASSISTANT), out)
+    for t in enc.encode("<|message|>x<|call|><|end|>", allowed_special="all"):  # <|end|> after <|call|>: raw
+        printer.feed(t)
+    printer.finish()
+    assert "[unparsed" in out.getvalue() and "[raw]" in out.getvalue()
+    # end to end on a 1-layer random model with o200k_harmony's vocabulary (the output is meaningless)
+    path = write_checkpoint(tmp_path / "v", dataclasses.replace(CFG, vocab_size=201088, num_hidden_layers=1), seed=1)
+    r = subprocess.run([sys.executable, "-m", "optimized", "chat", "--checkpoint", str(path), "--message", "Hi",
+                        "--max-new-tokens", "5", "--seed", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "tok/s prefill" in r.stdout and "bundled" not in r.stderr
