@@ -6,10 +6,11 @@
 # Assumes the lent image: torch (CUDA) and triton preinstalled, no network, this repository as the cwd; nothing
 # is installed. Stages, each with its own time limit (cut further so the total stays under BUDGET seconds):
 #   1. environment: GPU, driver, torch/triton versions
-#   2. kernel tests on the GPU (bf16, real 20b/120b shapes, CUDA-graph capture) against their torch refs
-#   3. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
+#   2. kernel tests on the GPU that only a GPU can run (bf16, real 20b/120b shapes, CUDA-graph capture)
+#   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1)
+#   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
-#   4. bench/gpu.py: both models with the Triton backend, then a few rows of the torch backend
+#   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend
 # Writes under $OUT: one log per stage, bench_*.json, and summary.json; prints a short table last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python}
-BUDGET=${BUDGET:-350}
+BUDGET=${BUDGET:-355}
 START=$SECONDS
 declare -A STATUS
 
@@ -43,11 +44,14 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with min(limit, what is le
 
 stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true"
 
-stage kernel_tests 110 $PY -m pytest -q -rs -p no:cacheprovider tests/test_kernels_route.py tests/test_kernels_moe.py \
-    tests/test_kernels_attention.py
+KERNEL_TESTS="tests/test_kernels_route.py tests/test_kernels_moe.py tests/test_kernels_attention.py"
+# bf16, real shapes and CUDA graphs first (what only a GPU can check); the fp32 cases after the benchmark
+stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "bfloat16 or real_shapes or cuda_graph"
+stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$OUT/bench_triton.json"
+stage moe_sweep 35 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$OUT/bench_sweep.json"
 
 if $PY -m pytest conformance/ --help 2>/dev/null | grep -q -- "--device"; then
-    stage conformance 60 $PY -m pytest -q -x -p no:cacheprovider conformance/ --impl optimized --device cuda \
+    stage conformance 50 $PY -m pytest -q -x -p no:cacheprovider conformance/ --impl optimized --device cuda \
         --dtype bfloat16 --certificate "$OUT/certificate"
 elif [[ -d conformance ]]; then
     cat >"$OUT/impl_cuda_triton.py" <<'EOF'
@@ -83,14 +87,14 @@ class CudaTritonImpl(OptimizedImpl):
 def factory(checkpoint_dir):
     return CudaTritonImpl(checkpoint_dir)
 EOF
-    stage conformance 60 $PY -m pytest -q -p no:cacheprovider conformance/ --impl "$OUT/impl_cuda_triton.py:factory" \
+    stage conformance 50 $PY -m pytest -q -p no:cacheprovider conformance/ --impl "$OUT/impl_cuda_triton.py:factory" \
         --dtype bfloat16 --certificate "$OUT/certificate"
 else
     STATUS[conformance]="skipped (no conformance/)"
 fi
 
-stage bench_triton 150 $PY bench/gpu.py --models 20b,120b --backends triton --json "$OUT/bench_triton.json"
-stage bench_torch 45 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
+stage kernel_tests_rest 40 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "not (bfloat16 or real_shapes or cuda_graph)"
+stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
     --contexts 1024 --prefill 2048 --json "$OUT/bench_torch.json"
 
 # -- summary: stage statuses, test counts, the headline numbers ----------------------------------------------
@@ -100,12 +104,12 @@ import json, os, re, sys
 out = sys.argv[1]
 status = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(out, "status.txt")) if "=" in line)
 summary = {"stages": status, "tests": {}, "bench": {}}
-for name in ("kernel_tests", "conformance"):
+for name in ("kernel_tests_gpu", "kernel_tests_rest", "conformance"):
     p = os.path.join(out, name + ".log")
     if os.path.exists(p):
         tail = open(p, errors="replace").read()[-4000:]
         summary["tests"][name] = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
-for name in ("bench_triton", "bench_torch"):
+for name in ("bench_triton", "bench_sweep", "bench_torch"):
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
@@ -118,8 +122,11 @@ if bt:
     h = bt["header"]
     print(f"{h['device']}: copy {h['copy_GBps']:.0f} GB/s, bf16 matmul {h['matmul_TFLOPs']:.0f} TFLOP/s, commit {h['commit']}")
     print(f"{'model':6s} {'what':20s} {'backend':7s} {'setting':18s} {'ms':>9s} {'fraction':>8s}  note")
-    for r in bt["rows"] + summary["bench"].get("bench_torch", {}).get("rows", []):
-        keep = ("batch 1" in r["setting"] or "prefill" in r["what"] or r["what"] == "ERROR")
+    more = [r for k in ("bench_sweep", "bench_torch") for r in summary["bench"].get(k, {}).get("rows", [])]
+    for r in bt["rows"] + more:
+        keep = ("batch 1" in r["setting"] or "prefill" in r["what"] or r["what"] == "ERROR") and "sweep" not in r["what"]
+        if "sweep" in r["what"]:
+            print(f"{'sweep':6s} {r['ms']:9.4f} ms {r['fraction']:8.3f}  {r['note'].split('; ', 1)[-1]}")
         if keep:
             print(f"{r['model']:6s} {r['what']:20s} {r['backend']:7s} {r['setting']:18s} {r['ms']:9.3f} "
                   f"{r['fraction']:8.3f}  {r['note']}")

@@ -166,9 +166,21 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def bench_moe(report, name, config, clock, bw, layers, iters):
+# decode tile configurations bench_moe --moe-sweep times at batch 1 (the first is optimized.kernels.moe's default)
+MOE_SWEEP = [dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
+             dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
+             dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=256, num_warps=4, num_stages=3),
+             dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=2),
+             dict(BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3),
+             dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=64, num_warps=4, num_stages=4),
+             dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)]
+
+
+def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
+    import importlib
     from optimized.kernels import moe as kernels_moe
     from optimized.kernels.route import route
+    moe_module = importlib.import_module("optimized.kernels.moe")
     dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
     E, C, I = config.num_experts, config.hidden_size, config.intermediate_size
     g = torch.Generator(device=dev).manual_seed(0)
@@ -180,7 +192,8 @@ def bench_moe(report, name, config, clock, bw, layers, iters):
                    torch.randint(0, 256, (E, C, I // 32, 16), device=dev, dtype=torch.uint8, generator=g),
                    torch.full((E, C, I // 32), 120, device=dev, dtype=torch.uint8),
                    torch.randn(E, C, device=dev, generator=g).to(dt)))
-    for batch in (1, 8, 64) if clock.cuda else (1, 3):
+
+    def measure(batch, what, note=""):
         x = torch.randn(batch, C, device=dev, generator=g).to(dt)
         ids, w = route(torch.randn(batch, E, device=dev, generator=g), config.experts_per_token)
         n_experts = len(torch.unique(ids))
@@ -191,9 +204,27 @@ def bench_moe(report, name, config, clock, bw, layers, iters):
 
         s = clock.time(graphed(step, clock), 2, iters) / layers
         nbytes = n_experts * expert_bytes(config)
-        report.add(model=name, what="moe kernels (graph)", backend="triton", setting=f"batch {batch}",
-                   ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
-                   note=f"{n_experts} experts, {layers} layers in turn")
+        report.add(model=name, what=what, backend="triton", setting=f"batch {batch}", ms=s * 1e3, bytes=nbytes,
+                   floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
+                   note=f"{n_experts} experts, {layers} layers in turn" + note)
+
+    if sweep:
+        saved = moe_module.DECODE_CONFIG
+        try:
+            for cfg in MOE_SWEEP[: 2 if not clock.cuda else None]:
+                moe_module.DECODE_CONFIG = dict(saved, **cfg)
+                note = "; " + " ".join(f"{k}={v}" for k, v in cfg.items())
+                try:
+                    measure(1, "moe sweep (graph)", note)
+                except Exception as e:  # a configuration that does not compile or run: say so, go on
+                    report.add(model=name, what="moe sweep (graph)", backend="triton", setting="batch 1",
+                               ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
+                               note=f"FAILED {type(e).__name__}: {str(e)[:200]}{note}")
+        finally:
+            moe_module.DECODE_CONFIG = saved
+    else:
+        for batch in (1, 8, 64) if clock.cuda else (1, 3):
+            measure(batch, "moe kernels (graph)")
     del ws
 
 
@@ -296,6 +327,7 @@ def main(argv=None):
     ap.add_argument("--prefill", default="2048,8192")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: moe,attention,engine")
+    ap.add_argument("--moe-sweep", action="store_true", help="time alternative MoE decode tile sizes (batch 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
@@ -330,7 +362,7 @@ def main(argv=None):
     for mname, config in models.items():
         try:
             if "moe" not in skip:
-                bench_moe(report, mname, config, clock, bw, moe_layers, iters)
+                bench_moe(report, mname, config, clock, bw, moe_layers, iters, sweep=args.moe_sweep)
             if "attention" not in skip:
                 bench_attention(report, mname, config, clock, bw, args.contexts, iters, backends)
             if "engine" not in skip:
