@@ -61,6 +61,21 @@ class OptimizedImpl:
             out[k] = v.cpu().numpy().astype(np.int64) if k.endswith("expert_ids") else _np(v)
         return out
 
+    # -- text (the same harmony package the CLI renders chats with) --------------------------------------------
+    def _encoding(self):
+        if not hasattr(self, "_enc"):
+            from harmony import HarmonyEncodingName, load_harmony_encoding
+            self._enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+        return self._enc
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._encoding().encode(text, allowed_special=set(), disallowed_special=())  # specials as text
+
+    def render(self, conversation_json: str) -> list[int]:
+        from harmony import Conversation, Role
+        return self._encoding().render_conversation_for_completion(Conversation.from_json(conversation_json),
+                                                                   Role.ASSISTANT)
+
     # -- op-level --------------------------------------------------------------------------------------
     def op_mxfp4_decode(self, blocks, scales):
         return _np(mxfp4.decode(torch.as_tensor(np.asarray(blocks, np.uint8)), torch.as_tensor(np.asarray(scales, np.uint8)), self._dt))
