@@ -146,6 +146,25 @@ def test_moe_bad_input():
 
 
 # ----------------------------------------------------------------------------------------------- GPU only
+@needs_cuda
+@pytest.mark.parametrize("N", [1, 100])  # the grouping kernel's device assert; the torch grouping's _assert_async
+def test_moe_out_of_range_ids_fail_loudly_on_cuda(N):
+    """A device-side assert poisons the CUDA context, so the bad call runs in a child process."""
+    import subprocess
+    import sys
+    code = (f"import torch; from optimized.kernels.moe import moe; from tests.test_kernels_moe import make_experts\n"
+            f"e = make_experts(4, 64, 64, torch.bfloat16, 0)\n"
+            f"ids = torch.full(({N}, 2), 7, dtype=torch.int32, device='cuda')\n"
+            f"moe(torch.randn({N}, 64, device='cuda', dtype=torch.bfloat16), ids, torch.ones({N}, 2, device='cuda'), "
+            f"*e, 7.0); torch.cuda.synchronize()")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "assert" in proc.stderr.lower(), proc.stderr[-2000:]
+
+
+
 REAL = {"20b": dict(E=32, C=2880, I=2880, A=4), "120b": dict(E=128, C=2880, I=2880, A=4)}
 
 

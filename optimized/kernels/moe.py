@@ -202,7 +202,7 @@ def _sum_kernel(y_ptr, out_ptr, C, A: tl.constexpr, BLOCK_C: tl.constexpr):
     tl.store(out_ptr + n * C + offs_c, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(debug=True)  # debug: keeps the device_assert below (a bad id must fail loudly, not drop silently)
 def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, P, E, n_tiles,
                   BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr):
     """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
@@ -210,7 +210,8 @@ def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop
     p = tl.arange(0, BLOCK_P)
     p_ok = p < P
     e = tl.arange(0, BLOCK_E)
-    ids = tl.load(ids_ptr + p, mask=p_ok, other=-1).to(tl.int32)
+    ids = tl.load(ids_ptr + p, mask=p_ok, other=0).to(tl.int32)
+    tl.device_assert((ids >= 0) & (ids < E), "moe: expert ids out of range")
     hit = (ids[None, :] == e[:, None]) & p_ok[None, :]  # (E, P): pair p routes to expert e
     counts = tl.sum(hit.to(tl.int32), axis=1)  # (E,)
     ends = tl.cumsum(counts, axis=0)
@@ -351,19 +352,20 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     N, C, A, E, I = _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     if N == 0:
         return torch.empty_like(x)
-    flat = ids.reshape(-1)
-    in_range = ((flat >= 0) & (flat < E)).all()
-    if x.device.type == "cuda":
-        torch._assert_async(in_range)  # device-side check: no host sync, stays graph-capturable
-    elif not bool(in_range):
-        raise ValueError(f"moe: expert ids must be in 0..{E - 1}, got min {int(flat.min())} max {int(flat.max())}")
     cfg = DECODE_CONFIG if N <= DECODE_MAX_TOKENS else PREFILL_CONFIG
     BM, BK = cfg["BLOCK_M"], cfg["BLOCK_K"]
+    P = N * A
+    small = P <= GROUP_KERNEL_MAX_PAIRS and E <= 256  # the one-kernel grouping, which checks the ids itself
+    flat = ids.reshape(-1)
+    if x.device.type != "cuda":
+        if not bool(((flat >= 0) & (flat < E)).all()):
+            raise ValueError(f"moe: expert ids must be in 0..{E - 1}, got min {int(flat.min())} max {int(flat.max())}")
+    elif not small:  # device-side check: no host sync, stays graph-capturable
+        torch._assert_async(((flat >= 0) & (flat < E)).all())
     x, weights = x.contiguous(), weights.float().contiguous()
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
-    P = N * A
-    if P <= GROUP_KERNEL_MAX_PAIRS and E <= 256:
+    if small:
         order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(ids, E, BM)
     else:
         order, tile_expert, tile_start, tile_stop = group_by_expert(ids, E, BM)
