@@ -6,7 +6,8 @@ gate (even) and linear (odd); gate clamped above only, linear clamped both ways,
 expert biases added per expert before the routing weight.
 Experts stay packed (uint8 blocks + scales) and are decoded inside the op, never all at once:
   - few routed rows (decode): gather only the routed experts' packed weights and decode just those
-    (no host sync, so it can be captured in a CUDA graph);
+    (no host sync, so it can be captured in a CUDA graph); on CPU not even decoded: mxfp4.matvec sums
+    per-byte contributions straight from the packed bytes;
   - many rows (prefill): one expert at a time, over the rows routed to it.
 
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows.
@@ -18,6 +19,7 @@ from optimized.norm import rms_norm
 from reference.moe import SWIGLU_ALPHA
 
 GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
+CPU_MATVEC = True  # on CPU the gather path multiplies from the packed bytes (tests switch it off to reach decode+bmm)
 
 
 def route(router_logits: torch.Tensor, k: int):
@@ -56,11 +58,16 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     R = N * A
     if R * 3 * I * C * torch.empty((), dtype=dt).element_size() <= GATHER_BYTES:
         e = ids.reshape(R).long()
-        W1 = mxfp4.decode(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), dt)  # (R, 2I, C)
-        W2 = mxfp4.decode(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), dt)  # (R, C, I)
         xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
-        h = torch.bmm(W1, xr[:, :, None])[:, :, 0] + b1.index_select(0, e)  # (R, 2I)
-        y = torch.bmm(W2, swiglu(h, limit).to(dt)[:, :, None])[:, :, 0] + b2.index_select(0, e)  # (R, C)
+        if x.device.type == "cpu" and CPU_MATVEC:  # gather-and-sum straight from the packed bytes (mxfp4.matvec)
+            h = mxfp4.matvec(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), xr) + b1.index_select(0, e)
+            y = mxfp4.matvec(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), swiglu(h, limit))
+            y = y + b2.index_select(0, e)  # (R, C)
+        else:
+            W1 = mxfp4.decode(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), dt)  # (R, 2I, C)
+            W2 = mxfp4.decode(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), dt)  # (R, C, I)
+            h = torch.bmm(W1, xr[:, :, None])[:, :, 0] + b1.index_select(0, e)  # (R, 2I)
+            y = torch.bmm(W2, swiglu(h, limit).to(dt)[:, :, None])[:, :, 0] + b2.index_select(0, e)  # (R, C)
         return torch.einsum("na,nac->nc", weights, y.float().reshape(N, A, C)).to(out_dtype)
     out = torch.zeros(N, C, dtype=torch.float32, device=x.device)
     flat = ids.reshape(R).long()

@@ -47,4 +47,21 @@ def decode(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> t
     return values.reshape(*lead, B * BLOCK)
 
 
-__all__ = ["BLOCK", "SCALE_BIAS", "SCALE_NAN", "byte_table", "decode", "scale_values"]
+def matvec(blocks: torch.Tensor, scales: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Each of R packed matrices times its own vector, without decoding the matrix (the CPU decode path):
+    blocks (R, O, B, 16), scales (R, O, B), x (R, B*32) float32 -> (R, O) float32.
+    A byte j of block b multiplies x[b, 2j] by its low code and x[b, 2j+1] by its high code, so a 256-entry
+    table per (b, j) holds every possible contribution; one embedding_bag then gathers and sums the 16 bytes of
+    each block (reading 1 byte per 2 weights), and the E8M0 scale weights the block sums."""
+    R, O, B, half = blocks.shape
+    assert half == BLOCK // 2 and tuple(scales.shape) == (R, O, B) and tuple(x.shape) == (R, B * BLOCK)
+    table = byte_table(x.device, torch.float32)  # (256, 2)
+    x2 = x.float().reshape(R, B, half, 2)
+    contrib = x2[..., 0:1] * table[:, 0] + x2[..., 1:2] * table[:, 1]  # (R, B, 16, 256)
+    base = torch.arange(R * B * half, dtype=torch.int32, device=x.device).reshape(R, 1, B, half) * 256
+    bags = (blocks + base).reshape(R * O * B, half)  # int32 rows into contrib, one bag per block
+    sums = torch.nn.functional.embedding_bag(bags, contrib.reshape(-1, 1), mode="sum").reshape(R, O, B)
+    return torch.einsum("rob,rob->ro", sums, scale_values(scales, torch.float32))
+
+
+__all__ = ["BLOCK", "SCALE_BIAS", "SCALE_NAN", "byte_table", "decode", "matvec", "scale_values"]

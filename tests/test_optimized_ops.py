@@ -75,12 +75,13 @@ def _experts(rng, E, C, I):
     return w1b, w1s, b1, w2b, w2s, b2
 
 
-@pytest.mark.parametrize("path", ["gather", "per_expert"])
+@pytest.mark.parametrize("path", ["gather_matvec", "gather_decode", "per_expert"])
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the patch is constant
 @given(seed=seeds, N=st.integers(1, 6))
 def test_moe_op_vs_reference(monkeypatch, path, seed, N):
     from optimized import moe as moe_mod
-    monkeypatch.setattr(moe_mod, "GATHER_BYTES", 2**40 if path == "gather" else 0)  # force the path under test
+    monkeypatch.setattr(moe_mod, "GATHER_BYTES", 0 if path == "per_expert" else 2**40)  # force the path under test
+    monkeypatch.setattr(moe_mod, "CPU_MATVEC", path == "gather_matvec")
     rng = np.random.default_rng(seed)
     E, C, I, A, limit = 4, 64, 32, 2, 7.0
     w1b, w1s, b1, w2b, w2s, b2 = _experts(rng, E, C, I)
@@ -96,6 +97,18 @@ def test_moe_op_vs_reference(monkeypatch, path, seed, N):
     t = torch.from_numpy
     got = moe(t(x), t(ids).int(), t(weights).float(), t(w1b), t(w1s), t(b1), t(w2b), t(w2s), t(b2), limit)
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 3), st.integers(1, 3), st.integers(1, 4))
+def test_mxfp4_matvec_equals_decode_then_multiply(seed, R, O, B):
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (R, O, B, 16), dtype=np.uint8)
+    scales = rng.integers(110, 140, (R, O, B), dtype=np.uint8)
+    x = rng.standard_normal((R, B * 32))
+    want = np.einsum("roc,rc->ro", ref_mxfp4.decode(blocks, scales), x.astype(np.float32).astype(np.float64))
+    got = mxfp4.matvec(torch.from_numpy(blocks), torch.from_numpy(scales), torch.tensor(x, dtype=torch.float32))
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 @settings(max_examples=20)
