@@ -150,6 +150,7 @@ def _combine_kernel(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, T, n_splits,
 
 BLOCK_N = 64  # keys per step
 PREFILL_ROWS = 64  # (token, head) rows per program in prefill: 8 tokens x 8 heads for gpt-oss
+MIN_SPLIT_KEYS = 256  # split-KV decode: keys per split at least
 
 
 def _check(q, k, v, sinks, window, q_pos, k_pos):
@@ -185,7 +186,7 @@ def _check(q, k, v, sinks, window, q_pos, k_pos):
 def _sm_count(device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4  # the interpreter: a few splits, so CPU tests exercise the split path
+    return 4  # the interpreter: a few splits where S allows, so CPU tests exercise the split path
 
 
 def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
@@ -206,8 +207,8 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     ieee = q.dtype == torch.float32
     if num_splits is None:  # split only what one q block covers, and only as far as the GPU needs programs
         num_splits = 1
-        if n_tblocks == 1:
-            num_splits = max(1, min(triton.cdiv(S, BLOCK_N), (2 * _sm_count(q.device)) // (B * K)))
+        if n_tblocks == 1:  # each split gets >= MIN_SPLIT_KEYS keys, or the combine launch costs more than it saves
+            num_splits = max(1, min(triton.cdiv(S, MIN_SPLIT_KEYS), (2 * _sm_count(q.device)) // (B * K)))
     if n_tblocks > 1 and num_splits != 1:
         raise ValueError(f"attention: split-KV needs all T={T} queries in one block of {BLOCK_T} tokens")
     chunk = triton.cdiv(triton.cdiv(max(S, 1), num_splits), BLOCK_N) * BLOCK_N
