@@ -280,9 +280,11 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
                 fill_cache(cache, ctx)
                 rows = [[(7 * b + 1) % V] for b in range(batch)]
                 s = clock.time(lambda: engine.run(cache, rows), 2, args.steps)
-            except torch.cuda.OutOfMemoryError:
+            except Exception as e:  # out of memory, a capture that fails: note it, keep measuring the rest
+                engine._cache, engine._graphs = None, {}
                 report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
-                           ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"), note="out of memory")
+                           ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
+                           note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
                 continue
             nbytes = decode_bytes(weights, config, batch, ctx)
             report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
@@ -294,7 +296,14 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
         prompt = [(i * 7919) % V for i in range(T)]
         if clock.cuda:
             torch.cuda.reset_peak_memory_stats(clock.device)
-        s = clock.time(lambda: engine.run(engine.fresh_cache(1), [prompt]), 1, 1)
+        try:
+            s = clock.time(lambda: engine.run(engine.fresh_cache(1), [prompt]), 1, 1)
+        except Exception as e:
+            engine._cache = None
+            report.add(model=name, what="engine prefill", backend=backend, setting=f"{T} tokens", ms=float("nan"),
+                       bytes=0, floor_ms=float("nan"), fraction=float("nan"),
+                       note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
+            continue
         fl = prefill_flops(config, T)
         report.add(model=name, what="engine prefill", backend=backend, setting=f"{T} tokens", ms=s * 1e3,
                    bytes=0, floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s,
