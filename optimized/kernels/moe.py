@@ -1,9 +1,9 @@
-"""gpt-oss MoE experts as two Triton kernels that read the packed MXFP4 weights directly.
+"""gpt-oss MoE experts as Triton kernels that read the packed MXFP4 weights directly (never a bf16 copy).
 
 Mirrors reference/moe.py (swiglu, the expert loop of moe_block) and reference/mxfp4.py (decode); the seam is
-optimized/ops.py `moe`. What it does, in order:
-  1. group the N*A (token, slot) pairs by expert on the device (a stable sort plus searchsorted; no host
-     sync, static shapes: CUDA-graph capturable) and cut each expert's run into tiles of BLOCK_M rows;
+optimized/ops.py `moe`. What it does, in order (no host sync anywhere, static shapes: CUDA-graph capturable):
+  1. group the N*A (token, slot) pairs by expert on the device and cut each expert's run into tiles of
+     BLOCK_M rows (`_group_kernel` in decode; a stable sort plus searchsorted in torch for prefill);
   2. `_moe_up_kernel`: per (tile, block of I columns), h = swiglu(x @ W1[e].T + b1[e]), the FP4 codes
      decoded in registers and the SwiGLU in the epilogue;
   3. `_moe_down_kernel`: per (tile, block of C columns), y = (h @ W2[e].T + b2[e]) * routing weight, one fp32
