@@ -10,6 +10,8 @@ K/V are not loaded); the test reads only the block's positions, so it works for 
 prefill with contiguous positions it skips everything above the diagonal and, with a window, outside the band.
 Decode (all queries of a row in one block) splits the keys over programs (flash-decoding) when the batch x kv
 heads alone would not fill the GPU, and `_combine_kernel` merges the partial softmax states with the sink.
+Empty slots may hold garbage (NaN from an uninitialised cache): their K/V are read as zeros. Positions are
+compared in int32 (fewer registers): they must be < 2**31 (checked on CPU; assumed on CUDA, no host sync).
 Not here: RoPE and the cache write (the engine does them before the call).
 
 Quirks, each where it happens below:
