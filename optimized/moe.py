@@ -60,9 +60,10 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
         e = ids.reshape(R).long()
         xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
         if x.device.type == "cpu" and CPU_MATVEC:  # gather-and-sum straight from the packed bytes (mxfp4.matvec)
-            h = mxfp4.matvec(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), xr) + b1.index_select(0, e)
-            y = mxfp4.matvec(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), swiglu(h, limit))
-            y = y + b2.index_select(0, e)  # (R, C)
+            rows = e.tolist()  # host ids are free on CPU; stacking views copies faster than index_select on uint8
+            pick = lambda t: torch.stack([t[i] for i in rows])  # noqa: E731
+            h = mxfp4.matvec(pick(w1_blocks), pick(w1_scales), xr) + b1.index_select(0, e)  # (R, 2I)
+            y = mxfp4.matvec(pick(w2_blocks), pick(w2_scales), swiglu(h, limit)) + b2.index_select(0, e)  # (R, C)
         else:
             W1 = mxfp4.decode(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), dt)  # (R, 2I, C)
             W2 = mxfp4.decode(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), dt)  # (R, C, I)
