@@ -151,6 +151,26 @@ def test_empty_slots_and_skipped_blocks_are_not_read(num_splits):
     torch.testing.assert_close(out, attention_ref(q, clean_k, clean_v, *args), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("T,num_splits", [(1, 1), (1, 2), (5, 1)])
+def test_strided_views_are_read_in_place(T, num_splits):
+    """The engine passes q as a view of its fused qkv output and k/v/positions as slices of its cache."""
+    B, S, H, K, D, used = 3, 90, 4, 2, 16, 70
+    g = torch.Generator().manual_seed(T)
+    qkv = torch.randn(B, T, (H + 2 * K) * D, generator=g).to(DEVICE)
+    q = qkv[..., : H * D].reshape(B, T, H, D)  # strides (T*(H+2K)*D, (H+2K)*D, D, 1)
+    cache_k, cache_v = (torch.randn(B, S, K, D, generator=g).to(DEVICE) for _ in range(2))
+    cache_pos = torch.arange(S).repeat(B, 1).to(DEVICE)
+    k, v, k_pos = cache_k[:, :used], cache_v[:, :used], cache_pos[:, :used]
+    assert not (q.is_contiguous() or k.is_contiguous() or k_pos.is_contiguous())
+    q_pos = torch.arange(used - T, used).repeat(B, 1).to(DEVICE)
+    sinks = torch.randn(H, generator=g).to(DEVICE)
+    args = (sinks, 0.25, 0, q_pos, k_pos)
+    out = _attention(q, k, v, *args, num_splits=num_splits)
+    assert out.is_contiguous()
+    want = attention_ref(q.contiguous(), k.contiguous(), v.contiguous(), sinks, 0.25, 0, q_pos, k_pos.contiguous())
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+
+
 def test_matches_engine_torch_op():
     ops = pytest.importorskip("optimized.ops")
     q, k, v, sinks = make_qkv(2, 6, 20, 4, 2, 16, torch.float32, seed=8)

@@ -53,6 +53,7 @@ def attention_ref(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
 @triton.jit
 def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr,
                      T, S, qk_scale, window, chunk,
+                     sq_b, sq_t, sk_b, sk_s, sv_b, sv_s, sqp_b, skp_b,  # strides: views of the cache need no copy
                      H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                      HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr):
@@ -68,9 +69,12 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     row_ok = (offs_r < BLOCK_T * G) & (t < T)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    q_off = ((b * T + t).to(tl.int64) * H + h) * D
-    q = tl.load(q_ptr + q_off[:, None] + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    qp = tl.load(qpos_ptr + b * T + t, mask=row_ok, other=-1).to(tl.int32)  # int32 math: fewer registers
+    q_in = b.to(tl.int64) * sq_b + t.to(tl.int64) * sq_t + h * D
+    q = tl.load(q_ptr + q_in[:, None] + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q_off = ((b * T + t).to(tl.int64) * H + h) * D  # the output is a new contiguous (B, T, H, D)
+    qp = tl.load(qpos_ptr + b.to(tl.int64) * sqp_b + t, mask=row_ok, other=-1).to(tl.int32)  # int32: fewer registers
+    k_row = k_ptr + b.to(tl.int64) * sk_b + kh * D
+    v_row = v_ptr + b.to(tl.int64) * sv_b + kh * D
     sink = tl.load(sinks_ptr + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634  # log2 units
     if SPLIT:  # partial state over one chunk of keys; the sink joins in _combine_kernel
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -84,15 +88,15 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         col_ok = offs_n < hi
-        kp = tl.load(kpos_ptr + b * S + offs_n, mask=col_ok, other=-1).to(tl.int32)
+        kp = tl.load(kpos_ptr + b.to(tl.int64) * skp_b + offs_n, mask=col_ok, other=-1).to(tl.int32)
         vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
         if HAS_WINDOW:  # the last `window` positions, the query's own included
             vis = vis & (qp[:, None] - kp[None, :] < window)
         if tl.max(vis.to(tl.int32)) > 0:  # skip whole blocks with no visible key: their K/V are not read
-            kv_off = ((b * S + offs_n).to(tl.int64) * K + kh) * D
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
             kv_mask = kv_ok[None, :] & d_ok[:, None]
-            kt = tl.load(k_ptr + kv_off[None, :] + offs_d[:, None], mask=kv_mask, other=0.0)  # (BLOCK_D, BLOCK_N)
+            kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None], mask=kv_mask,
+                         other=0.0)  # (BLOCK_D, BLOCK_N)
             if IEEE:
                 s = tl.dot(q, kt, input_precision="ieee")
             else:
@@ -103,7 +107,8 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
             alpha = tl.exp2(m_i - m_use)
             p = tl.exp2(s - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            vt = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+            vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :],
+                         mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
             if IEEE:
                 acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision="ieee")
             else:
@@ -195,10 +200,16 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     """attention, with the split-KV count forced when num_splits is given (tests use it)."""
     B, T, H, D, S, K = _check(q, k, v, sinks, window, q_pos, k_pos)
     G = H // K
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    # strided views are read in place (the engine passes slices of its cache); only the two innermost axes
+    # (kv head, head_dim) of k and v, and head_dim of q, must be dense
+    q = q if q.stride(3) == 1 and q.stride(2) == D else q.contiguous()
+    k = k if k.stride(3) == 1 and k.stride(2) == D else k.contiguous()
+    v = v if v.stride(3) == 1 and v.stride(2) == D else v.contiguous()
     sinks = sinks.float().contiguous()
-    q_pos, k_pos = q_pos.long().contiguous(), k_pos.long().contiguous()
-    out = torch.empty_like(q)
+    q_pos, k_pos = q_pos.long(), k_pos.long()
+    q_pos = q_pos if q_pos.stride(1) == 1 else q_pos.contiguous()
+    k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
+    out = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device)  # contiguous, whatever q's strides
     if B * T == 0:
         return out
     BLOCK_D = max(16, triton.next_power_of_2(D))  # tl.dot wants every dimension >= 16
@@ -224,6 +235,8 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
         pm = pl = pacc = sinks  # unused
     grid = (n_tblocks, B * K, num_splits)
     _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, T, S, qk_scale, int(window), chunk,
+                           q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                           q_pos.stride(0), k_pos.stride(0),
                            H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
                            HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=8, num_stages=2)
     if split:
