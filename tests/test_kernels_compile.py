@@ -12,8 +12,8 @@ import sys
 import pytest
 
 # pointer element types and scalar types by argument name; constexpr arguments come from each case
-TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_expert_ptr": "*i32", "tile_start_ptr": "*i32",
-         "tile_stop_ptr": "*i32", "w_ptr": "*u8", "s_ptr": "*u8", "weights_ptr": "*fp32", "y_ptr": "*fp32",
+TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_expert_ptr": "*i32",
+         "tile_start_ptr": "*i32", "tile_stop_ptr": "*i32", "w_ptr": "*u8", "s_ptr": "*u8", "weights_ptr": "*fp32", "y_ptr": "*fp32",
          "sinks_ptr": "*fp32", "qpos_ptr": "*i64", "kpos_ptr": "*i64", "pm_ptr": "*fp32", "pl_ptr": "*fp32",
          "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32"}
 ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr")  # activation dtype

@@ -13,7 +13,8 @@ if not torch.cuda.is_available():  # kernels on CPU tensors run only in the inte
 
 import pytest  # noqa: E402
 
-from optimized.kernels.moe import group_by_expert, group_by_expert_kernel, moe, moe_ref, mxfp4_dequant, mxfp4_dequant_ref  # noqa: E402
+from optimized.kernels.moe import (group_by_expert, group_by_expert_kernel, moe, moe_ref, mxfp4_dequant,  # noqa: E402
+                                   mxfp4_dequant_ref)
 from optimized.kernels.route import route  # noqa: E402
 from reference import mxfp4 as mxfp4_numpy  # noqa: E402
 
@@ -108,6 +109,18 @@ def test_group_by_expert_covers_every_pair_once(N, E, A, BM):
     used = stop > start
     assert torch.equal(k_stop - k_start, stop - start)
     assert torch.equal(k_te[used], te[used]) and torch.equal(k_start[used], start[used])
+
+
+def test_dequant_ref_matches_reference_decode():
+    """The plain-torch decode that moe_ref uses equals reference/mxfp4.py in float64, NaN and 2**-127 included."""
+    g = torch.Generator().manual_seed(1)
+    blocks = torch.randint(0, 256, (3, 5, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(100, 150, (3, 5), dtype=torch.uint8, generator=g)
+    scales[0, 0], scales[1, 1] = 0, 255
+    want = torch.from_numpy(mxfp4_numpy.decode(blocks.numpy(), scales.numpy()))
+    got = mxfp4_dequant_ref(blocks, scales, torch.float64)
+    assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.isnan(want).any()
+    assert torch.equal(got[~torch.isnan(got)], want[~torch.isnan(want)])
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # 6 * 2**127 is inf in fp32

@@ -162,7 +162,8 @@ MIN_SPLIT_KEYS = 256  # split-KV decode: keys per split at least
 
 def _check(q, k, v, sinks, window, q_pos, k_pos):
     if q.dim() != 4 or k.dim() != 4:
-        raise ValueError(f"attention: q must be (B, T, H, D) and k (B, S, K, D), got {tuple(q.shape)}, {tuple(k.shape)}")
+        raise ValueError(f"attention: q must be (B, T, H, D) and k (B, S, K, D), "
+                         f"got {tuple(q.shape)}, {tuple(k.shape)}")
     B, T, H, D = q.shape
     S, K = k.shape[1], k.shape[2]
     if tuple(k.shape) != (B, S, K, D) or tuple(v.shape) != (B, S, K, D):
