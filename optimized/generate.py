@@ -11,7 +11,7 @@ used on CUDA, when the MoE op takes its gather path (no host sync) for that batc
 Legend: B rows, T tokens, V vocabulary.
 """
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -32,7 +32,6 @@ class Result:
     prefill_s: float = 0.0
     decode_tokens: int = 0
     decode_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Engine:

@@ -272,3 +272,12 @@ def test_chat_streams_channels_and_runs_on_a_harmony_vocabulary(tmp_path):
                         "--max-new-tokens", "5", "--seed", "1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "tok/s prefill" in r.stdout and "bundled" not in r.stderr
+
+
+def test_synthetic_weights_have_the_loaded_layout():
+    from optimized.synthetic import synthetic_weights
+    w = synthetic_weights(CFG, "cpu", torch.bfloat16, seed=1)
+    assert w.nbytes() == memory.plan_memory(CFG, 8, 1, "bf16")["weights"]
+    assert w.mlp[0]["mlp1_weight.blocks"].dtype == torch.uint8 and w.attn[0]["sinks"].dtype == torch.float32
+    logits = Engine(Model(w), context=16).logits(TOKENS[:5])
+    assert logits.shape == (5, CFG.vocab_size) and bool(torch.isfinite(logits).all()) and logits.std() > 0.1
