@@ -10,7 +10,8 @@
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1)
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
-#   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend
+#   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF
+#      transformers (20b, dense bf16 experts) if the budget has room
 # Writes under $OUT: one log per stage, bench_*.json, and summary.json; prints a short table last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -96,6 +97,8 @@ fi
 stage kernel_tests_rest 40 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "not (bfloat16 or real_shapes or cuda_graph)"
 stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
     --contexts 1024 --prefill 2048 --json "$OUT/bench_torch.json"
+stage bench_hf 40 $PY bench/gpu.py --models 20b --backends triton --skip moe,attention,engine --hf --contexts 1024 \
+    --prefill 2048 --json "$OUT/bench_hf.json"
 
 # -- summary: stage statuses, test counts, the headline numbers ----------------------------------------------
 for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done >"$OUT/status.txt"
@@ -109,7 +112,7 @@ for name in ("kernel_tests_gpu", "kernel_tests_rest", "conformance"):
     if os.path.exists(p):
         tail = open(p, errors="replace").read()[-4000:]
         summary["tests"][name] = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
-for name in ("bench_triton", "bench_sweep", "bench_torch"):
+for name in ("bench_triton", "bench_sweep", "bench_torch", "bench_hf"):
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
@@ -122,7 +125,7 @@ if bt:
     h = bt["header"]
     print(f"{h['device']}: copy {h['copy_GBps']:.0f} GB/s, bf16 matmul {h['matmul_TFLOPs']:.0f} TFLOP/s, commit {h['commit']}")
     print(f"{'model':6s} {'what':20s} {'backend':7s} {'setting':18s} {'ms':>9s} {'fraction':>8s}  note")
-    more = [r for k in ("bench_sweep", "bench_torch") for r in summary["bench"].get(k, {}).get("rows", [])]
+    more = [r for k in ("bench_sweep", "bench_torch", "bench_hf") for r in summary["bench"].get(k, {}).get("rows", [])]
     for r in bt["rows"] + more:
         keep = ("batch 1" in r["setting"] or "prefill" in r["what"] or r["what"] == "ERROR") and "sweep" not in r["what"]
         if "sweep" in r["what"]:

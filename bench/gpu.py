@@ -14,17 +14,20 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
     replayed from a CUDA graph; bytes = the routed experts' packed weights, scales and biases.
   - attention decode: one query token per row at 1k / 8k context; bytes = the K/V (+ positions) it reads.
   - engine decode: time per step at batch 1, 8, 64 and context 1k / 8k with a filled cache (positions set,
-    no prefill run); bytes = every weight read once per step (embedding: the B rows only), the distinct
-    experts the batch routes to (expected value under uniform routing), and the visible K/V.
+    no prefill run); bytes = every weight read once per step as released (embedding: the B rows only), the
+    distinct experts the batch routes to (expected value under uniform routing), and the visible K/V; at
+    batch 1 without K/V this is the anchor's 3.708 GB (20b) / 5.003 GB (120b).
   - engine prefill: tokens/s for one 2k / 8k prompt; FLOPs = 2 x active parameters x tokens + attention.
   - peak GPU memory of each engine run.
 Anchors printed beside (not measured here): the HBM floor 3.708 GB/token (20b) and 5.003 GB/token (120b) at
 batch 1, and the best published single-GPU batch-1 decode on Hopper, SGLang 304.6 tok/s (20b), 211.5 (120b).
-Comparison engines: the engine's own torch backend (--backends). HF transformers is not run here (it needs
-an HF-layout checkpoint on disk and dense bf16 experts: 2x the 120b card memory).
+Comparison engines: the engine's own torch backend (--backends), and with --hf HF transformers'
+GptOssForCausalLM built from the same config with random weights, experts dense (20b: 43 GB in bf16; 120b
+does not fit on one card and is reported as skipped); HF's decode row: batch 1 at the first --contexts.
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -126,12 +129,16 @@ def kv_bytes(config, ctx, batch, dtype_size=2):
     return batch * slots * per_slot
 
 
-def decode_bytes(weights, config, batch, ctx):
-    dense = sum(t.numel() * t.element_size() for n, t in weights.tensors.items()
-                if not n.endswith(EXPERT_KEYS) and n != "embedding.weight")
-    embed = batch * config.hidden_size * weights.tensors["embedding.weight"].element_size()
+def decode_bytes(config, batch, ctx):
+    """Bytes one decode step must move: every weight once as released (bf16; float32 norms and sinks), of the
+    embedding only the B rows, the distinct experts the batch routes to (MXFP4), and the visible K/V."""
+    from reference.checkpoint import expected_tensors
+    dense = 0
+    for n, (shape, kind) in expected_tensors(config).items():
+        if not n.endswith(EXPERT_KEYS) and n != "embedding.weight":
+            dense += math.prod(shape) * (4 if n.endswith(("norm.scale", "sinks")) else 2)
     experts = config.num_hidden_layers * distinct_experts(config, batch) * expert_bytes(config)
-    return dense + embed + experts + kv_bytes(config, ctx, batch)
+    return dense + batch * config.hidden_size * 2 + experts + kv_bytes(config, ctx, batch)
 
 
 def prefill_flops(config, T):
@@ -286,7 +293,7 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
                            ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
                            note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
                 continue
-            nbytes = decode_bytes(weights, config, batch, ctx)
+            nbytes = decode_bytes(config, batch, ctx)
             report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
                        ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
                        note=f"{batch / s:.1f} tok/s" + peak_note(clock))
@@ -309,6 +316,59 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
                    bytes=0, floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s,
                    note=f"{T / s:.0f} tok/s" + peak_note(clock))
     engine._cache = None
+
+
+@torch.inference_mode()
+def bench_hf(report, name, config, clock, bw, flops_rate, args):
+    """HF transformers' GptOssForCausalLM with the same shapes, random weights, experts dense in bf16 (HF keeps
+    them dense on GPU unless the `kernels` package is installed), where they fit in memory."""
+    def skip(note):
+        report.add(model=name, what="engine decode", backend="transformers", setting="-", ms=float("nan"), bytes=0,
+                   floor_ms=float("nan"), fraction=float("nan"), note=note)
+    try:
+        from transformers import GptOssConfig, GptOssForCausalLM
+    except ImportError as e:
+        return skip(f"transformers not importable ({e})")
+    c, L = config, config.num_hidden_layers
+    dt = torch.bfloat16 if clock.cuda else torch.float32
+    dense = L * c.num_experts * 3 * c.intermediate_size * c.hidden_size * 2
+    if clock.cuda and dense > 0.8 * torch.cuda.mem_get_info(clock.device)[0]:
+        return skip(f"dense bf16 experts ({dense / 1e9:.0f} GB) do not fit in free GPU memory")
+    hf_cfg = GptOssConfig(num_hidden_layers=L, num_local_experts=c.num_experts, num_experts_per_tok=c.experts_per_token,
+                          vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                          head_dim=c.head_dim, num_attention_heads=c.num_attention_heads,
+                          num_key_value_heads=c.num_key_value_heads, sliding_window=c.sliding_window,
+                          swiglu_limit=c.swiglu_limit,
+                          layer_types=["sliding_attention" if c.window_of_layer(n) else "full_attention"
+                                       for n in range(L)])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dt)  # parameters made in the compute dtype directly (no fp32 copy of 40 GB)
+    try:
+        with torch.device(clock.device):
+            model = GptOssForCausalLM(hf_cfg).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    V = c.vocab_size
+    T = args.prefill[0]
+    ids = torch.tensor([[(i * 7919) % V for i in range(T)]], device=clock.device)
+    s = clock.time(lambda: model(ids, use_cache=True), 1, 1)
+    fl = prefill_flops(config, T)
+    report.add(model=name, what="engine prefill", backend="transformers", setting=f"{T} tokens", ms=s * 1e3, bytes=0,
+               floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s, note=f"{T / s:.0f} tok/s" + peak_note(clock))
+    ctx = args.contexts[0]
+    out = model(ids[:, :ctx] if ctx <= T else torch.zeros(1, ctx, dtype=torch.long, device=clock.device), use_cache=True)
+    state = {"past": out.past_key_values, "tok": out.logits[:, -1:].argmax(-1)}
+
+    def step():
+        o = model(state["tok"], past_key_values=state["past"], use_cache=True)
+        state["past"], state["tok"] = o.past_key_values, o.logits[:, -1:].argmax(-1)
+
+    s = clock.time(step, 2, args.steps)
+    nbytes = decode_bytes(config, 1, ctx)
+    report.add(model=name, what="engine decode", backend="transformers", setting=f"batch 1, ctx {ctx}", ms=s * 1e3,
+               bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
+               note=f"{1 / s:.1f} tok/s, dense experts" + peak_note(clock))
+    del model, state, out
 
 
 def print_table(report):
@@ -337,6 +397,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: moe,attention,engine")
     ap.add_argument("--moe-sweep", action="store_true", help="time alternative MoE decode tile sizes (batch 1)")
+    ap.add_argument("--hf", action="store_true", help="also HF transformers (dense bf16 experts) where it fits")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
@@ -380,6 +441,10 @@ def main(argv=None):
                 for be in backends:
                     bench_engine(report, mname, config, weights, clock, bw, rate, args, be)
                 del weights
+            if args.hf:
+                if clock.cuda:
+                    torch.cuda.empty_cache()
+                bench_hf(report, mname, config, clock, bw, rate, args)
         except Exception:  # one model failing (e.g. out of memory) must not lose the other's numbers
             traceback.print_exc()
             report.add(model=mname, what="ERROR", backend="", setting="", ms=float("nan"), bytes=0,

@@ -11,7 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_gpu_smoke_prints_the_table(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--json", str(out)], cwd=ROOT,
+    try:
+        import transformers  # noqa: F401
+        hf = ["--hf"]
+    except ImportError:
+        hf = []
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--json", str(out), *hf], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
@@ -23,7 +28,8 @@ def test_bench_gpu_smoke_prints_the_table(tmp_path):
     kinds = {(r["what"], r["backend"]) for r in rows}
     assert kinds == {("moe kernels (graph)", "triton"), ("attention decode", "triton"), ("attention decode", "torch"),
                      ("engine decode", "triton"), ("engine decode", "torch"), ("engine prefill", "triton"),
-                     ("engine prefill", "torch")}, kinds
+                     ("engine prefill", "torch")} | ({("engine decode", "transformers"),
+                                                       ("engine prefill", "transformers")} if hf else set()), kinds
     for r in rows:
         assert r["ms"] > 0 and r["floor_ms"] > 0 and math.isfinite(r["fraction"]) and r["fraction"] > 0, r
         assert f"| {r['model']} | {r['what']} | {r['backend']} | {r['setting']} |" in text
