@@ -91,7 +91,8 @@ def main():
         rows += [(f"transformers GptOssForCausalLM {name}", *hf), (f"optimized {name}", *ours)]
     base = {"fp32": rows[1], "bf16": rows[3]}
     c = CONFIG
-    print(f"\nconfig: {c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_experts} experts (top-{c.experts_per_token}),"
+    print(f"\nconfig: {c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_experts} experts "
+          f"(top-{c.experts_per_token}),"
           f" vocab {c.vocab_size}; batch 1, prompt {args.prompt}, decode {args.new} (reference: 4); "
           f"torch threads {args.threads}; torch {torch.__version__}, {os.cpu_count()} CPUs\n")
     print("| implementation | prefill tok/s | decode tok/s | prefill vs transformers | decode vs transformers |")

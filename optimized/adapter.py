@@ -78,7 +78,8 @@ class OptimizedImpl:
 
     # -- op-level --------------------------------------------------------------------------------------
     def op_mxfp4_decode(self, blocks, scales):
-        return _np(mxfp4.decode(torch.as_tensor(np.asarray(blocks, np.uint8)), torch.as_tensor(np.asarray(scales, np.uint8)), self._dt))
+        blocks, scales = (torch.as_tensor(np.asarray(a, np.uint8)) for a in (blocks, scales))
+        return _np(mxfp4.decode(blocks, scales, self._dt))
 
     def op_rms_norm(self, x, scale, eps):
         return _np(rms_norm(self._t(x), torch.as_tensor(np.asarray(scale, np.float64)).float(), eps))
@@ -101,7 +102,8 @@ class OptimizedImpl:
         qp = torch.as_tensor(np.asarray(q_pos, np.int64))[None]
         kp = torch.as_tensor(np.asarray(k_pos, np.int64))[None]
         sinks = torch.as_tensor(np.asarray(sinks, np.float64)).float()
-        o = attention_op(self._t(q)[None], self._t(k)[None], self._t(v)[None], sinks, float(sm_scale), int(window), qp, kp)
+        q, k, v = (self._t(a)[None] for a in (q, k, v))
+        o = attention_op(q, k, v, sinks, float(sm_scale), int(window), qp, kp)
         return _np(o[0])
 
 

@@ -27,7 +27,8 @@ def visible_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch
 
 
 def attention(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
-    """The op (seam B): q (B, T, H, D), k/v (B, S, K, D), sinks (H,) fp32, q_pos (B, T), k_pos (B, S) -> (B, T, H, D)."""
+    """The op (seam B): q (B, T, H, D), k/v (B, S, K, D), sinks (H,) fp32, q_pos (B, T), k_pos (B, S)
+    -> (B, T, H, D)."""
     B, T, H, D = q.shape
     S, K = k.shape[1], k.shape[2]
     G = H // K

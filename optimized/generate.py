@@ -138,7 +138,8 @@ class Engine:
             st, sp = tok.clone(), pos.clone()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up: allocations and lazy tables; writing the same k/v twice is harmless
+            # warm-up: allocations and lazy tables; writing the same k/v twice is harmless
+            with torch.cuda.stream(side):
                 for _ in range(2):
                     self.model.forward(st, sp, cache, decode=True, static=True)
             torch.cuda.current_stream().wait_stream(side)

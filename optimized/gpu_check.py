@@ -71,7 +71,8 @@ def part_tiny(device):
             check(f"tiny {name} triton backend loads", False, f"{type(e).__name__}: {e}")
             continue
         err = float((tri.logits(TOKENS).cpu() - torch.from_numpy(got)).abs().max())
-        check(f"tiny {name} triton backend == torch backend", err < (1e-4 if name == "fp32" else 1.5), f"max err {err:.2e}")
+        check(f"tiny {name} triton backend == torch backend", err < (1e-4 if name == "fp32" else 1.5),
+              f"max err {err:.2e}")
 
 
 def part_real(config, label, context, device, rows):
