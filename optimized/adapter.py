@@ -78,18 +78,19 @@ class OptimizedImpl:
 
     # -- op-level --------------------------------------------------------------------------------------
     def op_mxfp4_decode(self, blocks, scales):
-        blocks, scales = (torch.as_tensor(np.asarray(a, np.uint8)) for a in (blocks, scales))
+        blocks, scales = (torch.as_tensor(np.asarray(a, np.uint8), device=self.device) for a in (blocks, scales))
         return _np(mxfp4.decode(blocks, scales, self._dt))
 
     def op_rms_norm(self, x, scale, eps):
-        return _np(rms_norm(self._t(x), torch.as_tensor(np.asarray(scale, np.float64)).float(), eps))
+        scale = torch.as_tensor(np.asarray(scale, np.float64), device=self.device).float()
+        return _np(rms_norm(self._t(x), scale, eps))
 
     def op_swiglu(self, h, limit):
         return _np(swiglu(self._t(h), limit))
 
     def op_route(self, router_logits, k):
         ids, w = route(self._t(router_logits), k)
-        return ids.numpy().astype(np.int64), _np(w)
+        return ids.cpu().numpy().astype(np.int64), _np(w)
 
     def op_rope_cos_sin(self, positions, head_dim, rope_theta, rope_scaling_factor, initial_context_length,
                         rope_ntk_alpha, rope_ntk_beta):
@@ -99,9 +100,9 @@ class OptimizedImpl:
         return _np(cos), _np(sin)
 
     def op_attention(self, q, k, v, sinks, sm_scale, window, q_pos, k_pos):
-        qp = torch.as_tensor(np.asarray(q_pos, np.int64))[None]
-        kp = torch.as_tensor(np.asarray(k_pos, np.int64))[None]
-        sinks = torch.as_tensor(np.asarray(sinks, np.float64)).float()
+        qp = torch.as_tensor(np.asarray(q_pos, np.int64), device=self.device)[None]
+        kp = torch.as_tensor(np.asarray(k_pos, np.int64), device=self.device)[None]
+        sinks = torch.as_tensor(np.asarray(sinks, np.float64), device=self.device).float()
         q, k, v = (self._t(a)[None] for a in (q, k, v))
         o = attention_op(q, k, v, sinks, float(sm_scale), int(window), qp, kp)
         return _np(o[0])
@@ -113,3 +114,11 @@ def factory(checkpoint_dir: str) -> OptimizedImpl:
 
 def factory_bf16(checkpoint_dir: str) -> OptimizedImpl:
     return OptimizedImpl(checkpoint_dir, "bf16")
+
+
+def factory_cuda(checkpoint_dir: str) -> OptimizedImpl:  # --impl optimized.adapter:factory_cuda on a GPU machine
+    return OptimizedImpl(checkpoint_dir, "fp32", "cuda")
+
+
+def factory_cuda_bf16(checkpoint_dir: str) -> OptimizedImpl:
+    return OptimizedImpl(checkpoint_dir, "bf16", "cuda")
