@@ -5,8 +5,8 @@ Same names, same call shapes, token-identical output (tested against openai-harm
 no torch, no network. See harmony/README.md for the format, the role hierarchy and the known differences.
 
 The Pythonic API is `harmony.build` (keyword builders, one-call prompt and parse).
-Files: build.py (the Pythonic API), chat.py (the conversation model), tools.py (tool namespaces, built-in browser/python),
-schema.py (JSON Schema -> TypeScript-like), render.py (tokens out), parse.py (tokens in, streaming),
+Files: build.py (the Pythonic API), chat.py (the conversation model), tools.py (tool namespaces, built-in
+browser/python), schema.py (JSON Schema -> TypeScript-like), render.py (tokens out), parse.py (tokens in, streaming),
 encoding.py (HarmonyEncoding, load_harmony_encoding), errors.py (HarmonyError), tokenizer.py (o200k_harmony).
 """
 

@@ -116,10 +116,14 @@ def prompt(messages: Sequence[Message], *, next_role: str = "assistant", drop_an
     if next_role not in {r.value for r in Role}:
         raise HarmonyError(f"next_role must be one of system, developer, user, assistant, tool; not {next_role!r}")
     return _encoding().render_conversation_for_completion(
-        Conversation.from_messages(messages), Role(next_role), RenderConversationConfig(auto_drop_analysis=drop_analysis)
+        Conversation.from_messages(messages),
+        Role(next_role),
+        RenderConversationConfig(auto_drop_analysis=drop_analysis),
     )
 
 
 def parse(tokens: Sequence[int], *, role: Optional[str] = "assistant", strict: bool = True) -> list[Message]:
     """Messages in a completion; by default the tokens follow the prompt's `<|start|>assistant`."""
-    return _encoding().parse_messages_from_completion_tokens(tokens, None if role is None else Role(role), strict=strict)
+    return _encoding().parse_messages_from_completion_tokens(
+        tokens, None if role is None else Role(role), strict=strict
+    )

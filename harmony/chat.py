@@ -233,7 +233,9 @@ def content_from_dict(raw: Union[str, dict, Content]) -> Content:
     if isinstance(raw, str):
         return TextContent(text=raw)
     if not isinstance(raw, dict):
-        raise HarmonyError(f"message content must be str, a Content or a content dict, not {type(raw).__name__} ({raw!r:.60})")
+        raise HarmonyError(
+            f"message content must be str, a Content or a content dict, not {type(raw).__name__} ({raw!r:.60})"
+        )
     kind = raw.get("type")
     if kind == "text":
         return TextContent(text=raw["text"])

@@ -181,7 +181,9 @@ class HarmonyEncoding:
         return sorted({_render.RETURN, _render.CALL})
 
 
-def load_harmony_encoding(name: Union[str, HarmonyEncodingName] = HarmonyEncodingName.HARMONY_GPT_OSS) -> HarmonyEncoding:
+def load_harmony_encoding(
+    name: Union[str, HarmonyEncodingName] = HarmonyEncodingName.HARMONY_GPT_OSS,
+) -> HarmonyEncoding:
     name = str(name)
     if name != HarmonyEncodingName.HARMONY_GPT_OSS.value:
         raise HarmonyError(f"Invalid HarmonyEncodingName: {name}")

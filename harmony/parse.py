@@ -29,7 +29,9 @@ REPLACEMENT = "\ufffd"
 CHANNEL_TEXT = "<|channel|>"
 
 # Rust's char::is_whitespace (Unicode White_Space); Python's str.isspace also counts \x1c-\x1f.
-RUST_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+RUST_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
 _ASCII_WS_SPLIT = re.compile("[ \t\n\x0c\r]+")  # Rust's split_ascii_whitespace: no \x0b
 _CHANNEL_END = re.compile("[<" + re.escape(RUST_WHITESPACE) + "]")
 
@@ -50,7 +52,12 @@ class Header:
         author = {"role": self.author.role.value}
         if self.author.name is not None:
             author["name"] = self.author.name
-        return {"author": author, "recipient": self.recipient, "channel": self.channel, "content_type": self.content_type}
+        return {
+            "author": author,
+            "recipient": self.recipient,
+            "channel": self.channel,
+            "content_type": self.content_type,
+        }
 
 
 def parse_header(text: str, role: Optional[Role], split_recipient: bool, pos: int) -> tuple[Header, Optional[str]]:

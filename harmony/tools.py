@@ -92,7 +92,8 @@ _BROWSER_DESCRIPTION = (
     "Tool for browsing.\n"
     "The `cursor` appears in brackets before each browsing display: `[{cursor}]`.\n"
     "Cite information from the tool using the following format:\n"
-    "`\u3010{cursor}\u2020L{line_start}(-L{line_end})?\u3011`, for example: `\u30106\u2020L9-L11\u3011` or `\u30108\u2020L3\u3011`.\n"
+    "`\u3010{cursor}\u2020L{line_start}(-L{line_end})?\u3011`, for example: "
+    "`\u30106\u2020L9-L11\u3011` or `\u30108\u2020L3\u3011`.\n"
     "Do not quote more than 10 words directly from the tool output.\n"
     "sources=web (default: web)"
 )

@@ -97,7 +97,8 @@ def _resolve(path=None) -> Path:
             return p
         tried.append(f"{how}: {p}")
     raise FileNotFoundError(
-        f"o200k_base.tiktoken not found; tried, in order:\n  " + "\n  ".join(tried)
+        "o200k_base.tiktoken not found; tried, in order:\n  "
+        + "\n  ".join(tried)
         + f"\nSet {ENV_VAR} to the file, or install bpe-openai==0.1.4 which ships it."
     )
 

@@ -32,7 +32,9 @@ def test_builders_render_as_the_drop_in(ours):
         h.developer("Always respond in riddles", functions=[WEATHER]),
         h.user("What is the weather like in SF?"),
         h.assistant("Need to use function get_current_weather.", channel="analysis"),
-        h.assistant('{"location":"San Francisco"}', channel="commentary", to="functions.get_current_weather", json=True),
+        h.assistant(
+            '{"location":"San Francisco"}', channel="commentary", to="functions.get_current_weather", json=True
+        ),
         h.tool_result("functions.get_current_weather", '{"sunny": true, "temperature": 20}'),
     ]
     tokens = h.prompt(messages)
@@ -44,14 +46,26 @@ def test_system_defaults_are_the_drop_in_defaults(ours):
     drop_in = harmony.Message.from_role_and_content(harmony.Role.SYSTEM, harmony.SystemContent.new())
     assert ours.render(h.system()) == ours.render(drop_in)
     tools = harmony.SystemContent.new().with_browser_tool().with_python_tool()
-    assert ours.render(h.system(browser=True, python=True)) == ours.render(harmony.Message.from_role_and_content("system", tools))
+    assert ours.render(h.system(browser=True, python=True)) == ours.render(
+        harmony.Message.from_role_and_content("system", tools)
+    )
 
 
 def test_parse_reads_a_reply():
     enc = harmony.load_harmony_encoding()
     reply = (
-        [CHANNEL] + enc.encode("analysis") + [MESSAGE] + enc.encode("Think.") + [END]
-        + [START] + enc.encode("assistant") + [CHANNEL] + enc.encode("final") + [MESSAGE] + enc.encode("Done.") + [RETURN]
+        [CHANNEL]
+        + enc.encode("analysis")
+        + [MESSAGE]
+        + enc.encode("Think.")
+        + [END]
+        + [START]
+        + enc.encode("assistant")
+        + [CHANNEL]
+        + enc.encode("final")
+        + [MESSAGE]
+        + enc.encode("Done.")
+        + [RETURN]
     )
     got = [(m.channel, m.content[0].text) for m in h.parse(reply)]
     assert got == [("analysis", "Think."), ("final", "Done.")]
@@ -90,8 +104,11 @@ def test_role_hierarchy():
 @given(text=texts, allowed=st.sets(st.sampled_from(SPECIAL_TEXT)), mode=st.sampled_from(["default", "plain", "all"]))
 def test_encode_matches_oracle(oracle, ours, text, allowed, mode):
     _, enc_o = oracle
-    kwargs = {"default": {"allowed_special": allowed}, "plain": {"allowed_special": allowed, "disallowed_special": ()},
-              "all": {"allowed_special": "all"}}[mode]
+    kwargs = {
+        "default": {"allowed_special": allowed},
+        "plain": {"allowed_special": allowed, "disallowed_special": ()},
+        "all": {"allowed_special": "all"},
+    }[mode]
     mine = outcome(ours.encode, text, **kwargs)
     if same_behaviour(mine, outcome(enc_o.encode, text, **kwargs), f"encode {mode}") == "ok":
         same_behaviour(outcome(ours.decode_utf8, mine[1]), outcome(enc_o.decode_utf8, mine[1]), "decode_utf8")

@@ -85,10 +85,42 @@ def messages_as_dicts(messages) -> list[dict]:
 
 # --- strategies -----------------------------------------------------------------------------------
 
-SPECIAL_TEXT = ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>", "<|call|>",
-                "<|endoftext|>", "<|reserved_200013|>"]
-FRAGMENTS = [*SPECIAL_TEXT, " ", "\n", "\r\n", "\t", "\x0b", "\u00a0", "\u3000", "to=", " to=functions.f",
-             "assistant", "user", "final", "analysis", "<", "|>", "😀", "日本語", "e\u0301", "\ufffd", "{}", '"', "\\"]
+SPECIAL_TEXT = [
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|constrain|>",
+    "<|return|>",
+    "<|call|>",
+    "<|endoftext|>",
+    "<|reserved_200013|>",
+]
+FRAGMENTS = [
+    *SPECIAL_TEXT,
+    " ",
+    "\n",
+    "\r\n",
+    "\t",
+    "\x0b",
+    "\u00a0",
+    "\u3000",
+    "to=",
+    " to=functions.f",
+    "assistant",
+    "user",
+    "final",
+    "analysis",
+    "<",
+    "|>",
+    "😀",
+    "日本語",
+    "e\u0301",
+    "\ufffd",
+    "{}",
+    '"',
+    "\\",
+]
 
 texts = st.one_of(
     st.text(max_size=30),
@@ -96,7 +128,9 @@ texts = st.one_of(
 )
 long_texts = st.sampled_from(["", " ", "word " * 2000, "日本語" * 700, "a" * 5000, "\n" * 300])
 any_text = st.one_of(texts, texts, texts, long_texts)
-words = st.one_of(st.sampled_from(["analysis", "commentary", "final"]), st.from_regex(r"[a-z_.]{1,12}", fullmatch=True), texts)
+words = st.one_of(
+    st.sampled_from(["analysis", "commentary", "final"]), st.from_regex(r"[a-z_.]{1,12}", fullmatch=True), texts
+)
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False), texts
@@ -113,12 +147,19 @@ def schemas(max_leaves=8):
     """JSON Schemas, mostly sensible, sometimes junk where harmony must not choke (it never validates)."""
 
     def extend(inner):
-        props = st.dictionaries(st.one_of(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,8}", fullmatch=True), texts), inner, max_size=4)
+        props = st.dictionaries(
+            st.one_of(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,8}", fullmatch=True), texts), inner, max_size=4
+        )
         return st.one_of(
             st.fixed_dictionaries(
                 {"type": st.just("object"), "properties": props},
-                optional={"required": st.lists(st.one_of(st.from_regex(r"[a-z_]{1,4}", fullmatch=True), json_scalars), max_size=3),
-                          "description": texts, "default": json_values},
+                optional={
+                    "required": st.lists(
+                        st.one_of(st.from_regex(r"[a-z_]{1,4}", fullmatch=True), json_scalars), max_size=3
+                    ),
+                    "description": texts,
+                    "default": json_values,
+                },
             ),
             st.fixed_dictionaries({"type": st.just("array")}, optional={"items": inner, "description": texts}),
             st.fixed_dictionaries(
@@ -137,7 +178,13 @@ def schemas(max_leaves=8):
             "nullable": st.one_of(st.booleans(), json_scalars),
             "title": texts,
             "examples": st.one_of(st.lists(st.one_of(texts, json_scalars), max_size=3), json_scalars),
-            "oneOf": st.one_of(json_scalars, st.lists(st.fixed_dictionaries({}, optional={"type": st.sampled_from(TYPES), "description": texts}), max_size=2)),
+            "oneOf": st.one_of(
+                json_scalars,
+                st.lists(
+                    st.fixed_dictionaries({}, optional={"type": st.sampled_from(TYPES), "description": texts}),
+                    max_size=2,
+                ),
+            ),
             "items": st.fixed_dictionaries({}, optional={"type": st.sampled_from(TYPES)}),
         },
     )
@@ -166,7 +213,9 @@ def tool_maps(draw):
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(["builtin", "custom", "custom"]))
         if kind == "builtin":
-            ns = draw(st.sampled_from([harmony.ToolNamespaceConfig.browser(), harmony.ToolNamespaceConfig.python()])).to_dict()
+            ns = draw(
+                st.sampled_from([harmony.ToolNamespaceConfig.browser(), harmony.ToolNamespaceConfig.python()])
+            ).to_dict()
         else:
             ns = draw(namespaces())
         key = ns["name"] if draw(st.integers(0, 4)) else draw(tool_names)  # the dict key sorts; the name prints
@@ -209,15 +258,23 @@ def messages(draw, roles=ROLES):
         content = draw(st.lists(text_contents, max_size=3))
     msg = {"role": role, "name": None, "content": content}
     if role == "tool":
-        msg["name"] = draw(st.one_of(st.sampled_from(["functions.get_weather", "browser.search", "python"]), tool_names, st.none()) if draw(st.integers(0, 10)) else st.none())
+        msg["name"] = draw(
+            st.one_of(st.sampled_from(["functions.get_weather", "browser.search", "python"]), tool_names, st.none())
+            if draw(st.integers(0, 10))
+            else st.none()
+        )
     elif draw(st.integers(0, 6)) == 0:
         msg["name"] = draw(texts)
     if draw(st.booleans()):
         msg["channel"] = draw(words)
     if draw(st.integers(0, 2)) == 0:
-        msg["recipient"] = draw(st.one_of(st.sampled_from(["functions.get_weather", "assistant", "all", "python", "browser.search"]), words))
+        msg["recipient"] = draw(
+            st.one_of(st.sampled_from(["functions.get_weather", "assistant", "all", "python", "browser.search"]), words)
+        )
     if draw(st.integers(0, 3)) == 0:
-        msg["content_type"] = draw(st.one_of(st.sampled_from(["<|constrain|>json", "json", "<|constrain|>", "code"]), texts))
+        msg["content_type"] = draw(
+            st.one_of(st.sampled_from(["<|constrain|>json", "json", "<|constrain|>", "code"]), texts)
+        )
     return msg
 
 
@@ -227,7 +284,9 @@ conversations = st.lists(messages(), max_size=8).map(lambda ms: {"messages": ms}
 # --- realistic conversations: what an application really sends (every example must render) ----------
 
 prop_names = st.from_regex(r"[a-z][a-zA-Z0-9_]{0,10}", fullmatch=True)
-short_texts = st.one_of(st.sampled_from(["", "The city.", "Units: 'c' or 'f'.", "日本語の説明", "a\nmulti-line\ndescription"]), texts)
+short_texts = st.one_of(
+    st.sampled_from(["", "The city.", "Units: 'c' or 'f'.", "日本語の説明", "a\nmulti-line\ndescription"]), texts
+)
 
 
 @st.composite
@@ -256,12 +315,29 @@ def leaf_schemas(draw):
         values = draw(st.lists(st.one_of(prop_names, short_texts), min_size=1, max_size=4))
         return draw(_with_common({"type": "string", "enum": values}, st.sampled_from(values)))
     if kind in ("number", "integer"):
-        nums = st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e20, 1e20, allow_nan=False), st.sampled_from([0.5, 1e-7, 1e16, 1e17]))
+        nums = st.one_of(
+            st.integers(-(10**6), 10**6),
+            st.floats(-1e20, 1e20, allow_nan=False),
+            st.sampled_from([0.5, 1e-7, 1e16, 1e17]),
+        )
         return draw(_with_common({"type": kind}, nums))
     if kind == "boolean":
         return draw(_with_common({"type": "boolean"}, st.booleans()))
     if kind == "union":
-        return draw(_with_common({"type": draw(st.lists(st.sampled_from(["string", "number", "integer", "null", "boolean"]), min_size=1, max_size=3, unique=True))}))
+        return draw(
+            _with_common(
+                {
+                    "type": draw(
+                        st.lists(
+                            st.sampled_from(["string", "number", "integer", "null", "boolean"]),
+                            min_size=1,
+                            max_size=3,
+                            unique=True,
+                        )
+                    )
+                }
+            )
+        )
     return {"type": "null"}
 
 
@@ -279,7 +355,9 @@ def typed_schemas(max_leaves=6):
 
         @st.composite
         def array(draw):
-            return draw(_with_common({"type": "array", "items": draw(inner)} if draw(st.integers(0, 5)) else {"type": "array"}))
+            return draw(
+                _with_common({"type": "array", "items": draw(inner)} if draw(st.integers(0, 5)) else {"type": "array"})
+            )
 
         @st.composite
         def one_of(draw):
@@ -292,7 +370,14 @@ def typed_schemas(max_leaves=6):
 
 @st.composite
 def function_tools(draw):
-    params = draw(st.one_of(st.none(), typed_schemas().map(lambda s: s if s.get("type") == "object" else {"type": "object", "properties": {"arg": s}})))
+    params = draw(
+        st.one_of(
+            st.none(),
+            typed_schemas().map(
+                lambda s: s if s.get("type") == "object" else {"type": "object", "properties": {"arg": s}}
+            ),
+        )
+    )
     tool = {"name": draw(prop_names), "description": draw(short_texts)}
     if params is not None:
         tool["parameters"] = params
@@ -303,12 +388,24 @@ def function_tools(draw):
 def realistic_system(draw):
     sc = {"type": "system_content"}
     for key, values in [
-        ("model_identity", st.one_of(st.none(), st.just("You are ChatGPT, a large language model trained by OpenAI."), short_texts)),
+        (
+            "model_identity",
+            st.one_of(st.none(), st.just("You are ChatGPT, a large language model trained by OpenAI."), short_texts),
+        ),
         ("reasoning_effort", st.sampled_from([None, "Low", "Medium", "High"])),
         ("conversation_start_date", st.one_of(st.none(), st.dates().map(str))),
         ("knowledge_cutoff", st.sampled_from([None, "2024-06", "2023-10"])),
-        ("channel_config", st.one_of(st.none(), st.builds(lambda cs, r: {"valid_channels": cs, "channel_required": r},
-                                                            st.lists(st.sampled_from(["analysis", "commentary", "final"]), unique=True), st.booleans()))),
+        (
+            "channel_config",
+            st.one_of(
+                st.none(),
+                st.builds(
+                    lambda cs, r: {"valid_channels": cs, "channel_required": r},
+                    st.lists(st.sampled_from(["analysis", "commentary", "final"]), unique=True),
+                    st.booleans(),
+                ),
+            ),
+        ),
     ]:
         if draw(st.booleans()):
             sc[key] = draw(values)
@@ -344,14 +441,31 @@ def turns(draw, tool_names=("get_weather",)):
         elif step == "preamble":
             out.append({"role": "assistant", "name": None, "content": _text(draw(texts)), "channel": "commentary"})
         else:
-            target = {"function": f"functions.{draw(st.sampled_from(tool_names))}", "browser": "browser.search", "python": "python"}[step]
-            call = {"role": "assistant", "name": None, "content": _text(draw(st.one_of(json_values.map(to_json_text), texts))),
-                    "channel": draw(st.sampled_from(["commentary", "analysis"])), "recipient": target}
+            target = {
+                "function": f"functions.{draw(st.sampled_from(tool_names))}",
+                "browser": "browser.search",
+                "python": "python",
+            }[step]
+            call = {
+                "role": "assistant",
+                "name": None,
+                "content": _text(draw(st.one_of(json_values.map(to_json_text), texts))),
+                "channel": draw(st.sampled_from(["commentary", "analysis"])),
+                "recipient": target,
+            }
             ct = draw(st.sampled_from(["<|constrain|>json", "json", None]))
             if ct is not None:
                 call["content_type"] = ct
             out.append(call)
-            out.append({"role": "tool", "name": target, "content": _text(draw(any_text)), "channel": "commentary", "recipient": "assistant"})
+            out.append(
+                {
+                    "role": "tool",
+                    "name": target,
+                    "content": _text(draw(any_text)),
+                    "channel": "commentary",
+                    "recipient": "assistant",
+                }
+            )
     if draw(st.integers(0, 4)):
         out.append({"role": "assistant", "name": None, "content": _text(draw(any_text)), "channel": "final"})
     return out
@@ -382,18 +496,52 @@ def realistic_conversations(draw):
 # --- the public surface -----------------------------------------------------------------------------
 
 DROP_IN_NAMES = [
-    "load_harmony_encoding", "HarmonyEncodingName", "Conversation", "Message", "Role", "Author", "SystemContent",
-    "DeveloperContent", "ReasoningEffort", "ToolDescription", "TextContent", "ToolNamespaceConfig",
-    "RenderConversationConfig", "StreamState", "StreamableParser", "HarmonyError", "HarmonyEncoding", "Content",
+    "load_harmony_encoding",
+    "HarmonyEncodingName",
+    "Conversation",
+    "Message",
+    "Role",
+    "Author",
+    "SystemContent",
+    "DeveloperContent",
+    "ReasoningEffort",
+    "ToolDescription",
+    "TextContent",
+    "ToolNamespaceConfig",
+    "RenderConversationConfig",
+    "StreamState",
+    "StreamableParser",
+    "HarmonyError",
+    "HarmonyEncoding",
+    "Content",
 ]
 ENCODING_METHODS = [
-    "render_conversation_for_completion", "render_conversation_for_training", "render_conversation", "render",
-    "parse_messages_from_completion_tokens", "stop_tokens", "stop_tokens_for_assistant_actions", "decode_utf8",
-    "encode", "decode", "is_special_token",
+    "render_conversation_for_completion",
+    "render_conversation_for_training",
+    "render_conversation",
+    "render",
+    "parse_messages_from_completion_tokens",
+    "stop_tokens",
+    "stop_tokens_for_assistant_actions",
+    "decode_utf8",
+    "encode",
+    "decode",
+    "is_special_token",
 ]
-PARSER_MEMBERS = ["process", "process_eos", "current_role", "current_channel", "current_recipient",
-                  "current_content", "current_content_type", "last_content_delta", "messages", "tokens", "state",
-                  "state_data"]
+PARSER_MEMBERS = [
+    "process",
+    "process_eos",
+    "current_role",
+    "current_channel",
+    "current_recipient",
+    "current_content",
+    "current_content_type",
+    "last_content_delta",
+    "messages",
+    "tokens",
+    "state",
+    "state_data",
+]
 
 
 def test_drop_in_names_exist(oracle):
@@ -414,7 +562,15 @@ def test_method_signatures_match(oracle):
             assert (mine.parameters[p.name].default is p.empty) == (p.default is p.empty), (name, p.name)
     for name in PARSER_MEMBERS:
         assert hasattr(oh.StreamableParser, name) and hasattr(harmony.StreamableParser, name), name
-    for cls in ["SystemContent", "DeveloperContent", "Message", "Conversation", "ToolNamespaceConfig", "ToolDescription", "Author"]:
+    for cls in [
+        "SystemContent",
+        "DeveloperContent",
+        "Message",
+        "Conversation",
+        "ToolNamespaceConfig",
+        "ToolDescription",
+        "Author",
+    ]:
         theirs = {n for n in vars(getattr(oh, cls)) if not n.startswith("_") and not n.startswith("model_")}
         missing = {n for n in theirs if not hasattr(getattr(harmony, cls), n)}
         assert not missing, (cls, missing)

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 import harmony
 from harmony.render import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START
 from test_harmony_common import (  # noqa: F401 - fixtures
-    build_oracle,
     build_ours,
     examples,
     oracle,
@@ -29,9 +28,32 @@ from test_harmony_common import (  # noqa: F401 - fixtures
 N_VOCAB = 201088
 STRUCTURAL = [START, END, MESSAGE, CHANNEL, CONSTRAIN, RETURN, CALL, 199999, 200018, 201087]
 HEADER_WORDS = [
-    "assistant", "user", "system", "developer", "tool", "root", " to=functions.get_weather", " to=assistant",
-    "functions.get_weather", "analysis", "final", "commentary", " json", "json", " ", "\n", "  ", "to=",
-    " to=", ":alice", "browser.search", "\u3000", "\x0b", "hello world", "日本語", "😀",
+    "assistant",
+    "user",
+    "system",
+    "developer",
+    "tool",
+    "root",
+    " to=functions.get_weather",
+    " to=assistant",
+    "functions.get_weather",
+    "analysis",
+    "final",
+    "commentary",
+    " json",
+    "json",
+    " ",
+    "\n",
+    "  ",
+    "to=",
+    " to=",
+    ":alice",
+    "browser.search",
+    "\u3000",
+    "\x0b",
+    "hello world",
+    "日本語",
+    "😀",
 ]
 
 
@@ -69,7 +91,9 @@ def stream(mod, enc, tokens, role, strict):
 
 
 def whole(mod, enc, tokens, role, strict):
-    r = outcome(enc.parse_messages_from_completion_tokens, tokens, None if role is None else mod.Role(role), strict=strict)
+    r = outcome(
+        enc.parse_messages_from_completion_tokens, tokens, None if role is None else mod.Role(role), strict=strict
+    )
     return r if r[0] == "error" else ("ok", [m.to_dict() for m in r[1]])
 
 
@@ -131,7 +155,9 @@ def test_round_trip_assistant_reply(oracle, ours, conv, strict):
 
 def test_streaming_deltas_rebuild_content(ours):
     text = "Bonjour 😀 日本語 — ok"
-    tokens = [START] + ours.encode("assistant") + [CHANNEL] + ours.encode("final") + [MESSAGE] + ours.encode(text) + [RETURN]
+    tokens = (
+        [START] + ours.encode("assistant") + [CHANNEL] + ours.encode("final") + [MESSAGE] + ours.encode(text) + [RETURN]
+    )
     parser = harmony.StreamableParser(ours, None)
     deltas = []
     for t in tokens:
@@ -168,20 +194,28 @@ def mutated_renderings(draw, ours_enc):
     conv = draw(realistic_conversations())
     tokens = ours_enc.render_conversation(build_ours(conv), harmony.RenderConversationConfig(auto_drop_analysis=False))
     for _ in range(draw(st.integers(1, 3))):
-        how = draw(st.sampled_from(["truncate", "delete", "insert", "drop_message_token", "unknown_role", "drop_prefix"]))
+        how = draw(
+            st.sampled_from(["truncate", "delete", "insert", "drop_message_token", "unknown_role", "drop_prefix"])
+        )
         i = draw(st.integers(0, max(0, len(tokens) - 1)))
         if how == "truncate":
             tokens = tokens[:i]
         elif how == "delete":
             tokens = tokens[:i] + tokens[i + 1 :]
         elif how == "insert":
-            tokens = tokens[:i] + [draw(st.one_of(st.sampled_from(STRUCTURAL), st.integers(0, N_VOCAB - 1)))] + tokens[i:]
+            tokens = (
+                tokens[:i] + [draw(st.one_of(st.sampled_from(STRUCTURAL), st.integers(0, N_VOCAB - 1)))] + tokens[i:]
+            )
         elif how == "drop_message_token" and MESSAGE in tokens:
             j = draw(st.sampled_from([k for k, t in enumerate(tokens) if t == MESSAGE]))
             tokens = tokens[:j] + tokens[j + 1 :]
         elif how == "unknown_role" and START in tokens:
             j = draw(st.sampled_from([k for k, t in enumerate(tokens) if t == START]))
-            tokens = tokens[: j + 1] + ours_enc.encode(draw(st.sampled_from(["root", "model", "Assistant", "", " "]))) + tokens[j + 2 :]
+            tokens = (
+                tokens[: j + 1]
+                + ours_enc.encode(draw(st.sampled_from(["root", "model", "Assistant", "", " "])))
+                + tokens[j + 2 :]
+            )
         elif how == "drop_prefix":
             tokens = tokens[i:]
     return tokens

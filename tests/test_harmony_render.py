@@ -93,14 +93,18 @@ def _weather_conversation(mod):
         [
             mod.Message.from_role_and_content(
                 mod.Role.SYSTEM,
-                mod.SystemContent.new().with_reasoning_effort(mod.ReasoningEffort.HIGH).with_conversation_start_date("2025-06-28"),
+                mod.SystemContent.new()
+                .with_reasoning_effort(mod.ReasoningEffort.HIGH)
+                .with_conversation_start_date("2025-06-28"),
             ),
             mod.Message.from_role_and_content(
                 mod.Role.DEVELOPER,
                 mod.DeveloperContent.new().with_instructions("Always respond in riddles").with_function_tools([tool]),
             ),
             mod.Message.from_role_and_content(mod.Role.USER, "What is the weather like in SF?"),
-            mod.Message.from_role_and_content(mod.Role.ASSISTANT, "Need to use function get_current_weather.").with_channel("analysis"),
+            mod.Message.from_role_and_content(
+                mod.Role.ASSISTANT, "Need to use function get_current_weather."
+            ).with_channel("analysis"),
             mod.Message.from_role_and_content(mod.Role.ASSISTANT, '{"location":"San Francisco"}')
             .with_channel("commentary")
             .with_recipient("functions.get_current_weather")
@@ -154,10 +158,14 @@ def test_analysis_dropped_only_before_a_final_answer(ours):
     done = harmony.Conversation.from_messages([*conv.messages, answer])
     text = ours.decode_utf8(ours.render_conversation_for_training(done))
     assert "Need to use function" not in text and text.endswith("Sunny, 20C.<|return|>")
-    kept = ours.decode_utf8(ours.render_conversation_for_training(done, harmony.RenderConversationConfig(auto_drop_analysis=False)))
+    kept = ours.decode_utf8(
+        ours.render_conversation_for_training(done, harmony.RenderConversationConfig(auto_drop_analysis=False))
+    )
     assert "Need to use function" in kept
     # Mid tool call (no final answer yet) the reasoning stays: the model needs it to continue.
-    assert "Need to use function" in ours.decode_utf8(ours.render_conversation_for_completion(conv, harmony.Role.ASSISTANT))
+    assert "Need to use function" in ours.decode_utf8(
+        ours.render_conversation_for_completion(conv, harmony.Role.ASSISTANT)
+    )
 
 
 # --- security: no message text can forge a turn ------------------------------------------------------
@@ -188,7 +196,11 @@ def test_special_token_text_never_becomes_special(oracle, ours, role, where):
 
 def test_stop_tokens_match(oracle, ours):
     _, enc_o = oracle
-    assert ours.stop_tokens_for_assistant_actions() == sorted(enc_o.stop_tokens_for_assistant_actions()) == [200002, 200012]
+    assert (
+        ours.stop_tokens_for_assistant_actions()
+        == sorted(enc_o.stop_tokens_for_assistant_actions())
+        == [200002, 200012]
+    )
     assert ours.stop_tokens() == sorted(enc_o.stop_tokens()) == [200002, 200007, 200012]
 
 
@@ -196,7 +208,9 @@ def test_unrepresentable_conversations_are_clear_errors(ours):
     tool_without_name = harmony.Message.from_role_and_content(harmony.Role.TOOL, "42")
     cases = {
         "Tools should have a name": [tool_without_name],
-        "SystemContent may only appear in system": [harmony.Message.from_role_and_content("user", harmony.SystemContent.new())],
+        "SystemContent may only appear in system": [
+            harmony.Message.from_role_and_content("user", harmony.SystemContent.new())
+        ],
         "DeveloperContent may only appear in developer": [
             harmony.Message.from_role_and_content("assistant", harmony.DeveloperContent.new())
         ],

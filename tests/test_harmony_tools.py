@@ -6,14 +6,24 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-import harmony
 from harmony.schema import serde_number
-from test_harmony_common import build_oracle, build_ours, examples, oracle, ours, outcome, same_behaviour, typed_schemas  # noqa: F401
+from test_harmony_common import (  # noqa: F401 - fixtures
+    build_oracle,
+    build_ours,
+    examples,
+    oracle,
+    ours,
+    outcome,
+    same_behaviour,
+    typed_schemas,
+)
 
 
 def _developer(parameters) -> dict:
     tools = {"functions": {"name": "functions", "tools": [{"name": "f", "description": "d", "parameters": parameters}]}}
-    return {"messages": [{"role": "developer", "name": None, "content": [{"type": "developer_content", "tools": tools}]}]}
+    return {
+        "messages": [{"role": "developer", "name": None, "content": [{"type": "developer_content", "tools": tools}]}]
+    }
 
 
 def _both(oracle, ours, conv):
@@ -29,7 +39,21 @@ numbers = st.one_of(
     st.floats(min_value=-1e30, max_value=1e30),
     st.integers(-(2**80), 2**80),
     st.integers(-(10**330), 10**330),  # past f64: out of range for serde, so an error on both sides
-    st.sampled_from([0.0, -0.0, 1e16, 1e-5, 1e-7, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 2**63, 2**64, -(2**63) - 1]),
+    st.sampled_from(
+        [
+            0.0,
+            -0.0,
+            1e16,
+            1e-5,
+            1e-7,
+            5e-324,
+            2.2250738585072014e-308,
+            1.7976931348623157e308,
+            2**63,
+            2**64,
+            -(2**63) - 1,
+        ]
+    ),
 )
 
 
@@ -54,14 +78,24 @@ def test_serde_reads_floats_inexactly():
 
 
 def test_documented_number_rendering(ours):
-    text = ours.decode_utf8(ours.render_conversation(build_ours(_developer(
-        {"type": "object", "properties": {"x": {"type": "number", "default": 5.8024745629578396e28}}}
-    ))))
+    text = ours.decode_utf8(
+        ours.render_conversation(
+            build_ours(
+                _developer(
+                    {"type": "object", "properties": {"x": {"type": "number", "default": 5.8024745629578396e28}}}
+                )
+            )
+        )
+    )
     assert "x?: number, // default: 5.80247456295784e28" in text
 
 
 @examples(80)
 @given(schema=typed_schemas())
 def test_typed_schemas_render_as_the_oracle(oracle, ours, schema):
-    kind, text = _both(oracle, ours, _developer(schema if schema.get("type") == "object" else {"type": "object", "properties": {"p": schema}}))
+    kind, text = _both(
+        oracle,
+        ours,
+        _developer(schema if schema.get("type") == "object" else {"type": "object", "properties": {"p": schema}}),
+    )
     assert kind == "ok" and "namespace functions {" in text

@@ -11,7 +11,6 @@ Two known differences, both deliberate (see reference/tokenizer.py): id 200018 h
 
 import gzip
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -30,11 +29,58 @@ HARMONY_NAMES = ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constr
 
 # Pieces the pre-tokenizer treats specially, mixed into random text.
 FRAGMENTS = [
-    "😀", "👩‍👩‍👧", "🇫🇷", "日本語のテキスト", "中文", "한국어", "Ünïcödé", "ﬁ", "e\u0301", "\u200b", "\ufeff",
-    " ", "  ", "\t", "\n", "\r\n", "\n\n\n", "   \n ", "\u00a0", "\u3000", "\x0b\x0c", "\x1c\x1d\x1e\x1f",
-    "0", "123", "1234567", "٣٤٥", "3.14", "-42", "I'm", "you'RE", "they'll", "we'VE", "it's", "'s", "DON'T",
-    "<|", "|>", "<|end", "<|endofprompt|>", "<|reserved_201088|>", "\\", "//", "...", "?!", "a/b\n",
-    "HTTPServer", "camelCase", "ALLCAPS", "x", " hello", " world", *list(SPECIAL_TOKENS)[:12],
+    "😀",
+    "👩‍👩‍👧",
+    "🇫🇷",
+    "日本語のテキスト",
+    "中文",
+    "한국어",
+    "Ünïcödé",
+    "ﬁ",
+    "e\u0301",
+    "\u200b",
+    "\ufeff",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\n\n\n",
+    "   \n ",
+    "\u00a0",
+    "\u3000",
+    "\x0b\x0c",
+    "\x1c\x1d\x1e\x1f",
+    "0",
+    "123",
+    "1234567",
+    "٣٤٥",
+    "3.14",
+    "-42",
+    "I'm",
+    "you'RE",
+    "they'll",
+    "we'VE",
+    "it's",
+    "'s",
+    "DON'T",
+    "<|",
+    "|>",
+    "<|end",
+    "<|endofprompt|>",
+    "<|reserved_201088|>",
+    "\\",
+    "//",
+    "...",
+    "?!",
+    "a/b\n",
+    "HTTPServer",
+    "camelCase",
+    "ALLCAPS",
+    "x",
+    " hello",
+    " world",
+    *list(SPECIAL_TOKENS)[:12],
     *HARMONY_NAMES,
 ]
 texts = st.lists(
@@ -100,8 +146,15 @@ def test_special_table():
     assert sorted(SPECIAL_TOKENS.values()) == list(range(FIRST_SPECIAL, N_VOCAB))
     named = {k: v for k, v in SPECIAL_TOKENS.items() if not k.startswith("<|reserved_")}
     assert named == {
-        "<|startoftext|>": 199998, "<|endoftext|>": 199999, "<|return|>": 200002, "<|constrain|>": 200003,
-        "<|channel|>": 200005, "<|start|>": 200006, "<|end|>": 200007, "<|message|>": 200008, "<|call|>": 200012,
+        "<|startoftext|>": 199998,
+        "<|endoftext|>": 199999,
+        "<|return|>": 200002,
+        "<|constrain|>": 200003,
+        "<|channel|>": 200005,
+        "<|start|>": 200006,
+        "<|end|>": 200007,
+        "<|message|>": 200008,
+        "<|call|>": 200012,
     }
     assert all(name == f"<|reserved_{i}|>" for name, i in SPECIAL_TOKENS.items() if name not in named)
 
@@ -190,8 +243,11 @@ def test_encode_with_specials_agrees(ref, fast, harmony_enc, text):
 
 SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d\ude00", "\ude00\ud83d", "\ud83d\ud83d\ude00"]
 surrogate_texts = st.lists(
-    st.one_of(st.sampled_from(SURROGATES), texts, st.text(st.characters(codec=None, exclude_categories=()), max_size=6)),
-    min_size=1, max_size=6,
+    st.one_of(
+        st.sampled_from(SURROGATES), texts, st.text(st.characters(codec=None, exclude_categories=()), max_size=6)
+    ),
+    min_size=1,
+    max_size=6,
 ).map("".join)
 
 
@@ -252,14 +308,26 @@ def test_known_vectors(tok, text, ids):
 def test_fixed_strings_vs_tiktoken_o200k_base(tok, tiktoken_encodings):
     base, _ = tiktoken_encodings
     for text in [
-        "", " ", "The quick brown fox jumps over the lazy dog.", "I'M here, they'll go; it's 2025-01-01T12:34:56Z",
-        "def f(x):\n    return x ** 2  # square\n\n\n", "    \t  \n  trailing   ", "😀😀 👩‍👩‍👧 🇫🇷",
-        "数学是科学的皇后。", "Ελληνικά и русский", "١٢٣٤٥٦٧", "a" * 3000, "\n" * 500, " " * 500 + "x",
+        "",
+        " ",
+        "The quick brown fox jumps over the lazy dog.",
+        "I'M here, they'll go; it's 2025-01-01T12:34:56Z",
+        "def f(x):\n    return x ** 2  # square\n\n\n",
+        "    \t  \n  trailing   ",
+        "😀😀 👩‍👩‍👧 🇫🇷",
+        "数学是科学的皇后。",
+        "Ελληνικά и русский",
+        "١٢٣٤٥٦٧",
+        "a" * 3000,
+        "\n" * 500,
+        " " * 500 + "x",
     ]:
         assert tok.encode_ordinary(text) == base.encode_ordinary(text), text[:40]
 
 
-@pytest.mark.parametrize("text", ["a" * 100_000, "A" * 50_000, "7" * 50_000, " " * 50_000, "!" * 50_000, "語" * 30_000])
+@pytest.mark.parametrize(
+    "text", ["a" * 100_000, "A" * 50_000, "7" * 50_000, " " * 50_000, "!" * 50_000, "語" * 30_000]
+)
 def test_long_inputs_are_fast_and_agree(ref, fast, text):
     # tiktoken's merge loop is quadratic in a piece's length; the reference's heap must not be.
     assert ref.encode_ordinary(text) == fast.encode_ordinary(text)
