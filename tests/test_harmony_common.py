@@ -3,13 +3,16 @@
 The oracle is OpenAI's openai-harmony 0.0.8 (a Rust extension), loaded offline: the fixture writes the
 sha256-checked o200k_base.tiktoken into a temp folder and points TIKTOKEN_ENCODINGS_BASE at it. Generated
 conversations are plain dicts, built into both our model and the oracle's with `Message.from_dict`, so the
-two sides always see the same input. The tests here check the public API surface against the oracle's.
+two sides always see the same input: `conversations` is anything the model classes accept (junk included, where
+both sides must raise alike), `realistic_conversations` what applications send (every one must render).
+The tests here check the public API surface against the oracle's.
 """
 
 import inspect
 import os
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hypothesis import settings
@@ -514,6 +517,9 @@ DROP_IN_NAMES = [
     "HarmonyError",
     "HarmonyEncoding",
     "Content",
+    "ChannelConfig",
+    "RenderOptions",
+    "raise_disallowed_special_token",
 ]
 ENCODING_METHODS = [
     "render_conversation_for_completion",
@@ -546,9 +552,18 @@ PARSER_MEMBERS = [
 
 def test_drop_in_names_exist(oracle):
     oh, _ = oracle
-    for name in DROP_IN_NAMES:
-        assert hasattr(oh, name), name  # the list is the oracle's
-        assert hasattr(harmony, name), name
+    # Every public class and function openai_harmony defines (typing helpers and imports excluded).
+    public = {
+        n
+        for n in dir(oh)
+        if not n.startswith("_")
+        and not isinstance(getattr(oh, n), TypeVar)
+        and getattr(getattr(oh, n), "__module__", None) == "openai_harmony"
+    }
+    assert set(DROP_IN_NAMES) <= public, set(DROP_IN_NAMES) - public  # the list is the oracle's
+    missing = sorted(n for n in public if not hasattr(harmony, n))
+    assert not missing, f"openai_harmony names harmony does not offer: {missing}"
+    assert set(oh.__all__) <= set(harmony.__all__)
 
 
 def test_method_signatures_match(oracle):
@@ -560,6 +575,10 @@ def test_method_signatures_match(oracle):
         for p in theirs.parameters.values():
             assert mine.parameters[p.name].kind == p.kind, (name, p.name)
             assert (mine.parameters[p.name].default is p.empty) == (p.default is p.empty), (name, p.name)
+    theirs, mine = inspect.signature(oh.StreamableParser.__init__), inspect.signature(harmony.StreamableParser.__init__)
+    assert [(p.name, p.kind) for p in mine.parameters.values()] == [(p.name, p.kind) for p in theirs.parameters.values()]
+    for name in ["name", "special_tokens_set"]:
+        assert hasattr(oh.HarmonyEncoding, name) and hasattr(harmony.HarmonyEncoding, name), name
     for name in PARSER_MEMBERS:
         assert hasattr(oh.StreamableParser, name) and hasattr(harmony.StreamableParser, name), name
     for cls in [
