@@ -1,12 +1,14 @@
 """CPU benchmark (not a test): prefill and decode tokens/s of the reference, this engine (fp32, bf16) and HF
 transformers' GptOssForCausalLM on one mid-size synthetic checkpoint, same weights, same dtype, same threads.
 
-    nice python bench/engine_cpu.py [--threads 2] [--prompt 128] [--new 32]
+    nice python bench/engine_cpu.py [--threads 1] [--prompt 128] [--new 32] [--rounds 3]
 
 The checkpoint (random weights, written once by reference.writer in both layouts) goes to /tmp/gpt-oss-bench;
 transformers loads the HF-layout copy (it dequantizes MXFP4 experts to dense weights on CPU; this engine keeps
 them packed). Prints a markdown table with ratios to transformers, all from this one run. Batch 1 throughout;
-decode is measured after a prefill of --prompt tokens, greedy, over --new steps (the reference: 4 steps).
+decode is measured after a prefill of --prompt tokens, greedy, over --new steps (the reference: 2 steps).
+Every implementation is loaded first, then measured in --rounds interleaved rounds, keeping each one's best:
+on a shared machine a burst of other work then slows one round of everyone, not one implementation.
 """
 import argparse
 import os
@@ -35,65 +37,86 @@ def checkpoints():
     return out
 
 
-def bench_reference(path, prompt, steps):
-    from reference.model import Model
-    m = Model(path)
-    cache = m.new_cache()
-    t = time.perf_counter()
-    logits = m.forward(prompt, cache)
-    pre = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(steps):
-        logits = m.forward([int(logits[-1].argmax())], cache)
-    return len(prompt) / pre, steps / (time.perf_counter() - t)
+class ReferenceRunner:
+    name = "reference (NumPy float64)"
+
+    def __init__(self, path):
+        from reference.model import Model
+        self.model = Model(path)
+
+    def run(self, prompt, steps):
+        m, cache = self.model, self.model.new_cache()
+        t = time.perf_counter()
+        logits = m.forward(prompt, cache)
+        pre = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(steps):
+            logits = m.forward([int(logits[-1].argmax())], cache)
+        return len(prompt) / pre, steps / (time.perf_counter() - t)
 
 
-def bench_engine(path, dtype, prompt, steps):
-    from optimized.generate import Engine
-    engine = Engine.load(path, "cpu", dtype, context=len(prompt) + steps + 8)
-    engine.generate([prompt[:8]], 4)  # warm-up
-    r = engine.generate([prompt], steps + 1)
-    return r.prefill_tokens / r.prefill_s, r.decode_tokens / r.decode_s
+class EngineRunner:
+    def __init__(self, path, dtype, label, context):
+        from optimized.generate import Engine
+        self.name = f"optimized {label}"
+        self.engine = Engine.load(path, "cpu", dtype, context=context)
+        self.engine.generate([[1, 2, 3, 4, 5, 6, 7, 8]], 4)  # warm-up
+
+    def run(self, prompt, steps):
+        r = self.engine.generate([prompt], steps + 1)
+        return r.prefill_tokens / r.prefill_s, r.decode_tokens / r.decode_s
 
 
-@torch.inference_mode()
-def bench_transformers(path, dtype, prompt, steps):
-    from transformers import GptOssForCausalLM
-    from transformers.utils import logging
-    logging.set_verbosity_error()
-    m = GptOssForCausalLM.from_pretrained(str(path), dtype=dtype, device_map="cpu").eval()
-    ids = torch.tensor([prompt])
-    m(ids[:, :8], use_cache=True)  # warm-up
-    t = time.perf_counter()
-    out = m(ids, use_cache=True)
-    pre = time.perf_counter() - t
-    past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-    t = time.perf_counter()
-    for _ in range(steps):
-        out = m(nxt, past_key_values=past, use_cache=True)
+class TransformersRunner:
+    def __init__(self, path, dtype, label):
+        from transformers import GptOssForCausalLM
+        from transformers.utils import logging
+        logging.set_verbosity_error()
+        self.name = f"transformers GptOssForCausalLM {label}"
+        self.model = GptOssForCausalLM.from_pretrained(str(path), dtype=dtype, device_map="cpu").eval()
+        with torch.inference_mode():
+            self.model(torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]), use_cache=True)  # warm-up
+
+    @torch.inference_mode()
+    def run(self, prompt, steps):
+        m, ids = self.model, torch.tensor([prompt])
+        t = time.perf_counter()
+        out = m(ids, use_cache=True)
+        pre = time.perf_counter() - t
         past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-    return len(prompt) / pre, steps / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = m(nxt, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        return len(prompt) / pre, steps / (time.perf_counter() - t)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # more only on an idle machine: OpenMP stalls when shared
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     paths = checkpoints()
     prompt = [(i * 7919) % CONFIG.vocab_size for i in range(args.prompt)]
-    rows = [("reference (NumPy float64)", *bench_reference(paths["original"], prompt, 4))]
-    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        hf = bench_transformers(paths["hf"], dt, prompt, args.new)
-        ours = bench_engine(paths["original"], dt, prompt, args.new)
-        rows += [(f"transformers GptOssForCausalLM {name}", *hf), (f"optimized {name}", *ours)]
+    context = args.prompt + args.new + 8
+    runners = [ReferenceRunner(paths["original"])]
+    for label, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        runners += [TransformersRunner(paths["hf"], dt, label), EngineRunner(paths["original"], dt, label, context)]
+    best = {r.name: (0.0, 0.0) for r in runners}
+    for _ in range(args.rounds):  # interleaved rounds, best of each: a shared machine's bursts hit one round, not all
+        for r in runners:
+            pre, dec = r.run(prompt, 2 if isinstance(r, ReferenceRunner) else args.new)
+            best[r.name] = (max(best[r.name][0], pre), max(best[r.name][1], dec))
+    rows = [(r.name, *best[r.name]) for r in runners]
     base = {"fp32": rows[1], "bf16": rows[3]}
     c = CONFIG
     print(f"\nconfig: {c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_experts} experts "
           f"(top-{c.experts_per_token}),"
-          f" vocab {c.vocab_size}; batch 1, prompt {args.prompt}, decode {args.new} (reference: 4); "
+          f" vocab {c.vocab_size}; batch 1, prompt {args.prompt}, decode {args.new} (reference: 2); "
+          f"best of {args.rounds} interleaved rounds; "
           f"torch threads {args.threads}; torch {torch.__version__}, {os.cpu_count()} CPUs\n")
     print("| implementation | prefill tok/s | decode tok/s | prefill vs transformers | decode vs transformers |")
     print("|---|---:|---:|---:|---:|")
