@@ -14,12 +14,13 @@ Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = 
 """
 import torch
 
-from optimized import mxfp4
+from optimized import mxfp4, mxfp4_cpu
 from optimized.norm import rms_norm
 from reference.moe import SWIGLU_ALPHA
 
 GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
 CPU_MATVEC = True  # on CPU the gather path multiplies from the packed bytes (tests switch it off to reach decode+bmm)
+CPU_KERNEL_ROWS = 64  # routed rows up to which the C kernel beats expert-by-expert decode + matmul on CPU
 
 
 def route(router_logits: torch.Tensor, k: int):
@@ -51,15 +52,22 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     assert tuple(w2_blocks.shape) == (E, C, I // 32, 16) and tuple(w2_scales.shape) == (E, C, I // 32)
     assert tuple(b2.shape) == (E, C)
     out_dtype = x.dtype
+    R = N * A
+    if x.device.type == "cpu" and CPU_MATVEC and R <= CPU_KERNEL_ROWS and mxfp4_cpu.available():
+        # decode on CPU: the C kernel reads each routed expert's packed bytes in place (mxfp4_cpu.py), float32
+        e = ids.reshape(R).long()
+        xr = x.float().repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
+        h = mxfp4_cpu.routed_matvec(w1_blocks, w1_scales, e, xr).add_(b1.index_select(0, e))  # (R, 2I)
+        y = mxfp4_cpu.routed_matvec(w2_blocks, w2_scales, e, swiglu(h, limit)).add_(b2.index_select(0, e))  # (R, C)
+        return torch.einsum("na,nac->nc", weights, y.reshape(N, A, C)).to(out_dtype)
     # CPUs emulate bf16 matmuls slowly: there the experts are decoded and applied in float32 (more exact, faster)
     dt = torch.float32 if x.device.type == "cpu" else x.dtype
     x = x.to(dt)
     b1, b2 = b1.to(dt), b2.to(dt)
-    R = N * A
     if R * 3 * I * C * torch.empty((), dtype=dt).element_size() <= GATHER_BYTES:
         e = ids.reshape(R).long()
         xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
-        if x.device.type == "cpu" and CPU_MATVEC:  # gather-and-sum straight from the packed bytes (mxfp4.matvec)
+        if x.device.type == "cpu" and CPU_MATVEC:  # no C kernel: gather-and-sum from the packed bytes in torch
             rows = e.tolist()  # host ids are free on CPU; stacking views copies faster than index_select on uint8
             pick = lambda t: torch.stack([t[i] for i in rows])  # noqa: E731
             h = mxfp4.matvec(pick(w1_blocks), pick(w1_scales), xr) + b1.index_select(0, e)  # (R, 2I)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optimized import mxfp4, ops, rope
+from optimized import mxfp4, mxfp4_cpu, ops, rope
 from optimized.moe import moe, route, swiglu
 from optimized.norm import rms_norm
 from reference import attention as ref_attn
@@ -75,13 +75,16 @@ def _experts(rng, E, C, I):
     return w1b, w1s, b1, w2b, w2s, b2
 
 
-@pytest.mark.parametrize("path", ["gather_matvec", "gather_decode", "per_expert"])
+@pytest.mark.parametrize("path", ["cpu_kernel", "gather_matvec", "gather_decode", "per_expert"])
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the patch is constant
 @given(seed=seeds, N=st.integers(1, 6))
 def test_moe_op_vs_reference(monkeypatch, path, seed, N):
     from optimized import moe as moe_mod
     monkeypatch.setattr(moe_mod, "GATHER_BYTES", 0 if path == "per_expert" else 2**40)  # force the path under test
-    monkeypatch.setattr(moe_mod, "CPU_MATVEC", path == "gather_matvec")
+    monkeypatch.setattr(moe_mod, "CPU_MATVEC", path in ("cpu_kernel", "gather_matvec"))
+    monkeypatch.setattr(moe_mod, "CPU_KERNEL_ROWS", 2**20 if path == "cpu_kernel" else 0)
+    if path == "cpu_kernel":
+        assert mxfp4_cpu.available(), mxfp4_cpu.unavailable_reason  # gcc is part of the dev and CI images
     rng = np.random.default_rng(seed)
     E, C, I, A, limit = 4, 64, 32, 2, 7.0
     w1b, w1s, b1, w2b, w2s, b2 = _experts(rng, E, C, I)
@@ -109,6 +112,28 @@ def test_mxfp4_matvec_equals_decode_then_multiply(seed, R, O, B):
     want = np.einsum("roc,rc->ro", ref_mxfp4.decode(blocks, scales), x.astype(np.float32).astype(np.float64))
     got = mxfp4.matvec(torch.from_numpy(blocks), torch.from_numpy(scales), torch.tensor(x, dtype=torch.float32))
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("simd", [True, False])
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 6), st.integers(1, 4), st.integers(1, 40), st.integers(1, 4))
+def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
+    assert mxfp4_cpu.available(), mxfp4_cpu.unavailable_reason
+    rng = np.random.default_rng(seed)
+    blocks = torch.from_numpy(rng.integers(0, 256, (E, O, B, 16), dtype=np.uint8))
+    scales = torch.from_numpy(rng.integers(110, 140, (E, O, B), dtype=np.uint8))
+    scales[0, 0, 0] = 0  # the subnormal scale 2**-127
+    ids = torch.from_numpy(rng.integers(0, E, R))
+    x = torch.randn(R, B * 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    want = np.einsum("roc,rc->ro", ref_mxfp4.decode(blocks.numpy(), scales.numpy())[ids.numpy()], x.double().numpy())
+    got = mxfp4_cpu.routed_matvec(blocks, scales, ids, x, simd=simd)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    ref = mxfp4_cpu.matvec_ref(blocks, scales, ids, x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    with pytest.raises(IndexError, match="outside"):
+        mxfp4_cpu.routed_matvec(blocks, scales, torch.tensor([0, E]), x[:1].expand(2, -1).contiguous())
+    with pytest.raises(ValueError, match="contiguous"):
+        mxfp4_cpu.routed_matvec(blocks, scales, ids, torch.zeros(R, 2 * B * 32)[:, ::2])  # strided view
 
 
 @settings(max_examples=20)

@@ -1,0 +1,108 @@
+/* Routed MXFP4 matvec on CPU: out[r, o] = sum_k W_{ids[r]}[o, k] * x[r, k], straight from the packed bytes.
+
+Built and loaded by optimized/mxfp4_cpu.py (gcc, no torch headers); its *_ref is optimized.mxfp4.matvec.
+Layout (the release layout, read in place, never decoded to memory):
+  blocks uint8 (E, O, B, 16): two FP4 E2M1 codes per byte, quirk: LOW nibble first (element 2j = byte j & 0xF)
+  scales uint8 (E, O, B):     E8M0, weight = fp4 * 2**(scale - 127); scale 0 is the subnormal 2**-127
+The scale is per block of 32 along k, so each block's dot product runs on the unscaled FP4 values and is then
+multiplied by its scale: y = sum_b 2**(s_b - 127) * (codes_b . x_b).
+AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded by two in-register permutes
+(vpermps), with x split once into its even and odd elements (low and high nibbles). A scalar path serves CPUs
+without AVX-512; both sum in float32.
+Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
+*/
+#include <stdint.h>
+#include <string.h>
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
+
+static const float FP4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+static inline float e8m0(uint8_t s) {
+    uint32_t bits = s == 0 ? (1u << 22) : ((uint32_t)s << 23);  /* s is float32's exponent field (bias 127) */
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* x (B*32) -> xe, xo (B*16): the elements the low and the high nibbles multiply */
+static void split(const float *x, float *xe, float *xo, int64_t B) {
+    for (int64_t i = 0; i < B * 16; i++) {
+        xe[i] = x[2 * i];
+        xo[i] = x[2 * i + 1];
+    }
+}
+
+static void rows_scalar(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
+                        int64_t o0, int64_t o1, int64_t B) {
+    for (int64_t o = o0; o < o1; o++) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < B; b++) {
+            const uint8_t *p = bl + (o * B + b) * 16;
+            float part = 0.0f;
+            for (int j = 0; j < 16; j++)
+                part += FP4[p[j] & 15] * xe[b * 16 + j] + FP4[p[j] >> 4] * xo[b * 16 + j];
+            acc += part * e8m0(sc[o * B + b]);
+        }
+        out[o] = acc;
+    }
+}
+
+#ifdef __x86_64__
+__attribute__((target("avx512f")))
+static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
+                        int64_t o0, int64_t o1, int64_t B) {
+    const __m512 table = _mm512_loadu_ps(FP4);
+    const __m512i low = _mm512_set1_epi32(15);
+    for (int64_t o = o0; o < o1; o++) {
+        const uint8_t *p = bl + o * B * 16;
+        const uint8_t *s = sc + o * B;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t b = 0; b < B; b++) {
+            __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + b * 16)));  /* 16 bytes */
+            __m512 wl = _mm512_permutexvar_ps(_mm512_and_si512(c, low), table);  /* low nibbles: even k */
+            __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), table);   /* high nibbles: odd k */
+            __m512 part = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xo + b * 16), _mm512_mul_ps(wl, _mm512_loadu_ps(xe + b * 16)));
+            acc = _mm512_fmadd_ps(part, _mm512_set1_ps(e8m0(s[b])), acc);
+        }
+        out[o] = _mm512_reduce_add_ps(acc);
+    }
+}
+#endif
+
+/* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
+   scratch (2 * B * 16) float32; simd 0 forces the scalar path (tests). Returns 0, or -1 when an id is outside
+   [0, E) (checked before any row is written). */
+int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int64_t *ids, const float *x,
+                        float *out, float *scratch, int64_t R, int64_t E, int64_t O, int64_t B, int simd) {
+    float *xe = scratch, *xo = scratch + B * 16;
+    for (int64_t r = 0; r < R; r++)
+        if (ids[r] < 0 || ids[r] >= E) return -1;
+#ifdef __x86_64__
+    int wide = simd && __builtin_cpu_supports("avx512f");
+#endif
+    for (int64_t r = 0; r < R; r++) {
+        int64_t e = ids[r];
+        split(x + r * B * 32, xe, xo, B);
+        const uint8_t *bl = blocks + e * O * B * 16;
+        const uint8_t *sc = scales + e * O * B;
+#ifdef __x86_64__
+        if (wide) {
+            rows_avx512(bl, sc, xe, xo, out + r * O, 0, O, B);
+            continue;
+        }
+#endif
+        rows_scalar(bl, sc, xe, xo, out + r * O, 0, O, B);
+    }
+    return 0;
+}
+
+int mxfp4_has_avx512(void) {
+#ifdef __x86_64__
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
