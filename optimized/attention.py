@@ -11,6 +11,7 @@ Legend: B rows, T query tokens, S key slots, H q-heads, K kv-heads, G = H // K, 
 """
 import torch
 
+from optimized.linear import linear
 from optimized.norm import rms_norm
 from optimized.rope import apply_rope
 
@@ -34,21 +35,23 @@ def attention(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
     G = H // K
     assert tuple(k.shape) == tuple(v.shape) == (B, S, K, D) and H == K * G, (q.shape, k.shape, v.shape)
     assert tuple(sinks.shape) == (H,) and tuple(q_pos.shape) == (B, T) and tuple(k_pos.shape) == (B, S)
-    kf, vf = k.float(), v.float()
+    kt, vt = k.float().permute(0, 2, 3, 1), v.float().permute(0, 2, 1, 3)  # (B, K, D, S), (B, K, S, D)
     sink = sinks.float().reshape(1, K, G, 1, 1)
     chunk = max(1, SCORE_BYTES // max(1, B * H * S * 4))
     out = []
     for t0 in range(0, T, chunk):
         qc = q[:, t0:t0 + chunk].float().reshape(B, -1, K, G, D)
         Tc = qc.shape[1]
-        scores = torch.einsum("btkgd,bskd->bkgts", qc, kf) * sm_scale  # (B, K, G, Tc, S)
+        # "btkgd,bskd->bkgts" as one batched matmul over (b, k): einsum's planning costs more than the math at T=1
+        scores = torch.matmul(qc.permute(0, 2, 3, 1, 4).reshape(B, K, G * Tc, D), kt).reshape(B, K, G, Tc, S)
+        scores *= sm_scale
         visible = visible_mask(q_pos[:, t0:t0 + chunk], k_pos, window)[:, None, None]  # (B, 1, 1, Tc, S)
-        scores = scores.masked_fill(~visible, float("-inf"))
+        scores = torch.where(visible, scores, float("-inf"))
         logits = torch.cat([scores, sink.expand(B, K, G, Tc, 1)], dim=-1)  # one extra column for the sink
         p = torch.softmax(logits, dim=-1)[..., :S]  # the sink's share is dropped: rows sum to less than 1
-        o = torch.einsum("bkgts,bskd->btkgd", p, vf)
+        o = torch.matmul(p.reshape(B, K, G * Tc, S), vt).reshape(B, K, G, Tc, D).permute(0, 3, 1, 2, 4)  # btkgd
         out.append(o.reshape(B, Tc, H, D))
-    return torch.cat(out, dim=1).to(q.dtype)
+    return (out[0] if len(out) == 1 else torch.cat(out, dim=1)).to(q.dtype)
 
 
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: bool = False,
@@ -59,11 +62,10 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: 
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
     t = rms_norm(x, w["norm.scale"])
-    qkv = torch.nn.functional.linear(t, w["qkv.weight"], w["qkv.bias"])  # (B, T, D*(H+2K))
-    q = qkv[..., : H * D].reshape(B, T, H, D)  # head h = k*G + g
-    k = qkv[..., H * D:(H + K) * D].reshape(B, T, K, D)
+    qkv = linear(t, w["qkv.weight"], w["qkv.bias"])  # (B, T, D*(H+2K))
+    qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, T, H + K, D), cos, sin)  # q and k heads rotated at once
+    q, k = qk[:, :, :H], qk[:, :, H:]  # head h = k*G + g
     v = qkv[..., (H + K) * D:].reshape(B, T, K, D)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     S = cache.pos[layer].shape[1]
     if decode or not window:
         # one token per row, or a full layer (slot = position, never reused): write first, attend the cache
@@ -79,4 +81,4 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: 
         last = pos.max(dim=1, keepdim=True).values
         cache.write(layer, k, v, torch.where(pos > last - S, pos, torch.full_like(pos, -1)))
     o = op(q, ks, vs, w["sinks"], D ** -0.5, window, pos, kp)
-    return x + torch.nn.functional.linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
+    return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])

@@ -6,7 +6,8 @@ the cache, batch size), so a rejected request costs nothing and leaves the engin
 reset at the start of every request, so a request that failed halfway (e.g. out of memory) leaves nothing
 behind either.
 CUDA graphs (torch.cuda.graphs): the decode step for a given cache is captured once and replayed; it is only
-used on CUDA, when the MoE op takes its gather path (no host sync) for that batch size. CPU never touches it.
+used on CUDA, with the Triton backend always, with the torch backend when its MoE op takes the gather path (no host
+sync) for that batch size. CPU never touches it.
 
 Legend: B rows, T tokens, V vocabulary.
 """
@@ -117,6 +118,8 @@ class Engine:
         return [torch.cat(o) for o in outs] if all_logits else last
 
     def _graphable(self, batch: int) -> bool:
+        if self.model.ops.name == "triton":
+            return True  # the Triton MoE reads the packed experts in place: no gather scratch, no host sync
         c, el = self.config, torch.empty((), dtype=self.model.dtype).element_size()
         return batch * c.experts_per_token * 3 * c.intermediate_size * c.hidden_size * el <= moe_mod.GATHER_BYTES
 

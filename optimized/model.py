@@ -13,6 +13,7 @@ from optimized import checkpoint as ckpt_mod
 from optimized.attention import attention_block
 from optimized.cache import Cache
 from optimized.moe import moe_block
+from optimized.linear import linear
 from optimized.norm import rms_norm
 from optimized.ops import get_backend
 from optimized.rope import cos_sin, inv_freq_and_concentration
@@ -65,7 +66,7 @@ class Model:
         x = rms_norm(x, w.tensors["norm.scale"])
         if stages is not None:
             stages["norm"] = x
-        logits = torch.nn.functional.linear(x, w.tensors["unembedding.weight"]).float()
+        logits = linear(x, w.tensors["unembedding.weight"]).float()
         if stages is not None:
             stages["logits"] = logits
         return logits[:, 0] if last is not None else logits

@@ -15,6 +15,7 @@ Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = 
 import torch
 
 from optimized import mxfp4, mxfp4_cpu
+from optimized.linear import linear
 from optimized.norm import rms_norm
 from reference.moe import SWIGLU_ALPHA
 
@@ -59,7 +60,7 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
         xr = x.float().repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
         h = mxfp4_cpu.routed_matvec(w1_blocks, w1_scales, e, xr).add_(b1.index_select(0, e))  # (R, 2I)
         y = mxfp4_cpu.routed_matvec(w2_blocks, w2_scales, e, swiglu(h, limit)).add_(b2.index_select(0, e))  # (R, C)
-        return torch.einsum("na,nac->nc", weights, y.reshape(N, A, C)).to(out_dtype)
+        return torch.bmm(weights[:, None], y.reshape(N, A, C))[:, 0].to(out_dtype)  # "na,nac->nc", half the cost
     # CPUs emulate bf16 matmuls slowly: there the experts are decoded and applied in float32 (more exact, faster)
     dt = torch.float32 if x.device.type == "cpu" else x.dtype
     x = x.to(dt)
@@ -101,7 +102,7 @@ def moe_block(x, w, config, ops, trace=None):
     """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
     B, T, C = x.shape
     t = rms_norm(x, w["norm.scale"]).reshape(B * T, C)
-    router_logits = torch.nn.functional.linear(t, w["gate.weight"], w["gate.bias"])  # (N, E)
+    router_logits = linear(t, w["gate.weight"], w["gate.bias"])  # (N, E)
     ids, weights = ops.route(router_logits, config.experts_per_token)
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)

@@ -83,7 +83,7 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     if out is None:
         out = torch.empty(R, O, dtype=torch.float32)
     assert tuple(out.shape) == (R, O) and out.dtype == torch.float32 and out.is_contiguous()
-    scratch = torch.empty(2 * B * 16, dtype=torch.float32)
+    scratch = torch.empty(36 * B, dtype=torch.float32)  # x's even and odd halves, 4 rows of scales
     rc = _lib.mxfp4_routed_matvec(blocks.data_ptr(), scales.data_ptr(), ids.data_ptr(), x.data_ptr(),
                                   out.data_ptr(), scratch.data_ptr(), R, E, O, B, int(simd))
     if rc != 0:

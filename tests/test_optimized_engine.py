@@ -281,3 +281,17 @@ def test_synthetic_weights_have_the_loaded_layout():
     assert w.mlp[0]["mlp1_weight.blocks"].dtype == torch.uint8 and w.attn[0]["sinks"].dtype == torch.float32
     logits = Engine(Model(w), context=16).logits(TOKENS[:5])
     assert logits.shape == (5, CFG.vocab_size) and bool(torch.isfinite(logits).all()) and logits.std() > 0.1
+
+
+def test_cuda_graph_eligibility_by_backend(ckpts):
+    """Decode is captured in a CUDA graph when its step has no host sync: the torch MoE only on its gather path
+    (the routed experts' scratch within GATHER_BYTES), the Triton MoE always (it reads the packed experts in
+    place). Checked on the decision itself: capturing needs a GPU."""
+    from types import SimpleNamespace
+    from optimized import moe as moe_mod
+    engine = Engine(Model.load(ckpts["original"], "cpu", torch.float32), context=16)
+    c = engine.config
+    too_many = moe_mod.GATHER_BYTES // (c.experts_per_token * 3 * c.intermediate_size * c.hidden_size * 4) + 1
+    assert engine._graphable(1) and not engine._graphable(too_many)
+    engine.model.ops = SimpleNamespace(name="triton")
+    assert engine._graphable(too_many)
