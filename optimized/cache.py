@@ -45,10 +45,12 @@ class Cache:
         S = self.pos[layer].shape[1]
         if all_valid:  # decode: one token per row, no host sync (CUDA-graph safe)
             assert T == 1
-            rows, slots = torch.arange(B, device=k.device), pos[:, 0] % S
-            self.k[layer][rows, slots] = k[:, 0]
-            self.v[layer][rows, slots] = v[:, 0]
-            self.pos[layer][rows, slots] = pos[:, 0]
+            flat = pos[:, 0] % S  # row b's slot, as an index into the (B*S) flattened slots
+            if B > 1:
+                flat = flat + torch.arange(0, B * S, S, device=k.device)
+            self.k[layer].view(B * S, K, D).index_copy_(0, flat, k[:, 0])  # index_copy_: a third of index_put's cost
+            self.v[layer].view(B * S, K, D).index_copy_(0, flat, v[:, 0])
+            self.pos[layer].view(B * S).index_copy_(0, flat, pos[:, 0])
             return
         b, t = torch.nonzero(pos >= 0, as_tuple=True)
         slots = pos[b, t] % S

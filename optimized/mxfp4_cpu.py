@@ -3,66 +3,35 @@
 out[r] = W_{ids[r]} @ x[r] for the R routed rows of a decode step, reading each routed expert's packed blocks
 and scales in place (no gather copy, nothing decoded to memory). Its *_ref is `matvec_ref` below
 (optimized.mxfp4.matvec on the gathered experts), tested against it in tests/test_optimized_ops.py.
-Build: csrc/mxfp4_matvec.c is compiled once with the system C compiler (`cc`, ~1 s, no torch headers) into
-a cache folder keyed by the source's hash, then loaded with ctypes. Without a compiler (or on a non-x86 CPU
-the kernel still builds, with its scalar path) `available()` is False, the reason is in `unavailable_reason`,
-and moe.py keeps the torch path: slower, same numbers within float32 rounding.
+Build: csrc/mxfp4_matvec.c, compiled once by cbuild.py. Without a compiler `available()` is False, the reason
+is in `unavailable_reason`, and moe.py keeps the torch path: slower, same numbers within float32 rounding (a
+CPU without AVX-512 runs the kernel's scalar path).
 Not here: bias, activation, routing weights (moe.py), prefill (moe.py goes expert by expert there).
 
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along the input axis.
 """
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
-from optimized import mxfp4
+from optimized import cbuild, mxfp4
 
-SOURCE = Path(__file__).with_name("csrc") / "mxfp4_matvec.c"
+SOURCE = "mxfp4_matvec.c"
 _lib = None
 unavailable_reason = None
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gpt-oss-kit"
-
-
-def _build() -> ctypes.CDLL:
-    src = SOURCE.read_bytes()
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("no C compiler (cc/gcc) on PATH")
-    target = _cache_dir() / f"mxfp4_matvec_{hashlib.sha256(src).hexdigest()[:16]}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then rename: concurrent-safe
-            so = Path(tmp) / target.name
-            run = subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(so), str(SOURCE)],
-                                 capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"{cc} failed on {SOURCE.name}: {run.stderr.strip()[:500]}")
-            os.replace(so, target)
-    lib = ctypes.CDLL(str(target))
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.mxfp4_routed_matvec.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, ctypes.c_int]
-    lib.mxfp4_routed_matvec.restype = ctypes.c_int
-    lib.mxfp4_has_avx512.restype = ctypes.c_int
-    return lib
 
 
 def available() -> bool:
     global _lib, unavailable_reason
     if _lib is None and unavailable_reason is None:
-        try:
-            _lib = _build()
-        except (OSError, RuntimeError) as e:
-            unavailable_reason = f"{type(e).__name__}: {e}"
+        lib = cbuild.load(SOURCE)
+        if lib is None:
+            unavailable_reason = cbuild.reasons[SOURCE]
+        else:
+            p, i64 = ctypes.c_void_p, ctypes.c_int64
+            lib.mxfp4_routed_matvec.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, ctypes.c_int]
+            lib.mxfp4_routed_matvec.restype = ctypes.c_int
+            _lib = lib
     return _lib is not None
 
 

@@ -55,7 +55,7 @@ static void rows_scalar(const uint8_t *bl, const uint8_t *sc, const float *xe, c
 #define BLOCK_DOT(ptr, xe_b, xo_b)                                                                         \
     ({                                                                                                     \
         __m512i c_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ptr)));                        \
-        __m512 wl_ = _mm512_permutexvar_ps(_mm512_and_si512(c_, low), table); /* low nibbles: even k */    \
+        __m512 wl_ = _mm512_permutexvar_ps(c_, table); /* vpermps reads the index's low 4 bits: even k */ \
         __m512 wh_ = _mm512_permutexvar_ps(_mm512_srli_epi32(c_, 4), table);  /* high nibbles: odd k */    \
         _mm512_fmadd_ps(wh_, xo_b, _mm512_mul_ps(wl_, xe_b));                                              \
     })
@@ -77,7 +77,6 @@ __attribute__((target("avx512f")))
 static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
                         int64_t o0, int64_t o1, int64_t B, float *sf) {
     const __m512 table = _mm512_loadu_ps(FP4);
-    const __m512i low = _mm512_set1_epi32(15);
     int64_t o = o0;
     for (; o + 4 <= o1; o += 4) {  /* four rows at once: independent sums, x loaded once per block */
         const uint8_t *p = bl + o * B * 16;

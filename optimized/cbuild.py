@@ -1,0 +1,52 @@
+"""Building the engine's C kernels (optimized/csrc/*.c) for the CPU decode path, once, and loading them.
+
+Each source is compiled with the system C compiler (`cc`, or $CC; ~1 s, no torch headers, plain C ABI) into
+a cache folder keyed by the source's hash, built aside and renamed (safe when several processes build at
+once), then loaded with ctypes. `load` returns None and records why when there is no compiler, the source is
+missing (an install without csrc/) or the build fails: the callers then keep their torch paths.
+Not here: the kernels' arguments and checks (mxfp4_cpu.py, linear.py).
+"""
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CSRC = Path(__file__).with_name("csrc")
+_loaded: dict[str, ctypes.CDLL | None] = {}
+reasons: dict[str, str] = {}  # source name -> why it could not be loaded
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gpt-oss-kit"
+
+
+def _build(source: Path) -> ctypes.CDLL:
+    src = source.read_bytes()
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc/gcc) on PATH")
+    target = _cache_dir() / f"{source.stem}_{hashlib.sha256(src).hexdigest()[:16]}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            so = Path(tmp) / target.name
+            run = subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(so), str(source)],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"{cc} failed on {source.name}: {run.stderr.strip()[:500]}")
+            os.replace(so, target)
+    return ctypes.CDLL(str(target))
+
+
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled csrc/<name>, or None (reason in `reasons[name]`)."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = _build(CSRC / name)
+        except (OSError, RuntimeError) as e:
+            _loaded[name], reasons[name] = None, f"{type(e).__name__}: {e}"
+    return _loaded[name]
