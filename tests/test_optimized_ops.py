@@ -127,13 +127,36 @@ def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
     x = torch.randn(R, B * 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
     want = np.einsum("roc,rc->ro", ref_mxfp4.decode(blocks.numpy(), scales.numpy())[ids.numpy()], x.double().numpy())
     got = mxfp4_cpu.routed_matvec(blocks, scales, ids, x, simd=simd)
-    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    tiny = 1e-37  # sums under the 2**-127 scale can be float32 subnormals: absolute, not relative, precision
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max() + tiny)
     ref = mxfp4_cpu.matvec_ref(blocks, scales, ids, x)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item() + tiny)
     with pytest.raises(IndexError, match="outside"):
         mxfp4_cpu.routed_matvec(blocks, scales, torch.tensor([0, E]), x[:1].expand(2, -1).contiguous())
     with pytest.raises(ValueError, match="contiguous"):
         mxfp4_cpu.routed_matvec(blocks, scales, ids, torch.zeros(R, 2 * B * 32)[:, ::2])  # strided view
+
+
+@pytest.mark.parametrize("simd", [True, False])
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 70), st.sampled_from([32, 96, 40]), st.booleans())
+def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):
+    """The bf16 one-row projection against float32 torch.mv of the same bf16 values (C=40: the scalar path)."""
+    from optimized.linear import bf16_matvec, linear
+    g = torch.Generator().manual_seed(seed)
+    w, x = torch.randn(O, C, generator=g).bfloat16(), torch.randn(C, generator=g).bfloat16()
+    b = torch.randn(O, generator=g).bfloat16() if bias else None
+    want = torch.mv(w.double(), x.double()) + (b.double() if bias else 0)
+    got = bf16_matvec(w, x, b, simd=simd)
+    assert got.dtype == torch.float32 and got.shape == (O,)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    y = linear(x[None, None], w, b)  # the engine's entry: one row, rounded once to bf16
+    assert y.shape == (1, 1, O) and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y[0, 0], got.bfloat16(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="contiguous bfloat16"):
+        bf16_matvec(w.float(), x, b)
+    with pytest.raises(ValueError, match="contiguous bfloat16"):
+        bf16_matvec(w, torch.zeros(2 * C, dtype=torch.bfloat16)[::2], b)
 
 
 @settings(max_examples=20)
