@@ -9,8 +9,11 @@ that the score tensor stays under SCORE_BYTES.
 
 Legend: B rows, T query tokens, S key slots, H q-heads, K kv-heads, G = H // K, D head_dim, C hidden.
 """
+import ctypes
+
 import torch
 
+from optimized import cbuild
 from optimized.linear import linear
 from optimized.norm import rms_norm
 from optimized.rope import apply_rope
@@ -52,6 +55,59 @@ def attention(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
         o = torch.matmul(p.reshape(B, K, G * Tc, S), vt).reshape(B, K, G, Tc, D).permute(0, 3, 1, 2, 4)  # btkgd
         out.append(o.reshape(B, Tc, H, D))
     return (out[0] if len(out) == 1 else torch.cat(out, dim=1)).to(q.dtype)
+
+
+_DECODE_SOURCE = "attention_decode.c"
+_decode_lib = None
+
+
+def _decode_kernel():
+    global _decode_lib
+    if _decode_lib is None:
+        lib = cbuild.load(_DECODE_SOURCE)
+        if lib is None:
+            return None
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.attention_decode.argtypes = [p, p, p, ctypes.c_int, p, ctypes.c_float, i64, p, p, p, p, i64, i64, i64,
+                                         i64, i64]
+        lib.attention_decode.restype = None
+        _decode_lib = lib
+    return _decode_lib
+
+
+def attention_decode(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
+    """The op for one query token per row on CPU, in C (csrc/attention_decode.c; its *_ref is `attention`).
+    Same signature and result; k/v float32 or bfloat16 read in place; q_pos (B, 1)."""
+    B, T, H, D = q.shape
+    S, K = k.shape[1], k.shape[2]
+    assert T == 1 and tuple(k.shape) == tuple(v.shape) == (B, S, K, D) and H % K == 0 and D <= 256
+    assert tuple(sinks.shape) == (H,) and tuple(q_pos.shape) == (B, 1) and tuple(k_pos.shape) == (B, S)
+    lib = _decode_kernel()
+    if lib is None:
+        raise RuntimeError(f"the CPU decode attention kernel is unavailable: {cbuild.reasons[_DECODE_SOURCE]}")
+    if not (k.dtype == v.dtype and k.dtype in (torch.float32, torch.bfloat16)):
+        raise ValueError(f"attention_decode: k/v must both be float32 or bfloat16, got {k.dtype}, {v.dtype}")
+    for name, t in (("k", k), ("v", v), ("k_pos", k_pos)):
+        if t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"attention_decode: {name} must be a contiguous CPU tensor (strides {t.stride()})")
+    qf = q.float().contiguous()
+    qp, kp = q_pos.to(torch.int64).contiguous(), k_pos.to(torch.int64)
+    sk = sinks.float().contiguous()
+    out = torch.empty(B, 1, H, D, dtype=torch.float32)
+    scratch = torch.empty(S, dtype=torch.float32)
+    lib.attention_decode(qf.data_ptr(), k.data_ptr(), v.data_ptr(), int(k.dtype == torch.bfloat16), sk.data_ptr(),
+                         float(sm_scale), int(window or 0), qp.data_ptr(), kp.data_ptr(), out.data_ptr(),
+                         scratch.data_ptr(), B, S, H, K, D)
+    return out.to(q.dtype)
+
+
+def attention_cpu(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
+    """The torch backend's op: the C kernel for one CPU query token per row (decode), else `attention`."""
+    if (q.device.type == "cpu" and q.shape[1] == 1 and q.shape[3] <= 256 and k.dtype == v.dtype
+            and k.dtype in (torch.float32, torch.bfloat16) and k.is_contiguous() and v.is_contiguous()
+            and k_pos.is_contiguous() and _decode_kernel() is not None):
+        return attention_decode(q, k, v, sinks, sm_scale, window, q_pos, k_pos)
+    return attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos)
 
 
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: bool = False,

@@ -1,7 +1,8 @@
 """The engine's op seam: route, moe, attention by backend name.
 
 "torch" (default) is the pure-torch implementation in moe.py and attention.py; these functions double as the
-Triton kernels' `*_ref`. "triton" imports `optimized.kernels` lazily, only when asked for: it must define the
+Triton kernels' `*_ref`. On CPU its decode step calls C kernels (mxfp4_cpu.py from moe, attention_cpu's
+one-token path), each tested against these torch functions. "triton" imports `optimized.kernels` lazily, only when asked for: it must define the
 three ops with IDENTICAL signatures (seam B in the lead's interfaces); an op it does not define is an error,
 not a silent fallback, and so is a package that is missing or fails to import.
 
@@ -13,7 +14,7 @@ not a silent fallback, and so is a package that is missing or fails to import.
 import importlib
 from types import SimpleNamespace
 
-from optimized.attention import attention
+from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
@@ -26,7 +27,7 @@ class BackendError(RuntimeError):
 
 def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
-        return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention)
+        return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu)  # C at CPU decode
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")

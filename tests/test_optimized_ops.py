@@ -200,6 +200,31 @@ def test_attention_op_vs_reference(seed, T, S, window):
             np.testing.assert_allclose(got[b, t], want.reshape(H, D), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 3), st.integers(1, 20), st.sampled_from([0, 4]))
+def test_cpu_kernel_attention_decode_vs_op(kv_dtype, seed, B, S, window):
+    """The C one-token attention against the torch op (its *_ref), on the same (possibly bf16) cache values:
+    ring-like key positions, empty slots, windows, a padding query (-1) and queries that see nothing."""
+    from optimized.attention import attention_cpu, attention_decode
+    g = torch.Generator().manual_seed(seed)
+    H, K, D = 4, 2, 8
+    q = torch.randn(B, 1, H, D, generator=g).to(kv_dtype)
+    k, v = (torch.randn(B, S, K, D, generator=g).to(kv_dtype) for _ in range(2))
+    sinks = torch.randn(H, generator=g)
+    k_pos = torch.stack([torch.randperm(S + 2, generator=g)[:S] - 1 for _ in range(B)])
+    q_pos = torch.randint(-1, S + 2, (B, 1), generator=g)
+    want = ops.attention(q, k, v, sinks, D ** -0.5, window, q_pos, k_pos)
+    got = attention_decode(q, k, v, sinks, D ** -0.5, window, q_pos, k_pos)
+    assert got.dtype == q.dtype and got.shape == (B, 1, H, D)
+    tol = 1e-5 if kv_dtype == torch.float32 else 1e-2  # bf16: both round one float32 result to bf16
+    torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)
+    assert torch.equal(attention_cpu(q, k, v, sinks, D ** -0.5, window, q_pos, k_pos), got)  # the backend's path
+    with pytest.raises(ValueError, match="contiguous"):
+        strided = torch.zeros(B, S, K, 2 * D, dtype=kv_dtype)[..., ::2]  # a view of every other element
+        attention_decode(q, strided, v, sinks, D ** -0.5, window, q_pos, k_pos)
+
+
 def test_backend_registry(monkeypatch):
     assert ops.get_backend().moe is moe and ops.get_backend("torch").route is route
     with pytest.raises(ops.BackendError, match="unknown backend 'cuda'"):
