@@ -6,7 +6,8 @@ and scales in place (no gather copy, nothing decoded to memory). Its *_ref is `m
 Build: csrc/mxfp4_matvec.c, compiled once by cbuild.py. Without a compiler `available()` is False, the reason
 is in `unavailable_reason`, and moe.py keeps the torch path: slower, same numbers within float32 rounding (a
 CPU without AVX-512 runs the kernel's scalar path).
-Not here: bias, activation, routing weights (moe.py), prefill (moe.py goes expert by expert there).
+`moe_decode` runs the whole MoE of a decode step (both matvecs, biases, SwiGLU, routing weights) in one call.
+Not here: routing (moe.py), prefill (moe.py goes expert by expert there).
 
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along the input axis.
 """
@@ -31,6 +32,10 @@ def available() -> bool:
             p, i64 = ctypes.c_void_p, ctypes.c_int64
             lib.mxfp4_routed_matvec.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, ctypes.c_int]
             lib.mxfp4_routed_matvec.restype = ctypes.c_int
+            f32 = ctypes.c_float
+            lib.mxfp4_moe_decode.argtypes = [p, p, p, p, p, p, ctypes.c_int, p, p, p, p, p, i64, i64, i64, i64, i64,
+                                             f32, f32, ctypes.c_int]
+            lib.mxfp4_moe_decode.restype = ctypes.c_int
             _lib = lib
     return _lib is not None
 
@@ -60,10 +65,41 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     return out
 
 
+def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
+               simd: bool = True) -> torch.Tensor:
+    """The MoE op for a few tokens in one C call (matvecs, biases, SwiGLU, routing weights): x (N, C) float32,
+    ids (N, A) int32, weights (N, A) float32, packed experts as in moe.py, biases float32 or bfloat16
+    -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off)."""
+    N, C = x.shape
+    E, I2, B1, _ = w1_blocks.shape
+    I, A = I2 // 2, ids.shape[1]
+    assert tuple(ids.shape) == tuple(weights.shape) == (N, A) and B1 * 32 == C and I % 32 == 0
+    assert tuple(w2_blocks.shape) == (E, C, I // 32, 16) and tuple(b1.shape) == (E, I2) and tuple(b2.shape) == (E, C)
+    assert b1.dtype == b2.dtype and b1.dtype in (torch.float32, torch.bfloat16), (b1.dtype, b2.dtype)
+    args = dict(x=x, ids=ids, weights=weights, w1_blocks=w1_blocks, w1_scales=w1_scales, b1=b1, w2_blocks=w2_blocks,
+                w2_scales=w2_scales, b2=b2)
+    want = dict(x=torch.float32, ids=torch.int32, weights=torch.float32)
+    for name, t in args.items():
+        if t.device.type != "cpu" or not t.is_contiguous() or (name in want and t.dtype != want[name]):
+            raise ValueError(f"moe_decode: {name} must be a contiguous CPU tensor{' of ' + str(want[name]) if name in want else ''}"
+                             f" ({t.dtype}, strides {t.stride()})")
+    if not available():
+        raise RuntimeError(f"the CPU MXFP4 kernel is unavailable: {unavailable_reason}")
+    out = torch.empty(N, C, dtype=torch.float32)
+    scratch = torch.empty(36 * max(C, I) // 32 + 4 * I + C, dtype=torch.float32)
+    rc = _lib.mxfp4_moe_decode(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(), w2_blocks.data_ptr(),
+                               w2_scales.data_ptr(), b2.data_ptr(), int(b1.dtype == torch.bfloat16), ids.data_ptr(),
+                               weights.data_ptr(), x.data_ptr(), out.data_ptr(), scratch.data_ptr(), N, A, E, I, C,
+                               float(limit), float(alpha), int(simd))
+    if rc != 0:
+        raise IndexError(f"moe_decode: an expert id in {ids.tolist()} is outside [0, {E})")
+    return out
+
+
 def matvec_ref(blocks, scales, ids, x) -> torch.Tensor:
     """The kernel's reference: gather the routed experts, then the torch packed matvec."""
     e = ids.long()
     return mxfp4.matvec(blocks.index_select(0, e), scales.index_select(0, e), x.float())
 
 
-__all__ = ["available", "matvec_ref", "routed_matvec", "unavailable_reason"]
+__all__ = ["available", "matvec_ref", "moe_decode", "routed_matvec", "unavailable_reason"]

@@ -138,6 +138,29 @@ def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
 
 
 @pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("bias_dtype", [torch.float32, torch.bfloat16])
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=seeds, N=st.integers(1, 3))
+def test_cpu_kernel_moe_decode_vs_torch_op(monkeypatch, simd, bias_dtype, seed, N):
+    """The one-call C MoE against the torch op on the same inputs (decode + bmm path, float32 math)."""
+    from optimized import moe as moe_mod
+    monkeypatch.setattr(moe_mod, "CPU_MATVEC", False)  # the torch op: decode the routed experts, bmm
+    rng = np.random.default_rng(seed)
+    E, C, I, A, limit = 4, 64, 32, 2, 7.0
+    w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
+    b1, b2 = b1.to(bias_dtype), b2.to(bias_dtype)
+    x = torch.from_numpy(rng.standard_normal((N, C)).astype(np.float32))
+    ids, weights = route(torch.from_numpy(rng.standard_normal((N, E))), A)
+    want = moe(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, limit)
+    got = mxfp4_cpu.moe_decode(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, limit, ref_moe.SWIGLU_ALPHA, simd=simd)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    with pytest.raises(IndexError, match="outside"):
+        mxfp4_cpu.moe_decode(x, torch.full_like(ids, E), weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702)
+    with pytest.raises(ValueError, match="ids must be a contiguous CPU tensor of torch.int32"):
+        mxfp4_cpu.moe_decode(x, ids.long(), weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702)
+
+
+@pytest.mark.parametrize("simd", [True, False])
 @settings(max_examples=10)
 @given(seeds, st.integers(1, 70), st.sampled_from([32, 96, 40]), st.booleans())
 def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):

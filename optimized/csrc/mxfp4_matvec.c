@@ -1,4 +1,5 @@
-/* Routed MXFP4 matvec on CPU: out[r, o] = sum_k W_{ids[r]}[o, k] * x[r, k], straight from the packed bytes.
+/* Routed MXFP4 matvec on CPU: out[r, o] = sum_k W_{ids[r]}[o, k] * x[r, k], straight from the packed bytes;
+   and the whole MoE of a decode step built on it (mxfp4_moe_decode).
 
 Built and loaded by optimized/mxfp4_cpu.py (gcc, no torch headers); its *_ref is optimized.mxfp4.matvec.
 Layout (the release layout, read in place, never decoded to memory):
@@ -12,6 +13,7 @@ without AVX-512; both sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 #ifdef __x86_64__
 #include <immintrin.h>
@@ -109,37 +111,84 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
 }
 #endif
 
+/* one packed matrix (O, B, 16) + scales (O, B) times x (B*32) -> out (O); scratch (36 * B) float32 */
+static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, float *out, int64_t O, int64_t B,
+                       float *scratch, int wide) {
+    float *xe = scratch, *xo = scratch + B * 16;
+    split(x, xe, xo, B);
+#ifdef __x86_64__
+    if (wide) {
+        rows_avx512(bl, sc, xe, xo, out, 0, O, B, xo + B * 16);
+        return;
+    }
+#endif
+    (void)wide;
+    rows_scalar(bl, sc, xe, xo, out, 0, O, B);
+}
+
+static int use_simd(int simd) {
+#ifdef __x86_64__
+    return simd && __builtin_cpu_supports("avx512f");
+#else
+    (void)simd;
+    return 0;
+#endif
+}
+
 /* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
    scratch (36 * B) float32; simd 0 forces the scalar path (tests). Returns 0, or -1 when an id is outside
    [0, E) (checked before any row is written). */
 int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int64_t *ids, const float *x,
                         float *out, float *scratch, int64_t R, int64_t E, int64_t O, int64_t B, int simd) {
-    float *xe = scratch, *xo = scratch + B * 16;
     for (int64_t r = 0; r < R; r++)
         if (ids[r] < 0 || ids[r] >= E) return -1;
-#ifdef __x86_64__
-    int wide = simd && __builtin_cpu_supports("avx512f");
-#endif
-    for (int64_t r = 0; r < R; r++) {
-        int64_t e = ids[r];
-        split(x + r * B * 32, xe, xo, B);
-        const uint8_t *bl = blocks + e * O * B * 16;
-        const uint8_t *sc = scales + e * O * B;
-#ifdef __x86_64__
-        if (wide) {
-            rows_avx512(bl, sc, xe, xo, out + r * O, 0, O, B, xo + B * 16);
-            continue;
-        }
-#endif
-        rows_scalar(bl, sc, xe, xo, out + r * O, 0, O, B);
-    }
+    int wide = use_simd(simd);
+    for (int64_t r = 0; r < R; r++)
+        matvec_one(blocks + ids[r] * O * B * 16, scales + ids[r] * O * B, x + r * B * 32, out + r * O, O, B,
+                   scratch, wide);
     return 0;
 }
 
-int mxfp4_has_avx512(void) {
-#ifdef __x86_64__
-    return __builtin_cpu_supports("avx512f");
-#else
+static inline float bias_at(const void *b, int64_t i, int bf16) {
+    if (!bf16) return ((const float *)b)[i];
+    uint32_t bits = (uint32_t)((const uint16_t *)b)[i] << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* The whole MoE of a few tokens, float32 (moe.py's op for decode on CPU; its *_ref is the torch op):
+   out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e), e = ids[n, a].
+   w1 (E, 2I, C/32, 16) + scales, b1 (E, 2I); w2 (E, C, I/32, 16) + scales, b2 (E, C); biases float32 or bf16
+   (bias_bf16). SwiGLU quirks as in moe.py: rows of mlp1 interleave gate (even) and linear (odd); gate clamped
+   above only, linear both ways; gate * sigmoid(alpha * gate) * (linear + 1).
+   scratch: 36 * max(C, I) / 32 + 4 * I + C floats. Returns 0, or -1 when an id is outside [0, E). */
+int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
+                     const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
+                     const float *x, float *out, float *scratch, int64_t N, int64_t A, int64_t E, int64_t I,
+                     int64_t C, float limit, float alpha, int simd) {
+    for (int64_t r = 0; r < N * A; r++)
+        if (ids[r] < 0 || ids[r] >= E) return -1;
+    int wide = use_simd(simd);
+    int64_t B1 = C / 32, B2 = I / 32, Bmax = B1 > B2 ? B1 : B2;
+    float *h = scratch + 36 * Bmax, *act = h + 2 * I, *y = act + I;
+    for (int64_t n = 0; n < N; n++) {
+        float *o = out + n * C;
+        for (int64_t c = 0; c < C; c++) o[c] = 0.0f;
+        for (int64_t a = 0; a < A; a++) {
+            int64_t e = ids[n * A + a];
+            matvec_one(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, x + n * C, h, 2 * I, B1, scratch, wide);
+            for (int64_t i = 0; i < I; i++) {
+                float gate = h[2 * i] + bias_at(b1, e * 2 * I + 2 * i, bias_bf16);
+                float lin = h[2 * i + 1] + bias_at(b1, e * 2 * I + 2 * i + 1, bias_bf16);
+                gate = gate > limit ? limit : gate;  /* quirk: clamped above only */
+                lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
+                act[i] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);  /* quirk: +1 on the linear half */
+            }
+            matvec_one(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, C, B2, scratch, wide);
+            float wgt = weights[n * A + a];
+            for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[c] + bias_at(b2, e * C + c, bias_bf16));
+        }
+    }
     return 0;
-#endif
 }
