@@ -5,8 +5,10 @@ transformers' GptOssForCausalLM on one mid-size synthetic checkpoint, same weigh
 
 The checkpoint (random weights, written once by reference.writer in both layouts) goes to /tmp/gpt-oss-bench;
 transformers loads the HF-layout copy (it dequantizes MXFP4 experts to dense weights on CPU; this engine keeps
-them packed). Prints a markdown table with ratios to transformers, all from this one run. Batch 1 throughout;
-decode is measured after a prefill of --prompt tokens, greedy, over --new steps (the reference: 2 steps).
+them packed). Prints a markdown table with ratios to transformers, all from this one run, and the weight bytes
+each decode step must read (weight_bytes_per_token) with the bandwidth that this implies at the measured speed.
+Batch 1 throughout; decode is measured after a prefill of --prompt tokens, greedy, over --new steps (the
+reference: 2 steps).
 Every implementation is loaded first, then measured in --rounds interleaved rounds, keeping each one's best:
 on a shared machine a burst of other work then slows one round of everyone, not one implementation.
 """
@@ -91,6 +93,23 @@ class TransformersRunner:
         return len(prompt) / pre, steps / (time.perf_counter() - t)
 
 
+def weight_bytes_per_token(c, name: str) -> float | None:
+    """Weight bytes one batch-1 decode step must read (the DRAM floor's numerator): the k routed experts, the
+    attention and router projections, the unembedding. transformers reads dense experts (it dequantizes MXFP4
+    at load on CPU); the engine reads them packed: 16 bytes + 1 scale byte per 32 weights. The reference
+    decodes MXFP4 in float64 every step: not a memory-bound design, left out."""
+    if name.startswith("reference"):
+        return None
+    el = 2 if "bf16" in name else 4
+    expert = 3 * c.intermediate_size * c.hidden_size  # mlp1 (2I x C) + mlp2 (C x I) weights
+    experts = c.num_hidden_layers * c.experts_per_token * expert * (el if name.startswith("transformers") else 17 / 32)
+    qkv = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim * c.hidden_size
+    out = c.hidden_size * c.num_attention_heads * c.head_dim
+    router = c.num_experts * c.hidden_size
+    dense = c.num_hidden_layers * (qkv + out + router) + c.vocab_size * c.hidden_size
+    return experts + dense * el
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)  # more only on an idle machine: OpenMP stalls when shared
@@ -118,11 +137,14 @@ def main():
           f" vocab {c.vocab_size}; batch 1, prompt {args.prompt}, decode {args.new} (reference: 2); "
           f"best of {args.rounds} interleaved rounds; "
           f"torch threads {args.threads}; torch {torch.__version__}, {os.cpu_count()} CPUs\n")
-    print("| implementation | prefill tok/s | decode tok/s | prefill vs transformers | decode vs transformers |")
-    print("|---|---:|---:|---:|---:|")
+    print("| implementation | prefill tok/s | decode tok/s | prefill vs transformers | decode vs transformers "
+          "| weight MB read per decoded token | implied GB/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, pre, dec in rows:
         b = base["bf16" if "bf16" in name else "fp32"]
-        print(f"| {name} | {pre:.1f} | {dec:.2f} | {pre / b[1]:.2f}x | {dec / b[2]:.2f}x |")
+        nbytes = weight_bytes_per_token(c, name)
+        mem = "- | -" if nbytes is None else f"{nbytes / 1e6:.1f} | {nbytes * dec / 1e9:.1f}"
+        print(f"| {name} | {pre:.1f} | {dec:.2f} | {pre / b[1]:.2f}x | {dec / b[2]:.2f}x | {mem} |")
 
 
 if __name__ == "__main__":

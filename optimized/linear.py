@@ -53,7 +53,7 @@ def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None,
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., C), w (O, C), b (O,) or None -> (..., O)."""
     O, C = w.shape
-    assert x.shape[-1] == C and (b is None or tuple(b.shape) == (O,)), (x.shape, w.shape, None if b is None else b.shape)
+    assert x.shape[-1] == C and (b is None or tuple(b.shape) == (O,)), (x.shape, w.shape, b is None or b.shape)
     if x.device.type == "cpu" and x.numel() == C:
         v = x.reshape(C)
         if (w.dtype == v.dtype == torch.bfloat16 and (b is None or b.dtype == torch.bfloat16) and w.is_contiguous()

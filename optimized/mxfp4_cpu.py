@@ -81,8 +81,8 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
     want = dict(x=torch.float32, ids=torch.int32, weights=torch.float32)
     for name, t in args.items():
         if t.device.type != "cpu" or not t.is_contiguous() or (name in want and t.dtype != want[name]):
-            raise ValueError(f"moe_decode: {name} must be a contiguous CPU tensor{' of ' + str(want[name]) if name in want else ''}"
-                             f" ({t.dtype}, strides {t.stride()})")
+            of = f" of {want[name]}" if name in want else ""
+            raise ValueError(f"moe_decode: {name} must be a contiguous CPU tensor{of} ({t.dtype}, {t.stride()})")
     if not available():
         raise RuntimeError(f"the CPU MXFP4 kernel is unavailable: {unavailable_reason}")
     out = torch.empty(N, C, dtype=torch.float32)
