@@ -71,6 +71,9 @@ def _decode_kernel():
         lib.attention_decode.argtypes = [p, p, p, ctypes.c_int, p, ctypes.c_float, i64, p, p, p, p, i64, i64, i64,
                                          i64, i64]
         lib.attention_decode.restype = None
+        lib.attention_decode_block.argtypes = [p, ctypes.c_int, p, p, p, p, p, p, p, ctypes.c_float, i64, p, p, i64,
+                                               i64, i64, i64, i64]
+        lib.attention_decode_block.restype = None
         _decode_lib = lib
     return _decode_lib
 
@@ -110,6 +113,38 @@ def attention_cpu(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
     return attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos)
 
 
+def decode_block_cpu(qkv, cos, sin, pos, cache, layer: int, sinks, sm_scale: float, window: int, H: int, K: int,
+                     D: int):
+    """The decode path of attention_block between the qkv and out projections, in one C call: RoPE on q and k,
+    the cache write (slot pos % S), attention over the cache. qkv (B, 1, (H+2K)*D), cos/sin (B, 1, D/2), pos (B, 1)
+    -> (B, 1, H, D) in qkv's dtype. Tested against the step-by-step torch path (same rounding points)."""
+    B, T, W = qkv.shape
+    kc, vc, pc = cache.k[layer], cache.v[layer], cache.pos[layer]
+    S = pc.shape[1]
+    assert T == 1 and W == (H + 2 * K) * D and tuple(kc.shape) == (B, S, K, D) and kc.dtype == qkv.dtype
+    c, s, p = cos.reshape(B, D // 2).contiguous(), sin.reshape(B, D // 2).contiguous(), pos.reshape(B).contiguous()
+    out = torch.empty(B, 1, H, D, dtype=torch.float32)
+    scratch = torch.empty(S + H * D, dtype=torch.float32)
+    _decode_kernel().attention_decode_block(
+        qkv.data_ptr(), int(qkv.dtype == torch.bfloat16), c.data_ptr(), s.data_ptr(), p.data_ptr(), kc.data_ptr(),
+        vc.data_ptr(), pc.data_ptr(), sinks.data_ptr(), float(sm_scale), int(window or 0), out.data_ptr(),
+        scratch.data_ptr(), B, S, H, K, D)
+    return out.to(qkv.dtype)
+
+
+def _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, sinks, op, D) -> bool:
+    """The C decode block stands in for exactly what the torch backend would do step by step."""
+    return (op is attention_cpu and x.device.type == "cpu" and qkv.dtype in (torch.float32, torch.bfloat16)
+            and D <= 256 and D % 2 == 0 and qkv.is_contiguous() and cos.dtype == sin.dtype == torch.float32
+            and sinks.dtype == torch.float32 and sinks.is_contiguous() and pos.dtype == torch.int64
+            and all(t.is_contiguous() for t in (cache.k[layer], cache.v[layer], cache.pos[layer]))
+            and cache.k[layer].dtype == cache.v[layer].dtype == qkv.dtype and FUSED_DECODE
+            and _decode_kernel() is not None)
+
+
+FUSED_DECODE = True  # tests switch it off to compare with the step-by-step path
+
+
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: bool = False,
                     static: bool = False):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
@@ -119,6 +154,9 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: 
     window = config.window_of_layer(layer) or 0
     t = rms_norm(x, w["norm.scale"])
     qkv = linear(t, w["qkv.weight"], w["qkv.bias"])  # (B, T, D*(H+2K))
+    if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
+        o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)
+        return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
     qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, T, H + K, D), cos, sin)  # q and k heads rotated at once
     q, k = qk[:, :, :H], qk[:, :, H:]  # head h = k*G + g
     v = qkv[..., (H + K) * D:].reshape(B, T, K, D)

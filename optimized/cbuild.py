@@ -24,8 +24,11 @@ def _cache_dir() -> Path:
     return Path(base) / "gpt-oss-kit"
 
 
+FLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC"]  # no contraction: a*b - c*d rounds as torch's ops do
+
+
 def _build(source: Path) -> ctypes.CDLL:
-    src = source.read_bytes()
+    src = source.read_bytes() + " ".join(FLAGS).encode()  # the cache key covers the flags too
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc/gcc) on PATH")
@@ -34,7 +37,7 @@ def _build(source: Path) -> ctypes.CDLL:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             so = Path(tmp) / target.name
-            run = subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(so), str(source)],
+            run = subprocess.run([cc, *FLAGS, "-o", str(so), str(source)],
                                  capture_output=True, text=True)
             if run.returncode != 0:
                 raise RuntimeError(f"{cc} failed on {source.name}: {run.stderr.strip()[:500]}")

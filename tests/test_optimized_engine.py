@@ -295,3 +295,26 @@ def test_cuda_graph_eligibility_by_backend(ckpts):
     assert engine._graphable(1) and not engine._graphable(too_many)
     engine.model.ops = SimpleNamespace(name="triton")
     assert engine._graphable(too_many)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_fused_cpu_decode_block_equals_step_by_step(ckpts, monkeypatch, dtype):
+    """The C decode block (RoPE, cache write, attention in one call) against attention.py's step-by-step torch
+    path: ragged rows, ring layers wrapping (14 tokens > window 4), same positions and keys in the cache."""
+    from optimized import attention as att
+    model = Model.load(ckpts["original"], "cpu", torch.float32 if dtype == "fp32" else torch.bfloat16)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(att, "FUSED_DECODE", fused)
+        engine = Engine(model, context=32)
+        cache = engine.fresh_cache(2)
+        engine.run(cache, [TOKENS[:5], TOKENS[:2]])
+        logits = torch.stack([engine.run(cache, [[t], [TOKENS[-1 - i]]]) for i, t in enumerate(TOKENS[5:])])
+        runs[fused] = logits, [t.clone() for t in cache.tensors()]
+    (fused_logits, fused_cache), (step_logits, step_cache) = runs[True], runs[False]
+    torch.testing.assert_close(fused_logits, step_logits, atol=TOL[dtype], rtol=0)
+    L = CFG.num_hidden_layers
+    for a, b in zip(fused_cache[2 * L:], step_cache[2 * L:]):  # slot positions: identical
+        assert torch.equal(a, b)
+    for a, b in zip(fused_cache[:2 * L], step_cache[:2 * L]):  # keys and values
+        torch.testing.assert_close(a.float(), b.float(), atol=TOL[dtype], rtol=0)
