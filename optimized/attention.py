@@ -6,6 +6,9 @@ qkv columns are [q heads | k heads | v heads]; query head h uses kv head h // G;
 per head joined to the softmax and dropped after it (not scaled); the window is on even layers only.
 Scores and softmax are computed in float32 whatever the activation dtype; queries are processed in chunks so
 that the score tensor stays under SCORE_BYTES.
+CPU decode (one token per row), where ~25 small torch ops per layer cost more than their math: the torch
+backend's op (`attention_cpu`) runs `attention_decode` in C, and the block runs RoPE + cache write + attention
+as one C call (`decode_block_cpu`); both in csrc/attention_decode.c, tested against the torch steps.
 
 Legend: B rows, T query tokens, S key slots, H q-heads, K kv-heads, G = H // K, D head_dim, C hidden.
 """

@@ -6,8 +6,9 @@ gate (even) and linear (odd); gate clamped above only, linear clamped both ways,
 expert biases added per expert before the routing weight.
 Experts stay packed (uint8 blocks + scales) and are decoded inside the op, never all at once:
   - few routed rows (decode): gather only the routed experts' packed weights and decode just those
-    (no host sync, so it can be captured in a CUDA graph); on CPU not even decoded: mxfp4.matvec sums
-    per-byte contributions straight from the packed bytes;
+    (no host sync, so it can be captured in a CUDA graph); on CPU not even decoded: one C call
+    (mxfp4_cpu.moe_decode) multiplies straight from the packed bytes, or without a C compiler mxfp4.matvec
+    sums per-byte contributions in torch;
   - many rows (prefill): one expert at a time, over the rows routed to it.
 
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows.
@@ -21,7 +22,8 @@ from reference.moe import SWIGLU_ALPHA
 
 GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
 CPU_MATVEC = True  # on CPU the gather path multiplies from the packed bytes (tests switch it off to reach decode+bmm)
-CPU_KERNEL_ROWS = 64  # routed rows up to which the C kernel beats expert-by-expert decode + matmul on CPU
+CPU_KERNEL_ROWS = 64  # routed rows up to which CPU uses the C kernel: it re-reads an expert for each routed row,
+# so a long prefill goes expert by expert instead (one decode per hit expert, then a matmul over its rows)
 
 
 def route(router_logits: torch.Tensor, k: int):
