@@ -301,8 +301,13 @@ def test_cuda_graph_eligibility_by_backend(ckpts):
 def test_fused_cpu_decode_block_equals_step_by_step(ckpts, monkeypatch, dtype):
     """The C decode block (RoPE, cache write, attention in one call) against attention.py's step-by-step torch
     path: ragged rows, ring layers wrapping (14 tokens > window 4), same positions and keys in the cache."""
+    import shutil
     from optimized import attention as att
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: no fused decode block to compare")
     model = Model.load(ckpts["original"], "cpu", torch.float32 if dtype == "fp32" else torch.bfloat16)
+    calls, block = [], att.decode_block_cpu
+    monkeypatch.setattr(att, "decode_block_cpu", lambda *a: calls.append(1) or block(*a))
     runs = {}
     for fused in (True, False):
         monkeypatch.setattr(att, "FUSED_DECODE", fused)
@@ -311,6 +316,7 @@ def test_fused_cpu_decode_block_equals_step_by_step(ckpts, monkeypatch, dtype):
         engine.run(cache, [TOKENS[:5], TOKENS[:2]])
         logits = torch.stack([engine.run(cache, [[t], [TOKENS[-1 - i]]]) for i, t in enumerate(TOKENS[5:])])
         runs[fused] = logits, [t.clone() for t in cache.tensors()]
+    assert len(calls) == CFG.num_hidden_layers * len(TOKENS[5:])  # the fused run took the C block, every layer
     (fused_logits, fused_cache), (step_logits, step_cache) = runs[True], runs[False]
     torch.testing.assert_close(fused_logits, step_logits, atol=TOL[dtype], rtol=0)
     L = CFG.num_hidden_layers

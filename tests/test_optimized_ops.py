@@ -22,6 +22,14 @@ torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared 2-cor
 seeds = st.integers(0, 2**31 - 1)
 
 
+def _needs_c_kernels():
+    """The C kernels (optimized/csrc) need a C compiler; with one, a failed build is a failure, not a skip."""
+    import shutil
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: the engine runs its torch paths (tested above)")
+    assert mxfp4_cpu.available(), mxfp4_cpu.unavailable_reason
+
+
 @settings(max_examples=20)
 @given(seeds, st.integers(1, 4), st.sampled_from([torch.float32, torch.bfloat16]))
 def test_mxfp4_decode_exact(seed, nblocks, dtype):
@@ -84,7 +92,7 @@ def test_moe_op_vs_reference(monkeypatch, path, seed, N):
     monkeypatch.setattr(moe_mod, "CPU_MATVEC", path in ("cpu_kernel", "gather_matvec"))
     monkeypatch.setattr(moe_mod, "CPU_KERNEL_ROWS", 2**20 if path == "cpu_kernel" else 0)
     if path == "cpu_kernel":
-        assert mxfp4_cpu.available(), mxfp4_cpu.unavailable_reason  # gcc is part of the dev and CI images
+        _needs_c_kernels()
     rng = np.random.default_rng(seed)
     E, C, I, A, limit = 4, 64, 32, 2, 7.0
     w1b, w1s, b1, w2b, w2s, b2 = _experts(rng, E, C, I)
@@ -118,7 +126,7 @@ def test_mxfp4_matvec_equals_decode_then_multiply(seed, R, O, B):
 @settings(max_examples=10)
 @given(seeds, st.integers(1, 6), st.integers(1, 4), st.integers(1, 40), st.integers(1, 4))
 def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
-    assert mxfp4_cpu.available(), mxfp4_cpu.unavailable_reason
+    _needs_c_kernels()
     rng = np.random.default_rng(seed)
     blocks = torch.from_numpy(rng.integers(0, 256, (E, O, B, 16), dtype=np.uint8))
     scales = torch.from_numpy(rng.integers(110, 140, (E, O, B), dtype=np.uint8))
@@ -144,6 +152,7 @@ def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
 def test_cpu_kernel_moe_decode_vs_torch_op(monkeypatch, simd, bias_dtype, seed, N):
     """The one-call C MoE against the torch op on the same inputs (decode + bmm path, float32 math)."""
     from optimized import moe as moe_mod
+    _needs_c_kernels()
     monkeypatch.setattr(moe_mod, "CPU_MATVEC", False)  # the torch op: decode the routed experts, bmm
     rng = np.random.default_rng(seed)
     E, C, I, A, limit = 4, 64, 32, 2, 7.0
@@ -166,6 +175,7 @@ def test_cpu_kernel_moe_decode_vs_torch_op(monkeypatch, simd, bias_dtype, seed, 
 def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):
     """The bf16 one-row projection against float32 torch.mv of the same bf16 values (C=40: the scalar path)."""
     from optimized.linear import bf16_matvec, linear
+    _needs_c_kernels()
     g = torch.Generator().manual_seed(seed)
     w, x = torch.randn(O, C, generator=g).bfloat16(), torch.randn(C, generator=g).bfloat16()
     b = torch.randn(O, generator=g).bfloat16() if bias else None
@@ -230,6 +240,7 @@ def test_cpu_kernel_attention_decode_vs_op(kv_dtype, seed, B, S, window):
     """The C one-token attention against the torch op (its *_ref), on the same (possibly bf16) cache values:
     ring-like key positions, empty slots, windows, a padding query (-1) and queries that see nothing."""
     from optimized.attention import attention_cpu, attention_decode
+    _needs_c_kernels()
     g = torch.Generator().manual_seed(seed)
     H, K, D = 4, 2, 8
     q = torch.randn(B, 1, H, D, generator=g).to(kv_dtype)
