@@ -94,6 +94,9 @@ else
     STATUS[conformance]="skipped (no conformance/)"
 fi
 
+# the engine's own GPU checks: CUDA-graph decode == eager, triton backend == torch, plan_memory == allocated
+stage engine_gpu_check 60 $PY -m optimized.gpu_check --device cuda
+
 stage kernel_tests_rest 40 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "not (bfloat16 or real_shapes or cuda_graph)"
 stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
     --contexts 1024 --prefill 2048 --json "$OUT/bench_torch.json"
