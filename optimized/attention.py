@@ -61,24 +61,17 @@ def attention(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
 
 
 _DECODE_SOURCE = "attention_decode.c"
-_decode_lib = None
+_P, _I64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_DECODE_SIGNATURES = {
+    "attention_decode": ([_P, _P, _P, ctypes.c_int, _P, _F32, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64],
+                         None),
+    "attention_decode_block": ([_P, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P, _F32, _I64, _P, _P, _I64, _I64, _I64,
+                                _I64, _I64], None),
+}
 
 
 def _decode_kernel():
-    global _decode_lib
-    if _decode_lib is None:
-        lib = cbuild.load(_DECODE_SOURCE)
-        if lib is None:
-            return None
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.attention_decode.argtypes = [p, p, p, ctypes.c_int, p, ctypes.c_float, i64, p, p, p, p, i64, i64, i64,
-                                         i64, i64]
-        lib.attention_decode.restype = None
-        lib.attention_decode_block.argtypes = [p, ctypes.c_int, p, p, p, p, p, p, p, ctypes.c_float, i64, p, p, i64,
-                                               i64, i64, i64, i64]
-        lib.attention_decode_block.restype = None
-        _decode_lib = lib
-    return _decode_lib
+    return cbuild.load(_DECODE_SOURCE, _DECODE_SIGNATURES)
 
 
 def attention_decode(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):

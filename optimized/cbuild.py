@@ -45,11 +45,15 @@ def _build(source: Path) -> ctypes.CDLL:
     return ctypes.CDLL(str(target))
 
 
-def load(name: str) -> ctypes.CDLL | None:
-    """The compiled csrc/<name>, or None (reason in `reasons[name]`)."""
+def load(name: str, signatures: dict[str, tuple[list, object]]) -> ctypes.CDLL | None:
+    """The compiled csrc/<name> with `signatures` {function: (argtypes, restype)} set once, at its first load;
+    or None (reason in `reasons[name]`). Later calls are one dict lookup (callers call it on their hot path)."""
     if name not in _loaded:
         try:
-            _loaded[name] = _build(CSRC / name)
-        except (OSError, RuntimeError) as e:
+            lib = _build(CSRC / name)
+            for fn, (argtypes, restype) in signatures.items():
+                getattr(lib, fn).argtypes, getattr(lib, fn).restype = argtypes, restype
+            _loaded[name] = lib
+        except (OSError, RuntimeError, AttributeError) as e:
             _loaded[name], reasons[name] = None, f"{type(e).__name__}: {e}"
     return _loaded[name]

@@ -17,20 +17,12 @@ import torch
 from optimized import cbuild
 
 SOURCE = "bf16_matvec.c"
-_lib = None
+_P, _I64 = ctypes.c_void_p, ctypes.c_int64
+SIGNATURES = {"bf16_matvec": ([_P, _P, _P, _P, _I64, _I64, ctypes.c_int], None)}
 
 
 def _bf16_lib():
-    global _lib
-    if _lib is None:
-        lib = cbuild.load(SOURCE)
-        if lib is None:
-            return None
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.bf16_matvec.argtypes = [p, p, p, p, i64, i64, ctypes.c_int]
-        lib.bf16_matvec.restype = None
-        _lib = lib
-    return _lib
+    return cbuild.load(SOURCE, SIGNATURES)
 
 
 def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None, simd: bool = True) -> torch.Tensor:

@@ -18,6 +18,12 @@ import torch
 from optimized import cbuild, mxfp4
 
 SOURCE = "mxfp4_matvec.c"
+_P, _I64, _F32, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+SIGNATURES = {
+    "mxfp4_routed_matvec": ([_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT], _INT),
+    "mxfp4_moe_decode": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _F32,
+                          _INT], _INT),
+}
 _lib = None
 unavailable_reason = None
 
@@ -25,18 +31,9 @@ unavailable_reason = None
 def available() -> bool:
     global _lib, unavailable_reason
     if _lib is None and unavailable_reason is None:
-        lib = cbuild.load(SOURCE)
-        if lib is None:
+        _lib = cbuild.load(SOURCE, SIGNATURES)
+        if _lib is None:
             unavailable_reason = cbuild.reasons[SOURCE]
-        else:
-            p, i64 = ctypes.c_void_p, ctypes.c_int64
-            lib.mxfp4_routed_matvec.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, ctypes.c_int]
-            lib.mxfp4_routed_matvec.restype = ctypes.c_int
-            f32 = ctypes.c_float
-            lib.mxfp4_moe_decode.argtypes = [p, p, p, p, p, p, ctypes.c_int, p, p, p, p, p, i64, i64, i64, i64, i64,
-                                             f32, f32, ctypes.c_int]
-            lib.mxfp4_moe_decode.restype = ctypes.c_int
-            _lib = lib
     return _lib is not None
 
 
