@@ -19,6 +19,9 @@ def pytest_addoption(parser):
     g.addoption("--dtype", default=None,
                 help="the dtype whose bounds apply (float64, float32, bfloat16); default: the impl's dtype "
                      "attribute, else bfloat16. With --impl optimized, bfloat16 selects factory_bf16")
+    g.addoption("--device", default=None, choices=["cpu", "cuda"],
+                help="device of a built-in impl (--impl optimized: cpu or cuda); a port of your own chooses its "
+                     "device in its factory")
     g.addoption("--golden", default=None, help="golden data folder (default: golden/data; or one written by "
                                                "python -m golden --checkpoint)")
     g.addoption("--certificate", default=None, help="write certificate.json and certificate.md to this folder")

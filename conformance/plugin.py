@@ -23,6 +23,7 @@ BUILTIN = {"reference": "conformance.impls.reference:factory",
            "transformers": "conformance.impls.transformers:factory",
            "optimized": "optimized.adapter:factory"}
 BF16_FACTORY = {"optimized": "optimized.adapter:factory_bf16", "transformers": "conformance.impls.transformers:factory_bf16"}
+CUDA_FACTORY = {"optimized": ("optimized.adapter:factory_cuda", "optimized.adapter:factory_cuda_bf16")}  # fp32, bf16
 
 
 class ImplError(RuntimeError):
@@ -52,8 +53,11 @@ def _load_attr(spec: str):
     return getattr(module, attr)
 
 
-def resolve(name: str, dtype: str | None):
-    """--impl (and --dtype) -> (factory, identity string)."""
+def resolve(name: str, dtype: str | None, device: str | None = None):
+    """--impl (and --dtype, --device) -> (factory, identity string)."""
+    if device == "cuda" and name not in CUDA_FACTORY:
+        raise ImplError(f"--device cuda applies to the built-in {sorted(CUDA_FACTORY)} only; --impl {name!r} "
+                        f"chooses its device in its own factory")
     if name.startswith("exec:"):
         command = name[len("exec:"):].strip()
         if not command:
@@ -64,6 +68,8 @@ def resolve(name: str, dtype: str | None):
         spec = BUILTIN[name]
         if dtype in ("bfloat16", "bf16") and name in BF16_FACTORY:
             spec = BF16_FACTORY[name]
+        if device == "cuda":
+            spec = CUDA_FACTORY[name][dtype in ("bfloat16", "bf16")]
         if name == "optimized" and importlib.util.find_spec("optimized.adapter") is None:
             raise ImplError("--impl optimized: optimized/adapter.py does not exist yet (it must define "
                             "factory and factory_bf16 per conformance/README.md)")

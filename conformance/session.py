@@ -105,6 +105,7 @@ class Kit:
         self.config = config
         self.impl_name = config.getoption("--impl")
         self.dtype_opt = config.getoption("--dtype")
+        self.device_opt = config.getoption("--device")
         golden = config.getoption("--golden")
         self.golden = Golden(golden or gformat.DATA_DIR)
         self.certificate = config.getoption("--certificate")
@@ -116,7 +117,7 @@ class Kit:
     @property
     def factory(self):
         if self._factory is None:
-            self._factory, spec_ = plugin.resolve(self.impl_name, self.dtype_opt)
+            self._factory, spec_ = plugin.resolve(self.impl_name, self.dtype_opt, self.device_opt)
             self.identity["factory"] = spec_
         return self._factory
 

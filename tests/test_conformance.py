@@ -247,3 +247,13 @@ def test_optimized_is_resolved_or_clearly_missing(tmp_path, monkeypatch):
     else:
         assert resolve("optimized", None)[1] == "optimized.adapter:factory"
         assert resolve("optimized", "bfloat16")[1] == "optimized.adapter:factory_bf16"
+        assert resolve("optimized", None, "cpu")[1] == "optimized.adapter:factory"
+        assert resolve("optimized", "float32", "cuda")[1] == "optimized.adapter:factory_cuda"
+        assert resolve("optimized", "bfloat16", "cuda")[1] == "optimized.adapter:factory_cuda_bf16"
+
+
+@pytest.mark.parametrize("impl", ["reference", "transformers", "my.port:factory", "exec:./port"])
+def test_device_cuda_is_refused_where_the_kit_cannot_choose_the_device(impl):
+    from conformance.plugin import ImplError, resolve
+    with pytest.raises(ImplError, match=f"--device cuda applies to the built-in \\['optimized'\\] only; --impl '{impl}'"):
+        resolve(impl, None, "cuda")
