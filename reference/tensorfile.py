@@ -117,13 +117,13 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
     # As the safetensors library itself requires: the tensors tile the data region exactly, no overlap, no gap,
     # nothing after the last one. A header that leaves bytes unaccounted for was not written by a safetensors writer.
     spans.sort()
-    covered = 0
+    covered, previous = 0, None
     for begin, end, name in spans:
         if begin < covered:
-            raise CheckpointError(f"{path}: tensor {name!r} overlaps the tensor before it in the file: corrupt header")
+            raise CheckpointError(f"{path}: tensors {previous!r} and {name!r} overlap in the file: corrupt header")
         if begin > covered:
             raise CheckpointError(f"{path}: {begin - covered} bytes before tensor {name!r} belong to no tensor: corrupt header")
-        covered = end
+        covered, previous = end, name
     if data_start + covered != size:
         raise CheckpointError(f"{path}: {size - data_start - covered} bytes after the last tensor belong to no tensor: "
                               "corrupt header or a file with data appended")

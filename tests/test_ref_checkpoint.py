@@ -217,7 +217,7 @@ def test_overlapping_offsets(base, tmp_path):
     a, b = "block.0.attn.sinks", "block.1.attn.sinks"  # same shape and dtype
     header[b]["data_offsets"] = header[a]["data_offsets"]
     write_raw(f, header, data)
-    with pytest.raises(CheckpointError, match="overlap"):
+    with pytest.raises(CheckpointError, match=f"tensors '{a}' and '{b}' overlap"):
         Checkpoint(path)
 
 
