@@ -96,8 +96,9 @@ class TransformersRunner:
 def weight_bytes_per_token(c, name: str) -> float | None:
     """Weight bytes one batch-1 decode step must read (the DRAM floor's numerator): the k routed experts, the
     attention and router projections, the unembedding. transformers reads dense experts (it dequantizes MXFP4
-    at load on CPU); the engine reads them packed: 16 bytes + 1 scale byte per 32 weights. The reference
-    decodes MXFP4 in float64 every step: not a memory-bound design, left out."""
+    at load on CPU); the engine reads them packed: 16 bytes + 1 scale byte per 32 weights, and its dense
+    matrices in bf16 in both dtypes (the file's bf16, kept by a float32 model on CPU: checkpoint.placed_dtype).
+    The reference decodes MXFP4 in float64 every step: not a memory-bound design, left out."""
     if name.startswith("reference"):
         return None
     el = 2 if "bf16" in name else 4
@@ -107,7 +108,7 @@ def weight_bytes_per_token(c, name: str) -> float | None:
     out = c.hidden_size * c.num_attention_heads * c.head_dim
     router = c.num_experts * c.hidden_size
     dense = c.num_hidden_layers * (qkv + out + router) + c.vocab_size * c.hidden_size
-    return experts + dense * el
+    return experts + dense * (2 if name.startswith("optimized") else el)
 
 
 def main():

@@ -5,7 +5,10 @@ shared; only the placement is here. Each tensor is read from its memory map, con
 device before the next one is touched, so host memory holds at most one tensor. Placement:
   - MoE experts stay packed: uint8 blocks and E8M0 scales (a 0xFF NaN scale is refused here);
   - norm scales and attention sinks in float32 (tiny; used in float32 math);
-  - everything else (embedding, qkv/out, router, expert biases, unembedding) in the compute dtype.
+  - everything else (embedding, qkv/out, router, expert biases, unembedding) in the compute dtype, except that
+    a float32 model on CPU keeps the big matrices the file stores in bf16 (embedding, qkv/out, router,
+    unembedding; the release format) in bf16: widening is exact, so every number is the float32 model's, and
+    a decode step reads half the bytes (linear.py widens them in its kernels; the embedding rows on lookup).
 The loader may re-layout weights once here; it does not (the torch ops read the release layout).
 Out of device memory while loading raises LoadError naming the tensor, its size and what was placed so far.
 """
@@ -17,6 +20,7 @@ from reference.mxfp4 import SCALE_NAN
 from reference.tensorfile import CheckpointError
 
 FP32_LEAVES = ("norm.scale", "attn.sinks")
+NARROW_LEAVES = ("embedding.weight", "qkv.weight", "out.weight", "gate.weight")  # unembedding.weight too
 ATTN = ("norm.scale", "qkv.weight", "qkv.bias", "sinks", "out.weight", "out.bias")
 MLP = ("norm.scale", "gate.weight", "gate.bias", "mlp1_weight.blocks", "mlp1_weight.scales", "mlp1_bias",
        "mlp2_weight.blocks", "mlp2_weight.scales", "mlp2_bias")
@@ -27,17 +31,23 @@ class LoadError(MemoryError):
     """The device ran out of memory while placing the weights; the message says which tensor and how much."""
 
 
-def placed_dtype(name: str, kind: str, dtype: torch.dtype) -> torch.dtype:
+def placed_dtype(name: str, kind: str, dtype: torch.dtype, device="cuda", stored=torch.bfloat16) -> torch.dtype:
+    """The dtype a tensor gets on the device; `stored` is its dtype in the file (bf16 in the release)."""
     if kind == "u8":
         return torch.uint8
-    return torch.float32 if name.endswith(FP32_LEAVES) else dtype
+    if name.endswith(FP32_LEAVES):
+        return torch.float32
+    if (dtype == torch.float32 and stored == torch.bfloat16 and torch.device(device).type == "cpu"
+            and name.endswith(NARROW_LEAVES)):
+        return torch.bfloat16  # quirk (ours): a float32 model keeps bf16-stored matrices bf16 on CPU, exactly
+    return dtype
 
 
 class Weights:
     """Canonical name -> tensor on the device, with per-layer views for the blocks."""
 
-    def __init__(self, config, tensors: dict[str, torch.Tensor]):
-        self.config, self.tensors = config, tensors
+    def __init__(self, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype):
+        self.config, self.tensors, self.dtype = config, tensors, dtype  # dtype: the compute dtype
         L = config.num_hidden_layers
         self.attn = [{n: tensors[f"block.{i}.attn.{n}"] for n in ATTN} for i in range(L)]
         self.mlp = [{n: tensors[f"block.{i}.mlp.{n}"] for n in MLP} for i in range(L)]
@@ -74,7 +84,7 @@ def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
     config, device = ckpt.config, torch.device(device)
     tensors, placed = {}, 0
     if device.type == "cuda":  # refuse up front rather than after minutes of copying
-        need = sum(torch.Size(shape).numel() * torch.empty((), dtype=placed_dtype(n, k, dtype)).element_size()
+        need = sum(torch.Size(shape).numel() * torch.empty((), dtype=placed_dtype(n, k, dtype, device)).element_size()
                    for n, (shape, k) in expected_tensors(config).items())
         free, _ = torch.cuda.mem_get_info(device)
         if need > free:
@@ -87,7 +97,7 @@ def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
             raise CheckpointError(f"{ckpt.path}: {name!r} holds an E8M0 NaN scale (0xFF)")
         if kind == "float" and not bool(torch.isfinite(host).all()):
             raise CheckpointError(f"{ckpt.path}: tensor {name!r} holds non-finite values")
-        want = placed_dtype(name, kind, dtype)
+        want = placed_dtype(name, kind, dtype, device, host.dtype)
         try:
             tensors[name] = place(host, device, want)
         except OOM_ERRORS as e:
@@ -97,4 +107,4 @@ def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
                             f"for what this model needs") from e
         placed += tensors[name].numel() * tensors[name].element_size()
         del host
-    return Weights(config, tensors)
+    return Weights(config, tensors, dtype)

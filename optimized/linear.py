@@ -6,6 +6,10 @@ One row (batch-1 decode) on CPU:
     matrices; the kernel leaves only the weight reads (bench/engine_cpu.py);
   - float32 (or no C compiler): torch.mv / torch.addmv, ~1.2x faster than linear's matmul path at one row.
 Same math everywhere: products summed in float32, bias added, one rounding to the dtype.
+A float32 model on CPU keeps the matrices its checkpoint stores in bf16 (the release format) in bf16
+(checkpoint.placed_dtype): widening bf16 to float32 is exact, so the numbers are the float32 model's and a decode
+step reads half the bytes. Up to KERNEL_ROWS rows: csrc/bf16_matvec.c's bf16_f32_matmul (weights widened in
+registers, float32 x and sums); more rows: F.linear on float32 copies of WIDEN_ROWS output rows at a time.
 Not here: the packed MXFP4 experts (moe.py, mxfp4_cpu.py).
 
 Legend: C input features, O output features.
@@ -18,7 +22,11 @@ from optimized import cbuild
 
 SOURCE = "bf16_matvec.c"
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
-SIGNATURES = {"bf16_matvec": ([_P, _P, _P, _P, _I64, _I64, ctypes.c_int], None)}
+SIGNATURES = {"bf16_matvec": ([_P, _P, _P, _P, _I64, _I64, ctypes.c_int], None),
+              "bf16_f32_matmul": ([_P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], None)}
+WIDEN_ROWS = 4096  # output rows widened to float32 at once for a many-row product with bf16-stored weights
+KERNEL_ROWS = 16  # x rows up to which bf16-stored weights go to the C kernel (weights read once, 4 rows in L1
+# while every x row passes); beyond, widened copies and torch's sgemm (compute-bound prefill)
 
 
 def _bf16_lib():
@@ -42,10 +50,47 @@ def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None,
     return out
 
 
+def bf16_f32_matmul(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None, simd: bool = True) -> torch.Tensor:
+    """w (O, C) bfloat16, x (N, C) float32, b (O,) float32 or None, contiguous on the CPU -> (N, O) float32: the
+    float32 product with the weights widened in registers (the C kernel). simd=False forces the scalar path."""
+    O, C = w.shape
+    N = x.shape[0]
+    assert tuple(x.shape) == (N, C) and (b is None or tuple(b.shape) == (O,)), (w.shape, x.shape)
+    for name, t, dt in (("w", w, torch.bfloat16), ("x", x, torch.float32), ("b", b, torch.float32)):
+        if t is not None and (t.dtype != dt or t.device.type != "cpu" or not t.is_contiguous()):
+            raise ValueError(f"bf16_f32_matmul: {name} must be a contiguous {dt} CPU tensor "
+                             f"({t.dtype}, {t.device}, strides {t.stride()})")
+    lib = _bf16_lib()
+    if lib is None:
+        raise RuntimeError(f"the CPU bf16 kernel is unavailable: {cbuild.reasons[SOURCE]}")
+    out = torch.empty(N, O, dtype=torch.float32)
+    lib.bf16_f32_matmul(w.data_ptr(), x.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(), O, C, N,
+                        int(simd))
+    return out
+
+
+def _linear_widened(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """float32 x times bf16-stored w. Few rows on CPU: the C kernel. Otherwise exact float32 copies of WIDEN_ROWS
+    rows of w at a time (an output column depends on its own row of w only: chunking changes no number)."""
+    O, C = w.shape
+    v = x.reshape(-1, C)
+    if v.shape[0] <= KERNEL_ROWS and x.device.type == "cpu" and w.is_contiguous() and _bf16_lib() is not None:
+        y = bf16_f32_matmul(w, v.contiguous(), None if b is None else b.float().contiguous())
+        return y.reshape(*x.shape[:-1], O)
+    out = torch.empty(v.shape[0], O, dtype=torch.float32, device=x.device)
+    for o in range(0, O, WIDEN_ROWS):
+        bo = None if b is None else b[o:o + WIDEN_ROWS].float()
+        out[:, o:o + WIDEN_ROWS] = torch.nn.functional.linear(v, w[o:o + WIDEN_ROWS].float(), bo)
+    return out.reshape(*x.shape[:-1], O)
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., C), w (O, C), b (O,) or None -> (..., O)."""
+    """x (..., C), w (O, C), b (O,) or None -> (..., O). A bf16 w with a float32 x is a float32 model's
+    bf16-stored matrix (exact widening, float32 result)."""
     O, C = w.shape
     assert x.shape[-1] == C and (b is None or tuple(b.shape) == (O,)), (x.shape, w.shape, b is None or b.shape)
+    if x.dtype == torch.float32 and w.dtype == torch.bfloat16:
+        return _linear_widened(x, w, b)
     if x.device.type == "cpu" and x.numel() == C:
         v = x.reshape(C)
         if (w.dtype == v.dtype == torch.bfloat16 and (b is None or b.dtype == torch.bfloat16) and w.is_contiguous()

@@ -1,7 +1,8 @@
 """Planned device memory of the engine for a config, a context and a batch, in bytes, before loading anything.
 
-  weights:   exactly what checkpoint.load places: packed MXFP4 experts (uint8 blocks + scales), norm scales and
-             sinks in float32, every other tensor in the compute dtype (tested against the loaded tensors);
+  weights:   exactly what checkpoint.load places from a release-format (bf16) checkpoint: packed MXFP4 experts
+             (uint8 blocks + scales), norm scales and sinks in float32, every other tensor in the compute dtype
+             (float32 on CPU keeps the big matrices bf16: checkpoint.placed_dtype); tested against loaded tensors;
   kv_cache:  exactly what cache.Cache allocates: keys and values in the compute dtype plus an int64 position per
              slot; full layers keep `context` slots, sliding-window layers min(window, context) (tested);
   workspace: an upper estimate of the transient tensors of the torch ops, the larger of a prefill chunk
@@ -26,7 +27,8 @@ def _size(dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: int = 1024) -> dict[str, int]:
+def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: int = 1024,
+                device="cuda") -> dict[str, int]:
     dt = DTYPES[dtype]
     el = _size(dt)
     c = config
@@ -37,7 +39,7 @@ def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: i
         n = 1
         for s in shape:
             n *= s
-        size = n * _size(placed_dtype(name, kind, dt))
+        size = n * _size(placed_dtype(name, kind, dt, device))
         weights += size
         experts += size if kind == "u8" else 0
     slots = sum(layer_slots(c, n, context) for n in range(c.num_hidden_layers))
@@ -58,6 +60,6 @@ def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: i
     return out
 
 
-def report(config, context: int, batch: int, dtype="bf16") -> str:
-    p = plan_memory(config, context, batch, dtype)
+def report(config, context: int, batch: int, dtype="bf16", device="cuda") -> str:
+    p = plan_memory(config, context, batch, dtype, device=device)
     return ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in p.items())

@@ -24,8 +24,7 @@ class Model:
         self.weights, self.config = weights, weights.config
         self.ops = get_backend(backend)
         c = self.config
-        emb = weights.tensors["embedding.weight"]
-        self.device, self.dtype = emb.device, emb.dtype
+        self.device, self.dtype = weights.tensors["embedding.weight"].device, weights.dtype
         inv_freq, self.concentration = inv_freq_and_concentration(
             c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length, c.rope_ntk_alpha,
             c.rope_ntk_beta)
@@ -48,7 +47,7 @@ class Model:
         assert tuple(pos.shape) == (B, T) and B == cache.batch, (tokens.shape, pos.shape, cache.batch)
         w, c = self.weights, self.config
         cos, sin = cos_sin(pos.clamp(min=0), self.inv_freq, self.concentration)  # (B, T, D/2)
-        x = w.tensors["embedding.weight"][tokens]  # (B, T, C)
+        x = w.tensors["embedding.weight"][tokens].to(self.dtype)  # (B, T, C); bf16-stored rows widen exactly
         stages = capture if capture is not None else None
         if stages is not None:
             stages["embedding"] = x

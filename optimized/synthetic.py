@@ -1,7 +1,8 @@
 """Random weights with a config's REAL shapes, built directly in device memory (no disk), for GPU benchmarks
 and memory checks on gpt-oss-20b/120b shapes without their checkpoints.
 
-Same placement as checkpoint.load (packed experts, float32 norms and sinks, the rest in the compute dtype) and
+Same placement as checkpoint.load of a release-format file (packed experts, float32 norms and sinks, the rest in
+the compute dtype; checkpoint.placed_dtype) and
 the same fan-in scaling as reference/writer.py, so activations stay O(1); values are NOT those of writer.py
 (torch's generator, not NumPy's), and carry no meaning. Tensors are made one at a time on the device.
 """
@@ -19,7 +20,7 @@ def synthetic_weights(config, device="cuda", dtype=torch.bfloat16, seed: int = 0
     C = config.hidden_size
     tensors = {}
     for name, (shape, kind) in expected_tensors(config).items():
-        want = placed_dtype(name, kind, dtype)
+        want = placed_dtype(name, kind, dtype, device)
         if kind == "u8" and name.endswith(".blocks"):
             t = torch.randint(0, 256, shape, generator=g, device=device, dtype=torch.uint8)
         elif kind == "u8":  # E8M0 scales aimed at 1/(2.9*sqrt(fan_in)), as writer.py does
@@ -34,4 +35,4 @@ def synthetic_weights(config, device="cuda", dtype=torch.bfloat16, seed: int = 0
                 t += 1.0
             t = t.to(want)
         tensors[name] = t
-    return Weights(config, tensors)
+    return Weights(config, tensors, dtype)

@@ -107,13 +107,31 @@ def test_plan_memory_equals_allocated(ckpts):
     for dtype, torch_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         model = Model.load(ckpts["hf"], "cpu", torch_dtype)
         for context, batch in ((3, 1), (64, 2)):
-            plan = memory.plan_memory(CFG, context, batch, dtype)
+            plan = memory.plan_memory(CFG, context, batch, dtype, device="cpu")
             cache = model.new_cache(batch, context)
             assert plan["weights"] == model.weights.nbytes()
             assert plan["kv_cache"] == cache.nbytes()
             packed = sum(t.nbytes for n, t in model.weights.tensors.items() if t.dtype == torch.uint8)
             assert plan["experts_packed"] == packed
             assert plan["total"] == plan["weights"] + plan["kv_cache"] + plan["workspace"] > plan["weights"]
+
+
+def test_fp32_on_cpu_keeps_bf16_stored_matrices_bf16(tmp_path, ckpts, ref_logits):
+    """float32 on CPU: matrices the file stores in bf16 stay bf16 (exact widening, half the bytes); a file that
+    stores float32 keeps float32; the logits are the float32 model's either way."""
+    m = Model.load(ckpts["original"], "cpu", torch.float32)
+    t = m.weights.tensors
+    assert t["unembedding.weight"].dtype == t["embedding.weight"].dtype == torch.bfloat16
+    assert t["block.0.attn.qkv.weight"].dtype == t["block.0.mlp.gate.weight"].dtype == torch.bfloat16
+    assert t["block.0.attn.qkv.bias"].dtype == t["block.0.mlp.mlp1_bias"].dtype == torch.float32
+    assert m.dtype == torch.float32 and m.new_cache(1, 4).k[0].dtype == torch.float32
+    f32 = write_checkpoint(tmp_path / "f32", CFG, seed=3, float_dtype="F32")
+    m32 = Model.load(f32, "cpu", torch.float32)
+    assert m32.weights.tensors["unembedding.weight"].dtype == torch.float32
+    assert memory.plan_memory(CFG, 8, 1, "fp32")["weights"] > m.weights.nbytes()  # CUDA plan: float32 copies
+    for path in (ckpts["original"], f32):
+        got = Engine(Model.load(path, "cpu", torch.float32), context=64).logits(TOKENS).numpy()
+        assert np.abs(got - RefModel(path).logits(TOKENS)).max() < 1e-4
 
 
 def test_plan_memory_real_shapes_fit():

@@ -192,6 +192,30 @@ def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):
         bf16_matvec(w, torch.zeros(2 * C, dtype=torch.bfloat16)[::2], b)
 
 
+@pytest.mark.parametrize("simd", [True, False])
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 70), st.sampled_from([16, 96, 40]), st.sampled_from([1, 3, 16, 40]), st.booleans())
+def test_cpu_kernel_bf16_f32_matmul_vs_ref(simd, seed, O, C, N, bias):
+    """A float32 model's bf16-stored matrix: float32 x times exactly widened weights, against float64 on the
+    same values; linear() takes the kernel up to KERNEL_ROWS rows, widened copies beyond (N=40)."""
+    from optimized.linear import bf16_f32_matmul, linear
+    _needs_c_kernels()
+    g = torch.Generator().manual_seed(seed)
+    w, x = torch.randn(O, C, generator=g).bfloat16(), torch.randn(N, C, generator=g)
+    b = torch.randn(O, generator=g) if bias else None
+    want = x.double() @ w.double().T + (b.double() if bias else 0)
+    got = bf16_f32_matmul(w, x, b, simd=simd)
+    assert got.dtype == torch.float32 and got.shape == (N, O)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    y = linear(x[None], w, b)
+    assert y.shape == (1, N, O) and y.dtype == torch.float32
+    torch.testing.assert_close(y[0].double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    with pytest.raises(ValueError, match="contiguous torch.float32"):
+        bf16_f32_matmul(w, x.bfloat16(), b)
+    with pytest.raises(ValueError, match="contiguous torch.bfloat16"):
+        bf16_f32_matmul(w.float(), x, b)
+
+
 @settings(max_examples=20)
 @given(st.lists(st.integers(0, 70000), min_size=1, max_size=6), st.sampled_from([1.0, 32.0]))
 def test_rope_cos_sin(positions, factor):
