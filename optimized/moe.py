@@ -9,7 +9,8 @@ Experts stay packed (uint8 blocks + scales) and are decoded inside the op, never
     (no host sync, so it can be captured in a CUDA graph); on CPU not even decoded: one C call
     (mxfp4_cpu.moe_decode) multiplies straight from the packed bytes, or without a C compiler mxfp4.matvec
     sums per-byte contributions in torch;
-  - many rows (prefill): one expert at a time, over the rows routed to it.
+  - many rows (prefill): one expert at a time, over the rows routed to it; on CPU one C call
+    (mxfp4_cpu.moe_prefill) does that from the packed bytes, a few decoded weight rows at a time.
 
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows.
 """
@@ -21,9 +22,10 @@ from optimized.norm import rms_norm
 from reference.moe import SWIGLU_ALPHA
 
 GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
-CPU_MATVEC = True  # on CPU the gather path multiplies from the packed bytes (tests switch it off to reach decode+bmm)
-CPU_KERNEL_ROWS = 64  # routed rows up to which CPU uses the C kernel: it re-reads an expert for each routed row,
-# so a long prefill goes expert by expert instead (one decode per hit expert, then a matmul over its rows)
+CPU_MATVEC = True  # on CPU: the C kernels, else the gather path from the packed bytes (tests switch it off to
+# reach the torch decode+bmm and expert-by-expert paths, the kernels' *_ref)
+CPU_KERNEL_ROWS = 64  # routed rows up to which CPU uses moe_decode (it re-reads an expert for each routed row);
+# beyond, moe_prefill (each hit expert read once for all of its rows)
 
 
 def route(router_logits: torch.Tensor, k: int):
@@ -56,10 +58,12 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     assert tuple(b2.shape) == (E, C)
     out_dtype = x.dtype
     R = N * A
-    if x.device.type == "cpu" and CPU_MATVEC and R <= CPU_KERNEL_ROWS and mxfp4_cpu.available():
-        # decode on CPU: one C call reads each routed expert's packed bytes in place (mxfp4_cpu.py), float32
-        y = mxfp4_cpu.moe_decode(x.float().contiguous(), ids.to(torch.int32).contiguous(), weights.float().contiguous(),
-                                 w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, SWIGLU_ALPHA)
+    if x.device.type == "cpu" and CPU_MATVEC and mxfp4_cpu.available():
+        # on CPU one C call reads the experts' packed bytes in place (mxfp4_cpu.py), float32: per routed row for a
+        # few rows, per hit expert (decoded once, a tile at a time, for all of its rows) beyond
+        kernel = mxfp4_cpu.moe_decode if R <= CPU_KERNEL_ROWS else mxfp4_cpu.moe_prefill
+        y = kernel(x.float().contiguous(), ids.to(torch.int32).contiguous(), weights.float().contiguous(),
+                   w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, SWIGLU_ALPHA)
         return y.to(out_dtype)
     # CPUs emulate bf16 matmuls slowly: there the experts are decoded and applied in float32 (more exact, faster)
     dt = torch.float32 if x.device.type == "cpu" else x.dtype

@@ -6,8 +6,10 @@ and scales in place (no gather copy, nothing decoded to memory). Its *_ref is `m
 Build: csrc/mxfp4_matvec.c, compiled once by cbuild.py. Without a compiler `available()` is False, the reason
 is in `unavailable_reason`, and moe.py keeps the torch path: slower, same numbers within float32 rounding (a
 CPU without AVX-512 runs the kernel's scalar path).
-`moe_decode` runs the whole MoE of a decode step (both matvecs, biases, SwiGLU, routing weights) in one call.
-Not here: routing (moe.py), prefill (moe.py goes expert by expert there).
+`moe_decode` runs the whole MoE of a decode step (both matvecs, biases, SwiGLU, routing weights) in one call;
+`moe_prefill` (csrc/mxfp4_matmul.c) the same for many tokens: rows grouped by expert, each hit expert's weights
+decoded 4 rows at a time into an L1 tile and multiplied by all of its rows (one read of an expert per call).
+Not here: routing (moe.py).
 
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along the input axis.
 """
@@ -17,23 +19,29 @@ import torch
 
 from optimized import cbuild, mxfp4
 
-SOURCE = "mxfp4_matvec.c"
+SOURCE, PREFILL_SOURCE = "mxfp4_matvec.c", "mxfp4_matmul.c"
 _P, _I64, _F32, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 SIGNATURES = {
     "mxfp4_routed_matvec": ([_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT], _INT),
     "mxfp4_moe_decode": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _F32,
                           _INT], _INT),
 }
-_lib = None
+PREFILL_SIGNATURES = {
+    "mxfp4_moe_prefill": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
+                           _F32, _F32, _INT], _INT),
+}
+PREFILL_CHUNK = 256  # an expert's rows per pass of moe_prefill: bounds its scratch (an expert with more is re-read)
+_lib = _prefill_lib = None
 unavailable_reason = None
 
 
 def available() -> bool:
-    global _lib, unavailable_reason
+    global _lib, _prefill_lib, unavailable_reason
     if _lib is None and unavailable_reason is None:
-        _lib = cbuild.load(SOURCE, SIGNATURES)
-        if _lib is None:
-            unavailable_reason = cbuild.reasons[SOURCE]
+        _lib, _prefill_lib = cbuild.load(SOURCE, SIGNATURES), cbuild.load(PREFILL_SOURCE, PREFILL_SIGNATURES)
+        if _lib is None or _prefill_lib is None:
+            unavailable_reason = cbuild.reasons[SOURCE if _lib is None else PREFILL_SOURCE]
+            _lib = _prefill_lib = None
     return _lib is not None
 
 
@@ -62,11 +70,8 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     return out
 
 
-def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
-               simd: bool = True) -> torch.Tensor:
-    """The MoE op for a few tokens in one C call (matvecs, biases, SwiGLU, routing weights): x (N, C) float32,
-    ids (N, A) int32, weights (N, A) float32, packed experts as in moe.py, biases float32 or bfloat16
-    -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off)."""
+def _check_moe(op, x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2):
+    """The arguments of moe_decode / moe_prefill (same contract) -> (N, A, E, I, C)."""
     N, C = x.shape
     E, I2, B1, _ = w1_blocks.shape
     I, A = I2 // 2, ids.shape[1]
@@ -79,9 +84,18 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
     for name, t in args.items():
         if t.device.type != "cpu" or not t.is_contiguous() or (name in want and t.dtype != want[name]):
             of = f" of {want[name]}" if name in want else ""
-            raise ValueError(f"moe_decode: {name} must be a contiguous CPU tensor{of} ({t.dtype}, {t.stride()})")
+            raise ValueError(f"{op}: {name} must be a contiguous CPU tensor{of} ({t.dtype}, {t.stride()})")
     if not available():
         raise RuntimeError(f"the CPU MXFP4 kernel is unavailable: {unavailable_reason}")
+    return N, A, E, I, C
+
+
+def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
+               simd: bool = True) -> torch.Tensor:
+    """The MoE op for a few tokens in one C call (matvecs, biases, SwiGLU, routing weights): x (N, C) float32,
+    ids (N, A) int32, weights (N, A) float32, packed experts as in moe.py, biases float32 or bfloat16
+    -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off)."""
+    N, A, E, I, C = _check_moe("moe_decode", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
     scratch = torch.empty(36 * max(C, I) // 32 + 4 * I + C, dtype=torch.float32)
     rc = _lib.mxfp4_moe_decode(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(), w2_blocks.data_ptr(),
@@ -93,10 +107,30 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
     return out
 
 
+def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
+                simd: bool = True) -> torch.Tensor:
+    """moe_decode's contract for many tokens: each hit expert is decoded once per call (per PREFILL_CHUNK of its
+    rows), a tile of 4 rows at a time, and multiplied by all of its rows. Its *_ref is the torch op (moe.py's
+    expert-by-expert loop)."""
+    N, A, E, I, C = _check_moe("moe_prefill", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
+    out = torch.empty(N, C, dtype=torch.float32)
+    chunk = max(1, min(N * A, PREFILL_CHUNK))
+    work = torch.empty(2 * (E + 1) + N * A, dtype=torch.int32)  # the counting sort of the routed rows by expert
+    scratch = torch.empty(chunk * (2 * C + 3 * I) + 4 * max(C, I), dtype=torch.float32)  # x, h, act, y; the tile
+    rc = _prefill_lib.mxfp4_moe_prefill(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(),
+                                        w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
+                                        int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),
+                                        x.data_ptr(), out.data_ptr(), work.data_ptr(), scratch.data_ptr(), chunk, N,
+                                        A, E, I, C, float(limit), float(alpha), int(simd))
+    if rc != 0:
+        raise IndexError(f"moe_prefill: an expert id in {ids.tolist()} is outside [0, {E})")
+    return out
+
+
 def matvec_ref(blocks, scales, ids, x) -> torch.Tensor:
     """The kernel's reference: gather the routed experts, then the torch packed matvec."""
     e = ids.long()
     return mxfp4.matvec(blocks.index_select(0, e), scales.index_select(0, e), x.float())
 
 
-__all__ = ["available", "matvec_ref", "moe_decode", "routed_matvec", "unavailable_reason"]
+__all__ = ["available", "matvec_ref", "moe_decode", "moe_prefill", "routed_matvec", "unavailable_reason"]

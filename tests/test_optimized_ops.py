@@ -83,16 +83,18 @@ def _experts(rng, E, C, I):
     return w1b, w1s, b1, w2b, w2s, b2
 
 
-@pytest.mark.parametrize("path", ["cpu_kernel", "gather_matvec", "gather_decode", "per_expert"])
+@pytest.mark.parametrize("path", ["cpu_kernel", "cpu_prefill", "gather_matvec", "gather_decode", "per_expert"])
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the patch is constant
 @given(seed=seeds, N=st.integers(1, 6))
 def test_moe_op_vs_reference(monkeypatch, path, seed, N):
     from optimized import moe as moe_mod
     monkeypatch.setattr(moe_mod, "GATHER_BYTES", 0 if path == "per_expert" else 2**40)  # force the path under test
-    monkeypatch.setattr(moe_mod, "CPU_MATVEC", path in ("cpu_kernel", "gather_matvec"))
+    monkeypatch.setattr(moe_mod, "CPU_MATVEC", path in ("cpu_kernel", "cpu_prefill", "gather_matvec"))
     monkeypatch.setattr(moe_mod, "CPU_KERNEL_ROWS", 2**20 if path == "cpu_kernel" else 0)
-    if path == "cpu_kernel":
+    if path in ("cpu_kernel", "cpu_prefill"):
         _needs_c_kernels()
+    if path == "gather_matvec":  # what runs without a C compiler
+        monkeypatch.setattr(moe_mod.mxfp4_cpu, "available", lambda: False)
     rng = np.random.default_rng(seed)
     E, C, I, A, limit = 4, 64, 32, 2, 7.0
     w1b, w1s, b1, w2b, w2s, b2 = _experts(rng, E, C, I)
@@ -170,6 +172,43 @@ def test_cpu_kernel_moe_decode_vs_torch_op(monkeypatch, simd, bias_dtype, seed, 
 
 
 @pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("bias_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("N", [1, 7, 33, 130])
+@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=seeds, A=st.integers(1, 4), shape=st.sampled_from([(64, 32), (96, 160)]), chunk=st.sampled_from([256, 5]))
+def test_cpu_kernel_moe_prefill_vs_torch_op(monkeypatch, simd, bias_dtype, seed, N, A, shape, chunk):
+    """The many-token C MoE against the torch op's expert-by-expert loop on the same inputs (float32 math).
+    C=96, I=160: odd block counts (3, 5: 6 and 10 vectors of 16); N=7, 33, 130: x rows not a multiple
+    of 4; chunk 5: an expert's rows in several passes; the last expert never routed (zero rows)."""
+    from optimized import moe as moe_mod
+    _needs_c_kernels()
+    monkeypatch.setattr(moe_mod, "CPU_MATVEC", False)  # the torch op ...
+    monkeypatch.setattr(moe_mod, "GATHER_BYTES", 0)  # ... expert by expert
+    monkeypatch.setattr(mxfp4_cpu, "PREFILL_CHUNK", chunk)
+    rng = np.random.default_rng(seed)
+    (C, I), E, limit = shape, 6, 7.0
+    w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
+    w1s[0, 0, 0] = 0  # the subnormal scale 2**-127
+    b1, b2 = b1.to(bias_dtype), b2.to(bias_dtype)
+    x = torch.from_numpy(rng.standard_normal((N, C)).astype(np.float32)) * 4  # crosses the SwiGLU clamps
+    logits = rng.standard_normal((N, E))
+    logits[:, -1] = -100.0  # expert E-1 gets no rows
+    ids, weights = route(torch.from_numpy(logits), A)
+    want = moe(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, limit)
+    got = mxfp4_cpu.moe_prefill(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, limit, ref_moe.SWIGLU_ALPHA, simd=simd)
+    assert got.dtype == torch.float32 and got.shape == (N, C)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    bad = ids.clone()
+    bad[-1, -1] = E
+    with pytest.raises(IndexError, match="moe_prefill: an expert id .* is outside"):
+        mxfp4_cpu.moe_prefill(x, bad, weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702, simd=simd)
+    with pytest.raises(IndexError, match="outside"):
+        mxfp4_cpu.moe_prefill(x, -ids - 1, weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702, simd=simd)
+    with pytest.raises(ValueError, match="moe_prefill: ids must be a contiguous CPU tensor of torch.int32"):
+        mxfp4_cpu.moe_prefill(x, ids.long(), weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702)
+
+
+@pytest.mark.parametrize("simd", [True, False])
 @settings(max_examples=10)
 @given(seeds, st.integers(1, 70), st.sampled_from([32, 96, 40]), st.booleans())
 def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):
@@ -194,10 +233,10 @@ def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):
 
 @pytest.mark.parametrize("simd", [True, False])
 @settings(max_examples=10)
-@given(seeds, st.integers(1, 70), st.sampled_from([16, 96, 40]), st.sampled_from([1, 3, 16, 40]), st.booleans())
+@given(seeds, st.integers(1, 70), st.sampled_from([32, 96, 40]), st.sampled_from([1, 3, 16, 40]), st.booleans())
 def test_cpu_kernel_bf16_f32_matmul_vs_ref(simd, seed, O, C, N, bias):
     """A float32 model's bf16-stored matrix: float32 x times exactly widened weights, against float64 on the
-    same values; linear() takes the kernel up to KERNEL_ROWS rows, widened copies beyond (N=40)."""
+    same values (C=40: the scalar path); linear() takes the kernel up to KERNEL_ROWS rows, widened copies beyond."""
     from optimized.linear import bf16_f32_matmul, linear
     _needs_c_kernels()
     g = torch.Generator().manual_seed(seed)

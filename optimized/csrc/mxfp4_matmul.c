@@ -1,0 +1,212 @@
+/* The MoE of many tokens (prefill) on CPU, straight from the packed MXFP4 bytes: mxfp4_moe_prefill.
+
+Built and loaded by optimized/mxfp4_cpu.py (gcc, no torch headers); its *_ref is the torch op (optimized/moe.py,
+expert by expert: decode the expert, then a matmul over its rows). Same contract as mxfp4_moe_decode
+(csrc/mxfp4_matvec.c), which re-reads an expert for every routed row; here each hit expert is read once per
+call (per chunk of CHUNK rows) and its decoded weights are used by all of its rows:
+  - the routed rows are grouped by expert (a counting sort, stable: deterministic), experts with none skipped;
+  - per hit expert, 4 output rows at a time are decoded (FP4 code * E8M0 scale, exact in float32) into a small
+    tile that stays in L1 (never a whole expert in memory: the engine's packed-memory contract), and the tile
+    is multiplied by all of the expert's rows, 4 rows of x at a time (AVX-512: 16 zmm accumulators, then one
+    transposing horizontal sum per 4 of them);
+  - biases, SwiGLU (quirks as in moe.py), mlp2 the same way, bias, times the routing weight into out.
+Not the release layout in memory: a decoded tile row keeps each block's 16 low-nibble values (even k) before
+its 16 high-nibble values (odd k), and x is gathered in the same order, so no interleave is ever done.
+Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
+A scalar path serves CPUs without AVX-512; both sum in float32.
+Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
+rows in a chunk, O output rows, K = B*32 inputs of a matrix.
+*/
+#include <stdint.h>
+#include <math.h>
+#include <string.h>
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
+
+#define TILE 4  /* weight rows decoded at once: O (2I or C, multiples of 32) is a multiple of it */
+
+static const float FP4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+static inline float e8m0(uint8_t s) {
+    uint32_t bits = s == 0 ? (1u << 22) : ((uint32_t)s << 23);  /* s is float32's exponent field (bias 127) */
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float bias_at(const void *b, int64_t i, int bf16) {
+    if (!bf16) return ((const float *)b)[i];
+    uint32_t bits = (uint32_t)((const uint16_t *)b)[i] << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* where element k of a row goes in the tile order: per block of 32, the evens then the odds */
+static inline int64_t perm(int64_t k) { return (k & ~(int64_t)31) + ((k & 1) << 4) + ((k & 31) >> 1); }
+
+/* TILE rows (B, 16) bytes + (B) scales each -> tile (TILE, B*32) float32 in the tile order */
+static void decode_scalar(const uint8_t *bl, const uint8_t *sc, float *tile, int64_t B) {
+    for (int64_t i = 0; i < TILE * B; i++) {
+        float s = e8m0(sc[i]);
+        for (int j = 0; j < 16; j++) {
+            tile[i * 32 + j] = FP4[bl[i * 16 + j] & 15] * s;
+            tile[i * 32 + 16 + j] = FP4[bl[i * 16 + j] >> 4] * s;
+        }
+    }
+}
+
+/* out[r * ldo + t] = tile[t] . xg[r] for the TILE rows t and the n rows r of xg (n, K) */
+static void dots_scalar(const float *tile, const float *xg, float *out, int64_t ldo, int64_t n, int64_t K) {
+    for (int64_t r = 0; r < n; r++)
+        for (int t = 0; t < TILE; t++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++) acc += tile[t * K + k] * xg[r * K + k];
+            out[r * ldo + t] = acc;
+        }
+}
+
+#ifdef __x86_64__
+__attribute__((target("avx512f")))
+static void decode_avx512(const uint8_t *bl, const uint8_t *sc, float *tile, int64_t B) {
+    const __m512 table = _mm512_loadu_ps(FP4);
+    for (int64_t i = 0; i < TILE * B; i++) {
+        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(bl + i * 16)));
+        __m512 s = _mm512_set1_ps(e8m0(sc[i]));
+        _mm512_storeu_ps(tile + i * 32, _mm512_mul_ps(_mm512_permutexvar_ps(c, table), s));  /* low 4 bits */
+        _mm512_storeu_ps(tile + i * 32 + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), table), s));
+    }
+}
+
+/* v's two 256-bit halves added */
+__attribute__((target("avx512f")))
+static inline __m256 halves(__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* the sums of 4 vectors -> one (4) vector, always in the same order */
+__attribute__((target("avx512f")))
+static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m256 ab = _mm256_hadd_ps(halves(a), halves(b)), cd = _mm256_hadd_ps(halves(c), halves(d));
+    __m256 abcd = _mm256_hadd_ps(ab, cd);  /* (a0123 b0123 c0123 d0123 a4567 b4567 c4567 d4567) */
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+__attribute__((target("avx512f")))
+static void dots_avx512(const float *tile, const float *xg, float *out, int64_t ldo, int64_t n, int64_t K) {
+    const float *w0 = tile, *w1 = tile + K, *w2 = tile + 2 * K, *w3 = tile + 3 * K;
+    int64_t r = 0;
+    for (; r + 4 <= n; r += 4) {  /* 4 weight rows x 4 rows of x: each load feeds 4 FMAs */
+        const float *x0 = xg + r * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+               a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        for (int64_t k = 0; k < K; k += 16) {
+            __m512 v0 = _mm512_loadu_ps(w0 + k), v1 = _mm512_loadu_ps(w1 + k), v2 = _mm512_loadu_ps(w2 + k),
+                   v3 = _mm512_loadu_ps(w3 + k), x;
+            x = _mm512_loadu_ps(x0 + k);
+            a00 = _mm512_fmadd_ps(v0, x, a00), a01 = _mm512_fmadd_ps(v1, x, a01);
+            a02 = _mm512_fmadd_ps(v2, x, a02), a03 = _mm512_fmadd_ps(v3, x, a03);
+            x = _mm512_loadu_ps(x1 + k);
+            a10 = _mm512_fmadd_ps(v0, x, a10), a11 = _mm512_fmadd_ps(v1, x, a11);
+            a12 = _mm512_fmadd_ps(v2, x, a12), a13 = _mm512_fmadd_ps(v3, x, a13);
+            x = _mm512_loadu_ps(x2 + k);
+            a20 = _mm512_fmadd_ps(v0, x, a20), a21 = _mm512_fmadd_ps(v1, x, a21);
+            a22 = _mm512_fmadd_ps(v2, x, a22), a23 = _mm512_fmadd_ps(v3, x, a23);
+            x = _mm512_loadu_ps(x3 + k);
+            a30 = _mm512_fmadd_ps(v0, x, a30), a31 = _mm512_fmadd_ps(v1, x, a31);
+            a32 = _mm512_fmadd_ps(v2, x, a32), a33 = _mm512_fmadd_ps(v3, x, a33);
+        }
+        _mm_storeu_ps(out + r * ldo, hsum4(a00, a01, a02, a03));
+        _mm_storeu_ps(out + (r + 1) * ldo, hsum4(a10, a11, a12, a13));
+        _mm_storeu_ps(out + (r + 2) * ldo, hsum4(a20, a21, a22, a23));
+        _mm_storeu_ps(out + (r + 3) * ldo, hsum4(a30, a31, a32, a33));
+    }
+    for (; r < n; r++) {  /* the last 1-3 rows of x */
+        const float *x0 = xg + r * K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < K; k += 16) {
+            __m512 x = _mm512_loadu_ps(x0 + k);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), x, a0), a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), x, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), x, a2), a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), x, a3);
+        }
+        _mm_storeu_ps(out + r * ldo, hsum4(a0, a1, a2, a3));
+    }
+}
+#endif
+
+static int use_simd(int simd) {
+#ifdef __x86_64__
+    return simd && __builtin_cpu_supports("avx512f");
+#else
+    (void)simd;
+    return 0;
+#endif
+}
+
+/* one expert's packed matrix (O, B, 16) + scales (O, B) times its n rows xg (n, B*32, tile order) -> out (n, O),
+   TILE rows decoded at a time into tile (TILE * B*32) */
+static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float *out, int64_t n, int64_t O,
+                   int64_t B, float *tile, int wide) {
+    for (int64_t o = 0; o < O; o += TILE) {
+#ifdef __x86_64__
+        if (wide) {
+            decode_avx512(bl + o * B * 16, sc + o * B, tile, B);
+            dots_avx512(tile, xg, out + o, O, n, B * 32);
+            continue;
+        }
+#endif
+        decode_scalar(bl + o * B * 16, sc + o * B, tile, B);
+        dots_scalar(tile, xg, out + o, O, n, B * 32);
+    }
+}
+
+/* The whole MoE of N tokens, float32: out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e),
+   e = ids[n, a]. Arguments as mxfp4_moe_decode's; work: (2 * (E + 1) + N * A) int32; scratch:
+   chunk * (2C + 3I) + TILE * max(C, I) floats, chunk >= 1 the rows of one expert handled at once (an expert with
+   more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked before any write). */
+int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
+                      const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
+                      const float *x, float *out, int32_t *work, float *scratch, int64_t chunk, int64_t N, int64_t A,
+                      int64_t E, int64_t I, int64_t C, float limit, float alpha, int simd) {
+    int64_t R = N * A;
+    for (int64_t r = 0; r < R; r++)
+        if (ids[r] < 0 || ids[r] >= E) return -1;
+    int wide = use_simd(simd);
+    int32_t *start = work, *next = work + E + 1, *order = work + 2 * (E + 1);
+    for (int64_t e = 0; e <= E; e++) start[e] = 0;
+    for (int64_t r = 0; r < R; r++) start[ids[r] + 1]++;
+    for (int64_t e = 0; e < E; e++) start[e + 1] += start[e];
+    for (int64_t e = 0; e < E; e++) next[e] = start[e];
+    for (int64_t r = 0; r < R; r++) order[next[ids[r]]++] = (int32_t)r;  /* routed rows by expert, stable */
+
+    int64_t B1 = C / 32, B2 = I / 32;
+    float *xg = scratch, *h = xg + chunk * C, *act = h + chunk * 2 * I, *y = act + chunk * I, *tile = y + chunk * C;
+    for (int64_t i = 0; i < N * C; i++) out[i] = 0.0f;
+    for (int64_t e = 0; e < E; e++) {
+        for (int64_t r0 = start[e]; r0 < start[e + 1]; r0 += chunk) {
+            int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
+            for (int64_t j = 0; j < n; j++) {
+                const float *xr = x + (order[r0 + j] / A) * C;
+                for (int64_t k = 0; k < C; k++) xg[j * C + perm(k)] = xr[k];
+            }
+            matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, tile, wide);  /* (n, 2I) */
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t i = 0; i < I; i++) {
+                    float gate = h[j * 2 * I + 2 * i] + bias_at(b1, e * 2 * I + 2 * i, bias_bf16);
+                    float lin = h[j * 2 * I + 2 * i + 1] + bias_at(b1, e * 2 * I + 2 * i + 1, bias_bf16);
+                    gate = gate > limit ? limit : gate;  /* quirk: clamped above only */
+                    lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
+                    /* quirk: +1 on the linear half; stored in the tile order, mlp2's input */
+                    act[j * I + perm(i)] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);
+                }
+            matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, tile, wide);  /* (n, C) */
+            for (int64_t j = 0; j < n; j++) {
+                float *o = out + (order[r0 + j] / A) * C, wgt = weights[order[r0 + j]];
+                for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[j * C + c] + bias_at(b2, e * C + c, bias_bf16));
+            }
+        }
+    }
+    return 0;
+}
