@@ -23,7 +23,7 @@ from optimized import cbuild
 SOURCE = "bf16_matvec.c"
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {"bf16_matvec": ([_P, _P, _P, _P, _I64, _I64, ctypes.c_int], None),
-              "bf16_f32_matmul": ([_P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], None)}
+              "bf16_f32_matmul": ([_P, _P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], None)}
 WIDEN_ROWS = 4096  # output rows widened to float32 at once for a many-row product with bf16-stored weights
 KERNEL_ROWS = 16  # x rows up to which bf16-stored weights go to the C kernel (weights read once, 4 rows in L1
 # while every x row passes); beyond, widened copies and torch's sgemm (compute-bound prefill)
@@ -64,8 +64,9 @@ def bf16_f32_matmul(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = N
     if lib is None:
         raise RuntimeError(f"the CPU bf16 kernel is unavailable: {cbuild.reasons[SOURCE]}")
     out = torch.empty(N, O, dtype=torch.float32)
-    lib.bf16_f32_matmul(w.data_ptr(), x.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(), O, C, N,
-                        int(simd))
+    scratch = torch.empty(N * C, dtype=torch.float32)  # x's even and odd columns
+    lib.bf16_f32_matmul(w.data_ptr(), x.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(),
+                        scratch.data_ptr(), O, C, N, int(simd))
     return out
 
 

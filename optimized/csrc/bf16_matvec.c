@@ -9,7 +9,7 @@ AVX512_BF16: vdpbf16ps multiplies 32 bf16 pairs exactly and adds them into 16 fl
 a multiple of 32) a scalar path widens each bf16 to float32 (a 16-bit shift) and sums in float32.
 bf16_f32_matmul: the same product, for N rows of x, in a float32 model whose checkpoint stores the matrix in bf16 (the release
 format): the weights stay bf16 in memory (half the bytes of a float32 copy) and are widened in registers (a
-16-bit shift: exact), x stays float32, products and sums in float32 (FMA). Same numbers as torch.mv on the
+16-bit shift or a mask: exact), x stays float32, products and sums in float32 (FMA). Same numbers as torch.mv on the
 float32 copy, up to the order of the sums.
 Legend: O output rows, C input features.
 */
@@ -72,28 +72,33 @@ static void rows_f32_scalar(const uint16_t *w, const float *x, const float *bias
 }
 
 #ifdef __x86_64__
-/* 16 bf16 weights -> 16 float32 (zero-extend to 32 bits, shift into the high half: exact) */
-#define WIDEN16(ptr) \
-    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(ptr))), 16))
-
+/* C % 32 == 0: one 64-byte load holds 32 bf16 weights; each 32-bit lane j holds column 2j in its low half and
+   2j+1 in its high half, so (lane << 16) is column 2j widened and (lane & 0xFFFF0000) column 2j+1: two ALU ops
+   widen 32 weights, against x split once into its even and odd columns (xe, xo). */
 __attribute__((target("avx512f")))
-static void rows_f32(const uint16_t *w, const float *x, const float *bias, float *out, int64_t O, int64_t C,
-                     int64_t N) {
+static void rows_f32_split(const uint16_t *w, const float *xe, const float *xo, const float *bias, float *out,
+                           int64_t O, int64_t C, int64_t N) {
+    const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
+    const int64_t C2 = C / 2;
     int64_t o = 0;
     for (; o + 4 <= O; o += 4) {  /* four rows at once; for N > 1 they stay in L1 while every x row passes */
         const uint16_t *p = w + o * C;
         for (int64_t i = 0; i < 8 * C; i += 32)
             _mm_prefetch((const char *)(p + 8 * C + i), _MM_HINT_T0);  /* two groups ahead */
         for (int64_t n = 0; n < N; n++) {
-            const float *xn = x + n * C;
+            const float *en = xe + n * C2, *on_ = xo + n * C2;
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
             __m512 a3 = _mm512_setzero_ps();
-            for (int64_t c = 0; c < C; c += 16) {
-                __m512 xv = _mm512_loadu_ps(xn + c);
-                a0 = _mm512_fmadd_ps(WIDEN16(p + c), xv, a0);
-                a1 = _mm512_fmadd_ps(WIDEN16(p + C + c), xv, a1);
-                a2 = _mm512_fmadd_ps(WIDEN16(p + 2 * C + c), xv, a2);
-                a3 = _mm512_fmadd_ps(WIDEN16(p + 3 * C + c), xv, a3);
+            for (int64_t c = 0; c < C; c += 32) {
+                __m512 ev = _mm512_loadu_ps(en + c / 2), od = _mm512_loadu_ps(on_ + c / 2);
+#define ROW(acc, r)                                                                                   \
+                {                                                                                     \
+                    __m512i v_ = _mm512_loadu_si512(p + (r) * C + c);                                 \
+                    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v_, 16)), ev, acc);   \
+                    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v_, hi)), od, acc);    \
+                }
+                ROW(a0, 0) ROW(a1, 1) ROW(a2, 2) ROW(a3, 3)
+#undef ROW
             }
             float *on = out + n * O + o;
             on[0] = _mm512_reduce_add_ps(a0) + (bias ? bias[o] : 0.0f);
@@ -102,22 +107,33 @@ static void rows_f32(const uint16_t *w, const float *x, const float *bias, float
             on[3] = _mm512_reduce_add_ps(a3) + (bias ? bias[o + 3] : 0.0f);
         }
     }
-    if (o < O) rows_f32_scalar(w + o * C, x, bias ? bias + o : 0, out + o, O - o, C, N, O);
+    for (; o < O; o++)  /* the last O % 4 rows */
+        for (int64_t n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < C2; c++)
+                acc += widen(w[o * C + 2 * c]) * xe[n * C2 + c] + widen(w[o * C + 2 * c + 1]) * xo[n * C2 + c];
+            out[n * O + o] = acc + (bias ? bias[o] : 0.0f);
+        }
 }
 #endif
 
-/* w (O, C) bf16 as uint16, x (N, C) float32, bias (O,) float32 or NULL; out (N, O) float32; simd 0: scalar. */
-void bf16_f32_matmul(const uint16_t *w, const float *x, const float *bias, float *out, int64_t O, int64_t C,
-                     int64_t N, int simd) {
+/* w (O, C) bf16 as uint16, x (N, C) float32, bias (O,) float32 or NULL; out (N, O) float32; simd 0: scalar.
+   scratch: N * C floats (x's even and odd columns). */
+void bf16_f32_matmul(const uint16_t *w, const float *x, const float *bias, float *out, float *scratch, int64_t O,
+                     int64_t C, int64_t N, int simd) {
 #ifdef __x86_64__
-    if (simd && C % 16 == 0 && __builtin_cpu_supports("avx512f")) {
-        rows_f32(w, x, bias, out, O, C, N);
+    if (simd && C % 32 == 0 && __builtin_cpu_supports("avx512f")) {
+        float *xe = scratch, *xo = scratch + N * (C / 2);
+        for (int64_t i = 0; i < N * (C / 2); i++) {
+            xe[i] = x[2 * i];
+            xo[i] = x[2 * i + 1];
+        }
+        rows_f32_split(w, xe, xo, bias, out, O, C, N);
         return;
     }
 #endif
     rows_f32_scalar(w, x, bias, out, O, C, N, O);
 }
-
 /* w (O, C), x (C,), bias (O,) or NULL: bf16 as uint16; out (O,) float32; simd 0 forces the scalar path. */
 void bf16_matvec(const uint16_t *w, const uint16_t *x, const uint16_t *bias, float *out, int64_t O, int64_t C,
                  int simd) {
