@@ -43,13 +43,30 @@ def test_mxfp4_decode_exact(seed, nblocks, dtype):
 
 
 @settings(max_examples=20)
-@given(seeds, st.integers(1, 5), st.sampled_from([32, 64]))
-def test_rms_norm(seed, T, C):
+@given(seeds, st.sampled_from([1, 3, 70]), st.sampled_from([32, 64, 45]), st.booleans())
+def test_rms_norm(seed, T, C, kernel):
+    """Both paths (the C kernel for <= 64 CPU rows, torch's op) against the float64 reference."""
     rng = np.random.default_rng(seed)
     x, scale = rng.standard_normal((T, C)) * 3, rng.standard_normal(C)
-    got = rms_norm(torch.tensor(x, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32))
+    got = rms_norm(torch.tensor(x, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32), kernel=kernel)
+    assert got.dtype == torch.float32 and got.shape == (T, C)
     np.testing.assert_allclose(got.double().numpy(), ref_norm.rms_norm(x.astype(np.float32).astype(np.float64),
                                scale.astype(np.float32).astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20)
+@given(seeds, st.sampled_from([1, 5]), st.sampled_from([64, 45]))
+def test_cpu_kernel_rms_norm_bf16_vs_torch(seed, T, C):
+    """bf16 rows: the C kernel against torch's op on the same bf16 values (float32 math, one rounding each:
+    at most one bf16 step apart where the float32 results straddle a rounding boundary)."""
+    from optimized import cbuild, norm
+    if cbuild.load(norm.SOURCE, norm.SIGNATURES) is None:
+        pytest.skip(f"no C kernel: {cbuild.reasons[norm.SOURCE]}")
+    g = torch.Generator().manual_seed(seed)
+    x, scale = (torch.randn(T, C, generator=g) * 3).bfloat16(), torch.randn(C, generator=g)
+    got, want = rms_norm(x, scale), rms_norm(x, scale, kernel=False)
+    assert got.dtype == torch.bfloat16 and got.shape == (T, C)
+    torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=0)
 
 
 @settings(max_examples=20)
