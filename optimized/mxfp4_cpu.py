@@ -116,7 +116,8 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
     out = torch.empty(N, C, dtype=torch.float32)
     chunk = max(1, min(N * A, PREFILL_CHUNK))
     work = torch.empty(2 * (E + 1) + N * A, dtype=torch.int32)  # the counting sort of the routed rows by expert
-    scratch = torch.empty(chunk * (2 * C + 3 * I) + 4 * max(C, I), dtype=torch.float32)  # x, h, act, y; the tile
+    K = max(C, I)  # x, h, act, y of a chunk; the tile and its scales; a row; the biases as float32
+    scratch = torch.empty(chunk * (2 * C + 3 * I) + 4 * K + K // 8 + 3 * I + C, dtype=torch.float32)
     rc = _prefill_lib.mxfp4_moe_prefill(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(),
                                         w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
                                         int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),

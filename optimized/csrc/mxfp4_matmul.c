@@ -68,13 +68,85 @@ static void dots_scalar(const float *tile, const float *xg, float *out, int64_t 
         }
 }
 
+/* one row, natural order -> tile order (K a multiple of 32) */
+static void tile_order_scalar(const float *src, float *dst, int64_t K) {
+    for (int64_t k = 0; k < K; k++) dst[perm(k)] = src[k];
+}
+
+/* one row of mlp1's output h (2I) + its bias -> act (I), natural order. Quirks as in moe.py: rows interleave
+   gate (even) and linear (odd); gate clamped above only, linear both ways; gate * sigmoid(alpha gate) * (linear + 1) */
+static void swiglu_scalar(const float *h, const float *bias, float *act, int64_t I, float limit, float alpha) {
+    for (int64_t i = 0; i < I; i++) {
+        float gate = h[2 * i] + bias[2 * i], lin = h[2 * i + 1] + bias[2 * i + 1];
+        gate = gate > limit ? limit : gate;
+        lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
+        act[i] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);
+    }
+}
+
 #ifdef __x86_64__
+/* the elements of (lo, hi) (32 consecutive floats) at even positions, or at odd ones (odd = 1) */
 __attribute__((target("avx512f")))
-static void decode_avx512(const uint8_t *bl, const uint8_t *sc, float *tile, int64_t B) {
+static inline __m512 pick(__m512 lo, __m512 hi, int odd) {
+    const __m512i idx = _mm512_add_epi32(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                                         _mm512_set1_epi32(odd));
+    return _mm512_permutex2var_ps(lo, idx, hi);
+}
+
+__attribute__((target("avx512f")))
+static void tile_order_avx512(const float *src, float *dst, int64_t K) {
+    for (int64_t k = 0; k < K; k += 32) {
+        __m512 lo = _mm512_loadu_ps(src + k), hi = _mm512_loadu_ps(src + k + 16);
+        _mm512_storeu_ps(dst + k, pick(lo, hi, 0));
+        _mm512_storeu_ps(dst + k + 16, pick(lo, hi, 1));
+    }
+}
+
+/* float32 exp(x) to about 1 ulp (Cephes expf): 2**n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2 */
+__attribute__((target("avx512f")))
+static inline __m512 exp_avx512(__m512 x) {
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  /* ln 2 in two parts: n * hi is exact */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);  /* overflows to inf, underflows to 0 */
+}
+
+__attribute__((target("avx512f")))
+static void swiglu_avx512(const float *h, const float *bias, float *act, int64_t I, float limit, float alpha) {
+    const __m512 lim = _mm512_set1_ps(limit), neg = _mm512_set1_ps(-limit), one = _mm512_set1_ps(1.0f);
+    const __m512 nalpha = _mm512_set1_ps(-alpha);
+    for (int64_t i = 0; i < I; i += 16) {
+        __m512 lo = _mm512_add_ps(_mm512_loadu_ps(h + 2 * i), _mm512_loadu_ps(bias + 2 * i));
+        __m512 hi = _mm512_add_ps(_mm512_loadu_ps(h + 2 * i + 16), _mm512_loadu_ps(bias + 2 * i + 16));
+        __m512 gate = _mm512_min_ps(lim, pick(lo, hi, 0));  /* NaN stays NaN (min returns its second operand) */
+        __m512 lin = _mm512_max_ps(neg, _mm512_min_ps(lim, pick(lo, hi, 1)));
+        __m512 sig = _mm512_div_ps(gate, _mm512_add_ps(one, exp_avx512(_mm512_mul_ps(nalpha, gate))));
+        _mm512_storeu_ps(act + i, _mm512_mul_ps(sig, _mm512_add_ps(lin, one)));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void decode_avx512(const uint8_t *bl, const uint8_t *sc, float *tile, int64_t B, float *sf) {
     const __m512 table = _mm512_loadu_ps(FP4);
-    for (int64_t i = 0; i < TILE * B; i++) {
+    int64_t i = 0;
+    for (; i + 16 <= TILE * B; i += 16) {  /* the scales as float32 powers of two, 16 at a time */
+        __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sc + i)));
+        __mmask16 zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
+        __m512i bits = _mm512_mask_mov_epi32(_mm512_slli_epi32(e, 23), zero, _mm512_set1_epi32(1 << 22));
+        _mm512_storeu_si512(sf + i, bits);
+    }
+    for (; i < TILE * B; i++) sf[i] = e8m0(sc[i]);
+    for (i = 0; i < TILE * B; i++) {
         __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(bl + i * 16)));
-        __m512 s = _mm512_set1_ps(e8m0(sc[i]));
+        __m512 s = _mm512_set1_ps(sf[i]);  /* a broadcast from memory: a load, not a shuffle */
         _mm512_storeu_ps(tile + i * 32, _mm512_mul_ps(_mm512_permutexvar_ps(c, table), s));  /* low 4 bits */
         _mm512_storeu_ps(tile + i * 32 + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), table), s));
     }
@@ -148,11 +220,14 @@ static int use_simd(int simd) {
 /* one expert's packed matrix (O, B, 16) + scales (O, B) times its n rows xg (n, B*32, tile order) -> out (n, O),
    TILE rows decoded at a time into tile (TILE * B*32) */
 static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float *out, int64_t n, int64_t O,
-                   int64_t B, float *tile, int wide) {
+                   int64_t B, float *tile, float *sf, int wide) {
     for (int64_t o = 0; o < O; o += TILE) {
 #ifdef __x86_64__
         if (wide) {
-            decode_avx512(bl + o * B * 16, sc + o * B, tile, B);
+            for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */
+                _mm_prefetch((const char *)(bl + (o + TILE) * B * 16 + i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(sc + (o + TILE) * B), _MM_HINT_T0);
+            decode_avx512(bl + o * B * 16, sc + o * B, tile, B, sf);
             dots_avx512(tile, xg, out + o, O, n, B * 32);
             continue;
         }
@@ -162,10 +237,30 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
     }
 }
 
+static void tile_order(const float *src, float *dst, int64_t K, int wide) {
+#ifdef __x86_64__
+    if (wide) {
+        tile_order_avx512(src, dst, K);
+        return;
+    }
+#endif
+    tile_order_scalar(src, dst, K);
+}
+
+static void swiglu(const float *h, const float *bias, float *act, int64_t I, float limit, float alpha, int wide) {
+#ifdef __x86_64__
+    if (wide) {
+        swiglu_avx512(h, bias, act, I, limit, alpha);
+        return;
+    }
+#endif
+    swiglu_scalar(h, bias, act, I, limit, alpha);
+}
+
 /* The whole MoE of N tokens, float32: out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e),
    e = ids[n, a]. Arguments as mxfp4_moe_decode's; work: (2 * (E + 1) + N * A) int32; scratch:
-   chunk * (2C + 3I) + TILE * max(C, I) floats, chunk >= 1 the rows of one expert handled at once (an expert with
-   more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked before any write). */
+   chunk * (2C + 3I) + 4.125 * max(C, I) + 3I + C floats, chunk >= 1 the rows of one expert handled at once (an
+   expert with more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked first). */
 int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                       const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
                       const float *x, float *out, int32_t *work, float *scratch, int64_t chunk, int64_t N, int64_t A,
@@ -181,30 +276,26 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
     for (int64_t e = 0; e < E; e++) next[e] = start[e];
     for (int64_t r = 0; r < R; r++) order[next[ids[r]]++] = (int32_t)r;  /* routed rows by expert, stable */
 
-    int64_t B1 = C / 32, B2 = I / 32;
-    float *xg = scratch, *h = xg + chunk * C, *act = h + chunk * 2 * I, *y = act + chunk * I, *tile = y + chunk * C;
+    int64_t B1 = C / 32, B2 = I / 32, K = C > I ? C : I;
+    float *xg = scratch, *h = xg + chunk * C, *act = h + chunk * 2 * I, *y = act + chunk * I;
+    float *tile = y + chunk * C, *sf = tile + TILE * K, *row = sf + TILE * K / 32, *bias1 = row + I, *bias2 = bias1 + 2 * I;
     for (int64_t i = 0; i < N * C; i++) out[i] = 0.0f;
     for (int64_t e = 0; e < E; e++) {
+        if (start[e] == start[e + 1]) continue;  /* no rows: its weights are never read */
+        for (int64_t i = 0; i < 2 * I; i++) bias1[i] = bias_at(b1, e * 2 * I + i, bias_bf16);
+        for (int64_t c = 0; c < C; c++) bias2[c] = bias_at(b2, e * C + c, bias_bf16);
         for (int64_t r0 = start[e]; r0 < start[e + 1]; r0 += chunk) {
             int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
+            for (int64_t j = 0; j < n; j++) tile_order(x + (order[r0 + j] / A) * C, xg + j * C, C, wide);
+            matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, tile, sf, wide);  /* (n, 2I) */
             for (int64_t j = 0; j < n; j++) {
-                const float *xr = x + (order[r0 + j] / A) * C;
-                for (int64_t k = 0; k < C; k++) xg[j * C + perm(k)] = xr[k];
+                swiglu(h + j * 2 * I, bias1, row, I, limit, alpha, wide);
+                tile_order(row, act + j * I, I, wide);  /* mlp2's input */
             }
-            matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, tile, wide);  /* (n, 2I) */
-            for (int64_t j = 0; j < n; j++)
-                for (int64_t i = 0; i < I; i++) {
-                    float gate = h[j * 2 * I + 2 * i] + bias_at(b1, e * 2 * I + 2 * i, bias_bf16);
-                    float lin = h[j * 2 * I + 2 * i + 1] + bias_at(b1, e * 2 * I + 2 * i + 1, bias_bf16);
-                    gate = gate > limit ? limit : gate;  /* quirk: clamped above only */
-                    lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
-                    /* quirk: +1 on the linear half; stored in the tile order, mlp2's input */
-                    act[j * I + perm(i)] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);
-                }
-            matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, tile, wide);  /* (n, C) */
+            matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, tile, sf, wide);  /* (n, C) */
             for (int64_t j = 0; j < n; j++) {
                 float *o = out + (order[r0 + j] / A) * C, wgt = weights[order[r0 + j]];
-                for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[j * C + c] + bias_at(b2, e * C + c, bias_bf16));
+                for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[j * C + c] + bias2[c]);
             }
         }
     }
