@@ -1,11 +1,11 @@
-"""The CPU decode kernel for MXFP4 experts: a routed matvec straight from the packed bytes, in C (csrc/).
+"""The CPU kernels for MXFP4 experts: a routed matvec and the MoE op straight from the packed bytes, in C (csrc/).
 
 out[r] = W_{ids[r]} @ x[r] for the R routed rows of a decode step, reading each routed expert's packed blocks
 and scales in place (no gather copy, nothing decoded to memory). Its *_ref is `matvec_ref` below
 (optimized.mxfp4.matvec on the gathered experts), tested against it in tests/test_optimized_ops.py.
-Build: csrc/mxfp4_matvec.c, compiled once by cbuild.py. Without a compiler `available()` is False, the reason
-is in `unavailable_reason`, and moe.py keeps the torch path: slower, same numbers within float32 rounding (a
-CPU without AVX-512 runs the kernel's scalar path).
+Build: csrc/mxfp4_matvec.c and csrc/mxfp4_matmul.c, compiled once by cbuild.py. Without a compiler
+`available()` is False, the reason is in `unavailable_reason`, and moe.py keeps the torch path: slower, same
+numbers within float32 rounding (a CPU without AVX-512 runs the kernels' scalar paths).
 `moe_decode` runs the whole MoE of a decode step (both matvecs, biases, SwiGLU, routing weights) in one call;
 `moe_prefill` (csrc/mxfp4_matmul.c) the same for many tokens: rows grouped by expert, each hit expert's weights
 decoded 4 rows at a time into an L1 tile and multiplied by all of its rows (one read of an expert per call).

@@ -3,13 +3,14 @@
 Built and loaded by optimized/mxfp4_cpu.py (gcc, no torch headers); its *_ref is the torch op (optimized/moe.py,
 expert by expert: decode the expert, then a matmul over its rows). Same contract as mxfp4_moe_decode
 (csrc/mxfp4_matvec.c), which re-reads an expert for every routed row; here each hit expert is read once per
-call (per chunk of CHUNK rows) and its decoded weights are used by all of its rows:
+call (per chunk of `chunk` rows, mxfp4_cpu.PREFILL_CHUNK) and its decoded weights are used by all of its rows:
   - the routed rows are grouped by expert (a counting sort, stable: deterministic), experts with none skipped;
   - per hit expert, 4 output rows at a time are decoded (FP4 code * E8M0 scale, exact in float32) into a small
     tile that stays in L1 (never a whole expert in memory: the engine's packed-memory contract), and the tile
     is multiplied by all of the expert's rows, 4 rows of x at a time (AVX-512: 16 zmm accumulators, then one
-    transposing horizontal sum per 4 of them);
-  - biases, SwiGLU (quirks as in moe.py), mlp2 the same way, bias, times the routing weight into out.
+    transposing horizontal sum per 4 of them) while the next tile's bytes are prefetched;
+  - biases, SwiGLU (quirks as in moe.py; AVX-512 with Cephes' expf polynomial, ~1 ulp from libm's), mlp2 the
+    same way, bias, times the routing weight into out (per token in expert order: deterministic).
 Not the release layout in memory: a decoded tile row keeps each block's 16 low-nibble values (even k) before
 its 16 high-nibble values (odd k), and x is gathered in the same order, so no interleave is ever done.
 Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
