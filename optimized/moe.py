@@ -14,9 +14,11 @@ Experts stay packed (uint8 blocks + scales) and are decoded inside the op, never
 
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows.
 """
+import ctypes
+
 import torch
 
-from optimized import mxfp4, mxfp4_cpu
+from optimized import cbuild, mxfp4, mxfp4_cpu
 from optimized.linear import linear
 from optimized.norm import rms_norm
 from reference.moe import SWIGLU_ALPHA
@@ -30,10 +32,25 @@ CPU_KERNEL_ROWS = 16  # routed rows up to which CPU uses moe_decode (it re-reads
 # R=64 6.27/4.95; R=512 ~53-65/17-18 (the torch expert loop it replaces: 250-350)
 
 
-def route(router_logits: torch.Tensor, k: int):
-    """(N, E) -> ids int32 (N, k) by descending logit, ties to the lower id; weights fp32 (N, k) summing to 1."""
+ROUTE_SOURCE = "route.c"
+ROUTE_SIGNATURES = {"route_rows": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                    ctypes.c_void_p, ctypes.c_void_p], None)}
+ROUTE_KERNEL_ROWS = 64  # rows up to which CPU routes in C (csrc/route.c); beyond, torch's sort
+
+
+def route(router_logits: torch.Tensor, k: int, kernel: bool = True):
+    """(N, E) -> ids int32 (N, k) by descending logit, ties to the lower id; weights fp32 (N, k) summing to 1.
+    A few CPU rows go to csrc/route.c (same rule); kernel=False keeps the torch path, its *_ref."""
     N, E = router_logits.shape
     assert 1 <= k <= E, (k, E)
+    if (kernel and router_logits.device.type == "cpu" and N <= ROUTE_KERNEL_ROWS and k <= 64
+            and router_logits.dtype in (torch.float32, torch.bfloat16) and router_logits.is_contiguous()):
+        lib = cbuild.load(ROUTE_SOURCE, ROUTE_SIGNATURES)
+        if lib is not None:
+            ids, weights = torch.empty(N, k, dtype=torch.int32), torch.empty(N, k, dtype=torch.float32)
+            lib.route_rows(router_logits.data_ptr(), int(router_logits.dtype == torch.bfloat16), N, E, k,
+                           ids.data_ptr(), weights.data_ptr())
+            return ids, weights
     top, ids = torch.sort(router_logits.float(), dim=-1, descending=True, stable=True)  # stable: lower id first
     top, ids = top[:, :k], ids[:, :k]
     return ids.to(torch.int32), torch.softmax(top, dim=-1)  # softmax over the k chosen only

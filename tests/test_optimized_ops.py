@@ -78,16 +78,30 @@ def test_swiglu(seed, limit):
     np.testing.assert_allclose(got.double().numpy(), ref_moe.swiglu(h32, limit), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @settings(max_examples=30)
-@given(seeds, st.integers(1, 8), st.integers(1, 4))
-def test_route_with_ties(seed, E, k):
+@given(seeds, st.integers(1, 8), st.integers(1, 4), st.sampled_from([6, 70]))
+def test_route_with_ties(kernel, seed, E, k, N):
+    """Both paths (C for <= 64 CPU rows, torch's sort) against the reference, with many exact ties."""
     k = min(k, E)
-    logits = np.random.default_rng(seed).integers(-2, 3, (6, E)).astype(np.float64)  # many exact ties
-    ids, w = route(torch.tensor(logits, dtype=torch.float32), k)
+    logits = np.random.default_rng(seed).integers(-2, 3, (N, E)).astype(np.float64)  # many exact ties
+    ids, w = route(torch.tensor(logits, dtype=torch.float32), k, kernel=kernel)
     rids, rw = ref_moe.route(logits, k)
     assert ids.dtype == torch.int32 and w.dtype == torch.float32
     np.testing.assert_array_equal(ids.numpy(), rids)  # ties go to the lower id, as in the reference
     np.testing.assert_allclose(w.double().numpy(), rw, rtol=1e-6, atol=1e-7)
+    bids, bw = route(torch.tensor(logits, dtype=torch.bfloat16), k, kernel=kernel)  # small ints: exact in bf16
+    np.testing.assert_array_equal(bids.numpy(), rids)
+    np.testing.assert_allclose(bw.double().numpy(), rw, rtol=1e-6, atol=1e-7)
+
+
+def test_route_kernel_nan_ranks_first_and_poisons_its_row():
+    """A NaN logit is chosen first (as torch's descending sort puts it) and its row's weights are NaN."""
+    logits = torch.tensor([[0.5, float("nan"), 2.0, 1.0], [3.0, 1.0, 2.0, 0.0]])
+    for kernel in (True, False):
+        ids, w = route(logits, 2, kernel=kernel)
+        assert ids.tolist() == [[1, 2], [0, 2]], kernel
+        assert bool(torch.isnan(w[0]).all()) and bool(torch.isfinite(w[1]).all()), kernel
 
 
 def _experts(rng, E, C, I):
