@@ -3,7 +3,12 @@
 The CPU tests run the kernels in the Triton interpreter, which accepts programs the compiler rejects (and
 the other way round); this compiles each kernel ahead of time for a GPUTarget, through PTX to a cubin with
 the ptxas bundled in the triton wheel, without a GPU. It runs in a subprocess because the kernels must be
-defined with TRITON_INTERPRET=0. Skipped where triton has no NVIDIA backend."""
+defined with TRITON_INTERPRET=0. Skipped where triton has no NVIDIA backend.
+Two kinds of compile: plain (every int an i32, no alignment: the most general program) and, for the bf16
+launches the GPU runs, specialized as the JIT specializes a real launch (`specialize`): pointers from torch
+allocations 16-byte aligned, an int argument equal to 1 turned into a constant (T and the q_pos stride in
+decode), ints divisible by 16 marked so, with the values of representative gpt-oss-20b calls.
+Checked on CPU with triton 3.6.0 (the GPU image's, under torch 2.11 and 2.13) and triton 3.9.0 (the dev venv's)."""
 import importlib
 import os
 import subprocess
@@ -19,28 +24,97 @@ TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_exper
 ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr")  # activation dtype
 
 
+# gpt-oss-20b: H=64 query heads, K=8 kv heads, D=64; a token's fused qkv row is (H + 2K) * D = 5120 wide; a cache
+# of 4096 slots (128 on sliding-window layers), K * D = 512 per slot
+_QKV, _SLOT = 5120, 512
+
+
+def _attn_ints(T, S, window, chunk, slots):
+    """The int arguments of one _attn_fwd_kernel launch by the engine: q a view of the fused qkv output, k/v
+    and positions slices of a cache of `slots` slots."""
+    return dict(T=T, S=S, window=window, chunk=chunk, sq_b=T * _QKV, sq_t=_QKV, sk_b=slots * _SLOT, sk_s=_SLOT,
+                sv_b=slots * _SLOT, sv_s=_SLOT, sqp_b=T, skp_b=slots)
+
+
 def cases():
-    """(module, kernel, activation dtype, constexprs, launch options): the wrappers' configurations."""
+    """(module, kernel, activation dtype, constexprs, launch options, ints): the wrappers' configurations.
+    ints None: the plain compile; else the int arguments' values in a representative launch, which the
+    compile is specialized on as the JIT would (`specialize`)."""
     moe = importlib.import_module("optimized.kernels.moe")
     out = []
     for dt in ("bf16", "fp32"):
         for cfg in (moe.DECODE_CONFIG, moe.PREFILL_CONFIG):
             launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
             common = dict(A=4, C=2880, I=2880, IEEE=dt == "fp32", BLOCK_M=cfg["BLOCK_M"], BLOCK_K=cfg["BLOCK_K"])
-            out.append(("moe", "_moe_up_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=cfg["BLOCK_N_UP"]), launch))
-            out.append(("moe", "_moe_down_kernel", dt, dict(common, BLOCK_N=cfg["BLOCK_N_DOWN"]), launch))
+            for ints in (None, {}) if dt == "bf16" else (None,):  # no int arguments: {} = aligned pointers
+                out.append(("moe", "_moe_up_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=cfg["BLOCK_N_UP"]),
+                            launch, ints))
+                out.append(("moe", "_moe_down_kernel", dt, dict(common, BLOCK_N=cfg["BLOCK_N_DOWN"]), launch, ints))
         for split, bm in ((False, 64), (True, 16)):
             c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
                      IEEE=dt == "fp32")
-            out.append(("attention", "_attn_fwd_kernel", dt, c, dict(num_warps=8, num_stages=2)))
-    out.append(("attention", "_combine_kernel", "bf16", dict(H=64, K=8, D=64, G=8, BLOCK_M=16, BLOCK_D=64),
-                dict(num_warps=4)))
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32),
-                dict(num_warps=8, debug=True)))  # as its @triton.jit(debug=True): the device_assert stays
-    out.append(("moe", "_sum_kernel", "bf16", dict(A=4, BLOCK_C=1024), dict(num_warps=4)))
-    out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}))
-    out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=128, BLOCK_A=4), {}))
+            out.append(("attention", "_attn_fwd_kernel", dt, c, dict(num_warps=8, num_stages=2), None))
+    # the engine's attention launches: BLOCK_M = 16 (T <= 2), 32 (T = 3, 4), 64; full layers (no window) and
+    # sliding ones; split-KV where one q block covers T and the keys are many
+    attn = [(64, False, False, _attn_ints(2048, 2048, 0, 2048, 4096)),  # prefill of 2048 tokens, a full layer
+            (64, False, True, _attn_ints(7, 7, 128, 64, 128)),  # prefill of 7 tokens, a sliding layer
+            (16, True, False, _attn_ints(1, 1000, 0, 256, 4096)),  # decode at 1000 keys, batch 1: 4 splits
+            (16, False, True, _attn_ints(1, 128, 128, 128, 128)),  # decode, a sliding layer's full ring
+            (32, True, False, _attn_ints(3, 3000, 0, 256, 4096)),  # 3 tokens after 2997 cached: 12 splits
+            (32, False, True, _attn_ints(3, 3, 128, 64, 128))]
+    for bm, split, window, ints in attn:
+        c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=window, SPLIT=split, IEEE=False)
+        out.append(("attention", "_attn_fwd_kernel", "bf16", c, dict(num_warps=8, num_stages=2), ints))
+    combine = dict(H=64, K=8, D=64, G=8, BLOCK_M=16, BLOCK_D=64)
+    out.append(("attention", "_combine_kernel", "bf16", combine, dict(num_warps=4), None))
+    out.append(("attention", "_combine_kernel", "bf16", combine, dict(num_warps=4), dict(T=1, n_splits=4)))
+    out.append(("attention", "_combine_kernel", "bf16", dict(combine, BLOCK_M=32), dict(num_warps=4),
+                dict(T=3, n_splits=12)))
+    group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32), group, None))
+    # batch 1 on 20b (4 pairs, 32 experts, 5 tiles); batch 64 on 120b (256 pairs, 128 experts, 144 tiles)
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=4, BLOCK_E=32, BLOCK_T=8), group,
+                dict(P=4, E=32, n_tiles=5)))
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256), group,
+                dict(P=256, E=128, n_tiles=144)))
+    for ints in (None, dict(C=2880)):
+        out.append(("moe", "_sum_kernel", "bf16", dict(A=4, BLOCK_C=1024), dict(num_warps=4), ints))
+    out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))
+    out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=128, BLOCK_A=4), {}, None))
+    out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=32, BLOCK_A=4), {}, dict(E=32, stride_row=32)))
     return out
+
+
+def arg_type(name, param, dt):
+    if param in ACT:
+        return f"*{dt}"
+    if name == "_route_kernel" and param == "w_ptr":
+        return "*fp32"  # the routing weights, not packed expert weights
+    return TYPES.get(param, "i32")  # sizes and counts
+
+
+def specialize(fn, name, dt, consts, ints):
+    """signature, constexprs and attrs for ASTSource. ints None: every argument plain. Else as the JIT
+    specializes a launch (the same rule in triton 3.6 and 3.9): pointers (fresh torch allocations) 16-byte
+    aligned, an int equal to 1 becomes a constant, an int divisible by 16 (0 included) is marked so."""
+    sig, consts, attrs = {}, dict(consts), {}
+    for i, p in enumerate(fn.params):
+        if p.is_constexpr:
+            sig[p.name] = "constexpr"
+            continue
+        ty = arg_type(name, p.name, dt)
+        sig[p.name] = ty
+        if ints is None:
+            continue
+        if ty.startswith("*"):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif ty == "i32":
+            value = ints[p.name]  # a KeyError here: the case lacks a value for this argument
+            if value == 1:
+                sig[p.name], consts[p.name] = "constexpr", 1
+            elif value % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return sig, consts, attrs
 
 
 def compile_all():
@@ -48,20 +122,13 @@ def compile_all():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     target = GPUTarget("cuda", 90, 32)
-    for mod, name, dt, consts, launch in cases():
+    for mod, name, dt, consts, launch, ints in cases():
         fn = getattr(importlib.import_module(f"optimized.kernels.{mod}"), name)
-        sig = {}
-        for p in fn.params:
-            if p.is_constexpr:
-                sig[p.name] = "constexpr"
-            elif p.name in ACT:
-                sig[p.name] = f"*{dt}"
-            elif name == "_route_kernel" and p.name == "w_ptr":
-                sig[p.name] = "*fp32"  # the routing weights, not packed expert weights
-            else:
-                sig[p.name] = TYPES.get(p.name, "i32")  # sizes and counts
-        triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=target, options=launch)
-        print(f"compiled {mod}.{name} {dt} {consts}", flush=True)
+        sig, constexprs, attrs = specialize(fn, name, dt, consts, ints)
+        triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs), target=target,
+                       options=launch)
+        how = "plain" if ints is None else f"specialized {ints}"
+        print(f"compiled {mod}.{name} {dt} {consts} {how}", flush=True)
 
 
 def test_kernels_compile_for_sm90():
