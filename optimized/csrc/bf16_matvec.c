@@ -36,16 +36,24 @@ static void rows_scalar(const uint16_t *w, const uint16_t *x, const uint16_t *bi
 }
 
 #ifdef __x86_64__
+/* Rows are read front to back, 64 bytes of each of 4 rows per step; each step asks for the lines PREFETCH_BYTES
+   ahead of all four (prefetches never fault past the end). Measured on a 32768x768 bf16 matrix, one core, cold:
+   8 KB ahead 12.1 GB/s (torch.mv on the float32 copy: 11.7), 2 KB 10.6, 16 KB 11.7, a burst per 4-row group two
+   groups ahead 9.3, none 7.4. */
+#define PREFETCH_BYTES 8192
+#define PREFETCH4(p, C, c)                                                                  \
+    for (int r_ = 0; r_ < 4; r_++)                                                          \
+        _mm_prefetch((const char *)((p) + r_ * (C) + (c)) + PREFETCH_BYTES, _MM_HINT_T0);
+
 __attribute__((target("avx512f,avx512bf16")))
 static void rows_bf16(const uint16_t *w, const uint16_t *x, const uint16_t *bias, float *out, int64_t O,
                       int64_t C) {
     int64_t o = 0;
     for (; o + 4 <= O; o += 4) {  /* four rows at once: independent sums, x loaded once per 32 columns */
         const uint16_t *p = w + o * C;
-        for (int64_t i = 0; i < 8 * C; i += 32)
-            _mm_prefetch((const char *)(p + 8 * C + i), _MM_HINT_T0);  /* two groups ahead */
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (int64_t c = 0; c < C; c += 32) {
+            PREFETCH4(p, C, c)
             __m512bh xv = (__m512bh)_mm512_loadu_si512(x + c);
             a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(p + c), xv);
             a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(p + C + c), xv);
@@ -83,8 +91,6 @@ static void rows_f32_split(const uint16_t *w, const float *xe, const float *xo, 
     int64_t o = 0;
     for (; o + 4 <= O; o += 4) {  /* four rows at once; for N > 1 they stay in L1 while every x row passes */
         const uint16_t *p = w + o * C;
-        for (int64_t i = 0; i < 8 * C; i += 32)
-            _mm_prefetch((const char *)(p + 8 * C + i), _MM_HINT_T0);  /* two groups ahead */
         for (int64_t n = 0; n < N; n++) {
             const float *en = xe + n * C2, *on_ = xo + n * C2;
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
@@ -97,6 +103,7 @@ static void rows_f32_split(const uint16_t *w, const float *xe, const float *xo, 
                     acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v_, 16)), ev, acc);   \
                     acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v_, hi)), od, acc);    \
                 }
+                if (n == 0) PREFETCH4(p, C, c)
                 ROW(a0, 0) ROW(a1, 1) ROW(a2, 2) ROW(a3, 3)
 #undef ROW
             }

@@ -75,6 +75,9 @@ static void scales_avx512(const uint8_t *s, float *f, int64_t n) {
     for (; i < n; i++) f[i] = e8m0(s[i]);
 }
 
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 8192  /* see bf16_matvec.c: the distance that let one core stream at full speed */
+#endif
 __attribute__((target("avx512f")))
 static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
                         int64_t o0, int64_t o1, int64_t B, float *sf) {
@@ -83,10 +86,11 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
     for (; o + 4 <= o1; o += 4) {  /* four rows at once: independent sums, x loaded once per block */
         const uint8_t *p = bl + o * B * 16;
         scales_avx512(sc + o * B, sf, 4 * B);  /* broadcasts from memory below cost a load, not a shuffle */
-        for (int64_t i = 0; i < 4 * B * 16; i += 64)
-            _mm_prefetch((const char *)(p + 8 * B * 16 + i), _MM_HINT_T0);  /* two groups ahead */
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (int64_t b = 0; b < B; b++) {
+            if ((b & 3) == 0)  /* a line of each of the 4 rows every 4 blocks, PREFETCH_BYTES ahead */
+                for (int r = 0; r < 4; r++)
+                    _mm_prefetch((const char *)(p + (r * B + b) * 16) + PREFETCH_BYTES, _MM_HINT_T0);
             __m512 xe_b = _mm512_loadu_ps(xe + b * 16), xo_b = _mm512_loadu_ps(xo + b * 16);
             a0 = _mm512_fmadd_ps(BLOCK_DOT(p + b * 16, xe_b, xo_b), _mm512_set1_ps(sf[b]), a0);
             a1 = _mm512_fmadd_ps(BLOCK_DOT(p + (B + b) * 16, xe_b, xo_b), _mm512_set1_ps(sf[B + b]), a1);
