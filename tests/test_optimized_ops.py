@@ -328,15 +328,15 @@ def test_attention_op_vs_reference(seed, T, S, window):
 
 
 @pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("H,K,D", [(4, 2, 8), (8, 2, 64), (6, 3, 32)])  # D=8: the scalar path; else AVX-512
 @settings(max_examples=10)
 @given(seeds, st.integers(1, 3), st.integers(1, 20), st.sampled_from([0, 4]))
-def test_cpu_kernel_attention_decode_vs_op(kv_dtype, seed, B, S, window):
+def test_cpu_kernel_attention_decode_vs_op(kv_dtype, H, K, D, seed, B, S, window):
     """The C one-token attention against the torch op (its *_ref), on the same (possibly bf16) cache values:
     ring-like key positions, empty slots, windows, a padding query (-1) and queries that see nothing."""
     from optimized.attention import attention_cpu, attention_decode
     _needs_c_kernels()
     g = torch.Generator().manual_seed(seed)
-    H, K, D = 4, 2, 8
     q = torch.randn(B, 1, H, D, generator=g).to(kv_dtype)
     k, v = (torch.randn(B, S, K, D, generator=g).to(kv_dtype) for _ in range(2))
     sinks = torch.randn(H, generator=g)
