@@ -12,11 +12,14 @@
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
 #   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF
 #      transformers (20b, dense bf16 experts) if the budget has room
-# Writes under $OUT: one log per stage, bench_*.json, and summary.json; prints a short table last.
+# Works in $WORK (a temporary folder unless set): one log per stage, bench_*.json, the certificate, summary.json.
+# $OUT receives three files, since the device tool brings back at most 8: summary.json (stage statuses, test
+# counts, every bench row), status.txt, and device_logs.tar.gz (all of $WORK). Prints a short table last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device_out}
-mkdir -p "$OUT"
+WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$OUT" "$WORK"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python}
@@ -30,17 +33,17 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with min(limit, what is le
     local left=$((BUDGET - (SECONDS - START)))
     ((limit > left)) && limit=$left
     if ((limit < 10)); then
-        echo "== $name: skipped, budget spent" | tee "$OUT/$name.log"
+        echo "== $name: skipped, budget spent" | tee "$WORK/$name.log"
         STATUS[$name]="skipped (budget)"
         return
     fi
     echo "== $name (limit ${limit}s): $*"
     local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1
     local rc=$?
     STATUS[$name]="rc=$rc $((SECONDS - t0))s$([[ $rc == 124 || $rc == 137 ]] && echo ' TIMEOUT')"
     echo "   ${STATUS[$name]}; last lines:"
-    tail -n 4 "$OUT/$name.log" | sed 's/^/   | /'
+    tail -n 4 "$WORK/$name.log" | sed 's/^/   | /'
 }
 
 stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true"
@@ -48,12 +51,12 @@ stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\",
 KERNEL_TESTS="tests/test_kernels_route.py tests/test_kernels_moe.py tests/test_kernels_attention.py"
 # bf16, real shapes and CUDA graphs first (what only a GPU can check); the fp32 cases after the benchmark
 stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "bfloat16 or real_shapes or cuda_graph"
-stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$OUT/bench_triton.json"
-stage moe_sweep 35 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$OUT/bench_sweep.json"
+stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
+stage moe_sweep 35 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
 
 # the kit on CUDA with the Triton ops (`--impl optimized --device cuda` alone would certify the torch ops)
 if [[ -d conformance ]]; then
-    cat >"$OUT/impl_cuda_triton.py" <<'EOF'
+    cat >"$WORK/impl_cuda_triton.py" <<'EOF'
 """The optimized adapter on CUDA in bf16 with the Triton ops (engine backend and op-level functions)."""
 import numpy as np
 import torch
@@ -86,8 +89,8 @@ class CudaTritonImpl(OptimizedImpl):
 def factory(checkpoint_dir):
     return CudaTritonImpl(checkpoint_dir)
 EOF
-    stage conformance 50 $PY -m pytest -q -p no:cacheprovider conformance/ --impl "$OUT/impl_cuda_triton.py:factory" \
-        --dtype bfloat16 --certificate "$OUT/certificate"
+    stage conformance 50 $PY -m pytest -q -p no:cacheprovider conformance/ --impl "$WORK/impl_cuda_triton.py:factory" \
+        --dtype bfloat16 --certificate "$WORK/certificate"
 else
     STATUS[conformance]="skipped (no conformance/)"
 fi
@@ -97,13 +100,13 @@ stage engine_gpu_check 60 $PY -m optimized.gpu_check --device cuda
 
 stage kernel_tests_rest 40 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "not (bfloat16 or real_shapes or cuda_graph)"
 stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
-    --contexts 1024 --prefill 2048 --json "$OUT/bench_torch.json"
+    --contexts 1024 --prefill 2048 --json "$WORK/bench_torch.json"
 stage bench_hf 40 $PY bench/gpu.py --models 20b --backends triton --skip moe,attention,engine --hf --contexts 1024 \
-    --prefill 2048 --json "$OUT/bench_hf.json"
+    --prefill 2048 --json "$WORK/bench_hf.json"
 
 # -- summary: stage statuses, test counts, the headline numbers ----------------------------------------------
-for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done >"$OUT/status.txt"
-$PY - "$OUT" <<'EOF'
+for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done >"$WORK/status.txt"
+$PY - "$WORK" <<'EOF'
 import json, os, re, sys
 out = sys.argv[1]
 status = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(out, "status.txt")) if "=" in line)
@@ -138,4 +141,6 @@ if bt:
         print(f"anchor {m}: floor {a['floor_gb_per_token']} GB/token -> {h['copy_GBps'] / a['floor_gb_per_token']:.0f} "
               f"tok/s on this card; SGLang {a['sglang_tok_s']} tok/s")
 EOF
-echo "total $((SECONDS - START))s; logs and JSON in $OUT"
+cp "$WORK/summary.json" "$WORK/status.txt" "$OUT/" 2>/dev/null
+tar czf "$OUT/device_logs.tar.gz" -C "$WORK" .
+echo "total $((SECONDS - START))s; summary.json, status.txt and device_logs.tar.gz (every log and JSON) in $OUT"
