@@ -25,24 +25,38 @@ def _cache_dir() -> Path:
 
 
 FLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC"]  # no contraction: a*b - c*d rounds as torch's ops do
+# OpenMP: the kernels split their rows over threads. Linked against libgomp.so.1, they share the copy torch has
+# already loaded (same soname), so torch.set_num_threads sets their thread count too. A compiler without OpenMP
+# builds them single-threaded (the pragmas are ignored); each output is computed by one thread either way, so the
+# numbers do not depend on the thread count.
+OPENMP = ["-fopenmp"]
+
+
+def _compile(cc: str, flags: list[str], source: Path, target: Path):
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        so = Path(tmp) / target.name
+        run = subprocess.run([cc, *flags, "-o", str(so), str(source)], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{cc} failed on {source.name}: {run.stderr.strip()[:500]}")
+        os.replace(so, target)
 
 
 def _build(source: Path) -> ctypes.CDLL:
-    src = source.read_bytes() + " ".join(FLAGS).encode()  # the cache key covers the flags too
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc/gcc) on PATH")
-    target = _cache_dir() / f"{source.stem}_{hashlib.sha256(src).hexdigest()[:16]}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            so = Path(tmp) / target.name
-            run = subprocess.run([cc, *FLAGS, "-o", str(so), str(source)],
-                                 capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"{cc} failed on {source.name}: {run.stderr.strip()[:500]}")
-            os.replace(so, target)
-    return ctypes.CDLL(str(target))
+    errors = []
+    for flags in (FLAGS + OPENMP, FLAGS):
+        src = source.read_bytes() + " ".join(flags).encode()  # the cache key covers the flags too
+        target = _cache_dir() / f"{source.stem}_{hashlib.sha256(src).hexdigest()[:16]}.so"
+        try:
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _compile(cc, flags, source, target)
+            return ctypes.CDLL(str(target))
+        except (OSError, RuntimeError) as e:  # no OpenMP (or no libgomp to load): try without
+            errors.append(str(e))
+    raise RuntimeError("; ".join(errors))
 
 
 def load(name: str, signatures: dict[str, tuple[list, object]]) -> ctypes.CDLL | None:

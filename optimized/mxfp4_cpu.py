@@ -62,7 +62,7 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     if out is None:
         out = torch.empty(R, O, dtype=torch.float32)
     assert tuple(out.shape) == (R, O) and out.dtype == torch.float32 and out.is_contiguous()
-    scratch = torch.empty(36 * B, dtype=torch.float32)  # x's even and odd halves, 4 rows of scales
+    scratch = torch.empty(32 * B, dtype=torch.float32)  # x's even and odd halves
     rc = _lib.mxfp4_routed_matvec(blocks.data_ptr(), scales.data_ptr(), ids.data_ptr(), x.data_ptr(),
                                   out.data_ptr(), scratch.data_ptr(), R, E, O, B, int(simd))
     if rc != 0:
@@ -97,7 +97,7 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
     -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off)."""
     N, A, E, I, C = _check_moe("moe_decode", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
-    scratch = torch.empty(36 * max(C, I) // 32 + 4 * I + C, dtype=torch.float32)
+    scratch = torch.empty(max(C, I) + 4 * I + C, dtype=torch.float32)
     rc = _lib.mxfp4_moe_decode(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(), w2_blocks.data_ptr(),
                                w2_scales.data_ptr(), b2.data_ptr(), int(b1.dtype == torch.bfloat16), ids.data_ptr(),
                                weights.data_ptr(), x.data_ptr(), out.data_ptr(), scratch.data_ptr(), N, A, E, I, C,
@@ -116,8 +116,8 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
     out = torch.empty(N, C, dtype=torch.float32)
     chunk = max(1, min(N * A, PREFILL_CHUNK))
     work = torch.empty(2 * (E + 1) + N * A, dtype=torch.int32)  # the counting sort of the routed rows by expert
-    K = max(C, I)  # x, h, act, y of a chunk; the tile and its scales; a row; the biases as float32
-    scratch = torch.empty(chunk * (2 * C + 3 * I) + 4 * K + K // 8 + 3 * I + C, dtype=torch.float32)
+    # x, h, act, y of a chunk; a row; the biases as float32 (each thread's tile lives on its stack)
+    scratch = torch.empty(chunk * (2 * C + 3 * I) + 3 * I + C, dtype=torch.float32)
     rc = _prefill_lib.mxfp4_moe_prefill(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(),
                                         w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
                                         int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),

@@ -361,3 +361,54 @@ def test_backend_registry(monkeypatch):
     monkeypatch.setitem(sys.modules, "optimized.kernels", None)  # a package that fails to import
     with pytest.raises(ops.BackendError, match="optimized.kernels.*failed to import"):
         ops.get_backend("triton")
+
+
+def test_cpu_kernels_split_over_threads_give_the_same_bits():
+    """Shapes above the kernels' parallel thresholds: each output is computed by one OpenMP thread, so 1 and 2
+    threads (torch.set_num_threads sets both: the kernels share torch's libgomp) give identical bits, and both
+    agree with the torch references."""
+    from optimized.attention import attention, attention_decode
+    from optimized.linear import bf16_f32_matmul, bf16_matvec
+    _needs_c_kernels()
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    E, C, I, A, N = 4, 1024, 1024, 2, 1
+    w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
+    x = torch.randn(N, C, generator=g)
+    ids, weights = route(torch.randn(N, E, generator=g), A)
+    xs = torch.randn(20, C, generator=g)
+    ids20, weights20 = route(torch.randn(20, E, generator=g), A)
+    w = torch.randn(512, 512, generator=g).bfloat16()
+    xv = torch.randn(3, 512, generator=g)
+    q, k, v = torch.randn(1, 1, 8, 64, generator=g), torch.randn(1, 300, 2, 64, generator=g), torch.randn(
+        1, 300, 2, 64, generator=g)
+    sinks, qp, kp = torch.randn(8, generator=g), torch.tensor([[299]]), torch.arange(300)[None]
+    runs = {
+        "moe_decode": lambda: mxfp4_cpu.moe_decode(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0, 1.702),
+        "moe_prefill": lambda: mxfp4_cpu.moe_prefill(xs, ids20, weights20, w1b, w1s, b1, w2b, w2s, b2, 7.0, 1.702),
+        "bf16_f32_matmul": lambda: bf16_f32_matmul(w, xv),
+        "bf16_matvec": lambda: bf16_matvec(w, xv[0].bfloat16()),
+        "attention_decode": lambda: attention_decode(q, k, v, sinks, 0.125, 0, qp, kp),
+    }
+    refs = {
+        "moe_decode": lambda: moe(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0),
+        "moe_prefill": lambda: moe(xs, ids20, weights20, w1b, w1s, b1, w2b, w2s, b2, 7.0),
+        "bf16_f32_matmul": lambda: xv @ w.float().T,
+        "bf16_matvec": lambda: w.float() @ xv[0].bfloat16().float(),
+        "attention_decode": lambda: attention(q, k, v, sinks, 0.125, 0, qp, kp),
+    }
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = {name: f() for name, f in runs.items()}
+        torch.set_num_threads(2)
+        two = {name: f() for name, f in runs.items()}
+    finally:
+        torch.set_num_threads(before)
+    import unittest.mock
+    with unittest.mock.patch("optimized.moe.CPU_MATVEC", False):
+        want = {name: f() for name, f in refs.items()}
+    for name in runs:
+        assert torch.equal(one[name], two[name]), name
+        scale = want[name].abs().max().item()
+        torch.testing.assert_close(two[name].float(), want[name].float(), rtol=1e-4, atol=1e-4 * scale, msg=name)

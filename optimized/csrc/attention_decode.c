@@ -78,23 +78,27 @@ static inline __m512 ld16(const void *p, int64_t i, int bf16) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));  /* bf16 -> float32, exact */
 }
 
-/* the same math as attend_scalar, one kv head at a time: its G query heads share each key and value read */
+/* the same math as attend_scalar, one kv head at a time: its G query heads share each key and value read; the
+   kv heads are split over OpenMP threads (each writes its own heads' outputs and its own scores) */
+#define PARALLEL_MIN (1 << 15)  /* K * S * D key elements; below, a parallel region costs more than it saves */
 __attribute__((target("avx512f")))
 static void attend_avx512(const float *q, const void *k, const void *v, int kv_bf16, const float *sinks,
                           float sm_scale, int64_t window, const int64_t *q_pos, const int64_t *k_pos, float *out,
                           float *scratch, int64_t B, int64_t S, int64_t H, int64_t K, int64_t D) {
     int64_t G = H / K, nd = D / 16;
-    float mx[64], denom[64];
-    __m512 row[16];
     for (int64_t b = 0; b < B; b++) {
         int64_t qp = q_pos[b];
+#pragma omp parallel for schedule(static) if (K * S * D >= PARALLEL_MIN)  /* kv heads over the threads */
         for (int64_t kh = 0; kh < K; kh++) {
+            float mx[64], denom[64];
+            __m512 row[16];
+            float *scores = scratch + kh * G * S;  /* (G, S): this kv head's query heads */
             const float *qh = q + (b * H + kh * G) * D;  /* the G query heads of this kv head, (G, D) */
             for (int64_t g = 0; g < G; g++) mx[g] = sinks[kh * G + g];
             for (int64_t s = 0; s < S; s++) {
                 int64_t kp = k_pos[b * S + s];
                 if (!(kp >= 0 && kp <= qp && (window <= 0 || qp - kp < window))) {
-                    for (int64_t g = 0; g < G; g++) scratch[g * S + s] = -INFINITY;
+                    for (int64_t g = 0; g < G; g++) scores[g * S + s] = -INFINITY;
                     continue;
                 }
                 int64_t base = ((b * S + s) * K + kh) * D;
@@ -103,12 +107,12 @@ static void attend_avx512(const float *q, const void *k, const void *v, int kv_b
                     __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh + g * D), row[0]);
                     for (int64_t j = 1; j < nd; j++) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + g * D + 16 * j), row[j], acc);
                     float sc = _mm512_reduce_add_ps(acc) * sm_scale;
-                    scratch[g * S + s] = sc;
+                    scores[g * S + s] = sc;
                     if (sc > mx[g]) mx[g] = sc;
                 }
             }
             for (int64_t g = 0; g < G; g++) {
-                float *sg = scratch + g * S;
+                float *sg = scores + g * S;
                 denom[g] = expf(sinks[kh * G + g] - mx[g]);
                 for (int64_t s = 0; s < S; s++) {
                     float e = sg[s] == -INFINITY ? 0.0f : expf(sg[s] - mx[g]);
@@ -123,7 +127,7 @@ static void attend_avx512(const float *q, const void *k, const void *v, int kv_b
                 int64_t base = ((b * S + s) * K + kh) * D;
                 for (int64_t j = 0; j < nd; j++) row[j] = ld16(v, base + 16 * j, kv_bf16);
                 for (int64_t g = 0; g < G; g++) {
-                    float p = scratch[g * S + s] / denom[g];
+                    float p = scores[g * S + s] / denom[g];
                     if (p == 0.0f) continue;
                     float *o = out + (b * H + kh * G + g) * D;
                     __m512 pv = _mm512_set1_ps(p);
@@ -137,7 +141,7 @@ static void attend_avx512(const float *q, const void *k, const void *v, int kv_b
 #endif
 
 /* q (B, H, D) float32, k/v (B, S, K, D), sinks (H,) float32, q_pos (B,), k_pos (B, S) int64, out (B, H, D)
-   float32, scratch (G * S,) float32 (G = H / K). */
+   float32, scratch (H * S,) float32. */
 void attention_decode(const float *q, const void *k, const void *v, int kv_bf16, const float *sinks,
                       float sm_scale, int64_t window, const int64_t *q_pos, const int64_t *k_pos, float *out,
                       float *scratch, int64_t B, int64_t S, int64_t H, int64_t K, int64_t D) {
@@ -162,13 +166,13 @@ static inline uint16_t round_bf16(float f) {  /* round to nearest even, as torch
    RoPE on the q and k heads of qkv (float32 math, halves rotated: i pairs with i + D/2; the result rounded to
    the activation dtype), the rotated k and the v written into the cache at slot pos % S with its position,
    then attention over the cache (attention_decode). qkv (B, (H + 2K) * D) and the cache in float32 or bf16
-   (is_bf16); cos, sin (B, D/2) float32; pos (B,) >= 0; out (B, H, D) float32; scratch (G * S + H * D) floats. */
+   (is_bf16); cos, sin (B, D/2) float32; pos (B,) >= 0; out (B, H, D) float32; scratch (H * S + H * D) floats. */
 void attention_decode_block(const void *qkv, int is_bf16, const float *cos, const float *sin, const int64_t *pos,
                             void *k_cache, void *v_cache, int64_t *pos_cache, const float *sinks, float sm_scale,
                             int64_t window, float *out, float *scratch, int64_t B, int64_t S, int64_t H, int64_t K,
                             int64_t D) {
     int64_t F = D / 2, W = (H + 2 * K) * D;
-    float *q = scratch + (H / K) * S;  /* (H, D): this row's rotated queries */
+    float *q = scratch + H * S;  /* (H, D): this row's rotated queries */
     for (int64_t b = 0; b < B; b++) {
         int64_t p = pos[b], slot = p % S;
         const float *c = cos + b * F, *s = sin + b * F;

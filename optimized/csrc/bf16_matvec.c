@@ -41,6 +41,9 @@ static void rows_scalar(const uint16_t *w, const uint16_t *x, const uint16_t *bi
    8 KB ahead 12.1 GB/s (torch.mv on the float32 copy: 11.7), 2 KB 10.6, 16 KB 11.7, a burst per 4-row group two
    groups ahead 9.3, none 7.4. */
 #define PREFETCH_BYTES 8192
+/* Rows are split over OpenMP threads (static: each thread streams one contiguous run of rows) when the matrix has
+   at least PARALLEL_MIN weights; below, a parallel region costs more than it saves. */
+#define PARALLEL_MIN (1 << 17)
 #define PREFETCH4(p, C, c)                                                                  \
     for (int r_ = 0; r_ < 4; r_++)                                                          \
         _mm_prefetch((const char *)((p) + r_ * (C) + (c)) + PREFETCH_BYTES, _MM_HINT_T0);
@@ -48,8 +51,9 @@ static void rows_scalar(const uint16_t *w, const uint16_t *x, const uint16_t *bi
 __attribute__((target("avx512f,avx512bf16")))
 static void rows_bf16(const uint16_t *w, const uint16_t *x, const uint16_t *bias, float *out, int64_t O,
                       int64_t C) {
-    int64_t o = 0;
-    for (; o + 4 <= O; o += 4) {  /* four rows at once: independent sums, x loaded once per 32 columns */
+    int64_t O4 = O / 4 * 4;
+#pragma omp parallel for schedule(static) if (O * C >= PARALLEL_MIN)
+    for (int64_t o = 0; o < O4; o += 4) {  /* four rows at once: independent sums, x loaded once per 32 columns */
         const uint16_t *p = w + o * C;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (int64_t c = 0; c < C; c += 32) {
@@ -65,7 +69,7 @@ static void rows_bf16(const uint16_t *w, const uint16_t *x, const uint16_t *bias
         out[o + 2] = _mm512_reduce_add_ps(a2) + (bias ? widen(bias[o + 2]) : 0.0f);
         out[o + 3] = _mm512_reduce_add_ps(a3) + (bias ? widen(bias[o + 3]) : 0.0f);
     }
-    if (o < O) rows_scalar(w + o * C, x, bias ? bias + o : 0, out + o, O - o, C);
+    if (O4 < O) rows_scalar(w + O4 * C, x, bias ? bias + O4 : 0, out + O4, O - O4, C);
 }
 #endif
 
@@ -88,8 +92,9 @@ static void rows_f32_split(const uint16_t *w, const float *xe, const float *xo, 
                            int64_t O, int64_t C, int64_t N) {
     const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
     const int64_t C2 = C / 2;
-    int64_t o = 0;
-    for (; o + 4 <= O; o += 4) {  /* four rows at once; for N > 1 they stay in L1 while every x row passes */
+    int64_t O4 = O / 4 * 4;
+#pragma omp parallel for schedule(static) if (O * C >= PARALLEL_MIN)
+    for (int64_t o = 0; o < O4; o += 4) {  /* four rows at once; for N > 1 they stay in L1 while every x row passes */
         const uint16_t *p = w + o * C;
         for (int64_t n = 0; n < N; n++) {
             const float *en = xe + n * C2, *on_ = xo + n * C2;
@@ -114,7 +119,7 @@ static void rows_f32_split(const uint16_t *w, const float *xe, const float *xo, 
             on[3] = _mm512_reduce_add_ps(a3) + (bias ? bias[o + 3] : 0.0f);
         }
     }
-    for (; o < O; o++)  /* the last O % 4 rows */
+    for (int64_t o = O4; o < O; o++)  /* the last O % 4 rows */
         for (int64_t n = 0; n < N; n++) {
             float acc = 0.0f;
             for (int64_t c = 0; c < C2; c++)

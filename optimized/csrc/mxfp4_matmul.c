@@ -219,10 +219,12 @@ static int use_simd(int simd) {
 }
 
 /* one expert's packed matrix (O, B, 16) + scales (O, B) times its n rows xg (n, B*32, tile order) -> out (n, O),
-   TILE rows decoded at a time into tile (TILE * B*32) */
+   TILE rows decoded at a time into a tile (TILE * B*32 floats, on each thread's stack) */
 static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float *out, int64_t n, int64_t O,
-                   int64_t B, float *tile, float *sf, int wide) {
+                   int64_t B, int wide) {
+#pragma omp parallel for schedule(static)  /* tiles of output rows over the threads, each with its own tile */
     for (int64_t o = 0; o < O; o += TILE) {
+        float tile[TILE * B * 32], sf[TILE * B];
 #ifdef __x86_64__
         if (wide) {
             for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */
@@ -260,7 +262,7 @@ static void swiglu(const float *h, const float *bias, float *act, int64_t I, flo
 
 /* The whole MoE of N tokens, float32: out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e),
    e = ids[n, a]. Arguments as mxfp4_moe_decode's; work: (2 * (E + 1) + N * A) int32; scratch:
-   chunk * (2C + 3I) + 4.125 * max(C, I) + 3I + C floats, chunk >= 1 the rows of one expert handled at once (an
+   chunk * (2C + 3I) + 3I + C floats, chunk >= 1 the rows of one expert handled at once (an
    expert with more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked first). */
 int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                       const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
@@ -277,9 +279,9 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
     for (int64_t e = 0; e < E; e++) next[e] = start[e];
     for (int64_t r = 0; r < R; r++) order[next[ids[r]]++] = (int32_t)r;  /* routed rows by expert, stable */
 
-    int64_t B1 = C / 32, B2 = I / 32, K = C > I ? C : I;
+    int64_t B1 = C / 32, B2 = I / 32;
     float *xg = scratch, *h = xg + chunk * C, *act = h + chunk * 2 * I, *y = act + chunk * I;
-    float *tile = y + chunk * C, *sf = tile + TILE * K, *row = sf + TILE * K / 32, *bias1 = row + I, *bias2 = bias1 + 2 * I;
+    float *row = y + chunk * C, *bias1 = row + I, *bias2 = bias1 + 2 * I;
     for (int64_t i = 0; i < N * C; i++) out[i] = 0.0f;
     for (int64_t e = 0; e < E; e++) {
         if (start[e] == start[e + 1]) continue;  /* no rows: its weights are never read */
@@ -288,12 +290,12 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
         for (int64_t r0 = start[e]; r0 < start[e + 1]; r0 += chunk) {
             int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
             for (int64_t j = 0; j < n; j++) tile_order(x + (order[r0 + j] / A) * C, xg + j * C, C, wide);
-            matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, tile, sf, wide);  /* (n, 2I) */
+            matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, wide);  /* (n, 2I) */
             for (int64_t j = 0; j < n; j++) {
                 swiglu(h + j * 2 * I, bias1, row, I, limit, alpha, wide);
                 tile_order(row, act + j * I, I, wide);  /* mlp2's input */
             }
-            matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, tile, sf, wide);  /* (n, C) */
+            matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, wide);  /* (n, C) */
             for (int64_t j = 0; j < n; j++) {
                 float *o = out + (order[r0 + j] / A) * C, wgt = weights[order[r0 + j]];
                 for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[j * C + c] + bias2[c]);

@@ -78,13 +78,17 @@ static void scales_avx512(const uint8_t *s, float *f, int64_t n) {
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 8192  /* see bf16_matvec.c: the distance that let one core stream at full speed */
 #endif
+/* rows split over OpenMP threads (static, contiguous runs) from this many 32-blocks (~0.3 MB packed) up */
+#define PARALLEL_MIN_BLOCKS (1 << 14)
 __attribute__((target("avx512f")))
 static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
-                        int64_t o0, int64_t o1, int64_t B, float *sf) {
+                        int64_t o0, int64_t o1, int64_t B) {
     const __m512 table = _mm512_loadu_ps(FP4);
-    int64_t o = o0;
-    for (; o + 4 <= o1; o += 4) {  /* four rows at once: independent sums, x loaded once per block */
+    int64_t o4 = o0 + (o1 - o0) / 4 * 4;
+#pragma omp parallel for schedule(static) if ((o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
+    for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once: independent sums, x loaded once per block */
         const uint8_t *p = bl + o * B * 16;
+        float sf[4 * B];  /* this thread's 4 rows of scales as float32 */
         scales_avx512(sc + o * B, sf, 4 * B);  /* broadcasts from memory below cost a load, not a shuffle */
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (int64_t b = 0; b < B; b++) {
@@ -102,7 +106,7 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
         out[o + 2] = _mm512_reduce_add_ps(a2);
         out[o + 3] = _mm512_reduce_add_ps(a3);
     }
-    for (; o < o1; o++) {
+    for (int64_t o = o4; o < o1; o++) {
         const uint8_t *p = bl + o * B * 16;
         const uint8_t *s = sc + o * B;
         __m512 acc = _mm512_setzero_ps();
@@ -115,14 +119,14 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
 }
 #endif
 
-/* one packed matrix (O, B, 16) + scales (O, B) times x (B*32) -> out (O); scratch (36 * B) float32 */
+/* one packed matrix (O, B, 16) + scales (O, B) times x (B*32) -> out (O); scratch (32 * B) float32 */
 static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, float *out, int64_t O, int64_t B,
                        float *scratch, int wide) {
     float *xe = scratch, *xo = scratch + B * 16;
     split(x, xe, xo, B);
 #ifdef __x86_64__
     if (wide) {
-        rows_avx512(bl, sc, xe, xo, out, 0, O, B, xo + B * 16);
+        rows_avx512(bl, sc, xe, xo, out, 0, O, B);
         return;
     }
 #endif
@@ -140,7 +144,7 @@ static int use_simd(int simd) {
 }
 
 /* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
-   scratch (36 * B) float32; simd 0 forces the scalar path (tests). Returns 0, or -1 when an id is outside
+   scratch (32 * B) float32; simd 0 forces the scalar path (tests). Returns 0, or -1 when an id is outside
    [0, E) (checked before any row is written). */
 int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int64_t *ids, const float *x,
                         float *out, float *scratch, int64_t R, int64_t E, int64_t O, int64_t B, int simd) {
@@ -166,7 +170,7 @@ static inline float bias_at(const void *b, int64_t i, int bf16) {
    w1 (E, 2I, C/32, 16) + scales, b1 (E, 2I); w2 (E, C, I/32, 16) + scales, b2 (E, C); biases float32 or bf16
    (bias_bf16). SwiGLU quirks as in moe.py: rows of mlp1 interleave gate (even) and linear (odd); gate clamped
    above only, linear both ways; gate * sigmoid(alpha * gate) * (linear + 1).
-   scratch: 36 * max(C, I) / 32 + 4 * I + C floats. Returns 0, or -1 when an id is outside [0, E). */
+   scratch: max(C, I) + 4 * I + C floats. Returns 0, or -1 when an id is outside [0, E). */
 int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                      const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
                      const float *x, float *out, float *scratch, int64_t N, int64_t A, int64_t E, int64_t I,
@@ -175,7 +179,7 @@ int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, con
         if (ids[r] < 0 || ids[r] >= E) return -1;
     int wide = use_simd(simd);
     int64_t B1 = C / 32, B2 = I / 32, Bmax = B1 > B2 ? B1 : B2;
-    float *h = scratch + 36 * Bmax, *act = h + 2 * I, *y = act + I;
+    float *h = scratch + 32 * Bmax, *act = h + 2 * I, *y = act + I;
     for (int64_t n = 0; n < N; n++) {
         float *o = out + n * C;
         for (int64_t c = 0; c < C; c++) o[c] = 0.0f;
