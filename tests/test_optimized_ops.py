@@ -412,3 +412,21 @@ def test_cpu_kernels_split_over_threads_give_the_same_bits():
         assert torch.equal(one[name], two[name]), name
         scale = want[name].abs().max().item()
         torch.testing.assert_close(two[name].float(), want[name].float(), rtol=1e-4, atol=1e-4 * scale, msg=name)
+
+
+def test_cbuild_without_openmp_builds_single_threaded_and_names_failures(tmp_path, monkeypatch):
+    """A compiler without OpenMP still builds the kernels (the pragmas are ignored); a compiler that fails
+    outright makes load() return None with the compiler's words, and the callers keep their torch paths."""
+    from optimized import cbuild
+    _needs_c_kernels()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cbuild, "OPENMP", ["-fno-such-option-for-the-test"])
+    lib = cbuild._build(cbuild.CSRC / "rms_norm.c")
+    assert hasattr(lib, "rms_norm_rows")
+    assert len(list((tmp_path / "gpt-oss-kit").glob("rms_norm_*.so"))) == 1  # the build without OpenMP only
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setattr(cbuild, "shutil", type("S", (), {"which": staticmethod(lambda name: "/bin/false")}))
+    monkeypatch.setattr(cbuild, "_loaded", {})
+    monkeypatch.setattr(cbuild, "reasons", {})
+    assert cbuild.load("route.c", {}) is None
+    assert "failed on route.c" in cbuild.reasons["route.c"]
