@@ -20,8 +20,8 @@ KERNEL_ROWS = 64  # rows up to which CPU takes the C kernel; longer prompts keep
 def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float = EPS, kernel: bool = True) -> torch.Tensor:
     *_, C = x.shape
     assert tuple(scale.shape) == (C,), f"norm scale {tuple(scale.shape)} for features {C}"
-    if (kernel and x.device.type == "cpu" and x.numel() <= KERNEL_ROWS * C and x.dtype in (torch.float32, torch.bfloat16)
-            and scale.dtype == torch.float32 and x.is_contiguous() and scale.is_contiguous()):
+    if (kernel and x.device.type == "cpu" and x.numel() <= KERNEL_ROWS * C and scale.dtype == torch.float32
+            and x.dtype in (torch.float32, torch.bfloat16) and x.is_contiguous() and scale.is_contiguous()):
         lib = cbuild.load(SOURCE, SIGNATURES)
         if lib is not None:
             out = torch.empty_like(x)

@@ -105,7 +105,8 @@ static void attend_avx512(const float *q, const void *k, const void *v, int kv_b
                 for (int64_t j = 0; j < nd; j++) row[j] = ld16(k, base + 16 * j, kv_bf16);
                 for (int64_t g = 0; g < G; g++) {
                     __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh + g * D), row[0]);
-                    for (int64_t j = 1; j < nd; j++) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + g * D + 16 * j), row[j], acc);
+                    for (int64_t j = 1; j < nd; j++)
+                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + g * D + 16 * j), row[j], acc);
                     float sc = _mm512_reduce_add_ps(acc) * sm_scale;
                     scores[g * S + s] = sc;
                     if (sc > mx[g]) mx[g] = sc;

@@ -7,10 +7,10 @@ already in cache; vdpbf16ps makes the product nearly free, so only the weight re
 AVX512_BF16: vdpbf16ps multiplies 32 bf16 pairs exactly and adds them into 16 float32 lanes; x is bf16 already
 (the activations of a bf16 model), so nothing is rounded before the sums. Without AVX512_BF16 (or when C is not
 a multiple of 32) a scalar path widens each bf16 to float32 (a 16-bit shift) and sums in float32.
-bf16_f32_matmul: the same product, for N rows of x, in a float32 model whose checkpoint stores the matrix in bf16 (the release
-format): the weights stay bf16 in memory (half the bytes of a float32 copy) and are widened in registers (a
-16-bit shift or a mask: exact), x stays float32, products and sums in float32 (FMA). Same numbers as torch.mv on the
-float32 copy, up to the order of the sums.
+bf16_f32_matmul: the same product, for N rows of x, in a float32 model whose checkpoint stores the matrix in
+bf16 (the release format): the weights stay bf16 in memory (half the bytes of a float32 copy) and are widened in
+registers (a 16-bit shift or a mask: exact), x stays float32, products and sums in float32 (FMA). Same numbers
+as torch.mv on the float32 copy, up to the order of the sums.
 Legend: O output rows, C input features.
 */
 #include <stdint.h>
