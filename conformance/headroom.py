@@ -1,4 +1,6 @@
-"""`python -m conformance.headroom CERT_DIR...`: how close each certified port came to its bounds.
+"""`python -m conformance.headroom CERT...`: how close each certified port came to its bounds.
+
+CERT is a certificate folder (what `--certificate` wrote) or its certificate.json.
 
 Prints, per certificate and check family (op, logits, logprob, stages, ...), the worst measured/bound ratio
 and the worst measured error; SPEC.md's measurement tables come from this script, e.g.
@@ -21,8 +23,21 @@ def family(check: str) -> str:
     return head
 
 
+def load(path) -> dict:
+    """A certificate folder or its certificate.json -> the certificate; a clear SystemExit otherwise."""
+    p = Path(path)
+    p = p / "certificate.json" if p.is_dir() else p
+    try:
+        cert = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"conformance.headroom: {path}: not a certificate folder or certificate.json ({e})")
+    if not isinstance(cert, dict) or not {"checks", "implementation", "summary"} <= cert.keys():
+        raise SystemExit(f"conformance.headroom: {p}: JSON without a certificate's checks/implementation/summary")
+    return cert
+
+
 def table(folder) -> list[tuple[str, float, float, float]]:
-    cert = json.loads((Path(folder) / "certificate.json").read_text())
+    cert = load(folder)
     worst: dict[str, tuple[float, float, float]] = {}
     for c in cert["checks"]:
         for m in c["measures"]:
@@ -37,8 +52,11 @@ def table(folder) -> list[tuple[str, float, float, float]]:
 
 
 def main(argv=None):
-    for folder in (argv or sys.argv[1:]):
-        cert = json.loads((Path(folder) / "certificate.json").read_text())
+    args = argv or sys.argv[1:]
+    if not args:
+        raise SystemExit("usage: python -m conformance.headroom CERT_DIR_OR_JSON...")
+    for folder in args:
+        cert = load(folder)
         imp = cert["implementation"]
         print(f"\n{imp.get('name')} (bounds: {imp.get('dtype')}), {cert['summary']['verdict']}")
         print(f"| check family | worst measured/bound | measured | bound |\n|---|---|---|---|")

@@ -257,3 +257,20 @@ def test_device_cuda_is_refused_where_the_kit_cannot_choose_the_device(impl):
     from conformance.plugin import ImplError, resolve
     with pytest.raises(ImplError, match=f"--device cuda applies to the built-in \\['optimized'\\] only; --impl '{impl}'"):
         resolve(impl, None, "cuda")
+
+
+def test_headroom_reads_a_folder_or_its_json_and_names_bad_input(tmp_path, capsys):
+    from conformance import headroom
+    cert = {"implementation": {"name": "port", "dtype": "float32"}, "summary": {"verdict": "CONFORMANT"},
+            "checks": [{"measures": [{"check": "logits/c1", "measured": 1e-6, "bound": 4e-6},
+                                     {"check": "logits/c1.argmax", "measured": 0, "bound": 1},
+                                     {"check": "stages/c1 block.0.attn", "measured": 3e-6, "bound": 4e-6}]}]}
+    (tmp_path / "certificate.json").write_text(json.dumps(cert))
+    headroom.main([str(tmp_path), str(tmp_path / "certificate.json")])
+    out = capsys.readouterr().out
+    assert out.count("| logits | 0.25 | 1e-06 | 4e-06 |") == 2 and out.count("| stages | 0.75 |") == 2
+    with pytest.raises(SystemExit, match="not a certificate folder or certificate.json"):
+        headroom.main([str(tmp_path / "missing")])
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="without a certificate's checks"):
+        headroom.main([str(tmp_path / "other.json")])
