@@ -93,7 +93,7 @@ def attention_decode(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos)
     qp, kp = q_pos.to(torch.int64).contiguous(), k_pos.to(torch.int64)
     sk = sinks.float().contiguous()
     out = torch.empty(B, 1, H, D, dtype=torch.float32)
-    scratch = torch.empty(H * S, dtype=torch.float32)
+    scratch = torch.empty(S, dtype=torch.float32)
     lib.attention_decode(qf.data_ptr(), k.data_ptr(), v.data_ptr(), int(k.dtype == torch.bfloat16), sk.data_ptr(),
                          float(sm_scale), int(window or 0), qp.data_ptr(), kp.data_ptr(), out.data_ptr(),
                          scratch.data_ptr(), B, S, H, K, D)
@@ -120,7 +120,7 @@ def decode_block_cpu(qkv, cos, sin, pos, cache, layer: int, sinks, sm_scale: flo
     assert T == 1 and W == (H + 2 * K) * D and tuple(kc.shape) == (B, S, K, D) and kc.dtype == qkv.dtype
     c, s, p = cos.reshape(B, D // 2).contiguous(), sin.reshape(B, D // 2).contiguous(), pos.reshape(B).contiguous()
     out = torch.empty(B, 1, H, D, dtype=torch.float32)
-    scratch = torch.empty(H * S + H * D, dtype=torch.float32)
+    scratch = torch.empty(S + H * D, dtype=torch.float32)
     _decode_kernel().attention_decode_block(
         qkv.data_ptr(), int(qkv.dtype == torch.bfloat16), c.data_ptr(), s.data_ptr(), p.data_ptr(), kc.data_ptr(),
         vc.data_ptr(), pc.data_ptr(), sinks.data_ptr(), float(sm_scale), int(window or 0), out.data_ptr(),

@@ -330,10 +330,12 @@ def test_attention_op_vs_reference(seed, T, S, window):
 @pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("H,K,D", [(4, 2, 8), (8, 2, 64), (6, 3, 32)])  # D=8: the scalar path; else AVX-512
 @settings(max_examples=10)
-@given(seeds, st.integers(1, 3), st.integers(1, 20), st.sampled_from([0, 4]))
+@given(seeds, st.integers(1, 3), st.one_of(st.integers(1, 20), st.sampled_from([64, 65, 150])),
+       st.sampled_from([0, 4, 70]))
 def test_cpu_kernel_attention_decode_vs_op(kv_dtype, H, K, D, seed, B, S, window):
     """The C one-token attention against the torch op (its *_ref), on the same (possibly bf16) cache values:
-    ring-like key positions, empty slots, windows, a padding query (-1) and queries that see nothing."""
+    ring-like key positions, empty slots, windows, a padding query (-1) and queries that see nothing; S above 64:
+    several key blocks of the AVX-512 path (a later block raising the running max, blocks seeing nothing)."""
     from optimized.attention import attention_cpu, attention_decode
     _needs_c_kernels()
     g = torch.Generator().manual_seed(seed)
@@ -430,3 +432,22 @@ def test_cbuild_without_openmp_builds_single_threaded_and_names_failures(tmp_pat
     monkeypatch.setattr(cbuild, "reasons", {})
     assert cbuild.load("route.c", {}) is None
     assert "failed on route.c" in cbuild.reasons["route.c"]
+
+
+@pytest.mark.parametrize("window", [0, 70])
+def test_cpu_kernel_attention_decode_blocks_and_rising_max(window):
+    """The AVX-512 path's online softmax over 64-key blocks: scores that rise block after block (each block
+    rescales the ones before), a first block the window hides, a large sink, against the torch op."""
+    from optimized.attention import attention_decode
+    _needs_c_kernels()
+    g = torch.Generator().manual_seed(3)
+    H, K, D, S = 8, 2, 64, 200
+    q = torch.randn(1, 1, H, D, generator=g)
+    rise = torch.linspace(0, 3, S)[None, :, None, None] * q[0, 0, ::4][None, None] / 8  # head 4*kh's scores grow
+    k = torch.randn(1, S, K, D, generator=g) * 0.1 + rise
+    v = torch.randn(1, S, K, D, generator=g)
+    sinks = torch.tensor([8.0, -8.0, 0.0, 2.0, 30.0, -30.0, 1.0, 0.5])
+    q_pos, k_pos = torch.tensor([[S - 1]]), torch.arange(S)[None]
+    want = ops.attention(q, k, v, sinks, D ** -0.5, window, q_pos, k_pos)
+    got = attention_decode(q, k, v, sinks, D ** -0.5, window, q_pos, k_pos)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
