@@ -273,11 +273,13 @@ def peak_note(clock) -> str:
 def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
     from optimized.generate import Engine
     from optimized.model import Model
-    model = Model(weights, backend=backend)
+    model = Model(weights, backend=backend.removesuffix("-unfused"))
+    if backend.endswith("-unfused"):  # decode RoPE + cache write as torch steps: what kernels/rope_cache.py saves
+        model.ops.rope_cache_write = None
     V = config.vocab_size
     for ctx in args.contexts:
         engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))
-        if backend == "triton":  # the Triton MoE never syncs the host: every batch size can be captured
+        if backend.startswith("triton"):  # the Triton MoE never syncs the host: every batch size can be captured
             engine._graphable = lambda batch: True
         for batch in args.batches:
             if clock.cuda:
@@ -298,6 +300,8 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
                        ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
                        note=f"{batch / s:.1f} tok/s" + peak_note(clock))
         engine._cache, engine._graphs = None, {}
+    if not args.prefill:
+        return
     engine = Engine(model, context=max(args.prefill) + 8, max_batch=1)
     for T in args.prefill:
         prompt = [(i * 7919) % V for i in range(T)]
@@ -390,7 +394,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny config (checks that the harness runs)")
     ap.add_argument("--models", default="20b,120b")
-    ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main")
+    ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main; "
+                    "triton-unfused: the Triton backend with the decode RoPE + cache write as torch steps")
     ap.add_argument("--contexts", default="1024,8192")
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--prefill", default="2048,8192")

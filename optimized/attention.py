@@ -142,9 +142,10 @@ FUSED_DECODE = True  # tests switch it off to compare with the step-by-step path
 
 
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: bool = False,
-                    static: bool = False):
+                    static: bool = False, prologue=None):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
-    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
+    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs).
+    prologue: the backend's rope_cache_write (ops.py), used at decode in place of the torch RoPE + cache write."""
     B, T, C = x.shape
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
@@ -153,13 +154,18 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: 
     if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
         o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)
         return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
-    qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, T, H + K, D), cos, sin)  # q and k heads rotated at once
-    q, k = qk[:, :, :H], qk[:, :, H:]  # head h = k*G + g
-    v = qkv[..., (H + K) * D:].reshape(B, T, K, D)
     S = cache.pos[layer].shape[1]
+    written = decode and prologue is not None
+    if written:  # RoPE on q and k, k and v into the cache: one kernel (kernels/rope_cache.py)
+        q = prologue(qkv, cos, sin, pos, cache.k[layer], cache.v[layer], cache.pos[layer], H, K, D)
+    else:
+        qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, T, H + K, D), cos, sin)  # q and k heads rotated at once
+        q, k = qk[:, :, :H], qk[:, :, H:]  # head h = k*G + g
+        v = qkv[..., (H + K) * D:].reshape(B, T, K, D)
     if decode or not window:
         # one token per row, or a full layer (slot = position, never reused): write first, attend the cache
-        cache.write(layer, k, v, pos, all_valid=decode)
+        if not written:
+            cache.write(layer, k, v, pos, all_valid=decode)
         used = S if (window or static) else min(S, max(cache.lengths) + T)  # full layers: slots past the
         ks, vs, kp = cache.k[layer][:, :used], cache.v[layer][:, :used], cache.pos[layer][:, :used]  # end are empty
     else:

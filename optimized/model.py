@@ -52,7 +52,8 @@ class Model:
         if stages is not None:
             stages["embedding"] = x
         for n in range(c.num_hidden_layers):
-            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops.attention, decode, static)
+            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops.attention, decode, static,
+                                getattr(self.ops, "rope_cache_write", None))
             if stages is not None:
                 stages[f"block.{n}.attn"] = x
             trace = {} if stages is not None else None

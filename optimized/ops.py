@@ -11,6 +11,10 @@ not a silent fallback, and so is a package that is missing or fails to import.
   moe(x [N, C], ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit) -> [N, C]
   attention(q [B, T, H, D], k [B, S, K, D], v, sinks fp32 [H], sm_scale, window, q_pos [B, T], k_pos [B, S])
       -> [B, T, H, D]
+Optional (None when a backend has none; attention.py then runs its torch steps):
+  rope_cache_write(qkv [B, 1, (H+2K)*D], cos, sin [B, 1, D/2] fp32, pos [B, 1], k_cache, v_cache, pos_cache, H, K, D)
+      -> q [B, 1, H, D]: a decode step's RoPE and cache write in one call (the torch backend's CPU path has
+      its own C version inside attention.py)
 """
 import importlib
 from types import SimpleNamespace
@@ -19,6 +23,7 @@ from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
+OPTIONAL = ("rope_cache_write",)
 BACKENDS = ("torch", "triton")
 
 
@@ -28,7 +33,8 @@ class BackendError(RuntimeError):
 
 def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
-        return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu)  # C at CPU decode
+        return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu,  # C at CPU decode
+                               rope_cache_write=None)
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")
@@ -39,8 +45,8 @@ def get_backend(name: str = "torch") -> SimpleNamespace:
         if missing:
             raise BackendError(f"backend 'triton': optimized.kernels does not define {missing} "
                                f"(it must define {list(OPS)} with the torch ops' signatures)")
-        return SimpleNamespace(name="triton", **{op: getattr(kernels, op) for op in OPS})
+        return SimpleNamespace(name="triton", **{op: getattr(kernels, op, None) for op in OPS + OPTIONAL})
     raise BackendError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
 
 
-__all__ = ["OPS", "BACKENDS", "BackendError", "attention", "get_backend", "moe", "route"]
+__all__ = ["OPS", "OPTIONAL", "BACKENDS", "BackendError", "attention", "get_backend", "moe", "route"]

@@ -20,8 +20,10 @@ import pytest
 TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_expert_ptr": "*i32",
          "tile_start_ptr": "*i32", "tile_stop_ptr": "*i32", "w_ptr": "*u8", "s_ptr": "*u8", "weights_ptr": "*fp32", "y_ptr": "*fp32",
          "sinks_ptr": "*fp32", "qpos_ptr": "*i64", "kpos_ptr": "*i64", "pm_ptr": "*fp32", "pl_ptr": "*fp32",
-         "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32"}
-ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr")  # activation dtype
+         "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
+         "pos_ptr": "*i64", "pc_ptr": "*i64"}
+ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr", "qkv_ptr", "kc_ptr",
+       "vc_ptr")  # activation dtype
 
 
 # gpt-oss-20b: H=64 query heads, K=8 kv heads, D=64; a token's fused qkv row is (H + 2K) * D = 5120 wide; a cache
@@ -80,6 +82,13 @@ def cases():
     for ints in (None, dict(C=2880)):
         out.append(("moe", "_sum_kernel", "bf16", dict(A=4, BLOCK_C=1024), dict(num_warps=4), ints))
     out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))
+    # the decode prologue (RoPE + cache write), gpt-oss-20b heads: a sliding layer's ring and a full layer
+    rope = dict(H=64, K=8, D=64, F=32, BLOCK_F=32)
+    for dt in ("bf16", "fp32"):
+        out.append(("rope_cache", "_rope_cache_kernel", dt, rope, dict(num_warps=1), None))
+    for S in (128, 4096):
+        ints = dict(S=S, s_qkv=5120, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
+        out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=1), ints))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=128, BLOCK_A=4), {}, None))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=32, BLOCK_A=4), {}, dict(E=32, stride_row=32)))
     return out
