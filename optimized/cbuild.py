@@ -1,8 +1,8 @@
 """Building the engine's C kernels (optimized/csrc/*.c) for the CPU decode path, once, and loading them.
 
 Each source is compiled with the system C compiler (`cc`, or $CC; ~1 s, no torch headers, plain C ABI) into
-a cache folder keyed by the source's hash, built aside and renamed (safe when several processes build at
-once), then loaded with ctypes. `load` returns None and records why when there is no compiler, the source is
+a cache folder keyed by the hash of the source, the shared csrc/common.h and the flags, built aside and renamed
+(safe when several processes build at once), then loaded with ctypes. `load` returns None and records why when there is no compiler, the source is
 missing (an install without csrc/) or the build fails: the callers then keep their torch paths.
 Not here: the kernels' arguments and checks (mxfp4_cpu.py, linear.py).
 """
@@ -47,7 +47,8 @@ def _build(source: Path) -> ctypes.CDLL:
         raise RuntimeError("no C compiler (cc/gcc) on PATH")
     errors = []
     for flags in (FLAGS + OPENMP, FLAGS):
-        src = source.read_bytes() + " ".join(flags).encode()  # the cache key covers the flags too
+        headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))  # common.h, included
+        src = source.read_bytes() + headers + " ".join(flags).encode()  # the cache key covers headers and flags
         target = _cache_dir() / f"{source.stem}_{hashlib.sha256(src).hexdigest()[:16]}.so"
         try:
             if not target.exists():

@@ -14,20 +14,7 @@ core). Both sum in float32, in different orders. A row whose query position is -
 (padding) sees no key: its output is 0, as in the op (all probability goes to the sink).
 Legend: B rows, S key slots, H q-heads, K kv-heads, G = H / K, D head_dim.
 */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#ifdef __x86_64__
-#include <immintrin.h>
-#endif
-
-static inline float ld(const void *p, int64_t i, int bf16) {
-    if (!bf16) return ((const float *)p)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)p)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+#include "common.h"
 
 static void attend_scalar(const float *q, const void *k, const void *v, int kv_bf16, const float *sinks,
                       float sm_scale, int64_t window, const int64_t *q_pos, const int64_t *k_pos, float *out,
@@ -49,7 +36,7 @@ static void attend_scalar(const float *q, const void *k, const void *v, int kv_b
                 }
                 int64_t base = ((b * S + s) * K + kh) * D;
                 float dot = 0.0f;
-                for (int64_t d = 0; d < D; d++) dot += qv[d] * ld(k, base + d, kv_bf16);
+                for (int64_t d = 0; d < D; d++) dot += qv[d] * load_f(k, base + d, kv_bf16);
                 scratch[s] = dot * sm_scale;
                 if (scratch[s] > mx) mx = scratch[s];
             }
@@ -65,7 +52,7 @@ static void attend_scalar(const float *q, const void *k, const void *v, int kv_b
                 if (scratch[s] == 0.0f) continue;
                 float p = scratch[s] / denom;
                 int64_t base = ((b * S + s) * K + kh) * D;
-                for (int64_t d = 0; d < D; d++) kv_row[d] = ld(v, base + d, kv_bf16);
+                for (int64_t d = 0; d < D; d++) kv_row[d] = load_f(v, base + d, kv_bf16);
                 for (int64_t d = 0; d < D; d++) o[d] += p * kv_row[d];
             }
         }
@@ -78,23 +65,6 @@ static inline __m512 ld16(const void *p, int64_t i, int bf16) {
     if (!bf16) return _mm512_loadu_ps((const float *)p + i);
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));  /* bf16 -> float32, exact */
-}
-
-/* float32 exp(x) to about 1 ulp (Cephes expf, as csrc/mxfp4_matmul.c): 2**n * exp(r), n = round(x / ln 2) */
-__attribute__((target("avx512f")))
-static inline __m512 exp_avx512(__m512 x) {
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  /* ln 2 in two parts: n * hi is exact */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);  /* exp of a very negative score underflows to 0 */
 }
 
 /* the same math as attend_scalar, one kv head at a time and KB keys at a time (flash-decoding style): the G query
@@ -208,14 +178,6 @@ void attention_decode(const float *q, const void *k, const void *v, int kv_bf16,
     attend_scalar(q, k, v, kv_bf16, sinks, sm_scale, window, q_pos, k_pos, out, scratch, B, S, H, K, D);
 }
 
-static inline uint16_t round_bf16(float f) {  /* round to nearest even, as torch's float -> bfloat16 */
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  /* NaN stays NaN */
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
-
 /* The attention block's middle for one new token per row, as attention.py's decode path does it step by step:
    RoPE on the q and k heads of qkv (float32 math, halves rotated: i pairs with i + D/2; the result rounded to
    the activation dtype), the rotated k and the v written into the cache at slot pos % S with its position,
@@ -233,13 +195,13 @@ void attention_decode_block(const void *qkv, int is_bf16, const float *cos, cons
         for (int64_t j = 0; j < H + K; j++) {  /* q heads, then k heads */
             int64_t base = b * W + j * D;
             for (int64_t i = 0; i < F; i++) {
-                float x1 = ld(qkv, base + i, is_bf16), x2 = ld(qkv, base + i + F, is_bf16);
+                float x1 = load_f(qkv, base + i, is_bf16), x2 = load_f(qkv, base + i + F, is_bf16);
                 float r1 = x1 * c[i] - x2 * s[i], r2 = x2 * c[i] + x1 * s[i];
                 if (is_bf16) {
                     uint16_t h1 = round_bf16(r1), h2 = round_bf16(r2);
                     if (j < H) {
-                        q[j * D + i] = ld(&h1, 0, 1);
-                        q[j * D + i + F] = ld(&h2, 0, 1);
+                        q[j * D + i] = load_f(&h1, 0, 1);
+                        q[j * D + i + F] = load_f(&h2, 0, 1);
                     } else {
                         uint16_t *kc = (uint16_t *)k_cache + ((b * S + slot) * K + (j - H)) * D;
                         kc[i] = h1;

@@ -13,18 +13,7 @@ registers (a 16-bit shift or a mask: exact), x stays float32, products and sums 
 as torch.mv on the float32 copy, up to the order of the sums.
 Legend: O output rows, C input features.
 */
-#include <stdint.h>
-#include <string.h>
-#ifdef __x86_64__
-#include <immintrin.h>
-#endif
-
-static inline float widen(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+#include "common.h"
 
 static void rows_scalar(const uint16_t *w, const uint16_t *x, const uint16_t *bias, float *out, int64_t O,
                         int64_t C) {

@@ -18,32 +18,9 @@ A scalar path serves CPUs without AVX-512; both sum in float32.
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
 rows in a chunk, O output rows, K = B*32 inputs of a matrix.
 */
-#include <stdint.h>
-#include <math.h>
-#include <string.h>
-#ifdef __x86_64__
-#include <immintrin.h>
-#endif
+#include "common.h"
 
 #define TILE 4  /* weight rows decoded at once: O (2I or C, multiples of 32) is a multiple of it */
-
-static const float FP4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-
-static inline float e8m0(uint8_t s) {
-    uint32_t bits = s == 0 ? (1u << 22) : ((uint32_t)s << 23);  /* s is float32's exponent field (bias 127) */
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline float bias_at(const void *b, int64_t i, int bf16) {
-    if (!bf16) return ((const float *)b)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)b)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 /* where element k of a row goes in the tile order: per block of 32, the evens then the odds */
 static inline int64_t perm(int64_t k) { return (k & ~(int64_t)31) + ((k & 1) << 4) + ((k & 31) >> 1); }
@@ -101,23 +78,6 @@ static void tile_order_avx512(const float *src, float *dst, int64_t K) {
         _mm512_storeu_ps(dst + k, pick(lo, hi, 0));
         _mm512_storeu_ps(dst + k + 16, pick(lo, hi, 1));
     }
-}
-
-/* float32 exp(x) to about 1 ulp (Cephes expf): 2**n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2 */
-__attribute__((target("avx512f")))
-static inline __m512 exp_avx512(__m512 x) {
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  /* ln 2 in two parts: n * hi is exact */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);  /* overflows to inf, underflows to 0 */
 }
 
 __attribute__((target("avx512f")))
@@ -209,15 +169,6 @@ static void dots_avx512(const float *tile, const float *xg, float *out, int64_t 
 }
 #endif
 
-static int use_simd(int simd) {
-#ifdef __x86_64__
-    return simd && __builtin_cpu_supports("avx512f");
-#else
-    (void)simd;
-    return 0;
-#endif
-}
-
 /* one expert's packed matrix (O, B, 16) + scales (O, B) times its n rows xg (n, B*32, tile order) -> out (n, O),
    TILE rows decoded at a time into a tile (TILE * B*32 floats, on each thread's stack) */
 static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float *out, int64_t n, int64_t O,
@@ -285,8 +236,8 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
     for (int64_t i = 0; i < N * C; i++) out[i] = 0.0f;
     for (int64_t e = 0; e < E; e++) {
         if (start[e] == start[e + 1]) continue;  /* no rows: its weights are never read */
-        for (int64_t i = 0; i < 2 * I; i++) bias1[i] = bias_at(b1, e * 2 * I + i, bias_bf16);
-        for (int64_t c = 0; c < C; c++) bias2[c] = bias_at(b2, e * C + c, bias_bf16);
+        for (int64_t i = 0; i < 2 * I; i++) bias1[i] = load_f(b1, e * 2 * I + i, bias_bf16);
+        for (int64_t c = 0; c < C; c++) bias2[c] = load_f(b2, e * C + c, bias_bf16);
         for (int64_t r0 = start[e]; r0 < start[e + 1]; r0 += chunk) {
             int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
             for (int64_t j = 0; j < n; j++) tile_order(x + (order[r0 + j] / A) * C, xg + j * C, C, wide);

@@ -12,22 +12,7 @@ AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded b
 without AVX-512; both sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
-#include <stdint.h>
-#include <math.h>
-#include <string.h>
-#ifdef __x86_64__
-#include <immintrin.h>
-#endif
-
-static const float FP4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-
-static inline float e8m0(uint8_t s) {
-    uint32_t bits = s == 0 ? (1u << 22) : ((uint32_t)s << 23);  /* s is float32's exponent field (bias 127) */
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+#include "common.h"
 
 /* x (B*32) -> xe, xo (B*16): the elements the low and the high nibbles multiply */
 static void split(const float *x, float *xe, float *xo, int64_t B) {
@@ -134,15 +119,6 @@ static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, flo
     rows_scalar(bl, sc, xe, xo, out, 0, O, B);
 }
 
-static int use_simd(int simd) {
-#ifdef __x86_64__
-    return simd && __builtin_cpu_supports("avx512f");
-#else
-    (void)simd;
-    return 0;
-#endif
-}
-
 /* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
    scratch (32 * B) float32; simd 0 forces the scalar path (tests). Returns 0, or -1 when an id is outside
    [0, E) (checked before any row is written). */
@@ -155,14 +131,6 @@ int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int6
         matvec_one(blocks + ids[r] * O * B * 16, scales + ids[r] * O * B, x + r * B * 32, out + r * O, O, B,
                    scratch, wide);
     return 0;
-}
-
-static inline float bias_at(const void *b, int64_t i, int bf16) {
-    if (!bf16) return ((const float *)b)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)b)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
 }
 
 /* The whole MoE of a few tokens, float32 (moe.py's op for decode on CPU; its *_ref is the torch op):
@@ -187,15 +155,15 @@ int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, con
             int64_t e = ids[n * A + a];
             matvec_one(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, x + n * C, h, 2 * I, B1, scratch, wide);
             for (int64_t i = 0; i < I; i++) {
-                float gate = h[2 * i] + bias_at(b1, e * 2 * I + 2 * i, bias_bf16);
-                float lin = h[2 * i + 1] + bias_at(b1, e * 2 * I + 2 * i + 1, bias_bf16);
+                float gate = h[2 * i] + load_f(b1, e * 2 * I + 2 * i, bias_bf16);
+                float lin = h[2 * i + 1] + load_f(b1, e * 2 * I + 2 * i + 1, bias_bf16);
                 gate = gate > limit ? limit : gate;  /* quirk: clamped above only */
                 lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
                 act[i] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);  /* quirk: +1 on the linear half */
             }
             matvec_one(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, C, B2, scratch, wide);
             float wgt = weights[n * A + a];
-            for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[c] + bias_at(b2, e * C + c, bias_bf16));
+            for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[c] + load_f(b2, e * C + c, bias_bf16));
         }
     }
     return 0;

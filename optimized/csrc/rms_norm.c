@@ -8,23 +8,7 @@ x and out are float32 or bf16 (as uint16; widened exactly; the result rounded to
 scale float32. The sum of squares uses 8 partial sums (another order than torch's; float32 either way).
 Legend: N rows, C features.
 */
-#include <stdint.h>
-#include <string.h>
-#include <math.h>
-
-static inline float widen(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline uint16_t round_bf16(float f) {  /* round to nearest even, as torch's float32 -> bfloat16 */
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40);  /* NaN stays a quiet NaN */
-    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
+#include "common.h"
 
 /* x (N, C), out (N, C): float32, or bf16 when x_bf16 / out_bf16; scale (C,) float32. */
 void rms_norm_rows(const void *x, const float *scale, void *out, int64_t N, int64_t C, float eps, int x_bf16,

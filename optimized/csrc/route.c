@@ -8,16 +8,7 @@ sort puts it first) and makes that row's weights NaN, so it cannot pass unnotice
 Why: torch's sort + slice + softmax costs ~20-80 us a call on CPU, once per layer per decode step; this ~1 us.
 Legend: N rows, E experts, k chosen per row.
 */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-static inline float widen(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+#include "common.h"
 
 static inline int above(float a, float b) { return (isnan(a) && !isnan(b)) || a > b; }
 

@@ -1,0 +1,75 @@
+/* Helpers the CPU kernels share: bf16 <-> float32, the FP4 E2M1 and E8M0 decodings, the AVX-512 check and a
+   vectorized exp. Included by each kernel source in csrc/; cbuild.py hashes it into every kernel's build key.
+   Layout facts (the release's): FP4 codes 0-7 are +0, 0.5, 1, 1.5, 2, 3, 4, 6 and 8-15 their negatives; an
+   E8M0 scale byte s is 2**(s - 127), s = 0 the subnormal 2**-127 (0xFF, NaN, is refused by the loader). */
+#ifndef GPT_OSS_KIT_CSRC_COMMON_H
+#define GPT_OSS_KIT_CSRC_COMMON_H
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
+
+/* bf16 bits -> float32: exact (bf16 is float32's high half) */
+static inline float widen(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* element i of a float32 array, or of a bf16 one (bf16 != 0), as float32 */
+static inline float load_f(const void *p, int64_t i, int bf16) {
+    return bf16 ? widen(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* float32 -> bf16 bits, rounded to nearest even as torch's cast; a NaN stays a quiet NaN */
+static inline uint16_t round_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static const float FP4[16] __attribute__((unused)) = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+static inline float e8m0(uint8_t s) {
+    uint32_t bits = s == 0 ? (1u << 22) : ((uint32_t)s << 23);  /* s is float32's exponent field (bias 127) */
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* the AVX-512 paths run when asked (simd != 0; tests pass 0 for the scalar paths) and the CPU has AVX-512F */
+static inline int use_simd(int simd) {
+#ifdef __x86_64__
+    return simd && __builtin_cpu_supports("avx512f");
+#else
+    (void)simd;
+    return 0;
+#endif
+}
+
+#ifdef __x86_64__
+/* float32 exp(x) to about 1 ulp (Cephes expf): 2**n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2; a very
+   negative x underflows to 0, a large one overflows to inf (_mm512_scalef_ps) */
+__attribute__((target("avx512f")))
+static inline __m512 exp_avx512(__m512 x) {
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  /* ln 2 in two parts: n * hi is exact */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
+#endif
