@@ -26,10 +26,7 @@ static void rows_scalar(const uint16_t *w, const uint16_t *x, const uint16_t *bi
 
 #ifdef __x86_64__
 /* Rows are read front to back, 64 bytes of each of 4 rows per step; each step asks for the lines PREFETCH_BYTES
-   ahead of all four (prefetches never fault past the end). Measured on a 32768x768 bf16 matrix, one core, cold:
-   8 KB ahead 12.1 GB/s (torch.mv on the float32 copy: 11.7), 2 KB 10.6, 16 KB 11.7, a burst per 4-row group two
-   groups ahead 9.3, none 7.4. */
-#define PREFETCH_BYTES 8192
+   (common.h) ahead of all four. */
 /* Rows are split over OpenMP threads (static: each thread streams one contiguous run of rows) when the matrix has
    at least PARALLEL_MIN weights; below, a parallel region costs more than it saves. */
 #define PARALLEL_MIN (1 << 17)

@@ -11,6 +11,11 @@
 #include <immintrin.h>
 #endif
 
+/* How far ahead of a streamed row the matvec kernels prefetch (prefetches never fault past the end). Measured on
+   a 32768x768 bf16 matrix, one core, cold: 8 KB ahead 12.1 GB/s (torch.mv on the float32 copy: 11.7), 2 KB 10.6,
+   16 KB 11.7, a burst per 4-row group two groups ahead 9.3, none 7.4. */
+#define PREFETCH_BYTES 8192
+
 /* bf16 bits -> float32: exact (bf16 is float32's high half) */
 static inline float widen(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;

@@ -60,9 +60,6 @@ static void scales_avx512(const uint8_t *s, float *f, int64_t n) {
     for (; i < n; i++) f[i] = e8m0(s[i]);
 }
 
-#ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 8192  /* see bf16_matvec.c: the distance that let one core stream at full speed */
-#endif
 /* rows split over OpenMP threads (static, contiguous runs) from this many 32-blocks (~0.3 MB packed) up */
 #define PARALLEL_MIN_BLOCKS (1 << 14)
 __attribute__((target("avx512f")))
