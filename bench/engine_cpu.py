@@ -14,6 +14,7 @@ on a shared machine a burst of other work then slows one round of everyone, not 
 """
 import argparse
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -93,6 +94,14 @@ class TransformersRunner:
         return len(prompt) / pre, steps / (time.perf_counter() - t)
 
 
+def commit() -> str:
+    """The checkout's short commit (marked + when the tree has changes), for the printed header."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def weight_bytes_per_token(c, name: str) -> float | None:
     """Weight bytes one batch-1 decode step must read (the DRAM floor's numerator): the k routed experts, the
     attention and router projections, the unembedding. transformers reads dense experts (it dequantizes MXFP4
@@ -137,7 +146,8 @@ def main():
           f"(top-{c.experts_per_token}),"
           f" vocab {c.vocab_size}; batch 1, prompt {args.prompt}, decode {args.new} (reference: 2); "
           f"best of {args.rounds} interleaved rounds; "
-          f"torch threads {args.threads}; torch {torch.__version__}, {os.cpu_count()} CPUs\n")
+          f"torch threads {args.threads}; torch {torch.__version__}, {os.cpu_count()} CPUs; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit()}\n")
     print("| implementation | prefill tok/s | decode tok/s | prefill vs transformers | decode vs transformers "
           "| weight MB read per decoded token | implied GB/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
