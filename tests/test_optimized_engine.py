@@ -342,3 +342,32 @@ def test_fused_cpu_decode_block_equals_step_by_step(ckpts, monkeypatch, dtype):
         assert torch.equal(a, b)
     for a, b in zip(fused_cache[:2 * L], step_cache[:2 * L]):  # keys and values
         torch.testing.assert_close(a.float(), b.float(), atol=TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_static_decode_equals_dynamic_decode(ckpts, monkeypatch, backend):
+    """The decode step as a CUDA graph captures it (static=True: every cache slot attended, empty ones masked by
+    position) gives the dynamic step's logits, on the torch ops (C decode block off) and on the Triton ops
+    (interpreter; its RoPE + cache-write kernel), for a ragged batch, across the ring of the windowed layers."""
+    from optimized import attention as att
+    from optimized import ops
+    if backend == "triton":
+        try:
+            ops.get_backend("triton")
+        except ops.BackendError as e:
+            pytest.skip(str(e))
+    monkeypatch.setattr(att, "FUSED_DECODE", False)
+    model = Model.load(ckpts["original"], "cpu", torch.float32, backend=backend)
+    engine = Engine(model, context=16, max_batch=2)
+    runs = []
+    for static in (False, True):
+        cache = engine.fresh_cache(2)
+        engine.run(cache, [TOKENS[:3], TOKENS[:6]])  # ragged: the rows decode at different positions
+        steps = []
+        for t in TOKENS[6:12]:
+            tok = torch.tensor([[t], [(t * 7) % CFG.vocab_size]])
+            pos = torch.tensor([[n] for n in cache.lengths])
+            steps.append(model.forward(tok, pos, cache, decode=True, static=static)[:, 0])
+            cache.lengths = [n + 1 for n in cache.lengths]
+        runs.append(torch.stack(steps))
+    torch.testing.assert_close(runs[1], runs[0], atol=TOL["fp32"], rtol=0)
