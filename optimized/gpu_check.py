@@ -65,14 +65,21 @@ def part_tiny(device):
             err = max(float((eager.run(ca, [[t]]) - fast.run(cb, [[t]])).abs().max()) for t in TOKENS[4:])
             check(f"tiny {name} CUDA-graph decode logits == eager", err < (1e-5 if name == "fp32" else 0.05),
                   f"max err {err:.2e}, graphs captured: {len(fast._graphs)}")
+        if device == "cpu" and dt == torch.bfloat16:
+            print(f"SKIP tiny {name} triton backend: the Triton interpreter's bf16 stores are unreliable (CUDA only)")
+            continue
         try:
             tri = Engine(Model.load(path, device, dt, backend="triton"), context=64, cuda_graphs=False)
         except Exception as e:  # noqa: BLE001  (reported, not hidden)
             check(f"tiny {name} triton backend loads", False, f"{type(e).__name__}: {e}")
             continue
+        bound = 1e-4 if name == "fp32" else 1.5
         err = float((tri.logits(TOKENS).cpu() - torch.from_numpy(got)).abs().max())
-        check(f"tiny {name} triton backend == torch backend", err < (1e-4 if name == "fp32" else 1.5),
-              f"max err {err:.2e}")
+        check(f"tiny {name} triton backend == torch backend (prefill)", err < bound, f"max err {err:.2e}")
+        ct, ce = tri.fresh_cache(1), eager.fresh_cache(1)  # decode: the Triton RoPE + cache-write kernel
+        tri.run(ct, [TOKENS[:4]]), eager.run(ce, [TOKENS[:4]])
+        err = max(float((tri.run(ct, [[t]]).cpu() - eager.run(ce, [[t]]).cpu()).abs().max()) for t in TOKENS[4:])
+        check(f"tiny {name} triton backend == torch backend (decode)", err < bound, f"max err {err:.2e}")
 
 
 def part_real(config, label, context, device, rows):

@@ -33,3 +33,14 @@ def test_bench_gpu_smoke_prints_the_table(tmp_path):
     for r in rows:
         assert r["ms"] > 0 and r["floor_ms"] > 0 and math.isfinite(r["fraction"]) and r["fraction"] > 0, r
         assert f"| {r['model']} | {r['what']} | {r['backend']} | {r['setting']} |" in text
+
+
+def test_gpu_check_script_runs_its_cpu_part():
+    """`python -m optimized.gpu_check --device cpu`: the engine's GPU check script runs its tiny-checkpoint part
+    on CPU (no graphs; the Triton ops in the interpreter, fp32) and every check passes."""
+    proc = subprocess.run([sys.executable, "-m", "optimized.gpu_check", "--device", "cpu"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "0 failed checks" in proc.stdout
+    for name in ("fp32 logits vs reference", "fp32 triton backend == torch backend (decode)", "bf16 ragged batch"):
+        assert f"PASS tiny {name}" in proc.stdout, name
