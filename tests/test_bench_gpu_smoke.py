@@ -1,5 +1,6 @@
-"""bench/gpu.py --smoke: the GPU benchmark harness runs end to end on CPU (tiny config, Triton interpreter)
-and prints its table and JSON. It checks that the harness works, never how fast anything is."""
+"""The GPU scripts' CPU parts: bench/gpu.py --smoke (the benchmark harness end to end on a tiny config, Triton
+interpreter: its table and JSON) and optimized.gpu_check --device cpu. They check that the scripts work, never
+how fast anything is."""
 import json
 import math
 import subprocess
