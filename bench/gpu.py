@@ -274,8 +274,8 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
     from optimized.generate import Engine
     from optimized.model import Model
     model = Model(weights, backend=backend.removesuffix("-unfused"))
-    if backend.endswith("-unfused"):  # decode RoPE + cache write as torch steps: what kernels/rope_cache.py saves
-        model.ops.rope_cache_write = None
+    if backend.endswith("-unfused"):  # RoPE + cache write and RMSNorm as torch steps: what the fused kernels save
+        model.ops.rope_cache_write = model.ops.rms_norm = None
     V = config.vocab_size
     for ctx in args.contexts:
         engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))
@@ -395,7 +395,7 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny config (checks that the harness runs)")
     ap.add_argument("--models", default="20b,120b")
     ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main; "
-                    "triton-unfused: the Triton backend with the decode RoPE + cache write as torch steps")
+                    "triton-unfused: the Triton backend with the decode RoPE + cache write and RMSNorm as torch steps")
     ap.add_argument("--contexts", default="1024,8192")
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--prefill", default="2048,8192")

@@ -18,7 +18,7 @@ import torch
 
 from optimized import cbuild
 from optimized.linear import linear
-from optimized.norm import rms_norm
+from optimized.norm import norm_for
 from optimized.rope import apply_rope
 
 SCORE_BYTES = 256 * 2**20  # float32 scores of one query chunk (and as much again for the probabilities)
@@ -141,15 +141,17 @@ def _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, sinks, op, D) -> bool:
 FUSED_DECODE = True  # tests switch it off to compare with the step-by-step path
 
 
-def attention_block(x, w, config, layer: int, cos, sin, pos, cache, op, decode: bool = False,
-                    static: bool = False, prologue=None):
+def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode: bool = False,
+                    static: bool = False):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
-    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs).
-    prologue: the backend's rope_cache_write (ops.py), used at decode in place of the torch RoPE + cache write."""
+    ops: the backend (ops.py): its attention, and where it has them its rms_norm and, at decode, its
+    rope_cache_write in place of the torch RoPE + cache write.
+    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
     B, T, C = x.shape
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
-    t = rms_norm(x, w["norm.scale"])
+    op, prologue = ops.attention, getattr(ops, "rope_cache_write", None)
+    t = norm_for(ops)(x, w["norm.scale"])
     qkv = linear(t, w["qkv.weight"], w["qkv.bias"])  # (B, T, D*(H+2K))
     if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
         o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)

@@ -14,7 +14,7 @@ from optimized.attention import attention_block
 from optimized.cache import Cache
 from optimized.moe import moe_block
 from optimized.linear import linear
-from optimized.norm import rms_norm
+from optimized.norm import norm_for
 from optimized.ops import get_backend
 from optimized.rope import cos_sin, inv_freq_and_concentration
 
@@ -52,8 +52,7 @@ class Model:
         if stages is not None:
             stages["embedding"] = x
         for n in range(c.num_hidden_layers):
-            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops.attention, decode, static,
-                                getattr(self.ops, "rope_cache_write", None))
+            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops, decode, static)
             if stages is not None:
                 stages[f"block.{n}.attn"] = x
             trace = {} if stages is not None else None
@@ -63,7 +62,7 @@ class Model:
                 stages.update({f"block.{n}.mlp.{k}": v for k, v in trace.items()})
         if last is not None:
             x = x[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C): only what is sampled
-        x = rms_norm(x, w.tensors["norm.scale"])
+        x = norm_for(self.ops)(x, w.tensors["norm.scale"])
         if stages is not None:
             stages["norm"] = x
         logits = linear(x, w.tensors["unembedding.weight"]).float()

@@ -20,7 +20,7 @@ import torch
 
 from optimized import cbuild, mxfp4, mxfp4_cpu
 from optimized.linear import linear
-from optimized.norm import rms_norm
+from optimized.norm import norm_for
 from reference.moe import SWIGLU_ALPHA
 
 GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
@@ -124,7 +124,7 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
 def moe_block(x, w, config, ops, trace=None):
     """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
     B, T, C = x.shape
-    t = rms_norm(x, w["norm.scale"]).reshape(B * T, C)
+    t = norm_for(ops)(x, w["norm.scale"]).reshape(B * T, C)
     router_logits = linear(t, w["gate.weight"], w["gate.bias"])  # (N, E)
     ids, weights = ops.route(router_logits, config.experts_per_token)
     if trace is not None:

@@ -30,3 +30,8 @@ def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float = EPS, kernel: boo
             return out
     # torch's fused rms_norm: x * rsqrt(mean(x**2) + eps) * scale, on the float32 copy (one kernel, not six)
     return torch.nn.functional.rms_norm(x.float(), (C,), scale.float(), eps).to(x.dtype)
+
+
+def norm_for(ops):
+    """The backend's rms_norm where it has one (ops.py: Triton's kernels/rms_norm.py), else the one above."""
+    return getattr(ops, "rms_norm", None) or rms_norm

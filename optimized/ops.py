@@ -15,6 +15,7 @@ Optional (None when a backend has none; attention.py then runs its torch steps):
   rope_cache_write(qkv [B, 1, (H+2K)*D], cos, sin [B, 1, D/2] fp32, pos [B, 1], k_cache, v_cache, pos_cache, H, K, D)
       -> q [B, 1, H, D]: a decode step's RoPE and cache write in one call (the torch backend's CPU path has
       its own C version inside attention.py)
+  rms_norm(x [..., C], scale fp32 [C]) -> [..., C]: norm.py's math in one call (the torch backend uses norm.py)
 """
 import importlib
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
-OPTIONAL = ("rope_cache_write",)
+OPTIONAL = ("rope_cache_write", "rms_norm")
 BACKENDS = ("torch", "triton")
 
 
@@ -34,7 +35,7 @@ class BackendError(RuntimeError):
 def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
         return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu,  # C at CPU decode
-                               rope_cache_write=None)
+                               rope_cache_write=None, rms_norm=None)
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")

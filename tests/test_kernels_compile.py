@@ -21,7 +21,7 @@ TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_exper
          "tile_start_ptr": "*i32", "tile_stop_ptr": "*i32", "w_ptr": "*u8", "s_ptr": "*u8", "weights_ptr": "*fp32", "y_ptr": "*fp32",
          "sinks_ptr": "*fp32", "qpos_ptr": "*i64", "kpos_ptr": "*i64", "pm_ptr": "*fp32", "pl_ptr": "*fp32",
          "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
-         "pos_ptr": "*i64", "pc_ptr": "*i64"}
+         "pos_ptr": "*i64", "pc_ptr": "*i64", "scale_ptr": "*fp32", "eps": "fp32"}
 ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr", "qkv_ptr", "kc_ptr",
        "vc_ptr")  # activation dtype
 
@@ -89,6 +89,9 @@ def cases():
     for S in (128, 4096):
         ints = dict(S=S, s_qkv=5120, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
         out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=1), ints))
+    for dt in ("bf16", "fp32"):  # RMSNorm over gpt-oss's 2880 features
+        out.append(("rms_norm", "_rms_norm_kernel", dt, dict(BLOCK_C=4096), dict(num_warps=4), None))
+    out.append(("rms_norm", "_rms_norm_kernel", "bf16", dict(BLOCK_C=4096), dict(num_warps=4), dict(C=2880)))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=128, BLOCK_A=4), {}, None))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=32, BLOCK_A=4), {}, dict(E=32, stride_row=32)))
     return out

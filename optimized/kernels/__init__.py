@@ -7,6 +7,7 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
   attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos) attention.py  flash attention with sinks, window, GQA
   rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache,
       pos_cache, H, K, D)                                   rope_cache.py decode prologue: RoPE + cache write
+  rms_norm(x, scale)                                        rms_norm.py   one program per row
 The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
 
 On a machine without CUDA, Triton kernels can only run through the Triton interpreter on CPU tensors; the
@@ -22,7 +23,8 @@ if not torch.cuda.is_available():
 
 from optimized.kernels.attention import attention  # noqa: E402
 from optimized.kernels.moe import moe  # noqa: E402
+from optimized.kernels.rms_norm import rms_norm  # noqa: E402
 from optimized.kernels.rope_cache import rope_cache_write  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 
-__all__ = ["attention", "moe", "rope_cache_write", "route"]
+__all__ = ["attention", "moe", "rms_norm", "rope_cache_write", "route"]

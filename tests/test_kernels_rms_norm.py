@@ -1,0 +1,38 @@
+"""optimized/kernels/rms_norm.py: the one-kernel RMSNorm against its *_ref, optimized.norm's torch path (float32
+math, one rounding to the activation dtype). Tolerance: one rounding step of the dtype (the float32 sum of
+squares runs in another order). CPU: Triton interpreter in fp32/fp16. GPU: also bf16 and gpt-oss's width."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from optimized.kernels.rms_norm import rms_norm, rms_norm_ref  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
+DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(1, 1, 64), (2, 3, 2880), (5, 45), (4, 7, 1)])
+def test_matches_ref(shape, dtype):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(*shape, generator=g) * 3).to(dtype).to(DEVICE)
+    scale = (torch.rand(shape[-1], generator=g) + 0.5).to(DEVICE)
+    got, want = rms_norm(x, scale), rms_norm_ref(x, scale)
+    assert got.shape == x.shape and got.dtype == dtype
+    eps = torch.finfo(dtype).eps if dtype != torch.float32 else 1e-6
+    torch.testing.assert_close(got, want, rtol=eps, atol=eps)
+
+
+def test_zero_rows_and_bad_input():
+    scale = torch.ones(8, device=DEVICE)
+    assert rms_norm(torch.zeros(0, 8, device=DEVICE), scale).shape == (0, 8)
+    with pytest.raises(ValueError, match=r"scale \(7,\) for features 8"):
+        rms_norm(torch.zeros(2, 8, device=DEVICE), scale[:7])
+    with pytest.raises(ValueError, match="scale float32"):
+        rms_norm(torch.zeros(2, 8, device=DEVICE), scale.half())
