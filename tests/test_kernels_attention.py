@@ -4,23 +4,13 @@ decode) against attention_ref.
 Tolerance, relative to a baseline (STYLE.md 9): the kernel's error against a float64 evaluation must be at most
 4x the error of the plain torch op in the same dtype (attention_ref) plus a small atol.
 CPU: Triton interpreter in fp32/fp16 on small shapes. GPU: also bf16 and the real gpt-oss shapes."""
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized.kernels: the interpreter without CUDA
+from optimized.kernels.attention import _attention, attention, attention_ref
 
-import pytest  # noqa: E402
-
-from optimized.kernels.attention import _attention, attention, attention_ref  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# CPU (interpreter): fp32 and fp16 (its bf16 is unreliable); GPU: fp32 and bf16 (fp16 adds compile time, not coverage)
-DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
-DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
 ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
-needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU (bf16, real shapes)")
 
 
 def make_qkv(B, T, S, H, K, D, dtype, seed, sink_scale=2.0):

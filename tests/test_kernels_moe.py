@@ -6,25 +6,17 @@ CPU: Triton interpreter in fp32/fp16 on small shapes. GPU: also bf16, the real 2
 CUDA-graph capture of route + moe."""
 import os
 
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from optimized.kernels.moe import (group_by_expert, group_by_expert_kernel, moe, moe_ref, mxfp4_dequant,  # noqa: E402
+from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized.kernels: the interpreter without CUDA
+from optimized.kernels.moe import (group_by_expert, group_by_expert_kernel, moe, moe_ref, mxfp4_dequant,
                                    mxfp4_dequant_ref)
-from optimized.kernels.route import route  # noqa: E402
-from reference import mxfp4 as mxfp4_numpy  # noqa: E402
+from optimized.kernels.route import route
+from reference import mxfp4 as mxfp4_numpy
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# CPU (interpreter): fp32 and fp16 (its bf16 is unreliable); GPU: fp32 and bf16 (fp16 adds compile time, not coverage)
-DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
-DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 LIMIT = 7.0
-needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU (bf16, real shapes, CUDA graphs)")
 
 
 def make_experts(E, C, I, dtype, seed, device=DEVICE):
@@ -172,10 +164,9 @@ def test_moe_out_of_range_ids_fail_loudly_on_cuda(N):
             f"*e, 7.0); torch.cuda.synchronize()")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=root))
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")])))
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "assert" in proc.stderr.lower(), proc.stderr[-2000:]
-
 
 
 REAL = {"20b": dict(E=32, C=2880, I=2880, A=4), "120b": dict(E=128, C=2880, I=2880, A=4)}

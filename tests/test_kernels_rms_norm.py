@@ -1,20 +1,11 @@
 """optimized/kernels/rms_norm.py: the one-kernel RMSNorm against its *_ref, optimized.norm's torch path (float32
 math, one rounding to the activation dtype). Tolerance: one rounding step of the dtype (the float32 sum of
 squares runs in another order). CPU: Triton interpreter in fp32/fp16. GPU: also bf16 and gpt-oss's width."""
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from optimized.kernels.rms_norm import rms_norm, rms_norm_ref  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
-DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
+from kernel_env import DEVICE, DTYPE_IDS, DTYPES  # before optimized.kernels: the interpreter without CUDA
+from optimized.kernels.rms_norm import rms_norm, rms_norm_ref
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

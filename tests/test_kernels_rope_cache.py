@@ -5,22 +5,12 @@ with it against the torch backend.
 Tolerance: rotated values may differ by one rounding of the activation dtype (a GPU compiler may fuse the
 products into FMAs); v and positions are copies (exact); slots not written stay untouched (exact).
 CPU: Triton interpreter in fp32/fp16. GPU: also bf16 and gpt-oss-20b's head shapes."""
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from optimized.kernels.rope_cache import rope_cache_write, rope_cache_write_ref  # noqa: E402
-from optimized.rope import cos_sin, inv_freq_and_concentration  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
-DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
-needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU (bf16, real shapes)")
+from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized.kernels: the interpreter without CUDA
+from optimized.kernels.rope_cache import rope_cache_write, rope_cache_write_ref
+from optimized.rope import cos_sin, inv_freq_and_concentration
 
 
 def setup(B, S, H, K, D, dtype, positions, seed=0):

@@ -1,22 +1,12 @@
 """optimized/kernels/route.py: the Triton router (top-k + softmax) against route_ref, the engine's torch op
 and reference/moe.py's route, ties included. On CPU through the Triton interpreter; on a GPU also bf16."""
-import os
-
+import numpy as np
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from optimized.kernels.route import route, route_ref  # noqa: E402
-from reference.moe import route as route_numpy  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# CPU (interpreter): fp32 and fp16 (its bf16 is unreliable); GPU: fp32 and bf16 (fp16 adds compile time, not coverage)
-DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
-DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
+from kernel_env import DEVICE, DTYPE_IDS, DTYPES  # before optimized.kernels: the interpreter without CUDA
+from optimized.kernels.route import route, route_ref
+from reference.moe import route as route_numpy
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

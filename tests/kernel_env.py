@@ -1,0 +1,16 @@
+"""What the Triton kernel tests share. Import it before any optimized.kernels module: without CUDA it switches the
+Triton interpreter on (chosen when a kernel is defined, at import), so kernels run on CPU tensors.
+DTYPES: on CPU (the interpreter) float32 and float16, its bf16 stores being unreliable; on a GPU float32 and
+bfloat16 (float16 would add compile time, not coverage)."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]
+DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
+needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU (bf16, real shapes, CUDA graphs)")
