@@ -141,6 +141,13 @@ def _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, sinks, op, D) -> bool:
 FUSED_DECODE = True  # tests switch it off to compare with the step-by-step path
 
 
+def rope_qkv(qkv, cos, sin, H: int, K: int, D: int):
+    """qkv (B, T, (H + 2K) * D), cos/sin (B, T, D/2) -> q (B, T, H, D) and k (B, T, K, D) rotated, v (B, T, K, D)."""
+    B, T, _ = qkv.shape
+    qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, T, H + K, D), cos, sin)  # q and k heads rotated at once
+    return qk[:, :, :H], qk[:, :, H:], qkv[..., (H + K) * D:].reshape(B, T, K, D)  # head h = k*G + g
+
+
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode: bool = False,
                     static: bool = False):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
@@ -161,9 +168,7 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode:
     if written:  # RoPE on q and k, k and v into the cache: one kernel (kernels/rope_cache.py)
         q = prologue(qkv, cos, sin, pos, cache.k[layer], cache.v[layer], cache.pos[layer], H, K, D)
     else:
-        qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, T, H + K, D), cos, sin)  # q and k heads rotated at once
-        q, k = qk[:, :, :H], qk[:, :, H:]  # head h = k*G + g
-        v = qkv[..., (H + K) * D:].reshape(B, T, K, D)
+        q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
     if decode or not window:
         # one token per row, or a full layer (slot = position, never reused): write first, attend the cache
         if not written:

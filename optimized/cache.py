@@ -16,6 +16,19 @@ def layer_slots(config, layer: int, context: int) -> int:
     return context if window is None else min(window, context)
 
 
+def write_decode(k_cache, v_cache, pos_cache, k, v, pos):
+    """One token per row into a layer's cache tensors (B, S, K, D) and (B, S): row b's k, v (B, 1, K, D) and its
+    position pos (B, 1) >= 0 go to slot pos % S. No host sync (CUDA-graph safe)."""
+    B, S, K, D = k_cache.shape
+    assert tuple(k.shape) == tuple(v.shape) == (B, 1, K, D) and tuple(pos.shape) == (B, 1), (k.shape, pos.shape)
+    flat = pos[:, 0] % S  # row b's slot, as an index into the (B*S) flattened slots
+    if B > 1:
+        flat = flat + torch.arange(0, B * S, S, device=k.device)
+    k_cache.view(B * S, K, D).index_copy_(0, flat, k[:, 0])  # index_copy_: a third of index_put's cost
+    v_cache.view(B * S, K, D).index_copy_(0, flat, v[:, 0])
+    pos_cache.view(B * S).index_copy_(0, flat, pos[:, 0])
+
+
 class Cache:
     def __init__(self, config, batch: int, context: int, device, dtype):
         assert batch >= 1 and context >= 1, (batch, context)
@@ -44,13 +57,7 @@ class Cache:
         assert tuple(v.shape) == (B, T, K, D) and tuple(pos.shape) == (B, T) and B == self.batch
         S = self.pos[layer].shape[1]
         if all_valid:  # decode: one token per row, no host sync (CUDA-graph safe)
-            assert T == 1
-            flat = pos[:, 0] % S  # row b's slot, as an index into the (B*S) flattened slots
-            if B > 1:
-                flat = flat + torch.arange(0, B * S, S, device=k.device)
-            self.k[layer].view(B * S, K, D).index_copy_(0, flat, k[:, 0])  # index_copy_: a third of index_put's cost
-            self.v[layer].view(B * S, K, D).index_copy_(0, flat, v[:, 0])
-            self.pos[layer].view(B * S).index_copy_(0, flat, pos[:, 0])
+            write_decode(self.k[layer], self.v[layer], self.pos[layer], k, v, pos)
             return
         b, t = torch.nonzero(pos >= 0, as_tuple=True)
         slots = pos[b, t] % S

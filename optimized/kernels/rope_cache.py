@@ -4,7 +4,7 @@ the rotated k and the v written into the KV cache at slot pos % S, and the slot'
 The torch path does this in ~14 small kernels a layer (the float32 halves, four products, a cat, a cast, a
 modulo, three index_copy_); at batch-1 decode on a GPU each costs a launch even inside a CUDA graph, which is
 why it is one kernel here. Mirrors optimized/attention.py's decode path step by step, and its *_ref is exactly
-that path (`rope_cache_write_ref`: optimized.rope.apply_rope, then cache.Cache.write's one-token branch), so
+that path (`rope_cache_write_ref`: attention.rope_qkv, then cache.write_decode, the functions it calls), so
 the rounding is the same: rotated in float32 (cos/sin carry the YaRN concentration), rounded once to the
 activation dtype; v copied as is. Positions must be >= 0 (decode: every row has a token).
 Quirks, where they happen below: half-split rotation (i pairs with i + D/2, not interleaved pairs); the ring
@@ -17,21 +17,15 @@ import torch
 import triton
 import triton.language as tl
 
-from optimized.rope import apply_rope
+from optimized.attention import rope_qkv
+from optimized.cache import write_decode
 
 
 def rope_cache_write_ref(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int, D: int):
     """The engine's torch decode path: qkv (B, 1, W), cos/sin (B, 1, F) float32, pos (B, 1) int64 >= 0; the cache
     tensors (B, S, K, D) and (B, S) are written in place. Returns the rotated queries (B, 1, H, D)."""
-    B = qkv.shape[0]
-    S = pos_cache.shape[1]
-    qk = apply_rope(qkv[..., :(H + K) * D].reshape(B, 1, H + K, D), cos, sin)
-    q, k = qk[:, :, :H], qk[:, :, H:]
-    v = qkv[..., (H + K) * D:].reshape(B, 1, K, D)
-    rows, slots = torch.arange(B, device=qkv.device), pos[:, 0] % S
-    k_cache[rows, slots] = k[:, 0]
-    v_cache[rows, slots] = v[:, 0]
-    pos_cache[rows, slots] = pos[:, 0]
+    q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
+    write_decode(k_cache, v_cache, pos_cache, k, v, pos)
     return q
 
 
