@@ -173,14 +173,27 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-# decode tile configurations bench_moe --moe-sweep times at batch 1 (the first is optimized.kernels.moe's default)
-MOE_SWEEP = [dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
-             dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
-             dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=256, num_warps=4, num_stages=3),
-             dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=2),
-             dict(BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3),
-             dict(BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=64, num_warps=4, num_stages=4),
-             dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)]
+# MoE paths and tile configurations bench_moe --moe-sweep times at batch 1 (the first is what the engine runs):
+# "gemv" (optimized.kernels.moe GEMV_CONFIG: one token a tile, fp32 FMAs), "dot_scaled" and "dot" (DECODE_CONFIG's
+# tensor-core kernels with MX_DOT on and off). bench/sass_roofline.py prints each one's static issue bound.
+MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2),
+             dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
+             dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=1024, num_warps=4, num_stages=2),
+             dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=512, num_warps=8, num_stages=2),
+             dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
+             dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
+             dict(path="dot_scaled", BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3),
+             dict(path="dot", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
+             dict(path="dot", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=256, num_warps=4, num_stages=3),
+             dict(path="dot", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=64, num_warps=4, num_stages=4)]
+
+
+def sweep_config(moe_module, entry):
+    """(GEMV_MAX_TOKENS, GEMV_CONFIG, DECODE_CONFIG) that make optimized.kernels.moe run one MOE_SWEEP entry."""
+    tiles = {k: v for k, v in entry.items() if k != "path"}
+    if entry["path"] == "gemv":
+        return 1, tiles, moe_module.DECODE_CONFIG
+    return 0, moe_module.GEMV_CONFIG, dict(moe_module.DECODE_CONFIG, MX_DOT=entry["path"] == "dot_scaled", **tiles)
 
 
 def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
@@ -216,10 +229,11 @@ def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
                    note=f"{n_experts} experts, {layers} layers in turn" + note)
 
     if sweep:
-        saved = moe_module.DECODE_CONFIG
+        saved = moe_module.GEMV_MAX_TOKENS, moe_module.GEMV_CONFIG, moe_module.DECODE_CONFIG
         try:
-            for cfg in MOE_SWEEP[: 2 if not clock.cuda else None]:
-                moe_module.DECODE_CONFIG = dict(saved, **cfg)
+            for cfg in MOE_SWEEP if clock.cuda else MOE_SWEEP[:1] + MOE_SWEEP[4:5]:
+                moe_module.GEMV_MAX_TOKENS, moe_module.GEMV_CONFIG, moe_module.DECODE_CONFIG = \
+                    sweep_config(moe_module, cfg)
                 note = "; " + " ".join(f"{k}={v}" for k, v in cfg.items())
                 try:
                     measure(1, "moe sweep (graph)", note)
@@ -228,7 +242,7 @@ def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
                                ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
                                note=f"FAILED {type(e).__name__}: {str(e)[:200]}{note}")
         finally:
-            moe_module.DECODE_CONFIG = saved
+            moe_module.GEMV_MAX_TOKENS, moe_module.GEMV_CONFIG, moe_module.DECODE_CONFIG = saved
     else:
         for batch in (1, 8, 64) if clock.cuda else (1, 3):
             measure(batch, "moe kernels (graph)")

@@ -1,5 +1,5 @@
 """The GPU scripts' CPU parts: bench/gpu.py --smoke (the benchmark harness end to end on a tiny config, Triton
-interpreter: its table and JSON) and optimized.gpu_check --device cpu. They check that the scripts work, never
+interpreter: its table and JSON; its --moe-sweep) and optimized.gpu_check --device cpu. They check that the scripts work, never
 how fast anything is."""
 import json
 import math
@@ -45,3 +45,17 @@ def test_gpu_check_script_runs_its_cpu_part():
     assert "0 failed checks" in proc.stdout
     for name in ("fp32 logits vs reference", "fp32 triton backend == torch backend (decode)", "bf16 ragged batch"):
         assert f"PASS tiny {name}" in proc.stdout, name
+
+
+def test_bench_gpu_moe_sweep_runs_each_path(tmp_path):
+    """`bench/gpu.py --moe-sweep` switches optimized.kernels.moe between its batch-1 paths (on CPU: the GEMV
+    entry and the first tensor-core one; a GPU runs every MOE_SWEEP entry), one row each, none failed."""
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--skip", "attention,engine", "--moe-sweep",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["what"] for r in rows] == ["moe sweep (graph)"] * 2
+    assert "path=gemv" in rows[0]["note"] and "path=dot_scaled" in rows[1]["note"]
+    for r in rows:
+        assert "FAILED" not in r["note"] and r["ms"] > 0 and math.isfinite(r["fraction"]), r

@@ -5,26 +5,17 @@ the other way round); this compiles each kernel ahead of time for a GPUTarget, t
 the ptxas bundled in the triton wheel, without a GPU. It runs in a subprocess because the kernels must be
 defined with TRITON_INTERPRET=0. Skipped where triton has no NVIDIA backend.
 Two kinds of compile: plain (every int an i32, no alignment: the most general program) and, for the bf16
-launches the GPU runs, specialized as the JIT specializes a real launch (`specialize`): pointers from torch
+launches the GPU runs, specialized as the JIT specializes a real launch (optimized/kernels/aot.py): pointers from torch
 allocations 16-byte aligned, an int argument equal to 1 turned into a constant (T and the q_pos stride in
 decode), ints divisible by 16 marked so, with the values of representative gpt-oss-20b calls.
 Checked on CPU with triton 3.6.0 (the GPU image's, under torch 2.11 and 2.13) and triton 3.9.0 (the dev venv's)."""
 import importlib
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-
-# pointer element types and scalar types by argument name; constexpr arguments come from each case
-TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_expert_ptr": "*i32",
-         "tile_start_ptr": "*i32", "tile_stop_ptr": "*i32", "w_ptr": "*u8", "s_ptr": "*u8", "weights_ptr": "*fp32", "y_ptr": "*fp32",
-         "sinks_ptr": "*fp32", "qpos_ptr": "*i64", "kpos_ptr": "*i64", "pm_ptr": "*fp32", "pl_ptr": "*fp32",
-         "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
-         "pos_ptr": "*i64", "pc_ptr": "*i64", "scale_ptr": "*fp32", "eps": "fp32"}
-ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr", "qkv_ptr", "kc_ptr",
-       "vc_ptr")  # activation dtype
-
 
 # gpt-oss-20b: H=64 query heads, K=8 kv heads, D=64; a token's fused qkv row is (H + 2K) * D = 5120 wide; a cache
 # of 4096 slots (128 on sliding-window layers), K * D = 512 per slot
@@ -44,14 +35,23 @@ def cases():
     compile is specialized on as the JIT would (`specialize`)."""
     moe = importlib.import_module("optimized.kernels.moe")
     out = []
-    for dt in ("bf16", "fp32"):
+    # bf16 with tl.dot_scaled (what a GPU runs) and without (the sweep's A/B), fp32 (never dot_scaled)
+    for dt, mx_dot in (("bf16", True), ("bf16", False), ("fp32", False)):
         for cfg in (moe.DECODE_CONFIG, moe.PREFILL_CONFIG):
             launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-            common = dict(A=4, C=2880, I=2880, IEEE=dt == "fp32", BLOCK_M=cfg["BLOCK_M"], BLOCK_K=cfg["BLOCK_K"])
+            common = dict(A=4, C=2880, I=2880, IEEE=dt == "fp32", MX_DOT=mx_dot, FMT="bf16", BLOCK_M=cfg["BLOCK_M"],
+                          BLOCK_K=cfg["BLOCK_K"])
             for ints in (None, {}) if dt == "bf16" else (None,):  # no int arguments: {} = aligned pointers
                 out.append(("moe", "_moe_up_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=cfg["BLOCK_N_UP"]),
                             launch, ints))
                 out.append(("moe", "_moe_down_kernel", dt, dict(common, BLOCK_N=cfg["BLOCK_N_DOWN"]), launch, ints))
+        gemv = moe.GEMV_CONFIG  # batch-1 decode: the GEMV kernels read the codes as int32 words (aot.arg_type)
+        for ints in (None, {}) if dt == "bf16" else (None,):
+            common = dict(A=4, C=2880, I=2880, BLOCK_K=gemv["BLOCK_K"])
+            launch = dict(num_warps=gemv["num_warps"], num_stages=gemv["num_stages"])
+            out.append(("moe", "_moe_up_gemv_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=gemv["BLOCK_N_UP"]),
+                        launch, ints))
+            out.append(("moe", "_moe_down_gemv_kernel", dt, dict(common, BLOCK_N=gemv["BLOCK_N_DOWN"]), launch, ints))
         for split, bm in ((False, 64), (True, 16)):
             c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
                      IEEE=dt == "fp32")
@@ -97,48 +97,15 @@ def cases():
     return out
 
 
-def arg_type(name, param, dt):
-    if param in ACT:
-        return f"*{dt}"
-    if name == "_route_kernel" and param == "w_ptr":
-        return "*fp32"  # the routing weights, not packed expert weights
-    return TYPES.get(param, "i32")  # sizes and counts
-
-
-def specialize(fn, name, dt, consts, ints):
-    """signature, constexprs and attrs for ASTSource. ints None: every argument plain. Else as the JIT
-    specializes a launch (the same rule in triton 3.6 and 3.9): pointers (fresh torch allocations) 16-byte
-    aligned, an int equal to 1 becomes a constant, an int divisible by 16 (0 included) is marked so."""
-    sig, consts, attrs = {}, dict(consts), {}
-    for i, p in enumerate(fn.params):
-        if p.is_constexpr:
-            sig[p.name] = "constexpr"
-            continue
-        ty = arg_type(name, p.name, dt)
-        sig[p.name] = ty
-        if ints is None:
-            continue
-        if ty.startswith("*"):
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        elif ty == "i32":
-            value = ints[p.name]  # a KeyError here: the case lacks a value for this argument
-            if value == 1:
-                sig[p.name], consts[p.name] = "constexpr", 1
-            elif value % 16 == 0:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    return sig, consts, attrs
-
-
 def compile_all():
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    target = GPUTarget("cuda", 90, 32)
+    from optimized.kernels.aot import compile_kernel
     for mod, name, dt, consts, launch, ints in cases():
         fn = getattr(importlib.import_module(f"optimized.kernels.{mod}"), name)
-        sig, constexprs, attrs = specialize(fn, name, dt, consts, ints)
-        triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs), target=target,
-                       options=launch)
+        compiled = compile_kernel(fn, name, dt, consts, launch, ints)
+        # the GEMV kernels' FP4 decode makes fp32 subnormals (0.5 * 2**-126): flushing them to zero would drop
+        # every 0.5 weight, so no flush-to-zero fp32 arithmetic may appear
+        if "_gemv_" in name and re.search(r"\.ftz\.f32", compiled.asm["ptx"]):
+            raise AssertionError(f"{name}: flush-to-zero fp32 ops in the PTX")
         how = "plain" if ints is None else f"specialized {ints}"
         print(f"compiled {mod}.{name} {dt} {consts} {how}", flush=True)
 

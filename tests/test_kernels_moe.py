@@ -4,16 +4,21 @@ Tolerance, relative to a baseline (STYLE.md 9): the error of the kernel against 
 same op must be at most 4x the error of the plain torch op in the same dtype (moe_ref) plus a small atol.
 CPU: Triton interpreter in fp32/fp16 on small shapes. GPU: also bf16, the real 20b/120b expert shapes, and a
 CUDA-graph capture of route + moe."""
+import importlib
 import os
 
 import pytest
 import torch
 
 from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized.kernels: the interpreter without CUDA
-from optimized.kernels.moe import (group_by_expert, group_by_expert_kernel, moe, moe_ref, mxfp4_dequant,
-                                   mxfp4_dequant_ref)
+import triton  # noqa: E402  (after kernel_env: the interpreter switch must precede triton's import)
+import triton.language as tl  # noqa: E402
+from optimized.kernels.moe import (FP4_VALUES, group_by_expert, group_by_expert_kernel, moe, moe_ref,
+                                   mxfp4_dequant, mxfp4_dequant_ref)
 from optimized.kernels.route import route
 from reference import mxfp4 as mxfp4_numpy
+
+kernels_moe = importlib.import_module("optimized.kernels.moe")  # the module (optimized.kernels.moe is the function)
 
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 LIMIT = 7.0
@@ -72,6 +77,69 @@ CASES = [
 @pytest.mark.parametrize("N,E,C,I,A,unused", CASES)
 def test_moe_matches_ref(N, E, C, I, A, unused, dtype):
     check(N, E, C, I, A, dtype, seed=N + E, unused=unused)
+
+
+PATHS = {"gemv": dict(GEMV_MAX_TOKENS=1), "dot_scaled": dict(GEMV_MAX_TOKENS=0, MX_DOT=True),
+         "dot": dict(GEMV_MAX_TOKENS=0, MX_DOT=False)}
+
+
+def use_path(monkeypatch, path):
+    """Make moe run one of its batch-1 paths: the GEMV kernels, or the tensor-core ones with / without
+    tl.dot_scaled (which only bf16/fp16 x take; fp32 runs the plain dot either way)."""
+    want = PATHS[path]
+    monkeypatch.setattr(kernels_moe, "GEMV_MAX_TOKENS", want["GEMV_MAX_TOKENS"])
+    if "MX_DOT" in want:
+        monkeypatch.setattr(kernels_moe, "DECODE_CONFIG", dict(kernels_moe.DECODE_CONFIG, MX_DOT=want["MX_DOT"]))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("E,C,I,A", [(4, 64, 64, 1), (6, 96, 64, 2), (8, 320, 192, 4), (5, 608, 32, 3)])
+def test_moe_batch1_paths_match_ref(E, C, I, A, dtype, path, monkeypatch):
+    """Batch 1 through each path, K lengths that are and are not multiples of the K steps (GEMV: 512 codes;
+    C = 608 is one step and a 96-code tail)."""
+    use_path(monkeypatch, path)
+    check(1, E, C, I, A, dtype, seed=E + C + A)
+
+
+@pytest.mark.parametrize("magnitude", [1e-15, 1e-6, 1e4, 1e15])
+def test_moe_gemv_keeps_precision_at_any_x_magnitude(magnitude, monkeypatch):
+    """The GEMV kernels decode FP4 as fp4 * 2**-126 and pre-scale x (and h) by 2**64 (_fp4_term): tiny and huge x
+    keep fp32 precision relative to the output (biases zero so they do not dominate; the SwiGLU clamp bounds h
+    as in the model, so h stays far below the 2**64 where its pre-scaling would overflow)."""
+    use_path(monkeypatch, "gemv")
+    E, C, I, A = 4, 96, 64, 2
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, torch.float32, seed=5)
+    b1, b2 = b1 * 0, b2 * 0
+    ids, w = make_routing(1, E, A, seed=5)
+    x = torch.randn(1, C, generator=torch.Generator().manual_seed(6)).to(DEVICE) * magnitude
+    out = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    gold = moe_ref(x.double(), ids, w.double(), w1b, w1s, b1.double(), w2b, w2s, b2.double(), LIMIT)
+    assert torch.isfinite(out).all()
+    rel = ((out.double() - gold).abs().max() / gold.abs().max()).item()
+    assert gold.abs().max() > 0 and rel < 1e-5, rel
+
+
+@triton.jit
+def _fp4_term_kernel(words_ptr, out_ptr, N: tl.constexpr):
+    offs = tl.arange(0, N)
+    words = tl.load(words_ptr + offs).to(tl.uint32, bitcast=True)
+    for j in tl.static_range(8):
+        tl.store(out_ptr + offs * 8 + j, kernels_moe._fp4_term(words, j))
+
+
+def test_fp4_term_every_code_at_every_position():
+    """The GEMV kernels' decode: every FP4 code at each of a word's 8 positions gives exactly fp4 * 2**-126
+    (0.5 as the fp32 subnormal 2**-127), with the release's order: code j of a word is element j of its 8."""
+    codes = torch.arange(16, dtype=torch.int64)
+    rows = torch.stack([torch.roll(codes, s)[:8] for s in range(16)])  # (16, 8): every code at every position
+    words = (rows << (4 * torch.arange(8))).sum(1)  # code j in nibble j
+    words = torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+    out = torch.empty(16 * 8, dtype=torch.float32, device=DEVICE)
+    _fp4_term_kernel[(1,)](words.to(DEVICE), out, N=16)
+    want = torch.tensor(FP4_VALUES, dtype=torch.float64)[rows].reshape(-1) * 2.0 ** -126
+    assert torch.equal(out.cpu().double(), want)
+    assert torch.equal(torch.signbit(out.cpu()), torch.signbit(want.float()))  # -0.0 (code 8) keeps its sign
 
 
 def test_moe_matches_engine_torch_op():
@@ -181,11 +249,12 @@ def test_moe_real_shapes_bf16(shape, N):
 
 
 @needs_cuda
-def test_route_and_moe_capture_in_a_cuda_graph():
+@pytest.mark.parametrize("N", [1, 4])  # the GEMV kernels (batch 1) and the tensor-core ones
+def test_route_and_moe_capture_in_a_cuda_graph(N):
     s = REAL["20b"]
     w1b, w1s, b1, w2b, w2s, b2 = make_experts(s["E"], s["C"], s["I"], torch.bfloat16, seed=9)
-    x = torch.randn(4, s["C"], device=DEVICE, dtype=torch.bfloat16)
-    logits = torch.randn(4, s["E"], device=DEVICE)
+    x = torch.randn(N, s["C"], device=DEVICE, dtype=torch.bfloat16)
+    logits = torch.randn(N, s["E"], device=DEVICE)
 
     def step():
         ids, w = route(logits, s["A"])
@@ -200,7 +269,7 @@ def test_route_and_moe_capture_in_a_cuda_graph():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         captured = step()
-    logits.copy_(torch.randn(4, s["E"], device=DEVICE))  # new routing, replayed without re-capture
+    logits.copy_(torch.randn(N, s["E"], device=DEVICE))  # new routing, replayed without re-capture
     graph.replay()
     torch.cuda.synchronize()
     ids, w = route(logits, s["A"])

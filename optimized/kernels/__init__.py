@@ -9,6 +9,7 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
       pos_cache, H, K, D)                                   rope_cache.py decode prologue: RoPE + cache write
   rms_norm(x, scale)                                        rms_norm.py   one program per row
 The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
+aot.py compiles any of them for a GPU target without a GPU (tests/test_kernels_compile.py, bench/sass_roofline.py).
 
 On a machine without CUDA, Triton kernels can only run through the Triton interpreter on CPU tensors; the
 interpreter is chosen when a kernel is defined (at import), so it is switched on here, before the kernel

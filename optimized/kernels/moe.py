@@ -16,7 +16,19 @@ In the decode regime the grouping of step 1 is one small kernel (`_group_kernel`
 ops: at batch 1 a layer's routed experts take ~12 us to read at HBM speed, so launches matter.
 Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once per 16 tokens it receives
 (once, at batch 1), and the parallelism comes from experts x column blocks. Prefill uses BLOCK_M = 64
-tensor-core tiles. Both regimes are the same kernels with different tile sizes.
+tensor-core tiles. Both regimes are the same kernels with different tile sizes. With bf16/fp16 x the K step is
+`tl.dot_scaled` on the packed codes and E8M0 scales (`MX_DOT`: Triton decodes in the dot operand's registers;
+fp32 x keeps the decode + `tl.dot` below, in IEEE fp32).
+Batch 1 (N <= GEMV_MAX_TOKENS) has its own two kernels, `_moe_up_gemv_kernel` and `_moe_down_gemv_kernel`: each
+routed expert receives exactly one token there, so a tensor-core tile of 16 rows would be 15/16 padding, and
+what bounds the kernel is not the MMA but the instructions that decode FP4 (a Hopper SM issues 4
+warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as int32 words,
+decode each code in 4 integer ops with no select (`_fp4_term`: fp4 * 2**-126 as fp32 bits, subnormals
+included) and multiply in fp32 FMAs, the E8M0 scale applied once per 32 values. By the SASS count of
+bench/sass_roofline.py (triton 3.6, sm_90): 0.44 / 0.57 warp-instructions per weight byte (up / down) against
+0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound ceilings of
+0.64 / 0.50 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.45 / 0.35 instead of 0.24 / 0.23).
+Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
 load-time re-layout and no `prepare_moe_weights`.
@@ -31,11 +43,18 @@ are its even-indexed weights, so x is loaded as its even and odd columns and eac
 
 Legend: N tokens, A experts per token, P = N*A (token, slot) pairs, E experts, C hidden, I intermediate.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 SWIGLU_ALPHA = 1.702  # a constant of the model, not in config.json (as in reference/moe.py)
+# the GEMV kernels (_fp4_term): x * 2**64 times fp4 * 2**-126 is a normal fp32 for |fp4 * x| >= 2**-62 (smaller
+# products keep fewer bits, as subnormals), and 2**(126 - 64) restores each block's sum before its scale; x would
+# overflow only beyond 2**64
+X_PRESCALE = tl.constexpr(2.0 ** 64)
+UNDO_PRESCALE = tl.constexpr(2.0 ** 62)
 FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
 
@@ -104,6 +123,21 @@ def _load_fp4_t(w_ptr, s_ptr, rows, mask_r, kb, mask_kb, ROW_BYTES: tl.constexpr
 
 
 @triton.jit
+def _load_mx(w_ptr, s_ptr, rows, mask_r, k0, K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """tl.dot_scaled's operands: rows (R,) int64 of a (rows, K//2) code matrix, the K columns k0..k0+BLOCK_K ->
+    the packed codes transposed, (BLOCK_K//2, R) uint8, and the scales, (R, BLOCK_K//32) uint8 (dot_scaled
+    takes rhs scales untransposed). Nothing is decoded here: dot_scaled's e2m1 packing is the release's (two K
+    values a byte, the earlier in the low nibble), its scales are E8M0 over 32 K values, as the release's."""
+    kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+    ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+    codes = tl.load(w_ptr + rows[None, :] * (K // 2) + kb[:, None], mask=(kb < K // 2)[:, None] & mask_r[None, :],
+                    other=0)  # byte 0: two +0 codes
+    scales = tl.load(s_ptr + rows[:, None] * (K // 32) + ks[None, :], mask=mask_r[:, None] & (ks < K // 32)[None, :],
+                     other=127)
+    return codes, scales
+
+
+@triton.jit
 def _dot(a, b, acc, IEEE: tl.constexpr):
     if IEEE:  # fp32 inputs: exact fp32 products (the default would be tf32 on a GPU)
         return tl.dot(a, b, acc, input_precision="ieee")
@@ -115,6 +149,7 @@ def _dot(a, b, acc, IEEE: tl.constexpr):
 def _moe_up_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
                    w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
                    A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
+                   MX_DOT: tl.constexpr, FMT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     tile = tl.program_id(0)
     start = tl.load(tile_start_ptr + tile)
@@ -133,17 +168,26 @@ def _moe_up_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_p
     acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_l = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, C, BLOCK_K):
-        kb = k0 // 2 + offs_j
-        mask_k = kb < C // 2
-        mx = mask_m[:, None] & mask_k[None, :]
-        x_even = tl.load(x_ptr + tok[:, None] * C + 2 * kb[None, :], mask=mx, other=0.0)
-        x_odd = tl.load(x_ptr + tok[:, None] * C + 2 * kb[None, :] + 1, mask=mx, other=0.0)
-        g_lo, g_hi = _load_fp4_t(w_ptr, s_ptr, row_g, mask_i, kb, mask_k, C // 2, DT)
-        acc_g = _dot(x_even, g_lo, acc_g, IEEE)
-        acc_g = _dot(x_odd, g_hi, acc_g, IEEE)
-        l_lo, l_hi = _load_fp4_t(w_ptr, s_ptr, row_g + 1, mask_i, kb, mask_k, C // 2, DT)
-        acc_l = _dot(x_even, l_lo, acc_l, IEEE)
-        acc_l = _dot(x_odd, l_hi, acc_l, IEEE)
+        if MX_DOT:  # bf16/fp16 x: tl.dot_scaled decodes the packed codes in the dot operand's own layout
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + tok[:, None] * C + offs_k[None, :], mask=mask_m[:, None] & (offs_k < C)[None, :],
+                        other=0.0)
+            g_codes, g_scales = _load_mx(w_ptr, s_ptr, row_g, mask_i, k0, C, BLOCK_K)
+            acc_g = tl.dot_scaled(x, None, FMT, g_codes, g_scales, "e2m1", acc_g)
+            l_codes, l_scales = _load_mx(w_ptr, s_ptr, row_g + 1, mask_i, k0, C, BLOCK_K)
+            acc_l = tl.dot_scaled(x, None, FMT, l_codes, l_scales, "e2m1", acc_l)
+        else:
+            kb = k0 // 2 + offs_j
+            mask_k = kb < C // 2
+            mx = mask_m[:, None] & mask_k[None, :]
+            x_even = tl.load(x_ptr + tok[:, None] * C + 2 * kb[None, :], mask=mx, other=0.0)
+            x_odd = tl.load(x_ptr + tok[:, None] * C + 2 * kb[None, :] + 1, mask=mx, other=0.0)
+            g_lo, g_hi = _load_fp4_t(w_ptr, s_ptr, row_g, mask_i, kb, mask_k, C // 2, DT)
+            acc_g = _dot(x_even, g_lo, acc_g, IEEE)
+            acc_g = _dot(x_odd, g_hi, acc_g, IEEE)
+            l_lo, l_hi = _load_fp4_t(w_ptr, s_ptr, row_g + 1, mask_i, kb, mask_k, C // 2, DT)
+            acc_l = _dot(x_even, l_lo, acc_l, IEEE)
+            acc_l = _dot(x_odd, l_hi, acc_l, IEEE)
     gate = acc_g + tl.load(b_ptr + row_g, mask=mask_i, other=0.0).to(tl.float32)[None, :]
     lin = acc_l + tl.load(b_ptr + row_g + 1, mask=mask_i, other=0.0).to(tl.float32)[None, :]
     gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
@@ -157,6 +201,7 @@ def _moe_up_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_p
 def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
                      w_ptr, s_ptr, b_ptr, y_ptr,
                      A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
+                     MX_DOT: tl.constexpr, FMT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     tile = tl.program_id(0)
     start = tl.load(tile_start_ptr + tile)
@@ -176,18 +221,118 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     h_row = h_ptr + offs_m[:, None].to(tl.int64) * I
     for k0 in range(0, I, BLOCK_K):
-        kb = k0 // 2 + offs_j
-        mask_k = kb < I // 2
-        mh = mask_m[:, None] & mask_k[None, :]
-        h_even = tl.load(h_row + 2 * kb[None, :], mask=mh, other=0.0)
-        h_odd = tl.load(h_row + 2 * kb[None, :] + 1, mask=mh, other=0.0)
-        w_lo, w_hi = _load_fp4_t(w_ptr, s_ptr, rows, mask_c, kb, mask_k, I // 2, DT)
-        acc = _dot(h_even, w_lo, acc, IEEE)
-        acc = _dot(h_odd, w_hi, acc, IEEE)
+        if MX_DOT:
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            hk = tl.load(h_row + offs_k[None, :], mask=mask_m[:, None] & (offs_k < I)[None, :], other=0.0)
+            codes, scales = _load_mx(w_ptr, s_ptr, rows, mask_c, k0, I, BLOCK_K)
+            acc = tl.dot_scaled(hk, None, FMT, codes, scales, "e2m1", acc)
+        else:
+            kb = k0 // 2 + offs_j
+            mask_k = kb < I // 2
+            mh = mask_m[:, None] & mask_k[None, :]
+            h_even = tl.load(h_row + 2 * kb[None, :], mask=mh, other=0.0)
+            h_odd = tl.load(h_row + 2 * kb[None, :] + 1, mask=mh, other=0.0)
+            w_lo, w_hi = _load_fp4_t(w_ptr, s_ptr, rows, mask_c, kb, mask_k, I // 2, DT)
+            acc = _dot(h_even, w_lo, acc, IEEE)
+            acc = _dot(h_odd, w_hi, acc, IEEE)
     y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)[None, :]
     y = y * route_w[:, None]  # expert bias added before the routing weight, as in the reference
     # one row per (token, slot) pair, written exactly once: no zero-fill, no atomics; _sum_kernel adds the A rows
     tl.store(y_ptr + pair[:, None].to(tl.int64) * C + offs_c[None, :], y, mask=mask_m[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def _fp4_term(words, j: tl.constexpr):
+    """Code j (0..7) of uint32 words of packed FP4 (8 codes a word, the earlier in the lower nibble: the release's
+    bytes read little-endian) as fp32 equal to fp4 * 2**-126, in 4 integer ops and no select: sign to bit 31,
+    the code's e1 e0 m bits to 24..22, i.e. exponent field e and mantissa m, which is 2**(e-127) * (1 + m/2) =
+    fp4 * 2**-126 for e >= 1, and for e == 0 the subnormal m * 2**-127 = fp4 * 2**-126 too (0.5 is code 1).
+    Needs subnormals kept, not flushed: Triton emits no .ftz (tests/test_kernels_compile.py checks the PTX)."""
+    mag = ((words >> (4 * j)) & 7) << 22
+    sign = ((words >> (4 * j + 3)) & 1) << 31
+    return (mag | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One K step of rows . x for one token: rows (R,) of a (rows, K//2) code matrix read as uint32 words, x at
+    xj_ptr (a pointer to x[k] for k = 0..K). Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k].
+    Layout: (R, BLOCK_K//32 blocks, 4 words) so each thread's words of a block are contiguous (one 16-byte load)
+    and the block's partial sums stay in registers until its E8M0 scale multiplies them."""
+    NB: tl.constexpr = BLOCK_K // 32
+    b = k0 // 32 + tl.arange(0, NB)
+    q = tl.arange(0, 4)
+    word = b[:, None] * 4 + q[None, :]  # (NB, 4) word index within the row
+    ok = (b < K // 32)[:, None] & (q < 4)[None, :]
+    m3 = mask_r[:, None, None] & ok[None, :, :]
+    words = tl.load(w_ptr + rows[:, None, None] * (K // 8) + word[None, :, :], mask=m3, other=0)
+    words = words.to(tl.uint32, bitcast=True)
+    part = tl.zeros(words.shape, tl.float32)
+    for j in tl.static_range(8):  # code j of each word is k = 8 * word + j
+        xj = tl.load(xj_ptr + 8 * word + j, mask=ok, other=0.0).to(tl.float32) * X_PRESCALE
+        part += _fp4_term(words, j) * xj[None, :, :]
+    s = tl.load(s_ptr + rows[:, None] * (K // 32) + b[None, :], mask=mask_r[:, None] & (b < K // 32)[None, :],
+                other=127).to(tl.int32)
+    scale = (s << 23).to(tl.float32, bitcast=True)  # 2**(s - 127) for s in 1..254
+    scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
+    scale = tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
+    # undo the 2**-126 of _fp4_term and the X_PRESCALE of x: 2**(126 - 64) = 2**62, then the block's scale
+    return tl.sum(tl.sum(part, axis=2) * UNDO_PRESCALE * scale, axis=1)
+
+
+@triton.jit
+def _moe_up_gemv_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
+                        w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
+                        A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """_moe_up_kernel for tiles of one (token, slot) pair (batch-1 decode): fp32 FMAs instead of a tensor-core
+    dot padded to 16 rows, the codes decoded by _fp4_term. w_ptr: the packed codes as int32 words."""
+    tile = tl.program_id(0)
+    start = tl.load(tile_start_ptr + tile)
+    stop = tl.load(tile_stop_ptr + tile)
+    if start >= stop:
+        return
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    tok = (tl.load(pair_ptr + start) // A).to(tl.int64)
+    offs_i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_i = offs_i < I
+    row_g = e * (2 * I) + 2 * offs_i  # quirk: gate rows are even, linear rows odd
+    acc_g = tl.zeros([BLOCK_N], tl.float32)
+    acc_l = tl.zeros([BLOCK_N], tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, x_ptr + tok * C, k0, C, BLOCK_K)
+        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, x_ptr + tok * C, k0, C, BLOCK_K)
+    gate = acc_g + tl.load(b_ptr + row_g, mask=mask_i, other=0.0).to(tl.float32)
+    lin = acc_l + tl.load(b_ptr + row_g + 1, mask=mask_i, other=0.0).to(tl.float32)
+    gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
+    lin = tl.minimum(tl.maximum(lin, -limit), limit)
+    h = gate / (1.0 + tl.exp(-ALPHA * gate)) * (lin + 1.0)  # quirk: +1 on the linear half
+    tl.store(h_ptr + start.to(tl.int64) * I + offs_i, h.to(h_ptr.dtype.element_ty), mask=mask_i)
+
+
+@triton.jit
+def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
+                          w_ptr, s_ptr, b_ptr, y_ptr,
+                          A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel."""
+    tile = tl.program_id(0)
+    start = tl.load(tile_start_ptr + tile)
+    stop = tl.load(tile_stop_ptr + tile)
+    if start >= stop:
+        return
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    pair = tl.load(pair_ptr + start)
+    route_w = tl.load(weights_ptr + pair)
+    offs_c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_c = offs_c < C
+    rows = e * C + offs_c
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for k0 in range(0, I, BLOCK_K):
+        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + start.to(tl.int64) * I, k0, I, BLOCK_K)
+    y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
+    y = y * route_w  # expert bias added before the routing weight, as in the reference
+    tl.store(y_ptr + pair.to(tl.int64) * C + offs_c, y, mask=mask_c)
 
 
 @triton.jit
@@ -256,13 +401,26 @@ def _dequant_kernel(w_ptr, s_ptr, out_ptr, R, ROW_BYTES: tl.constexpr, BLOCK_R: 
 
 # ------------------------------------------------------------------------------------------------- host side
 DECODE_MAX_TOKENS = 64
-# (BLOCK_M, BLOCK_N up, BLOCK_N down, BLOCK_K, num_warps, num_stages): set by reasoning, not yet measured
-# Set by reasoning and by ptxas's register counts for sm_90 (no spills; <= 137 registers in decode so that 3+
-# programs fit per SM), not yet by measurement: bench/gpu.py --moe-sweep times alternatives on a GPU.
-DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3)
-PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3)
+# Set by reasoning, ptxas's register counts for sm_90 (no spills) and, for the batch-1 paths, by the SASS
+# instruction counts of bench/sass_roofline.py; not yet by measurement: bench/gpu.py --moe-sweep times
+# alternatives on a GPU. MX_DOT: tl.dot_scaled for bf16/fp16 x (0.83 vs 0.92 warp-instructions a byte, triton 3.6).
+DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3, MX_DOT=True)
+PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3, MX_DOT=True)
+GEMV_MAX_TOKENS = 1  # batch-1 decode: every routed expert gets one token; the GEMV kernels, no tensor cores
+# the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (95 / 40 registers)
+GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)
+MX_DOT_FORMATS = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # x dtypes tl.dot_scaled takes (not fp32)
 GROUP_KERNEL_MAX_PAIRS = 256  # up to this many (token, slot) pairs, _group_kernel replaces group_by_expert
 SUM_BLOCK = 1024
+
+
+def mx_dot_available() -> bool:
+    """tl.dot_scaled compiles for every NVIDIA GPU this engine targets (on Hopper as a software upcast in the dot
+    operand's registers); the Triton interpreter (CPU) runs it only from triton 3.7 on (3.6's lacks it)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return True
+    from triton.runtime import interpreter
+    return hasattr(interpreter.InterpreterBuilder, "create_dot_scaled")
 
 
 def mxfp4_dequant(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -365,6 +523,9 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     x, weights = x.contiguous(), weights.float().contiguous()
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
+    gemv = N <= GEMV_MAX_TOKENS
+    if gemv:
+        cfg, BM = GEMV_CONFIG, 1
     if small:
         order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(ids, E, BM)
     else:
@@ -373,13 +534,25 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     h = torch.empty((P, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
     y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
     out = torch.empty_like(x)
+    if gemv:  # one (token, slot) pair a tile: fp32 FMAs on codes decoded from uint32 words
+        launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        _moe_up_gemv_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
+            x, order, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h, float(limit),
+            SWIGLU_ALPHA, A=A, C=C, I=I, BLOCK_N=cfg["BLOCK_N_UP"], BLOCK_K=cfg["BLOCK_K"], **launch)
+        _moe_down_gemv_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
+            h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks.view(torch.int32), w2_scales, b2, y,
+            A=A, C=C, I=I, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=cfg["BLOCK_K"], **launch)
+        _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, out, C, A=A, BLOCK_C=SUM_BLOCK, num_warps=4)
+        return out
     ieee = x.dtype == torch.float32
+    mx = dict(MX_DOT=cfg["MX_DOT"] and x.dtype in MX_DOT_FORMATS and mx_dot_available(),
+              FMT=MX_DOT_FORMATS.get(x.dtype, "bf16"))
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     _moe_up_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
         x, order, tile_expert, tile_start, tile_stop, w1_blocks, w1_scales, b1, h, float(limit), SWIGLU_ALPHA,
-        A=A, C=C, I=I, IEEE=ieee, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_UP"], BLOCK_K=BK, **launch)
+        A=A, C=C, I=I, IEEE=ieee, **mx, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_UP"], BLOCK_K=BK, **launch)
     _moe_down_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
         h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks, w2_scales, b2, y,
-        A=A, C=C, I=I, IEEE=ieee, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=BK, **launch)
+        A=A, C=C, I=I, IEEE=ieee, **mx, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=BK, **launch)
     _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, out, C, A=A, BLOCK_C=SUM_BLOCK, num_warps=4)
     return out

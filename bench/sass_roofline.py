@@ -1,0 +1,143 @@
+"""Static roofline of the MoE decode kernels on Hopper: instructions issued per byte of expert weights, from SASS.
+
+    PYTHONPATH=. python bench/sass_roofline.py                 # the engine's configs and bench/gpu.py's sweep
+    PYTHONPATH=. python bench/sass_roofline.py --configs engine --json out.json
+
+No GPU needed: each kernel is compiled for sm_90 on this machine (optimized/kernels/aot.py, specialized as a
+real launch on gpt-oss-20b's expert shapes, bf16 activations) and its main loop (the longest backward branch of
+the SASS) is counted, for each path the MoE has at batch 1: "gemv" (what the engine runs: one token a tile,
+fp32 FMAs), "dot_scaled" and "dot" (the tensor-core kernels, with and without tl.dot_scaled). One loop iteration of a program reads BLOCK_N rows x BLOCK_K/2 code bytes (+ a scale byte
+per 32 values) of each of its matrices (2 for the up-projection: gate and linear rows, 1 for the down).
+
+The bound it prints: a Hopper SM issues at most 4 warp-instructions per cycle (one per scheduler), so a kernel
+that issues r warp-instructions per byte cannot stream more than 4 * SMs * clock / r bytes/s, whatever the
+memory does. `ceiling` is that over the card's HBM bandwidth (capped at 1), times the balance of the batch-1
+grid over the SMs (4 routed experts x cdiv(rows, BLOCK_N) programs; an SM with one program more than another
+issues for longer). It is an upper bound on the fraction of the HBM floor the kernel can reach at batch 1, not
+a measurement: it ignores latency, dual issue limits and the slower pipes (conversions run at 16 lanes a cycle).
+bench/gpu.py measures. Card figures are the spec sheets' (boost clock, HBM bandwidth), printed with the table.
+"""
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+os.environ["TRITON_INTERPRET"] = "0"  # before optimized.kernels: the kernels must be compilable, not interpreted
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# spec sheets: SMs, boost clock (GHz), HBM bandwidth (TB/s)
+CARDS = {"H100 SXM": (132, 1.98, 3.35), "H200": (132, 1.98, 4.8)}
+ISSUE_PER_SM_CYCLE = 4  # warp-instructions: four schedulers, one each per cycle
+C20, I20, EXPERTS_PER_TOKEN = 2880, 2880, 4  # gpt-oss-20b and 120b share these
+
+
+def sweep_configs():
+    """bench/gpu.py's MOE_SWEEP (what a GPU session times), read from that file."""
+    spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(ROOT, "bench", "gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MOE_SWEEP
+
+
+def count(kernel, cfg, work_dir):
+    """Compile one MoE kernel with a decode config, count its main loop. Returns a row dict."""
+    from optimized.kernels import aot
+    moe = importlib.import_module("optimized.kernels.moe")
+    up, gemv = kernel == "up", cfg["path"] == "gemv"
+    name = f"_moe_{kernel}{'_gemv' if gemv else ''}_kernel"
+    bn = cfg["BLOCK_N_UP" if up else "BLOCK_N_DOWN"]
+    bk = cfg["BLOCK_K"]
+    consts = dict(A=EXPERTS_PER_TOKEN, C=C20, I=I20, BLOCK_N=bn, BLOCK_K=bk)
+    if not gemv:
+        consts.update(IEEE=False, MX_DOT=cfg["path"] == "dot_scaled", FMT="bf16", BLOCK_M=moe.DECODE_CONFIG["BLOCK_M"])
+    if up:
+        consts["ALPHA"] = moe.SWIGLU_ALPHA
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    compiled = aot.compile_kernel(getattr(moe, name), name, "bf16", consts, launch, ints={})
+    loop = aot.main_loop(aot.sass(compiled.asm["cubin"], work_dir))
+    res = aot.resources(compiled.asm["cubin"], work_dir)
+    if not loop:
+        raise RuntimeError(f"{name}: no loop found in the SASS")
+    ops = {}
+    for ins in loop:
+        op = aot.opcode(ins)
+        ops[op] = ops.get(op, 0) + 1
+    matrices = 2 if up else 1
+    nbytes = matrices * bn * (bk // 2 + bk // 32)  # codes + E8M0 scales read per iteration
+    per_byte = len(loop) * cfg["num_warps"] / nbytes
+    programs = EXPERTS_PER_TOKEN * math.ceil((I20 if up else C20) / bn)
+    row = dict(kernel=kernel, config=cfg, loop=len(loop),
+               warps=cfg["num_warps"], bytes=nbytes, per_byte=per_byte, programs=programs,
+               ops=ops, top=sorted(ops.items(), key=lambda kv: -kv[1])[:6], ceiling={}, regs=res.get("REG"),
+               spill=res.get("LOCAL", 0) + res.get("STACK", 0))
+    for card, (sms, ghz, tbs) in CARDS.items():
+        balance = (programs / sms) / math.ceil(programs / sms)
+        issue_bw = ISSUE_PER_SM_CYCLE * sms * ghz * 1e9 / per_byte  # bytes/s the issue rate allows
+        row["ceiling"][card] = min(1.0, issue_bw * balance / (tbs * 1e12))
+        row["balance"] = balance
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", default="engine,sweep", help="engine (optimized.kernels.moe's DECODE_CONFIG, "
+                    "with and without tl.dot_scaled), sweep (bench/gpu.py's MOE_SWEEP)")
+    ap.add_argument("--kernels", default="up,down")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    try:
+        import triton.backends.nvidia  # noqa: F401
+    except ImportError:
+        sys.exit("sass_roofline: this triton has no NVIDIA backend (it compiles for sm_90 with the wheel's ptxas)")
+    import triton
+    moe = importlib.import_module("optimized.kernels.moe")
+    configs = []
+    parts = args.configs.split(",")
+    tiles = ("BLOCK_N_UP", "BLOCK_N_DOWN", "BLOCK_K", "num_warps", "num_stages")
+    if "engine" in parts:  # what optimized.kernels.moe runs at batch 1, then its tensor-core paths
+        configs.append(dict(path="gemv", **{k: moe.GEMV_CONFIG[k] for k in tiles}))
+        configs += [dict(path=p, **{k: moe.DECODE_CONFIG[k] for k in tiles}) for p in ("dot_scaled", "dot")]
+    if "sweep" in parts:
+        configs += sweep_configs()
+    seen, unique = set(), []
+    for c in configs:
+        key = json.dumps(c, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for cfg in unique:
+            for kernel in args.kernels.split(","):
+                rows.append(count(kernel, cfg, work))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    print(f"# MoE decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16 x, gpt-oss-20b "
+          f"expert shapes, batch 1")
+    print("# cards (spec): " + ", ".join(f"{k} {s} SMs {g} GHz {t} TB/s" for k, (s, g, t) in CARDS.items())
+          + f"; at most {ISSUE_PER_SM_CYCLE} warp-instructions per SM per cycle")
+    cards = list(CARDS)
+    print(f"{'kernel':6s} {'path':10s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
+          f"{'regs':>4s} {'spill':>5s} {'bytes/it':>8s} {'instr/B':>7s} {'progs':>5s} {'balance':>7s} "
+          + " ".join(f"{'ceil ' + c:>13s}" for c in cards) + "  most issued in the loop")
+    for r in rows:
+        c = r["config"]
+        bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c["BLOCK_N_DOWN"]
+        print(f"{r['kernel']:6s} {c['path']:10s} {bn:3d} {c['BLOCK_K']:4d} {c['num_warps']:5d} {c['num_stages']:6d} "
+              f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
+              f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)
+              + "  " + " ".join(f"{op} {n}" for op, n in r["top"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(triton=triton.__version__, commit=commit, cards=CARDS, rows=rows), f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
