@@ -32,6 +32,8 @@ def arg_type(name, param, dt):
         return "*fp32"  # the routing weights, not packed expert weights
     if name.endswith("_gemv_kernel") and param == "w_ptr":
         return "*i32"  # the packed codes read as 32-bit words
+    if name.endswith("_gemv_kernel") and param == "h_ptr":
+        return "*fp32"  # the batch-1 intermediate, pre-scaled fp32
     return TYPES.get(param, "i32")  # sizes and counts
 
 

@@ -25,9 +25,10 @@ what bounds the kernel is not the MMA but the instructions that decode FP4 (a Ho
 warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as int32 words,
 decode each code in 4 integer ops with no select (`_fp4_term`: fp4 * 2**-126 as fp32 bits, subnormals
 included) and multiply in fp32 FMAs, the E8M0 scale applied once per 32 values. By the SASS count of
-bench/sass_roofline.py (triton 3.6, sm_90): 0.44 / 0.57 warp-instructions per weight byte (up / down) against
+bench/sass_roofline.py (triton 3.6, sm_90): 0.44 / 0.51 warp-instructions per weight byte (up / down) against
 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound ceilings of
-0.64 / 0.50 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.45 / 0.35 instead of 0.24 / 0.23).
+0.64 / 0.55 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.45 / 0.39 instead of 0.24 / 0.23). The
+up kernel hands h to the down kernel in fp32, pre-scaled (rounded to x's dtype first, as the other paths).
 Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
@@ -254,9 +255,11 @@ def _fp4_term(words, j: tl.constexpr):
 
 
 @triton.jit
-def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr):
+def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr,
+                   X_SCALED: tl.constexpr):
     """One K step of rows . x for one token: rows (R,) of a (rows, K//2) code matrix read as uint32 words, x at
-    xj_ptr (a pointer to x[k] for k = 0..K). Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k].
+    xj_ptr (a pointer to x[k] for k = 0..K; X_SCALED: fp32 already multiplied by X_PRESCALE, else any float
+    dtype, converted and scaled here). Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k].
     Layout: (R, BLOCK_K//32 blocks, 4 words) so each thread's words of a block are contiguous (one 16-byte load)
     and the block's partial sums stay in registers until its E8M0 scale multiplies them."""
     NB: tl.constexpr = BLOCK_K // 32
@@ -269,7 +272,9 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOC
     words = words.to(tl.uint32, bitcast=True)
     part = tl.zeros(words.shape, tl.float32)
     for j in tl.static_range(8):  # code j of each word is k = 8 * word + j
-        xj = tl.load(xj_ptr + 8 * word + j, mask=ok, other=0.0).to(tl.float32) * X_PRESCALE
+        xj = tl.load(xj_ptr + 8 * word + j, mask=ok, other=0.0)
+        if not X_SCALED:
+            xj = xj.to(tl.float32) * X_PRESCALE
         part += _fp4_term(words, j) * xj[None, :, :]
     s = tl.load(s_ptr + rows[:, None] * (K // 32) + b[None, :], mask=mask_r[:, None] & (b < K // 32)[None, :],
                 other=127).to(tl.int32)
@@ -300,14 +305,17 @@ def _moe_up_gemv_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_s
     acc_g = tl.zeros([BLOCK_N], tl.float32)
     acc_l = tl.zeros([BLOCK_N], tl.float32)
     for k0 in range(0, C, BLOCK_K):
-        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, x_ptr + tok * C, k0, C, BLOCK_K)
-        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, x_ptr + tok * C, k0, C, BLOCK_K)
+        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, x_ptr + tok * C, k0, C, BLOCK_K, False)
+        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, x_ptr + tok * C, k0, C, BLOCK_K, False)
     gate = acc_g + tl.load(b_ptr + row_g, mask=mask_i, other=0.0).to(tl.float32)
     lin = acc_l + tl.load(b_ptr + row_g + 1, mask=mask_i, other=0.0).to(tl.float32)
     gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
     lin = tl.minimum(tl.maximum(lin, -limit), limit)
     h = gate / (1.0 + tl.exp(-ALPHA * gate)) * (lin + 1.0)  # quirk: +1 on the linear half
-    tl.store(h_ptr + start.to(tl.int64) * I + offs_i, h.to(h_ptr.dtype.element_ty), mask=mask_i)
+    # h rounded to x's dtype (as the other paths keep it), stored in fp32 already scaled for the down kernel: it
+    # then loads h as is (no conversion, no multiply per element: ~1/5 of its loop's instructions)
+    h = h.to(x_ptr.dtype.element_ty).to(tl.float32) * X_PRESCALE
+    tl.store(h_ptr + start.to(tl.int64) * I + offs_i, h, mask=mask_i)
 
 
 @triton.jit
@@ -315,7 +323,7 @@ def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_st
                           w_ptr, s_ptr, b_ptr, y_ptr,
                           A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel."""
+    """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel; h: fp32, scaled by it."""
     tile = tl.program_id(0)
     start = tl.load(tile_start_ptr + tile)
     stop = tl.load(tile_stop_ptr + tile)
@@ -329,7 +337,7 @@ def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_st
     rows = e * C + offs_c
     acc = tl.zeros([BLOCK_N], tl.float32)
     for k0 in range(0, I, BLOCK_K):
-        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + start.to(tl.int64) * I, k0, I, BLOCK_K)
+        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + start.to(tl.int64) * I, k0, I, BLOCK_K, True)
     y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
     y = y * route_w  # expert bias added before the routing weight, as in the reference
     tl.store(y_ptr + pair.to(tl.int64) * C + offs_c, y, mask=mask_c)
@@ -535,6 +543,7 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
     out = torch.empty_like(x)
     if gemv:  # one (token, slot) pair a tile: fp32 FMAs on codes decoded from uint32 words
+        h = torch.empty((P, I), dtype=torch.float32, device=x.device)  # scaled by X_PRESCALE (_moe_up_gemv_kernel)
         launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         _moe_up_gemv_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
             x, order, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h, float(limit),
