@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 
+import torch
+
 os.environ["TRITON_INTERPRET"] = "0"  # before optimized.kernels: the kernels must be compilable, not interpreted
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +60,8 @@ def count(kernel, cfg, work_dir):
         consts.update(IEEE=False, MX_DOT=cfg["path"] == "dot_scaled", FMT="bf16", BLOCK_M=moe.DECODE_CONFIG["BLOCK_M"])
     if up:
         consts["ALPHA"] = moe.SWIGLU_ALPHA
+    if up and gemv:
+        consts["H_DTYPE"] = moe.TL_DTYPES[torch.bfloat16]
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     compiled = aot.compile_kernel(getattr(moe, name), name, "bf16", consts, launch, ints={})
     loop = aot.main_loop(aot.sass(compiled.asm["cubin"], work_dir))

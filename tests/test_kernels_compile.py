@@ -34,6 +34,8 @@ def cases():
     ints None: the plain compile; else the int arguments' values in a representative launch, which the
     compile is specialized on as the JIT would (`specialize`)."""
     moe = importlib.import_module("optimized.kernels.moe")
+    import torch
+    TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
     out = []
     # bf16 with tl.dot_scaled (what a GPU runs) and without (the sweep's A/B), fp32 (never dot_scaled)
     for dt, mx_dot in (("bf16", True), ("bf16", False), ("fp32", False)):
@@ -49,8 +51,8 @@ def cases():
         for ints in (None, {}) if dt == "bf16" else (None,):
             common = dict(A=4, C=2880, I=2880, BLOCK_K=gemv["BLOCK_K"])
             launch = dict(num_warps=gemv["num_warps"], num_stages=gemv["num_stages"])
-            out.append(("moe", "_moe_up_gemv_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=gemv["BLOCK_N_UP"]),
-                        launch, ints))
+            out.append(("moe", "_moe_up_gemv_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=gemv["BLOCK_N_UP"],
+                                                                H_DTYPE=moe.TL_DTYPES[TORCH_DTYPES[dt]]), launch, ints))
             out.append(("moe", "_moe_down_gemv_kernel", dt, dict(common, BLOCK_N=gemv["BLOCK_N_DOWN"]), launch, ints))
         for split, bm in ((False, 64), (True, 16)):
             c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
@@ -73,12 +75,17 @@ def cases():
     out.append(("attention", "_combine_kernel", "bf16", dict(combine, BLOCK_M=32), dict(num_warps=4),
                 dict(T=3, n_splits=12)))
     group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32), group, None))
-    # batch 1 on 20b (4 pairs, 32 experts, 5 tiles); batch 64 on 120b (256 pairs, 128 experts, 144 tiles)
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=4, BLOCK_E=32, BLOCK_T=8), group,
-                dict(P=4, E=32, n_tiles=5)))
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256), group,
-                dict(P=256, E=128, n_tiles=144)))
+    no_x = dict(X_OUT=False, BLOCK_C=1024)
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32, **no_x), group,
+                None))
+    # batch 1 on 20b for the GEMV kernels (4 pairs, 32 experts, tiles of 1 row: 8; x's row written code-major);
+    # batch 8 on 20b (32 pairs, 34 tiles of 16 rows); batch 64 on 120b (256 pairs, 128 experts, 144 tiles)
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=4, BLOCK_E=32, BLOCK_T=8, X_OUT=True,
+                                                     BLOCK_C=1024), group, dict(P=4, E=32, n_tiles=8, N_X=1, C=2880)))
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=32, BLOCK_E=32, BLOCK_T=64, **no_x), group,
+                dict(P=32, E=32, n_tiles=34, N_X=0, C=0)))
+    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256, **no_x),
+                group, dict(P=256, E=128, n_tiles=144, N_X=0, C=0)))
     for ints in (None, dict(C=2880)):
         out.append(("moe", "_sum_kernel", "bf16", dict(A=4, BLOCK_C=1024), dict(num_warps=4), ints))
     out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))

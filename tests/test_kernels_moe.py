@@ -102,6 +102,23 @@ def test_moe_batch1_paths_match_ref(E, C, I, A, dtype, path, monkeypatch):
     check(1, E, C, I, A, dtype, seed=E + C + A)
 
 
+def test_group_kernel_writes_x_as_the_gemv_kernels_read_it(monkeypatch):
+    """_group_kernel with X_OUT writes gemv_x_ref(x) (fp32, x * 2**64, code-major); gemv_x_ref itself is that
+    layout; moe's fallback when the one-program grouping does not apply (here forced) gives the same answer."""
+    x = torch.randn(1, 96, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    xs = torch.empty((1, 8, 12), dtype=torch.float32, device=DEVICE)
+    ids = torch.tensor([[3, 0]], dtype=torch.int32, device=DEVICE)
+    group_by_expert_kernel(ids, 4, 1, x, xs)
+    want = kernels_moe.gemv_x_ref(x)
+    assert torch.equal(xs, want)
+    k = torch.arange(96)
+    assert torch.equal(want[0, k % 8, k // 8].cpu(), x[0].cpu() * 2.0 ** 64)
+    use_path(monkeypatch, "gemv")
+    out, args = check(1, 4, 96, 64, 2, torch.float32, seed=8)
+    monkeypatch.setattr(kernels_moe, "GROUP_KERNEL_MAX_PAIRS", 0)
+    torch.testing.assert_close(moe(*args, LIMIT), out, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("magnitude", [1e-15, 1e-6, 1e4, 1e15])
 def test_moe_gemv_keeps_precision_at_any_x_magnitude(magnitude, monkeypatch):
     """The GEMV kernels decode FP4 as fp4 * 2**-126 and pre-scale x (and h) by 2**64 (_fp4_term): tiny and huge x

@@ -20,20 +20,21 @@ TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_exper
          "tile_start_ptr": "*i32", "tile_stop_ptr": "*i32", "w_ptr": "*u8", "s_ptr": "*u8", "weights_ptr": "*fp32",
          "y_ptr": "*fp32", "sinks_ptr": "*fp32", "qpos_ptr": "*i64", "kpos_ptr": "*i64", "pm_ptr": "*fp32",
          "pl_ptr": "*fp32", "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32", "cos_ptr": "*fp32",
-         "sin_ptr": "*fp32", "pos_ptr": "*i64", "pc_ptr": "*i64", "scale_ptr": "*fp32", "eps": "fp32"}
+         "sin_ptr": "*fp32", "pos_ptr": "*i64", "pc_ptr": "*i64", "scale_ptr": "*fp32", "eps": "fp32",
+         "xs_ptr": "*fp32"}
 ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "logits_ptr", "qkv_ptr", "kc_ptr",
        "vc_ptr")  # activation dtype
 
 
 def arg_type(name, param, dt):
-    if param in ACT:
-        return f"*{dt}"
     if name == "_route_kernel" and param == "w_ptr":
         return "*fp32"  # the routing weights, not packed expert weights
     if name.endswith("_gemv_kernel") and param == "w_ptr":
         return "*i32"  # the packed codes read as 32-bit words
     if name.endswith("_gemv_kernel") and param == "h_ptr":
-        return "*fp32"  # the batch-1 intermediate, pre-scaled fp32
+        return "*fp32"  # the batch-1 intermediate, laid out as x (moe.gemv_x_ref)
+    if param in ACT:
+        return f"*{dt}"
     return TYPES.get(param, "i32")  # sizes and counts
 
 

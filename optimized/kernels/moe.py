@@ -24,12 +24,13 @@ routed expert receives exactly one token there, so a tensor-core tile of 16 rows
 what bounds the kernel is not the MMA but the instructions that decode FP4 (a Hopper SM issues 4
 warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as int32 words,
 decode each code in 4 integer ops with no select (`_fp4_term`: fp4 * 2**-126 as fp32 bits, subnormals
-included) and multiply in fp32 FMAs, the E8M0 scale applied once per 32 values. By the SASS count of
-bench/sass_roofline.py (triton 3.6, sm_90): 0.44 / 0.51 warp-instructions per weight byte (up / down) against
-0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound ceilings of
-0.64 / 0.55 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.45 / 0.39 instead of 0.24 / 0.23). The
-up kernel hands h to the down kernel in fp32, pre-scaled (rounded to x's dtype first, as the other paths).
-Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
+included) and multiply in fp32 FMAs, the E8M0 scale applied once per 32 values. x (and h between the two) comes
+pre-scaled in fp32 and code-major (`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so
+code j of 4 words meets 4 floats in one 16-byte load, with no conversion or multiply per element.
+By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.36 / 0.39 warp-instructions per weight byte
+(up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
+ceilings of 0.80 / 0.74 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.56 / 0.51 instead of
+0.24 / 0.23). Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
 load-time re-layout and no `prepare_moe_weights`.
@@ -255,11 +256,11 @@ def _fp4_term(words, j: tl.constexpr):
 
 
 @triton.jit
-def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr,
-                   X_SCALED: tl.constexpr):
-    """One K step of rows . x for one token: rows (R,) of a (rows, K//2) code matrix read as uint32 words, x at
-    xj_ptr (a pointer to x[k] for k = 0..K; X_SCALED: fp32 already multiplied by X_PRESCALE, else any float
-    dtype, converted and scaled here). Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k].
+def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One K step of rows . x for one token: rows (R,) of a (rows, K//2) code matrix read as uint32 words; xs_ptr
+    the token's x as gemv_x_ref lays it out (fp32, times X_PRESCALE, code-major: xs[j, w] = x[8w + j], so code j
+    of 4 consecutive words meets 4 consecutive floats: one 16-byte load, no conversion, no multiply).
+    Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k].
     Layout: (R, BLOCK_K//32 blocks, 4 words) so each thread's words of a block are contiguous (one 16-byte load)
     and the block's partial sums stay in registers until its E8M0 scale multiplies them."""
     NB: tl.constexpr = BLOCK_K // 32
@@ -272,9 +273,7 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOC
     words = words.to(tl.uint32, bitcast=True)
     part = tl.zeros(words.shape, tl.float32)
     for j in tl.static_range(8):  # code j of each word is k = 8 * word + j
-        xj = tl.load(xj_ptr + 8 * word + j, mask=ok, other=0.0)
-        if not X_SCALED:
-            xj = xj.to(tl.float32) * X_PRESCALE
+        xj = tl.load(xs_ptr + j * (K // 8) + word, mask=ok, other=0.0)
         part += _fp4_term(words, j) * xj[None, :, :]
     s = tl.load(s_ptr + rows[:, None] * (K // 32) + b[None, :], mask=mask_r[:, None] & (b < K // 32)[None, :],
                 other=127).to(tl.int32)
@@ -286,12 +285,13 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xj_ptr, k0, K: tl.constexpr, BLOC
 
 
 @triton.jit
-def _moe_up_gemv_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
+def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
                         w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
-                        A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
+                        A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, H_DTYPE: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """_moe_up_kernel for tiles of one (token, slot) pair (batch-1 decode): fp32 FMAs instead of a tensor-core
-    dot padded to 16 rows, the codes decoded by _fp4_term. w_ptr: the packed codes as int32 words."""
+    dot padded to 16 rows, the codes decoded by _fp4_term. w_ptr: the packed codes as int32 words; xs_ptr: x as
+    gemv_x_ref lays it out (N, 8, C//8); h_ptr: h in the same layout, (P, 8, I//8), for _moe_down_gemv_kernel."""
     tile = tl.program_id(0)
     start = tl.load(tile_start_ptr + tile)
     stop = tl.load(tile_stop_ptr + tile)
@@ -305,17 +305,17 @@ def _moe_up_gemv_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_s
     acc_g = tl.zeros([BLOCK_N], tl.float32)
     acc_l = tl.zeros([BLOCK_N], tl.float32)
     for k0 in range(0, C, BLOCK_K):
-        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, x_ptr + tok * C, k0, C, BLOCK_K, False)
-        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, x_ptr + tok * C, k0, C, BLOCK_K, False)
+        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, xs_ptr + tok * C, k0, C, BLOCK_K)
+        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, xs_ptr + tok * C, k0, C, BLOCK_K)
     gate = acc_g + tl.load(b_ptr + row_g, mask=mask_i, other=0.0).to(tl.float32)
     lin = acc_l + tl.load(b_ptr + row_g + 1, mask=mask_i, other=0.0).to(tl.float32)
     gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
     lin = tl.minimum(tl.maximum(lin, -limit), limit)
     h = gate / (1.0 + tl.exp(-ALPHA * gate)) * (lin + 1.0)  # quirk: +1 on the linear half
-    # h rounded to x's dtype (as the other paths keep it), stored in fp32 already scaled for the down kernel: it
-    # then loads h as is (no conversion, no multiply per element: ~1/5 of its loop's instructions)
-    h = h.to(x_ptr.dtype.element_ty).to(tl.float32) * X_PRESCALE
-    tl.store(h_ptr + start.to(tl.int64) * I + offs_i, h, mask=mask_i)
+    # h rounded to x's dtype (as the other paths keep it), handed to the down kernel as it reads x: fp32, scaled,
+    # code-major (h[i] at j = i % 8, w = i // 8)
+    h = h.to(H_DTYPE).to(tl.float32) * X_PRESCALE
+    tl.store(h_ptr + start.to(tl.int64) * I + (offs_i % 8) * (I // 8) + offs_i // 8, h, mask=mask_i)
 
 
 @triton.jit
@@ -323,7 +323,7 @@ def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_st
                           w_ptr, s_ptr, b_ptr, y_ptr,
                           A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel; h: fp32, scaled by it."""
+    """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel; h as that kernel writes it."""
     tile = tl.program_id(0)
     start = tl.load(tile_start_ptr + tile)
     stop = tl.load(tile_stop_ptr + tile)
@@ -337,7 +337,7 @@ def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_st
     rows = e * C + offs_c
     acc = tl.zeros([BLOCK_N], tl.float32)
     for k0 in range(0, I, BLOCK_K):
-        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + start.to(tl.int64) * I, k0, I, BLOCK_K, True)
+        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + start.to(tl.int64) * I, k0, I, BLOCK_K)
     y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
     y = y * route_w  # expert bias added before the routing weight, as in the reference
     tl.store(y_ptr + pair.to(tl.int64) * C + offs_c, y, mask=mask_c)
@@ -357,9 +357,18 @@ def _sum_kernel(y_ptr, out_ptr, C, A: tl.constexpr, BLOCK_C: tl.constexpr):
 
 @triton.jit(debug=True)  # debug: keeps the device_assert below (a bad id must fail loudly, not drop silently)
 def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, P, E, n_tiles,
-                  BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr):
+                  x_ptr, xs_ptr, N_X, C,
+                  BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr,
+                  X_OUT: tl.constexpr, BLOCK_C: tl.constexpr):
     """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
-    small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows."""
+    small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows.
+    X_OUT (batch 1): also x's N_X rows of C as the GEMV kernels read them (gemv_x_ref), saving them a launch."""
+    if X_OUT:
+        for n in range(N_X):
+            for c0 in range(0, C, BLOCK_C):
+                c = c0 + tl.arange(0, BLOCK_C)
+                v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32) * X_PRESCALE
+                tl.store(xs_ptr + n * C + (c % 8) * (C // 8) + c // 8, v, mask=c < C)
     p = tl.arange(0, BLOCK_P)
     p_ok = p < P
     e = tl.arange(0, BLOCK_E)
@@ -417,6 +426,7 @@ PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, n
 GEMV_MAX_TOKENS = 1  # batch-1 decode: every routed expert gets one token; the GEMV kernels, no tensor cores
 # the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (95 / 40 registers)
 GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)
+TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 MX_DOT_FORMATS = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # x dtypes tl.dot_scaled takes (not fp32)
 GROUP_KERNEL_MAX_PAIRS = 256  # up to this many (token, slot) pairs, _group_kernel replaces group_by_expert
 SUM_BLOCK = 1024
@@ -470,13 +480,23 @@ def group_by_expert(ids: torch.Tensor, E: int, BLOCK_M: int):
     return order.to(i32), te.to(i32), start.to(i32), stop.to(i32)
 
 
-def group_by_expert_kernel(ids: torch.Tensor, E: int, BLOCK_M: int):
-    """group_by_expert's outputs from one _group_kernel launch (small P only)."""
+def gemv_x_ref(x: torch.Tensor) -> torch.Tensor:
+    """x (N, C) -> (N, 8, C//8) fp32: x * X_PRESCALE, code-major (out[n, j, w] = x[n, 8w + j] * 2**64), the layout
+    the batch-1 GEMV kernels read (_mx_gemv_block). _group_kernel writes it with X_OUT."""
+    N, C = x.shape
+    return (x.float() * X_PRESCALE.value).reshape(N, C // 8, 8).transpose(1, 2).contiguous()
+
+
+def group_by_expert_kernel(ids: torch.Tensor, E: int, BLOCK_M: int, x=None, xs=None):
+    """group_by_expert's outputs from one _group_kernel launch (small P only); with x, also gemv_x_ref(x) into xs."""
     P = ids.numel()
     n_tiles = triton.cdiv(P, BLOCK_M) + min(E, P)
     i32 = dict(dtype=torch.int32, device=ids.device)
     order, te, start, stop = (torch.empty(n, **i32) for n in (P, n_tiles, n_tiles, n_tiles))
-    _group_kernel[(1,)](ids.reshape(-1).contiguous(), order, te, start, stop, P, E, n_tiles, BLOCK_M=BLOCK_M,
+    flat = ids.reshape(-1).contiguous()
+    x_args = (x, xs, x.shape[0], x.shape[1]) if x is not None else (flat, flat, 0, 0)
+    _group_kernel[(1,)](flat, order, te, start, stop, P, E, n_tiles, *x_args, BLOCK_M=BLOCK_M,
+                        X_OUT=x is not None, BLOCK_C=1024,
                         BLOCK_P=triton.next_power_of_2(P), BLOCK_E=triton.next_power_of_2(E),
                         BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=8)
     return order, te, start, stop
@@ -532,22 +552,27 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
     gemv = N <= GEMV_MAX_TOKENS
+    xs = None
     if gemv:
         cfg, BM = GEMV_CONFIG, 1
+        xs = torch.empty((N, 8, C // 8), dtype=torch.float32, device=x.device)
     if small:
-        order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(ids, E, BM)
+        order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(ids, E, BM, *((x, xs) if gemv else ()))
     else:
         order, tile_expert, tile_start, tile_stop = group_by_expert(ids, E, BM)
+        if gemv:
+            xs.copy_(gemv_x_ref(x))
     n_tiles = tile_expert.numel()
     h = torch.empty((P, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
     y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
     out = torch.empty_like(x)
     if gemv:  # one (token, slot) pair a tile: fp32 FMAs on codes decoded from uint32 words
-        h = torch.empty((P, I), dtype=torch.float32, device=x.device)  # scaled by X_PRESCALE (_moe_up_gemv_kernel)
+        h = torch.empty((P, 8, I // 8), dtype=torch.float32, device=x.device)  # as gemv_x_ref lays out x
         launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         _moe_up_gemv_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
-            x, order, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h, float(limit),
-            SWIGLU_ALPHA, A=A, C=C, I=I, BLOCK_N=cfg["BLOCK_N_UP"], BLOCK_K=cfg["BLOCK_K"], **launch)
+            xs, order, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
+            float(limit), SWIGLU_ALPHA, A=A, C=C, I=I, H_DTYPE=TL_DTYPES[x.dtype], BLOCK_N=cfg["BLOCK_N_UP"],
+            BLOCK_K=cfg["BLOCK_K"], **launch)
         _moe_down_gemv_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
             h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks.view(torch.int32), w2_scales, b2, y,
             A=A, C=C, I=I, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=cfg["BLOCK_K"], **launch)
