@@ -1,4 +1,4 @@
-"""Static roofline of the MoE decode kernels on Hopper: instructions issued per byte of expert weights, from SASS.
+"""Static roofline of the decode kernels on Hopper: instructions issued per byte they must read, from the SASS.
 
     PYTHONPATH=. python bench/sass_roofline.py                 # the engine's configs and bench/gpu.py's sweep
     PYTHONPATH=. python bench/sass_roofline.py --configs engine --json out.json
@@ -7,7 +7,8 @@ No GPU needed: each kernel is compiled for sm_90 on this machine (optimized/kern
 real launch on gpt-oss-20b's expert shapes, bf16 activations) and its main loop (the longest backward branch of
 the SASS) is counted, for each path the MoE has at batch 1: "gemv" (what the engine runs: one token a tile,
 fp32 FMAs), "dot_scaled" and "dot" (the tensor-core kernels, with and without tl.dot_scaled). One loop iteration of a program reads BLOCK_N rows x BLOCK_K/2 code bytes (+ a scale byte
-per 32 values) of each of its matrices (2 for the up-projection: gate and linear rows, 1 for the down).
+per 32 values) of each of its matrices (2 for the up-projection: gate and linear rows, 1 for the down). The
+attention row is the split-KV decode kernel (issue 7): an iteration reads BLOCK_N keys' K and V rows and positions.
 
 The bound it prints: a Hopper SM issues at most 4 warp-instructions per cycle (one per scheduler), so a kernel
 that issues r warp-instructions per byte cannot stream more than 4 * SMs * clock / r bytes/s, whatever the
@@ -48,7 +49,7 @@ def sweep_configs():
 
 
 def count(kernel, cfg, work_dir):
-    """Compile one MoE kernel with a decode config, count its main loop. Returns a row dict."""
+    """Compile one MoE kernel with a decode config and count its main loop. Returns a row dict."""
     from optimized.kernels import aot
     moe = importlib.import_module("optimized.kernels.moe")
     up, gemv = kernel == "up", cfg["path"] == "gemv"
@@ -64,35 +65,59 @@ def count(kernel, cfg, work_dir):
         consts["H_DTYPE"] = moe.TL_DTYPES[torch.bfloat16]
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     compiled = aot.compile_kernel(getattr(moe, name), name, "bf16", consts, launch, ints={})
+    matrices = 2 if up else 1
+    nbytes = matrices * bn * (bk // 2 + bk // 32)  # codes + E8M0 scales read per iteration
+    programs = EXPERTS_PER_TOKEN * math.ceil((I20 if up else C20) / bn)
+    return row(kernel, cfg, compiled, nbytes, programs, work_dir)
+
+
+def row(kernel, cfg, compiled, nbytes, programs, work_dir):
+    """The table row of a compiled kernel whose main loop reads nbytes an iteration, launched as `programs`."""
+    from optimized.kernels import aot
     loop = aot.main_loop(aot.sass(compiled.asm["cubin"], work_dir))
-    res = aot.resources(compiled.asm["cubin"], work_dir)
     if not loop:
-        raise RuntimeError(f"{name}: no loop found in the SASS")
+        raise RuntimeError(f"{kernel}: no loop found in the SASS")
+    res = aot.resources(compiled.asm["cubin"], work_dir)
     ops = {}
     for ins in loop:
         op = aot.opcode(ins)
         ops[op] = ops.get(op, 0) + 1
-    matrices = 2 if up else 1
-    nbytes = matrices * bn * (bk // 2 + bk // 32)  # codes + E8M0 scales read per iteration
     per_byte = len(loop) * cfg["num_warps"] / nbytes
-    programs = EXPERTS_PER_TOKEN * math.ceil((I20 if up else C20) / bn)
-    row = dict(kernel=kernel, config=cfg, loop=len(loop),
-               warps=cfg["num_warps"], bytes=nbytes, per_byte=per_byte, programs=programs,
-               ops=ops, top=sorted(ops.items(), key=lambda kv: -kv[1])[:6], ceiling={}, regs=res.get("REG"),
-               spill=res.get("LOCAL", 0) + res.get("STACK", 0))
+    out = dict(kernel=kernel, config=cfg, loop=len(loop), warps=cfg["num_warps"], bytes=nbytes, per_byte=per_byte,
+               programs=programs, ops=ops, top=sorted(ops.items(), key=lambda kv: -kv[1])[:6], ceiling={},
+               regs=res.get("REG"), spill=res.get("LOCAL", 0) + res.get("STACK", 0))
     for card, (sms, ghz, tbs) in CARDS.items():
         balance = (programs / sms) / math.ceil(programs / sms)
         issue_bw = ISSUE_PER_SM_CYCLE * sms * ghz * 1e9 / per_byte  # bytes/s the issue rate allows
-        row["ceiling"][card] = min(1.0, issue_bw * balance / (tbs * 1e12))
-        row["balance"] = balance
-    return row
+        out["ceiling"][card] = min(1.0, issue_bw * balance / (tbs * 1e12))
+        out["balance"] = balance
+    return out
+
+
+def count_attention(work_dir, keys=8192):
+    """The split-KV decode attention (optimized/kernels/attention.py) at batch 1 on gpt-oss's heads (64 query,
+    8 kv, head_dim 64), a full layer of `keys` keys: each loop iteration reads BLOCK_N keys' K and V rows (bf16) and
+    their int64 positions. The engine's launch: 8 warps, 2 stages, splits of 256 keys (MIN_SPLIT_KEYS)."""
+    from optimized.kernels import aot
+    attn = importlib.import_module("optimized.kernels.attention")
+    H, K, D, G, BN = 64, 8, 64, 8, attn.BLOCK_N
+    chunk = attn.MIN_SPLIT_KEYS
+    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=16, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=True, IEEE=False)
+    slots, qkv, slot = keys, (H + 2 * K) * D, K * D  # q a view of the fused qkv row, k/v/positions of the cache
+    ints = dict(T=1, S=keys, window=0, chunk=chunk, sq_b=qkv, sq_t=qkv, sk_b=slots * slot, sk_s=slot,
+                sv_b=slots * slot, sv_s=slot, sqp_b=1, skp_b=slots)
+    compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
+                                  dict(num_warps=8, num_stages=2), ints=ints)
+    return compiled, dict(path=f"decode {keys // 1024}k", BLOCK_N=BN, D=D, num_warps=8, num_stages=2), \
+        BN * (4 * D + 8), K * -(-keys // chunk)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="engine,sweep", help="engine (optimized.kernels.moe's DECODE_CONFIG, "
                     "with and without tl.dot_scaled), sweep (bench/gpu.py's MOE_SWEEP)")
-    ap.add_argument("--kernels", default="up,down")
+    ap.add_argument("--kernels", default="up,down,attention", help="MoE up / down projection; attention: the "
+                    "split-KV decode kernel at 8k keys (BN = keys a step, BK = head_dim)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     try:
@@ -119,11 +144,15 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as work:
         for cfg in unique:
             for kernel in args.kernels.split(","):
-                rows.append(count(kernel, cfg, work))
+                if kernel != "attention":
+                    rows.append(count(kernel, cfg, work))
+        if "attention" in args.kernels.split(","):
+            compiled, cfg, nbytes, programs = count_attention(work)
+            rows.append(row("attn", cfg, compiled, nbytes, programs, work))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    print(f"# MoE decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16 x, gpt-oss-20b "
-          f"expert shapes, batch 1")
+    print(f"# decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16, gpt-oss-20b shapes, "
+          f"batch 1 (attention: a full layer at 8k keys)")
     print("# cards (spec): " + ", ".join(f"{k} {s} SMs {g} GHz {t} TB/s" for k, (s, g, t) in CARDS.items())
           + f"; at most {ISSUE_PER_SM_CYCLE} warp-instructions per SM per cycle")
     cards = list(CARDS)
@@ -132,8 +161,8 @@ def main(argv=None):
           + " ".join(f"{'ceil ' + c:>13s}" for c in cards) + "  most issued in the loop")
     for r in rows:
         c = r["config"]
-        bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c["BLOCK_N_DOWN"]
-        print(f"{r['kernel']:6s} {c['path']:10s} {bn:3d} {c['BLOCK_K']:4d} {c['num_warps']:5d} {c['num_stages']:6d} "
+        bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c.get("BLOCK_N_DOWN", c.get("BLOCK_N"))
+        print(f"{r['kernel']:6s} {c['path']:10s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} {c['num_stages']:6d} "
               f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)
               + "  " + " ".join(f"{op} {n}" for op, n in r["top"]))

@@ -1,6 +1,7 @@
-"""bench/sass_roofline.py: the MoE decode kernels compiled for sm_90 on this machine, their main loops found in
-the SASS and counted. Checks that the tool finds the right loop (the tensor-core paths' loops hold the MMAs,
-the GEMV's its FMAs and no MMA) and that its arithmetic is the documented one; never how fast anything is."""
+"""bench/sass_roofline.py: the MoE decode kernels and the decode attention compiled for sm_90 on this machine,
+their main loops found in the SASS and counted. Checks that the tool finds the right loop (the tensor-core
+paths' loops hold the MMAs, the GEMV's its FMAs and no MMA) and that its arithmetic is the documented one;
+never how fast anything is."""
 import json
 import subprocess
 import sys
@@ -14,12 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sass_roofline_counts_the_main_loops(tmp_path):
     pytest.importorskip("triton.backends.nvidia")
     out = tmp_path / "roofline.json"
-    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "engine", "--kernels", "down",
+    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "engine", "--kernels", "down,attention",
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     rows = data["rows"]
-    assert [r["config"]["path"] for r in rows] == ["gemv", "dot_scaled", "dot"]
+    assert [r["config"]["path"] for r in rows] == ["gemv", "dot_scaled", "dot", "decode 8k"]
+    attn = rows.pop()
+    assert attn["kernel"] == "attn" and attn["ops"].get("HMMA", 0) + attn["ops"].get("HGMMA", 0) > 0, attn["ops"]
+    assert attn["bytes"] == 64 * (4 * 64 + 8) and attn["programs"] == 8 * 8192 // 256
     for r in rows:
         c = r["config"]
         mma = r["ops"].get("HMMA", 0) + r["ops"].get("HGMMA", 0)
@@ -33,4 +37,4 @@ def test_sass_roofline_counts_the_main_loops(tmp_path):
         assert set(r["ceiling"]) == {"H100 SXM", "H200"} and all(0 < v <= 1 for v in r["ceiling"].values())
         assert r["regs"] > 0 and r["spill"] >= 0
         assert f" {r['loop']:5d} " in proc.stdout
-    assert "sm_90 SASS (triton" in proc.stdout and "ceil H200" in proc.stdout
+    assert "sm_90 SASS (triton" in proc.stdout and "ceil H200" in proc.stdout and "\nattn " in proc.stdout
