@@ -34,8 +34,9 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# spec sheets: SMs, boost clock (GHz), HBM bandwidth (TB/s)
-CARDS = {"H100 SXM": (132, 1.98, 3.35), "H200": (132, 1.98, 4.8)}
+# spec sheets: SMs, boost clock (GHz), HBM bandwidth (TB/s), dense bf16 tensor-core rate (TFLOP/s)
+CARDS = {"H100 SXM": (132, 1.98, 3.35, 989.4), "H200": (132, 1.98, 4.8, 989.4)}
+PREFILL_TOKENS = 2048  # the prefill rows: tiles of a 2048-token prompt on gpt-oss-20b (32 experts)
 ISSUE_PER_SM_CYCLE = 4  # warp-instructions: four schedulers, one each per cycle
 C20, I20, EXPERTS_PER_TOKEN = 2880, 2880, 4  # gpt-oss-20b and 120b share these
 
@@ -57,8 +58,10 @@ def count(kernel, cfg, work_dir):
     bn = cfg["BLOCK_N_UP" if up else "BLOCK_N_DOWN"]
     bk = cfg["BLOCK_K"]
     consts = dict(A=EXPERTS_PER_TOKEN, C=C20, I=I20, BLOCK_N=bn, BLOCK_K=bk)
+    prefill = cfg.get("regime") == "prefill"
+    bm = cfg.get("BLOCK_M") or (moe.PREFILL_CONFIG if prefill else moe.DECODE_CONFIG)["BLOCK_M"]
     if not gemv:
-        consts.update(IEEE=False, MX_DOT=cfg["path"] == "dot_scaled", FMT="bf16", BLOCK_M=moe.DECODE_CONFIG["BLOCK_M"])
+        consts.update(IEEE=False, MX_DOT=cfg["path"] == "dot_scaled", FMT="bf16", BLOCK_M=bm)
     if up:
         consts["ALPHA"] = moe.SWIGLU_ALPHA
     if up and gemv:
@@ -67,12 +70,15 @@ def count(kernel, cfg, work_dir):
     compiled = aot.compile_kernel(getattr(moe, name), name, "bf16", consts, launch, ints={})
     matrices = 2 if up else 1
     nbytes = matrices * bn * (bk // 2 + bk // 32)  # codes + E8M0 scales read per iteration
-    programs = EXPERTS_PER_TOKEN * math.ceil((I20 if up else C20) / bn)
-    return row(kernel, cfg, compiled, nbytes, programs, work_dir)
+    tiles = math.ceil(PREFILL_TOKENS * EXPERTS_PER_TOKEN / bm) + 32 if prefill else EXPERTS_PER_TOKEN
+    programs = tiles * math.ceil((I20 if up else C20) / bn)
+    flops = 2 * bm * bn * bk * matrices if prefill else 0  # per iteration, a full tile of tokens
+    return row(kernel, cfg, compiled, nbytes, programs, work_dir, flops)
 
 
-def row(kernel, cfg, compiled, nbytes, programs, work_dir):
-    """The table row of a compiled kernel whose main loop reads nbytes an iteration, launched as `programs`."""
+def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0):
+    """The table row of a compiled kernel whose main loop reads nbytes an iteration, launched as `programs`.
+    flops > 0 (prefill): the ceiling is over the tensor-core rate instead, flops being one iteration's MMA work."""
     from optimized.kernels import aot
     loop = aot.main_loop(aot.sass(compiled.asm["cubin"], work_dir))
     if not loop:
@@ -86,10 +92,13 @@ def row(kernel, cfg, compiled, nbytes, programs, work_dir):
     out = dict(kernel=kernel, config=cfg, loop=len(loop), warps=cfg["num_warps"], bytes=nbytes, per_byte=per_byte,
                programs=programs, ops=ops, top=sorted(ops.items(), key=lambda kv: -kv[1])[:6], ceiling={},
                regs=res.get("REG"), spill=res.get("LOCAL", 0) + res.get("STACK", 0))
-    for card, (sms, ghz, tbs) in CARDS.items():
+    for card, (sms, ghz, tbs, tflops) in CARDS.items():
         balance = (programs / sms) / math.ceil(programs / sms)
-        issue_bw = ISSUE_PER_SM_CYCLE * sms * ghz * 1e9 / per_byte  # bytes/s the issue rate allows
-        out["ceiling"][card] = min(1.0, issue_bw * balance / (tbs * 1e12))
+        issue = ISSUE_PER_SM_CYCLE * sms * ghz * 1e9  # warp-instructions a second
+        if flops:  # FLOP/s the issue rate allows, over the tensor-core rate
+            out["ceiling"][card] = min(1.0, issue * flops / (len(loop) * cfg["num_warps"]) * balance / (tflops * 1e12))
+        else:  # bytes/s the issue rate allows, over HBM
+            out["ceiling"][card] = min(1.0, issue / per_byte * balance / (tbs * 1e12))
         out["balance"] = balance
     return out
 
@@ -114,8 +123,10 @@ def count_attention(work_dir, keys=8192):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default="engine,sweep", help="engine (optimized.kernels.moe's DECODE_CONFIG, "
-                    "with and without tl.dot_scaled), sweep (bench/gpu.py's MOE_SWEEP)")
+    ap.add_argument("--configs", default="engine,sweep,prefill",
+                    help="engine (optimized.kernels.moe's batch-1 paths: GEMV_CONFIG, DECODE_CONFIG with and without "
+                    "tl.dot_scaled), sweep (bench/gpu.py's MOE_SWEEP), prefill (PREFILL_CONFIG; ceiling over the "
+                    "bf16 tensor-core rate)")
     ap.add_argument("--kernels", default="up,down,attention", help="MoE up / down projection; attention: the "
                     "split-KV decode kernel at 8k keys (BN = keys a step, BK = head_dim)")
     ap.add_argument("--json", default=None)
@@ -134,6 +145,9 @@ def main(argv=None):
         configs += [dict(path=p, **{k: moe.DECODE_CONFIG[k] for k in tiles}) for p in ("dot_scaled", "dot")]
     if "sweep" in parts:
         configs += sweep_configs()
+    if "prefill" in parts:  # the tensor-core kernels at prefill tiles: the ceiling is over the bf16 MMA rate
+        configs += [dict(path=p, regime="prefill", **{k: moe.PREFILL_CONFIG[k] for k in tiles})
+                    for p in ("dot_scaled", "dot")]
     seen, unique = set(), []
     for c in configs:
         key = json.dumps(c, sort_keys=True)
@@ -153,16 +167,18 @@ def main(argv=None):
                             text=True).stdout.strip()
     print(f"# decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16, gpt-oss-20b shapes, "
           f"batch 1 (attention: a full layer at 8k keys)")
-    print("# cards (spec): " + ", ".join(f"{k} {s} SMs {g} GHz {t} TB/s" for k, (s, g, t) in CARDS.items())
+    print("# cards (spec): " + ", ".join(f"{k} {s} SMs {g} GHz {t} TB/s {f} bf16 TFLOP/s"
+                                         for k, (s, g, t, f) in CARDS.items())
           + f"; at most {ISSUE_PER_SM_CYCLE} warp-instructions per SM per cycle")
     cards = list(CARDS)
-    print(f"{'kernel':6s} {'path':10s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
+    print(f"{'kernel':6s} {'path':18s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
           f"{'regs':>4s} {'spill':>5s} {'bytes/it':>8s} {'instr/B':>7s} {'progs':>5s} {'balance':>7s} "
           + " ".join(f"{'ceil ' + c:>13s}" for c in cards) + "  most issued in the loop")
     for r in rows:
         c = r["config"]
         bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c.get("BLOCK_N_DOWN", c.get("BLOCK_N"))
-        print(f"{r['kernel']:6s} {c['path']:10s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} {c['num_stages']:6d} "
+        label = c["path"] + (" prefill" if c.get("regime") == "prefill" else "")
+        print(f"{r['kernel']:6s} {label:18s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} {c['num_stages']:6d} "
               f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)
               + "  " + " ".join(f"{op} {n}" for op, n in r["top"]))

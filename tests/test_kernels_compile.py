@@ -39,7 +39,7 @@ def cases():
     out = []
     # bf16 with tl.dot_scaled (what a GPU runs) and without (the sweep's A/B), fp32 (never dot_scaled)
     for dt, mx_dot in (("bf16", True), ("bf16", False), ("fp32", False)):
-        for cfg in (moe.DECODE_CONFIG, moe.PREFILL_CONFIG):
+        for cfg in (moe.DECODE_CONFIG, moe.PREFILL_CONFIG if dt == "bf16" else moe.PREFILL_CONFIG_FP32):
             launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
             common = dict(A=4, C=2880, I=2880, IEEE=dt == "fp32", MX_DOT=mx_dot, FMT="bf16", BLOCK_M=cfg["BLOCK_M"],
                           BLOCK_K=cfg["BLOCK_K"])

@@ -69,7 +69,8 @@ CASES = [
     (3, 6, 64, 96, 2, (0, 5)),
     (5, 8, 96, 64, 4, (1,)),
     (40, 4, 64, 64, 4, ()),  # every expert gets all 40 tokens: 3 tiles of 16 each
-    (70, 5, 64, 64, 3, (2,)),  # prefill tiles of 64
+    (70, 5, 64, 64, 3, (2,)),  # prefill tiles (64 rows in fp32, 128 in 16-bit)
+    (300, 2, 64, 64, 1, ()),  # prefill, ~150 rows an expert: more than a 16-bit tile of 128
 ]
 
 

@@ -16,7 +16,7 @@ In the decode regime the grouping of step 1 is one small kernel (`_group_kernel`
 ops: at batch 1 a layer's routed experts take ~12 us to read at HBM speed, so launches matter.
 Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once per 16 tokens it receives
 (once, at batch 1), and the parallelism comes from experts x column blocks. Prefill uses BLOCK_M = 64
-tensor-core tiles. Both regimes are the same kernels with different tile sizes. With bf16/fp16 x the K step is
+tensor-core tiles (128 in bf16/fp16). Both regimes are the same kernels with different tile sizes. With bf16/fp16 x the K step is
 `tl.dot_scaled` on the packed codes and E8M0 scales (`MX_DOT`: Triton decodes in the dot operand's registers;
 fp32 x keeps the decode + `tl.dot` below, in IEEE fp32).
 Batch 1 (N <= GEMV_MAX_TOKENS) has its own two kernels, `_moe_up_gemv_kernel` and `_moe_down_gemv_kernel`: each
@@ -422,7 +422,14 @@ DECODE_MAX_TOKENS = 64
 # instruction counts of bench/sass_roofline.py; not yet by measurement: bench/gpu.py --moe-sweep times
 # alternatives on a GPU. MX_DOT: tl.dot_scaled for bf16/fp16 x (0.83 vs 0.92 warp-instructions a byte, triton 3.6).
 DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3, MX_DOT=True)
-PREFILL_CONFIG = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3, MX_DOT=True)
+# prefill in bf16/fp16: 128-token tiles so each decoded weight feeds 128 rows of MMA. sm_90 SASS (triton 3.6,
+# bench/sass_roofline.py --configs prefill): issue-bound at 0.94 / 0.77 (up / down) of the bf16 tensor-core rate,
+# against 0.25 / 0.23 for 64 x 64 x 128 tiles; 234 / 210 registers, no spills. fp32 (the IEEE path, for
+# conformance, not speed) keeps smaller tiles: it spills at any size, less at these.
+PREFILL_CONFIG = dict(BLOCK_M=128, BLOCK_N_UP=128, BLOCK_N_DOWN=128, BLOCK_K=64, num_warps=8, num_stages=3,
+                      MX_DOT=True)
+PREFILL_CONFIG_FP32 = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3,
+                           MX_DOT=False)
 GEMV_MAX_TOKENS = 1  # batch-1 decode: every routed expert gets one token; the GEMV kernels, no tensor cores
 # the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (95 / 40 registers)
 GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)
@@ -538,7 +545,8 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     N, C, A, E, I = _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     if N == 0:
         return torch.empty_like(x)
-    cfg = DECODE_CONFIG if N <= DECODE_MAX_TOKENS else PREFILL_CONFIG
+    cfg = (DECODE_CONFIG if N <= DECODE_MAX_TOKENS else PREFILL_CONFIG_FP32 if x.dtype == torch.float32
+           else PREFILL_CONFIG)
     BM, BK = cfg["BLOCK_M"], cfg["BLOCK_K"]
     P = N * A
     small = P <= GROUP_KERNEL_MAX_PAIRS and E <= 256  # the one-kernel grouping, which checks the ids itself
