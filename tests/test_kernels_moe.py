@@ -80,7 +80,7 @@ def test_moe_matches_ref(N, E, C, I, A, unused, dtype):
     check(N, E, C, I, A, dtype, seed=N + E, unused=unused)
 
 
-PATHS = {"gemv": dict(GEMV_MAX_TOKENS=1), "dot_scaled": dict(GEMV_MAX_TOKENS=0, MX_DOT=True),
+PATHS = {"gemv": dict(GEMV_MAX_TOKENS=64), "dot_scaled": dict(GEMV_MAX_TOKENS=0, MX_DOT=True),
          "dot": dict(GEMV_MAX_TOKENS=0, MX_DOT=False)}
 
 
@@ -118,6 +118,15 @@ def test_group_kernel_writes_x_as_the_gemv_kernels_read_it(monkeypatch):
     out, args = check(1, 4, 96, 64, 2, torch.float32, seed=8)
     monkeypatch.setattr(kernels_moe, "GROUP_KERNEL_MAX_PAIRS", 0)
     torch.testing.assert_close(moe(*args, LIMIT), out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("N,E,A", [(2, 3, 2), (4, 4, 4), (5, 2, 1), (9, 6, 3)])
+def test_moe_gemv_several_tokens(N, E, A, monkeypatch):
+    """The GEMV kernels with several tokens: experts routed by more than one token get one tile per pair, each
+    token's x row from the grouping kernel (fp32 and fp16; bf16 on a GPU)."""
+    use_path(monkeypatch, "gemv")
+    for dtype in DTYPES:
+        check(N, E, 64, 96, A, dtype, seed=N * E)
 
 
 @pytest.mark.parametrize("magnitude", [1e-15, 1e-6, 1e4, 1e15])
@@ -267,7 +276,7 @@ def test_moe_real_shapes_bf16(shape, N):
 
 
 @needs_cuda
-@pytest.mark.parametrize("N", [1, 4])  # the GEMV kernels (batch 1) and the tensor-core ones
+@pytest.mark.parametrize("N", [1, 8])  # the GEMV kernels (batch 1) and the tensor-core ones
 def test_route_and_moe_capture_in_a_cuda_graph(N):
     s = REAL["20b"]
     w1b, w1s, b1, w2b, w2s, b2 = make_experts(s["E"], s["C"], s["I"], torch.bfloat16, seed=9)

@@ -19,7 +19,7 @@ Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once pe
 tensor-core tiles (128 in bf16/fp16). Both regimes are the same kernels with different tile sizes. With bf16/fp16 x the K step is
 `tl.dot_scaled` on the packed codes and E8M0 scales (`MX_DOT`: Triton decodes in the dot operand's registers;
 fp32 x keeps the decode + `tl.dot` below, in IEEE fp32).
-Batch 1 (N <= GEMV_MAX_TOKENS) has its own two kernels, `_moe_up_gemv_kernel` and `_moe_down_gemv_kernel`: each
+Batch 1 to 4 (N <= GEMV_MAX_TOKENS) has its own two kernels, `_moe_up_gemv_kernel` and `_moe_down_gemv_kernel`: each
 routed expert receives exactly one token there, so a tensor-core tile of 16 rows would be 15/16 padding, and
 what bounds the kernel is not the MMA but the instructions that decode FP4 (a Hopper SM issues 4
 warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as int32 words,
@@ -430,7 +430,11 @@ PREFILL_CONFIG = dict(BLOCK_M=128, BLOCK_N_UP=128, BLOCK_N_DOWN=128, BLOCK_K=64,
                       MX_DOT=True)
 PREFILL_CONFIG_FP32 = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3,
                            MX_DOT=False)
-GEMV_MAX_TOKENS = 1  # batch-1 decode: every routed expert gets one token; the GEMV kernels, no tensor cores
+# up to this many tokens, the GEMV kernels (one (token, slot) pair a tile, no tensor cores). At batch 1 every routed
+# expert gets one token. Up to 4 tokens (20b: 16 pairs, ~12 distinct experts) an expert routed twice is read twice
+# (by two tiles running together, from L2 if it holds it), but at 0.36 instructions a byte against dot_scaled's 0.83
+# the GEMV still issues less: 16 x 0.36 < 12.4 x 0.83 (bench/sass_roofline.py's units).
+GEMV_MAX_TOKENS = 4
 # the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (95 / 40 registers)
 GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
