@@ -54,7 +54,7 @@ KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_
 # bf16, real shapes and CUDA graphs first (what only a GPU can check); the fp32 cases after the benchmark
 stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "bfloat16 or real_shapes or cuda_graph"
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
-stage moe_sweep 35 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
+stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
 # issue 7's A/B: engine decode with RoPE + cache write and RMSNorm as torch steps instead of one kernel each
 stage bench_unfused 30 $PY bench/gpu.py --models 20b --backends triton-unfused --skip moe,attention --batches 1 \
     --contexts 1024,8192 --prefill "" --json "$WORK/bench_unfused.json"
