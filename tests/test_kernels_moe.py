@@ -120,6 +120,30 @@ def test_group_kernel_writes_x_as_the_gemv_kernels_read_it(monkeypatch):
     torch.testing.assert_close(moe(*args, LIMIT), out, rtol=0, atol=0)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the GPU runs bf16 everywhere (test_moe_batch1_paths_match_ref)")
+@pytest.mark.parametrize("path", ["gemv", "dot_scaled"])
+def test_moe_bf16_paths_in_the_interpreter(path, monkeypatch):
+    """bf16, the model's dtype, on CPU: the interpreter's tl.dot on bf16 is wrong, but the GEMV kernels use no dot
+    and tl.dot_scaled decodes in fp32 there, so both paths run; its fp32 -> bf16 conversion truncates instead of
+    rounding (1 + 2**-8 + 2**-10 -> 1), which doubles the rounding error against the float64 truth: allowed 8x
+    the torch op's error instead of 4x."""
+    if path == "dot_scaled" and not kernels_moe.mx_dot_available():
+        pytest.skip("this triton's interpreter has no tl.dot_scaled (3.6)")
+    use_path(monkeypatch, path)
+    for N, E, C, I, A in [(1, 4, 96, 64, 2), (3, 6, 320, 192, 4)]:
+        experts = make_experts(E, C, I, torch.bfloat16, seed=N)
+        ids, w = make_routing(N, E, A, seed=N)
+        x = (torch.randn(N, C, generator=torch.Generator().manual_seed(N)) * 0.5).to(torch.bfloat16)
+        out = moe(x, ids, w, *experts, LIMIT)
+        w1b, w1s, b1, w2b, w2s, b2 = experts
+        gold = moe_ref(x.double(), ids, w.double(), w1b, w1s, b1.double(), w2b, w2s, b2.double(), LIMIT)
+        base = moe_ref(x, ids, w, *experts, LIMIT)
+        err = (out.double() - gold).abs().max().item()
+        base_err = (base.double() - gold).abs().max().item()
+        assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+        assert err <= 8 * base_err + 1e-3 * max(1.0, gold.abs().max().item()), (N, err, base_err)
+
+
 @pytest.mark.parametrize("N,E,A", [(2, 3, 2), (4, 4, 4), (5, 2, 1), (9, 6, 3)])
 def test_moe_gemv_several_tokens(N, E, A, monkeypatch):
     """The GEMV kernels with several tokens: experts routed by more than one token get one tile per pair, each
