@@ -4,7 +4,8 @@ with it against the torch backend.
 
 Tolerance: rotated values may differ by one rounding of the activation dtype (a GPU compiler may fuse the
 products into FMAs); v and positions are copies (exact); slots not written stay untouched (exact).
-CPU: Triton interpreter in fp32/fp16. GPU: also bf16 and gpt-oss-20b's head shapes."""
+CPU: Triton interpreter in fp32/fp16, and bf16 allowing for its truncating conversion. GPU: also bf16 and
+gpt-oss-20b's head shapes."""
 import pytest
 import torch
 
@@ -24,13 +25,15 @@ def setup(B, S, H, K, D, dtype, positions, seed=0):
     return qkv, cos, sin, pos, cache
 
 
-def check(B, S, H, K, D, dtype, positions):
+def check(B, S, H, K, D, dtype, positions, steps=1):
+    """steps: rounding steps of the dtype allowed (2 where the interpreter truncates to bf16)."""
     qkv, cos, sin, pos, cache = setup(B, S, H, K, D, dtype, positions)
     mine, ref = [t.clone() for t in cache], [t.clone() for t in cache]
     q = rope_cache_write(qkv, cos, sin, pos, *mine, H, K, D)
     q_ref = rope_cache_write_ref(qkv, cos, sin, pos, *ref, H, K, D)
     assert q.shape == (B, 1, H, D) and q.dtype == dtype
-    tol = dict(rtol=torch.finfo(dtype).eps, atol=torch.finfo(dtype).eps)  # one rounding step at |x| ~ 1
+    eps = steps * torch.finfo(dtype).eps
+    tol = dict(rtol=eps, atol=eps)  # one rounding step at |x| ~ 1
     torch.testing.assert_close(q, q_ref, **tol)
     torch.testing.assert_close(mine[0], ref[0], **tol)  # rotated keys at the written slots; the rest untouched
     assert torch.equal(mine[1], ref[1]) and torch.equal(mine[2], ref[2])  # values and positions: copies
@@ -52,6 +55,14 @@ def check(B, S, H, K, D, dtype, positions):
 ])
 def test_matches_the_engines_torch_path(B, S, H, K, D, positions, dtype):
     check(B, S, H, K, D, dtype, positions)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="on a GPU, test_matches_the_engines_torch_path runs bf16")
+def test_bf16_in_the_interpreter():
+    """bf16, the model's dtype, on CPU: no dot in this kernel, so only the interpreter's fp32 -> bf16 conversion
+    differs from a GPU's (it truncates: one step of bf16 instead of half of one)."""
+    check(3, 8, 4, 2, 16, torch.bfloat16, [5, 8, 131071], steps=2)
+    check(2, 64, 8, 1, 64, torch.bfloat16, [63, 17], steps=2)
 
 
 def test_bad_input():
