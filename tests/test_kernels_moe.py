@@ -155,7 +155,7 @@ def test_moe_gemv_several_tokens(N, E, A, monkeypatch):
 
 @pytest.mark.parametrize("magnitude", [1e-15, 1e-6, 1e4, 1e15])
 def test_moe_gemv_keeps_precision_at_any_x_magnitude(magnitude, monkeypatch):
-    """The GEMV kernels decode FP4 as fp4 * 2**-126 and pre-scale x (and h) by 2**64 (_fp4_term): tiny and huge x
+    """The GEMV kernels decode FP4 as fp4 * 2**-126 and pre-scale x (and h) by 2**64 (_fp4_pair): tiny and huge x
     keep fp32 precision relative to the output (biases zero so they do not dominate; the SwiGLU clamp bounds h
     as in the model, so h stays far below the 2**64 where its pre-scaling would overflow)."""
     use_path(monkeypatch, "gemv")
@@ -172,14 +172,16 @@ def test_moe_gemv_keeps_precision_at_any_x_magnitude(magnitude, monkeypatch):
 
 
 @triton.jit
-def _fp4_term_kernel(words_ptr, out_ptr, N: tl.constexpr):
+def _fp4_pair_kernel(words_ptr, out_ptr, N: tl.constexpr):
     offs = tl.arange(0, N)
     words = tl.load(words_ptr + offs).to(tl.uint32, bitcast=True)
-    for j in tl.static_range(8):
-        tl.store(out_ptr + offs * 8 + j, kernels_moe._fp4_term(words, j))
+    for j in tl.static_range(4):
+        lo, hi = kernels_moe._fp4_pair(words, j)
+        tl.store(out_ptr + offs * 8 + j, lo)
+        tl.store(out_ptr + offs * 8 + j + 4, hi)
 
 
-def test_fp4_term_every_code_at_every_position():
+def test_fp4_pair_every_code_at_every_position():
     """The GEMV kernels' decode: every FP4 code at each of a word's 8 positions gives exactly fp4 * 2**-126
     (0.5 as the fp32 subnormal 2**-127), with the release's order: code j of a word is element j of its 8."""
     codes = torch.arange(16, dtype=torch.int64)
@@ -187,7 +189,7 @@ def test_fp4_term_every_code_at_every_position():
     words = (rows << (4 * torch.arange(8))).sum(1)  # code j in nibble j
     words = torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
     out = torch.empty(16 * 8, dtype=torch.float32, device=DEVICE)
-    _fp4_term_kernel[(1,)](words.to(DEVICE), out, N=16)
+    _fp4_pair_kernel[(1,)](words.to(DEVICE), out, N=16)
     want = torch.tensor(FP4_VALUES, dtype=torch.float64)[rows].reshape(-1) * 2.0 ** -126
     assert torch.equal(out.cpu().double(), want)
     assert torch.equal(torch.signbit(out.cpu()), torch.signbit(want.float()))  # -0.0 (code 8) keeps its sign

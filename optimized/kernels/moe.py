@@ -23,13 +23,14 @@ Batch 1 to 4 (N <= GEMV_MAX_TOKENS) has its own two kernels, `_moe_up_gemv_kerne
 routed expert receives exactly one token there, so a tensor-core tile of 16 rows would be 15/16 padding, and
 what bounds the kernel is not the MMA but the instructions that decode FP4 (a Hopper SM issues 4
 warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as int32 words,
-decode each code in 4 integer ops with no select (`_fp4_term`: fp4 * 2**-126 as fp32 bits, subnormals
-included) and multiply in fp32 FMAs, the E8M0 scale applied once per 32 values. x (and h between the two) comes
+decode them two at a time in 6 integer ops with no select (`_fp4_pair`: codes j and j + 4 of a word as a bf16
+pair, fp4 * 2**-126, subnormals included, widened to fp32) and multiply in fp32 FMAs, the E8M0 scale applied
+once per 32 values. x (and h between the two) comes
 pre-scaled in fp32 and code-major (`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so
 code j of 4 words meets 4 floats in one 16-byte load, with no conversion or multiply per element.
-By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.36 / 0.39 warp-instructions per weight byte
+By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.30 / 0.33 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
-ceilings of 0.80 / 0.74 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.56 / 0.51 instead of
+ceilings of 0.96 / 0.86 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.67 / 0.60 instead of
 0.24 / 0.23). Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
@@ -52,7 +53,7 @@ import triton
 import triton.language as tl
 
 SWIGLU_ALPHA = 1.702  # a constant of the model, not in config.json (as in reference/moe.py)
-# the GEMV kernels (_fp4_term): x * 2**64 times fp4 * 2**-126 is a normal fp32 for |fp4 * x| >= 2**-62 (smaller
+# the GEMV kernels (_fp4_pair): x * 2**64 times fp4 * 2**-126 is a normal fp32 for |fp4 * x| >= 2**-62 (smaller
 # products keep fewer bits, as subnormals), and 2**(126 - 64) restores each block's sum before its scale; x would
 # overflow only beyond 2**64
 X_PRESCALE = tl.constexpr(2.0 ** 64)
@@ -244,15 +245,23 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
 
 
 @triton.jit
-def _fp4_term(words, j: tl.constexpr):
-    """Code j (0..7) of uint32 words of packed FP4 (8 codes a word, the earlier in the lower nibble: the release's
-    bytes read little-endian) as fp32 equal to fp4 * 2**-126, in 4 integer ops and no select: sign to bit 31,
-    the code's e1 e0 m bits to 24..22, i.e. exponent field e and mantissa m, which is 2**(e-127) * (1 + m/2) =
-    fp4 * 2**-126 for e >= 1, and for e == 0 the subnormal m * 2**-127 = fp4 * 2**-126 too (0.5 is code 1).
+def _fp4_pair(words, j: tl.constexpr):
+    """Codes j and j + 4 (j = 0..3) of uint32 words of packed FP4 (8 codes a word, the earlier in the lower nibble:
+    the release's bytes read little-endian) as two fp32 tensors equal to fp4 * 2**-126, in 6 integer ops for the
+    two and no select. The two codes sit 16 bits apart, as the two halves of a bf16 pair do, so one shift puts both
+    codes' e1 e0 m bits at 8..6 and 24..22 and another both signs at 15 and 31: a bf16 pair whose halves are each
+    exponent field e, mantissa m, i.e. 2**(e-127) * (1 + m/2) = fp4 * 2**-126 for e >= 1 and the subnormal
+    m * 2**-127 = fp4 * 2**-126 for e == 0 (0.5 is code 1). A bf16 is the top half of the fp32 of the same value,
+    so the pair's halves are widened by a shift and a mask.
     Needs subnormals kept, not flushed: Triton emits no .ftz (tests/test_kernels_compile.py checks the PTX)."""
-    mag = ((words >> (4 * j)) & 7) << 22
-    sign = ((words >> (4 * j + 3)) & 1) << 31
-    return (mag | sign).to(tl.float32, bitcast=True)
+    if j < 2:  # code j's e1 e0 m at 4j+2..4j -> 8..6 (and code j+4's, 16 bits up, -> 24..22)
+        mag = words << (6 - 4 * j)
+    else:
+        mag = words >> (4 * j - 6)
+    pair = (mag & 0x01C001C0) | ((words << (12 - 4 * j)) & 0x80008000)  # signs: bit 4j+3 -> 15, 4j+19 -> 31
+    lo = (pair << 16).to(tl.float32, bitcast=True)  # code j
+    hi = (pair & 0xFFFF0000).to(tl.float32, bitcast=True)  # code j + 4
+    return lo, hi
 
 
 @triton.jit
@@ -272,15 +281,16 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOC
     words = tl.load(w_ptr + rows[:, None, None] * (K // 8) + word[None, :, :], mask=m3, other=0)
     words = words.to(tl.uint32, bitcast=True)
     part = tl.zeros(words.shape, tl.float32)
-    for j in tl.static_range(8):  # code j of each word is k = 8 * word + j
-        xj = tl.load(xs_ptr + j * (K // 8) + word, mask=ok, other=0.0)
-        part += _fp4_term(words, j) * xj[None, :, :]
+    for j in tl.static_range(4):  # code j of each word is k = 8 * word + j
+        lo, hi = _fp4_pair(words, j)
+        part += lo * tl.load(xs_ptr + j * (K // 8) + word, mask=ok, other=0.0)[None, :, :]
+        part += hi * tl.load(xs_ptr + (j + 4) * (K // 8) + word, mask=ok, other=0.0)[None, :, :]
     s = tl.load(s_ptr + rows[:, None] * (K // 32) + b[None, :], mask=mask_r[:, None] & (b < K // 32)[None, :],
                 other=127).to(tl.int32)
     scale = (s << 23).to(tl.float32, bitcast=True)  # 2**(s - 127) for s in 1..254
     scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
     scale = tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
-    # undo the 2**-126 of _fp4_term and the X_PRESCALE of x: 2**(126 - 64) = 2**62, then the block's scale
+    # undo the 2**-126 of _fp4_pair and the X_PRESCALE of x: 2**(126 - 64) = 2**62, then the block's scale
     return tl.sum(tl.sum(part, axis=2) * UNDO_PRESCALE * scale, axis=1)
 
 
@@ -290,7 +300,7 @@ def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_
                         A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, H_DTYPE: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """_moe_up_kernel for tiles of one (token, slot) pair (batch-1 decode): fp32 FMAs instead of a tensor-core
-    dot padded to 16 rows, the codes decoded by _fp4_term. w_ptr: the packed codes as int32 words; xs_ptr: x as
+    dot padded to 16 rows, the codes decoded by _fp4_pair. w_ptr: the packed codes as int32 words; xs_ptr: x as
     gemv_x_ref lays it out (N, 8, C//8); h_ptr: h in the same layout, (P, 8, I//8), for _moe_down_gemv_kernel."""
     tile = tl.program_id(0)
     start = tl.load(tile_start_ptr + tile)
