@@ -144,6 +144,18 @@ def test_moe_bf16_paths_in_the_interpreter(path, monkeypatch):
         assert err <= 8 * base_err + 1e-3 * max(1.0, gold.abs().max().item()), (N, err, base_err)
 
 
+@pytest.mark.parametrize("bn,bk", [(16, 512), (64, 128), (32, 64)])
+@pytest.mark.parametrize("E,C,I,A", [(4, 96, 96, 2), (3, 608, 160, 1), (2, 64, 32, 2)])
+def test_moe_gemv_row_and_k_tails(E, C, I, A, bn, bk, monkeypatch):
+    """The GEMV kernels mask rows only when BLOCK_N does not divide the matrix (C = 96 or I = 160 with 64-row
+    blocks) and K only in the last step when BLOCK_K does not divide it (a tail, or K below one step)."""
+    use_path(monkeypatch, "gemv")
+    monkeypatch.setattr(kernels_moe, "GEMV_CONFIG", dict(kernels_moe.GEMV_CONFIG, BLOCK_N_UP=bn, BLOCK_N_DOWN=bn,
+                                                         BLOCK_K=bk))
+    for dtype in DTYPES:
+        check(2, E, C, I, A, dtype, seed=C + I + bn)
+
+
 @pytest.mark.parametrize("N,E,A", [(2, 3, 2), (4, 4, 4), (5, 2, 1), (9, 6, 3)])
 def test_moe_gemv_several_tokens(N, E, A, monkeypatch):
     """The GEMV kernels with several tokens: experts routed by more than one token get one tile per pair, each

@@ -28,9 +28,9 @@ pair, fp4 * 2**-126, subnormals included, widened to fp32) and multiply in fp32 
 once per 32 values. x (and h between the two) comes
 pre-scaled in fp32 and code-major (`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so
 code j of 4 words meets 4 floats in one 16-byte load, with no conversion or multiply per element.
-By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.30 / 0.33 warp-instructions per weight byte
+By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.30 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
-ceilings of 0.96 / 0.86 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.67 / 0.60 instead of
+ceilings of 1.00 / 0.96 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.67 instead of
 0.24 / 0.23). Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
@@ -265,11 +265,14 @@ def _fp4_pair(words, j: tl.constexpr):
 
 
 @triton.jit
-def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr):
+def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOCK_K: tl.constexpr,
+                   MASK_K: tl.constexpr, MASK_R: tl.constexpr):
     """One K step of rows . x for one token: rows (R,) of a (rows, K//2) code matrix read as uint32 words; xs_ptr
     the token's x as gemv_x_ref lays it out (fp32, times X_PRESCALE, code-major: xs[j, w] = x[8w + j], so code j
     of 4 consecutive words meets 4 consecutive floats: one 16-byte load, no conversion, no multiply).
-    Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k].
+    Returns (R,) fp32: sum over k0..k0+BLOCK_K of W[r, k] x[k]. MASK_K: the step may pass K (the tail);
+    MASK_R: rows may pass the matrix. Each mask costs instructions in the loop (predicates, zeroed registers),
+    so the kernels ask for them only where they can be needed.
     Layout: (R, BLOCK_K//32 blocks, 4 words) so each thread's words of a block are contiguous (one 16-byte load)
     and the block's partial sums stay in registers until its E8M0 scale multiplies them."""
     NB: tl.constexpr = BLOCK_K // 32
@@ -277,16 +280,31 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOC
     q = tl.arange(0, 4)
     word = b[:, None] * 4 + q[None, :]  # (NB, 4) word index within the row
     ok = (b < K // 32)[:, None] & (q < 4)[None, :]
-    m3 = mask_r[:, None, None] & ok[None, :, :]
-    words = tl.load(w_ptr + rows[:, None, None] * (K // 8) + word[None, :, :], mask=m3, other=0)
+    w_at = w_ptr + rows[:, None, None] * (K // 8) + word[None, :, :]
+    s_at = s_ptr + rows[:, None] * (K // 32) + b[None, :]
+    if MASK_K:
+        m_w = mask_r[:, None, None] & ok[None, :, :]
+        words = tl.load(w_at, mask=m_w, other=0)
+        s = tl.load(s_at, mask=mask_r[:, None] & (b < K // 32)[None, :], other=127)
+    elif MASK_R:
+        words = tl.load(w_at, mask=mask_r[:, None, None], other=0)
+        s = tl.load(s_at, mask=mask_r[:, None], other=127)
+    else:
+        words = tl.load(w_at)
+        s = tl.load(s_at)
     words = words.to(tl.uint32, bitcast=True)
+    s = s.to(tl.int32)
     part = tl.zeros(words.shape, tl.float32)
     for j in tl.static_range(4):  # code j of each word is k = 8 * word + j
         lo, hi = _fp4_pair(words, j)
-        part += lo * tl.load(xs_ptr + j * (K // 8) + word, mask=ok, other=0.0)[None, :, :]
-        part += hi * tl.load(xs_ptr + (j + 4) * (K // 8) + word, mask=ok, other=0.0)[None, :, :]
-    s = tl.load(s_ptr + rows[:, None] * (K // 32) + b[None, :], mask=mask_r[:, None] & (b < K // 32)[None, :],
-                other=127).to(tl.int32)
+        if MASK_K:
+            x_lo = tl.load(xs_ptr + j * (K // 8) + word, mask=ok, other=0.0)
+            x_hi = tl.load(xs_ptr + (j + 4) * (K // 8) + word, mask=ok, other=0.0)
+        else:
+            x_lo = tl.load(xs_ptr + j * (K // 8) + word)
+            x_hi = tl.load(xs_ptr + (j + 4) * (K // 8) + word)
+        part += lo * x_lo[None, :, :]
+        part += hi * x_hi[None, :, :]
     scale = (s << 23).to(tl.float32, bitcast=True)  # 2**(s - 127) for s in 1..254
     scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
     scale = tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
@@ -314,9 +332,14 @@ def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_
     row_g = e * (2 * I) + 2 * offs_i  # quirk: gate rows are even, linear rows odd
     acc_g = tl.zeros([BLOCK_N], tl.float32)
     acc_l = tl.zeros([BLOCK_N], tl.float32)
-    for k0 in range(0, C, BLOCK_K):
-        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, xs_ptr + tok * C, k0, C, BLOCK_K)
-        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, xs_ptr + tok * C, k0, C, BLOCK_K)
+    MASK_R: tl.constexpr = I % BLOCK_N != 0
+    K_FULL: tl.constexpr = C - C % BLOCK_K  # whole steps without a K mask, then the tail with one
+    for k0 in range(0, K_FULL, BLOCK_K):
+        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, xs_ptr + tok * C, k0, C, BLOCK_K, False, MASK_R)
+        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, xs_ptr + tok * C, k0, C, BLOCK_K, False, MASK_R)
+    if K_FULL < C:
+        acc_g += _mx_gemv_block(w_ptr, s_ptr, row_g, mask_i, xs_ptr + tok * C, K_FULL, C, BLOCK_K, True, True)
+        acc_l += _mx_gemv_block(w_ptr, s_ptr, row_g + 1, mask_i, xs_ptr + tok * C, K_FULL, C, BLOCK_K, True, True)
     gate = acc_g + tl.load(b_ptr + row_g, mask=mask_i, other=0.0).to(tl.float32)
     lin = acc_l + tl.load(b_ptr + row_g + 1, mask=mask_i, other=0.0).to(tl.float32)
     gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
@@ -346,8 +369,13 @@ def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_st
     mask_c = offs_c < C
     rows = e * C + offs_c
     acc = tl.zeros([BLOCK_N], tl.float32)
-    for k0 in range(0, I, BLOCK_K):
-        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + start.to(tl.int64) * I, k0, I, BLOCK_K)
+    MASK_R: tl.constexpr = C % BLOCK_N != 0
+    K_FULL: tl.constexpr = I - I % BLOCK_K
+    h_row = h_ptr + start.to(tl.int64) * I
+    for k0 in range(0, K_FULL, BLOCK_K):
+        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_row, k0, I, BLOCK_K, False, MASK_R)
+    if K_FULL < I:
+        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_row, K_FULL, I, BLOCK_K, True, True)
     y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
     y = y * route_w  # expert bias added before the routing weight, as in the reference
     tl.store(y_ptr + pair.to(tl.int64) * C + offs_c, y, mask=mask_c)
