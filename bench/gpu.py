@@ -181,7 +181,7 @@ MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_
              dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
              dict(path="dot", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
              dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
-             dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=1024, num_warps=4, num_stages=2),
+             dict(path="gemv", BLOCK_N_UP=8, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=2, num_stages=2),
              dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=512, num_warps=8, num_stages=2),
              dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
              dict(path="dot_scaled", BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3),
