@@ -141,6 +141,15 @@ def _load_mx(w_ptr, s_ptr, rows, mask_r, k0, K: tl.constexpr, BLOCK_K: tl.conste
 
 
 @triton.jit
+def _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr):
+    """This program's tile (program_id 0): its first and one-past-last row in the sorted pair order, and its expert.
+    start == stop: a spare tile of the static grid (the caller returns)."""
+    tile = tl.program_id(0)
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    return tl.load(tile_start_ptr + tile), tl.load(tile_stop_ptr + tile), e
+
+
+@triton.jit
 def _dot(a, b, acc, IEEE: tl.constexpr):
     if IEEE:  # fp32 inputs: exact fp32 products (the default would be tf32 on a GPU)
         return tl.dot(a, b, acc, input_precision="ieee")
@@ -154,13 +163,10 @@ def _moe_up_kernel(x_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_p
                    A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
                    MX_DOT: tl.constexpr, FMT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    tile = tl.program_id(0)
-    start = tl.load(tile_start_ptr + tile)
-    stop = tl.load(tile_stop_ptr + tile)
+    start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
     if start >= stop:  # one of the spare tiles of the static grid
         return
     DT = x_ptr.dtype.element_ty
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
     offs_m = start + tl.arange(0, BLOCK_M)  # rows of this expert's run in the sorted pair order
     mask_m = offs_m < stop
     tok = (tl.load(pair_ptr + offs_m, mask=mask_m, other=0) // A).to(tl.int64)
@@ -206,13 +212,10 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
                      A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, IEEE: tl.constexpr,
                      MX_DOT: tl.constexpr, FMT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    tile = tl.program_id(0)
-    start = tl.load(tile_start_ptr + tile)
-    stop = tl.load(tile_stop_ptr + tile)
+    start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
     if start >= stop:
         return
     DT = h_ptr.dtype.element_ty
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
     offs_m = start + tl.arange(0, BLOCK_M)
     mask_m = offs_m < stop
     pair = tl.load(pair_ptr + offs_m, mask=mask_m, other=0)
@@ -320,12 +323,9 @@ def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_
     """_moe_up_kernel for tiles of one (token, slot) pair (batch-1 decode): fp32 FMAs instead of a tensor-core
     dot padded to 16 rows, the codes decoded by _fp4_pair. w_ptr: the packed codes as int32 words; xs_ptr: x as
     gemv_x_ref lays it out (N, 8, C//8); h_ptr: h in the same layout, (P, 8, I//8), for _moe_down_gemv_kernel."""
-    tile = tl.program_id(0)
-    start = tl.load(tile_start_ptr + tile)
-    stop = tl.load(tile_stop_ptr + tile)
+    start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
     if start >= stop:
         return
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
     tok = (tl.load(pair_ptr + start) // A).to(tl.int64)
     offs_i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_i = offs_i < I
@@ -357,12 +357,9 @@ def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_st
                           A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel; h as that kernel writes it."""
-    tile = tl.program_id(0)
-    start = tl.load(tile_start_ptr + tile)
-    stop = tl.load(tile_stop_ptr + tile)
+    start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
     if start >= stop:
         return
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
     pair = tl.load(pair_ptr + start)
     route_w = tl.load(weights_ptr + pair)
     offs_c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
