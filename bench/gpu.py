@@ -190,7 +190,8 @@ MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_
 
 
 def sweep_config(moe_module, entry):
-    """(GEMV_MAX_TOKENS, GEMV_CONFIG, DECODE_CONFIG) that make optimized.kernels.moe run one MOE_SWEEP entry."""
+    """(GEMV_MAX_TOKENS, GEMV_CONFIG, DECODE_CONFIG) that make optimized.kernels.moe run one MOE_SWEEP entry at
+    batch 1 (gemv_pays holds there whatever GEMV_PAIRS_PER_EXPERT is)."""
     tiles = {k: v for k, v in entry.items() if k != "path"}
     if entry["path"] == "gemv":
         return 1, tiles, moe_module.DECODE_CONFIG

@@ -6,16 +6,19 @@
 No GPU needed: each kernel is compiled for sm_90 on this machine (optimized/kernels/aot.py, specialized as a
 real launch on gpt-oss-20b's expert shapes, bf16 activations) and its main loop (the longest backward branch of
 the SASS) is counted, for each path the MoE has at batch 1: "gemv" (what the engine runs: one token a tile,
-fp32 FMAs), "dot_scaled" and "dot" (the tensor-core kernels, with and without tl.dot_scaled). One loop iteration of a program reads BLOCK_N rows x BLOCK_K/2 code bytes (+ a scale byte
-per 32 values) of each of its matrices (2 for the up-projection: gate and linear rows, 1 for the down). The
-attention row is the split-KV decode kernel (issue 7): an iteration reads BLOCK_N keys' K and V rows and positions.
+fp32 FMAs), "dot_scaled" and "dot" (the tensor-core kernels, with and without tl.dot_scaled), and the prefill
+tiles. One loop iteration of a program reads BLOCK_N rows x BLOCK_K/2 code bytes (+ a scale byte per 32 values)
+of each of its matrices (2 for the up-projection: gate and linear rows, 1 for the down). The attention row is
+the split-KV decode kernel (issue 7): an iteration reads BLOCK_N keys' K and V rows and positions.
 
 The bound it prints: a Hopper SM issues at most 4 warp-instructions per cycle (one per scheduler), so a kernel
 that issues r warp-instructions per byte cannot stream more than 4 * SMs * clock / r bytes/s, whatever the
 memory does. `ceiling` is that over the card's HBM bandwidth (capped at 1), times the balance of the batch-1
 grid over the SMs (4 routed experts x cdiv(rows, BLOCK_N) programs; an SM with one program more than another
-issues for longer). It is an upper bound on the fraction of the HBM floor the kernel can reach at batch 1, not
-a measurement: it ignores latency, dual issue limits and the slower pipes (conversions run at 16 lanes a cycle).
+issues for longer). For the prefill rows it is the MMA FLOPs an iteration allows at that issue rate over the
+dense bf16 tensor-core rate, for a 2048-token prompt's tiles. An upper bound on the fraction of the floor the
+kernel can reach, not a measurement: it ignores latency, dual issue limits and the slower pipes (conversions run
+at 16 lanes a cycle).
 bench/gpu.py measures. Card figures are the spec sheets' (boost clock, HBM bandwidth), printed with the table.
 """
 import argparse
@@ -178,7 +181,8 @@ def main(argv=None):
         c = r["config"]
         bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c.get("BLOCK_N_DOWN", c.get("BLOCK_N"))
         label = c["path"] + (" prefill" if c.get("regime") == "prefill" else "")
-        print(f"{r['kernel']:6s} {label:18s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} {c['num_stages']:6d} "
+        print(f"{r['kernel']:6s} {label:18s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
+              f"{c['num_stages']:6d} "
               f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)
               + "  " + " ".join(f"{op} {n}" for op, n in r["top"]))

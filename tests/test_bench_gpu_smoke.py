@@ -1,6 +1,6 @@
 """The GPU scripts' CPU parts: bench/gpu.py --smoke (the benchmark harness end to end on a tiny config, Triton
-interpreter: its table and JSON; its --moe-sweep) and optimized.gpu_check --device cpu. They check that the scripts work, never
-how fast anything is."""
+interpreter: its table and JSON; its --moe-sweep) and optimized.gpu_check --device cpu. They check that the
+scripts work, never how fast anything is."""
 import json
 import math
 import subprocess

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sass_roofline_counts_the_main_loops(tmp_path):
     pytest.importorskip("triton.backends.nvidia")
     out = tmp_path / "roofline.json"
-    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "engine", "--kernels", "down,attention",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "engine", "--kernels",
+                           "down,attention", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     rows = data["rows"]

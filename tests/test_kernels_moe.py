@@ -80,7 +80,7 @@ def test_moe_matches_ref(N, E, C, I, A, unused, dtype):
     check(N, E, C, I, A, dtype, seed=N + E, unused=unused)
 
 
-PATHS = {"gemv": dict(GEMV_MAX_TOKENS=64), "dot_scaled": dict(GEMV_MAX_TOKENS=0, MX_DOT=True),
+PATHS = {"gemv": dict(GEMV_MAX_TOKENS=10 ** 6), "dot_scaled": dict(GEMV_MAX_TOKENS=0, MX_DOT=True),
          "dot": dict(GEMV_MAX_TOKENS=0, MX_DOT=False)}
 
 
@@ -89,6 +89,7 @@ def use_path(monkeypatch, path):
     tl.dot_scaled (which only bf16/fp16 x take; fp32 runs the plain dot either way)."""
     want = PATHS[path]
     monkeypatch.setattr(kernels_moe, "GEMV_MAX_TOKENS", want["GEMV_MAX_TOKENS"])
+    monkeypatch.setattr(kernels_moe, "GEMV_PAIRS_PER_EXPERT", float("inf"))
     if "MX_DOT" in want:
         monkeypatch.setattr(kernels_moe, "DECODE_CONFIG", dict(kernels_moe.DECODE_CONFIG, MX_DOT=want["MX_DOT"]))
 
@@ -101,6 +102,15 @@ def test_moe_batch1_paths_match_ref(E, C, I, A, dtype, path, monkeypatch):
     C = 608 is one step and a 96-code tail)."""
     use_path(monkeypatch, path)
     check(1, E, C, I, A, dtype, seed=E + C + A)
+
+
+def test_gemv_pays_on_the_real_shapes():
+    """The GEMV/tensor-core choice for gpt-oss's expert counts (top-4): batch 1 always; 20b up to 12 tokens (48 pairs
+    <= 2 x ~25 experts), 120b up to GEMV_MAX_TOKENS = 16."""
+    pays = kernels_moe.gemv_pays
+    assert [N for N in range(1, 129) if pays(N, 4, 32)] == list(range(1, 13))
+    assert [N for N in range(1, 129) if pays(N, 4, 128)] == list(range(1, 17))
+    assert pays(1, 1, 1) and pays(1, 4, 4) and not pays(17, 1, 10 ** 6)
 
 
 def test_group_kernel_writes_x_as_the_gemv_kernels_read_it(monkeypatch):

@@ -16,18 +16,18 @@ In the decode regime the grouping of step 1 is one small kernel (`_group_kernel`
 ops: at batch 1 a layer's routed experts take ~12 us to read at HBM speed, so launches matter.
 Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once per 16 tokens it receives
 (once, at batch 1), and the parallelism comes from experts x column blocks. Prefill uses BLOCK_M = 64
-tensor-core tiles (128 in bf16/fp16). Both regimes are the same kernels with different tile sizes. With bf16/fp16 x the K step is
-`tl.dot_scaled` on the packed codes and E8M0 scales (`MX_DOT`: Triton decodes in the dot operand's registers;
-fp32 x keeps the decode + `tl.dot` below, in IEEE fp32).
-Batch 1 to 4 (N <= GEMV_MAX_TOKENS) has its own two kernels, `_moe_up_gemv_kernel` and `_moe_down_gemv_kernel`: each
-routed expert receives exactly one token there, so a tensor-core tile of 16 rows would be 15/16 padding, and
-what bounds the kernel is not the MMA but the instructions that decode FP4 (a Hopper SM issues 4
-warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as int32 words,
-decode them two at a time in 6 integer ops with no select (`_fp4_pair`: codes j and j + 4 of a word as a bf16
-pair, fp4 * 2**-126, subnormals included, widened to fp32) and multiply in fp32 FMAs, the E8M0 scale applied
-once per 32 values. x (and h between the two) comes
-pre-scaled in fp32 and code-major (`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so
-code j of 4 words meets 4 floats in one 16-byte load, with no conversion or multiply per element.
+tensor-core tiles (128 in bf16/fp16). Both regimes are the same kernels with different tile sizes. With bf16/fp16
+x the K step is `tl.dot_scaled` on the packed codes and E8M0 scales (`MX_DOT`: Triton decodes in the dot operand's
+registers; fp32 x keeps the decode + `tl.dot` below, in IEEE fp32).
+Small batches (`gemv_pays`: batch 1 always) have their own two kernels, `_moe_up_gemv_kernel` and
+`_moe_down_gemv_kernel`: at batch 1 each routed expert receives exactly one token, so a tensor-core tile of 16
+rows would be 15/16 padding, and what bounds the kernel is not the MMA but the instructions that decode FP4 (a
+Hopper SM issues 4 warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as
+int32 words, decode them two at a time in 6 integer ops with no select (`_fp4_pair`: codes j and j + 4 of a
+word as a bf16 pair, fp4 * 2**-126, subnormals included, widened to fp32) and multiply in fp32 FMAs, the E8M0
+scale applied once per 32 values. x (and h between the two) comes pre-scaled in fp32 and code-major
+(`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so code j of 4 words meets 4 floats
+in one 16-byte load, with no conversion or multiply per element; no masks in the main K loop.
 By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.30 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
 ceilings of 1.00 / 0.96 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.67 instead of
@@ -465,17 +465,30 @@ PREFILL_CONFIG = dict(BLOCK_M=128, BLOCK_N_UP=128, BLOCK_N_DOWN=128, BLOCK_K=64,
                       MX_DOT=True)
 PREFILL_CONFIG_FP32 = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3,
                            MX_DOT=False)
-# up to this many tokens, the GEMV kernels (one (token, slot) pair a tile, no tensor cores). At batch 1 every routed
-# expert gets one token. Up to 4 tokens (20b: 16 pairs, ~12 distinct experts) an expert routed twice is read twice
-# (by two tiles running together, from L2 if it holds it), but at 0.36 instructions a byte against dot_scaled's 0.83
-# the GEMV still issues less: 16 x 0.36 < 12.4 x 0.83 (bench/sass_roofline.py's units).
-GEMV_MAX_TOKENS = 4
-# the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (95 / 40 registers)
+# The GEMV kernels (one (token, slot) pair a tile, no tensor cores) serve a call while its pairs are at most
+# GEMV_PAIRS_PER_EXPERT times the distinct experts they are expected to touch (gemv_pays). At batch 1 every routed
+# expert gets one token. With more tokens an expert routed twice is read twice (by two tiles running together, from
+# L2 if it holds it), but at 0.28 instructions a byte against dot_scaled's 0.83 (bench/sass_roofline.py) the GEMV
+# still issues less and, on an H100 where it is memory-bound, moves at most 2x the bytes of a kernel ~3x slower
+# per byte (both are ~2.9x apart per byte: 2 leaves room for the model's error). gpt-oss-20b (32 experts): up to 12
+# tokens (48 pairs, ~25 experts); 120b (128 experts): up to GEMV_MAX_TOKENS, which keeps the grouping kernel's
+# tile count (pairs + experts) at most 128.
+GEMV_MAX_TOKENS = 16
+GEMV_PAIRS_PER_EXPERT = 2.0
+# the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (116 / 54 registers)
 GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 MX_DOT_FORMATS = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # x dtypes tl.dot_scaled takes (not fp32)
 GROUP_KERNEL_MAX_PAIRS = 256  # up to this many (token, slot) pairs, _group_kernel replaces group_by_expert
 SUM_BLOCK = 1024
+
+
+def gemv_pays(N: int, A: int, E: int) -> bool:
+    """Whether N tokens with A experts each take the GEMV kernels: the N*A pairs against the distinct experts they
+    are expected to hit at random, E * (1 - (1 - 1/E)**(N*A)). A host-side rule on shapes only (no sync, the same
+    choice for every replay of a CUDA graph)."""
+    P = N * A
+    return N <= GEMV_MAX_TOKENS and P <= GEMV_PAIRS_PER_EXPERT * E * (1 - (1 - 1 / E) ** P)
 
 
 def mx_dot_available() -> bool:
@@ -598,7 +611,7 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     x, weights = x.contiguous(), weights.float().contiguous()
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
-    gemv = N <= GEMV_MAX_TOKENS
+    gemv = gemv_pays(N, A, E)
     xs = None
     if gemv:
         cfg, BM = GEMV_CONFIG, 1
