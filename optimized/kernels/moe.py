@@ -110,6 +110,15 @@ def _fp4_to_f32(c):
 
 
 @triton.jit
+def _e8m0(s):
+    """E8M0 scale bytes (int32) -> fp32 2**(s - 127): the exponent field as is for s in 1..254, the subnormal
+    2**-127 for s == 0, NaN for s == 255."""
+    scale = (s << 23).to(tl.float32, bitcast=True)
+    scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
+    return tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
+
+
+@triton.jit
 def _load_fp4_t(w_ptr, s_ptr, rows, mask_r, kb, mask_kb, ROW_BYTES: tl.constexpr, DT: tl.constexpr):
     """Rows (R,) int64 of a (rows, ROW_BYTES) code matrix, byte columns kb (HALF,) -> decoded weights
     transposed, as (lo, hi) each (HALF, R) in DT: lo holds the even K indices, hi the odd ones."""
@@ -117,9 +126,7 @@ def _load_fp4_t(w_ptr, s_ptr, rows, mask_r, kb, mask_kb, ROW_BYTES: tl.constexpr
     byte = tl.load(w_ptr + rows[None, :] * ROW_BYTES + kb[:, None], mask=m, other=0).to(tl.int32)
     # one E8M0 scale per 16 bytes (32 values); the repeated addresses are served by the cache
     s = tl.load(s_ptr + rows[None, :] * (ROW_BYTES // 16) + (kb // 16)[:, None], mask=m, other=127).to(tl.int32)
-    scale = (s << 23).to(tl.float32, bitcast=True)  # 2**(s - 127) for s in 1..254
-    scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
-    scale = tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
+    scale = _e8m0(s)
     lo = _fp4_to_f32(byte & 15) * scale  # quirk: low nibble = even element
     hi = _fp4_to_f32(byte >> 4) * scale
     return lo.to(DT), hi.to(DT)
@@ -308,9 +315,7 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOC
             x_hi = tl.load(xs_ptr + (j + 4) * (K // 8) + word)
         part += lo * x_lo[None, :, :]
         part += hi * x_hi[None, :, :]
-    scale = (s << 23).to(tl.float32, bitcast=True)  # 2**(s - 127) for s in 1..254
-    scale = tl.where(s == 0, 5.877471754111438e-39, scale)  # 2**-127 is an fp32 subnormal
-    scale = tl.where(s == 255, float("nan"), scale)  # E8M0 0xFF is NaN
+    scale = _e8m0(s)
     # undo the 2**-126 of _fp4_pair and the X_PRESCALE of x: 2**(126 - 64) = 2**62, then the block's scale
     return tl.sum(tl.sum(part, axis=2) * UNDO_PRESCALE * scale, axis=1)
 
@@ -320,7 +325,7 @@ def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_
                         w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
                         A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, H_DTYPE: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """_moe_up_kernel for tiles of one (token, slot) pair (batch-1 decode): fp32 FMAs instead of a tensor-core
+    """_moe_up_kernel for tiles of one (token, slot) pair (small-batch decode): fp32 FMAs instead of a tensor-core
     dot padded to 16 rows, the codes decoded by _fp4_pair. w_ptr: the packed codes as int32 words; xs_ptr: x as
     gemv_x_ref lays it out (N, 8, C//8); h_ptr: h in the same layout, (P, 8, I//8), for _moe_down_gemv_kernel."""
     start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
@@ -397,7 +402,8 @@ def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop
                   X_OUT: tl.constexpr, BLOCK_C: tl.constexpr):
     """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
     small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows.
-    X_OUT (batch 1): also x's N_X rows of C as the GEMV kernels read them (gemv_x_ref), saving them a launch."""
+    X_OUT (small batches, gemv_pays): also x's N_X rows of C as the GEMV kernels read them (gemv_x_ref), saving
+    them a launch."""
     if X_OUT:
         for n in range(N_X):
             for c0 in range(0, C, BLOCK_C):
