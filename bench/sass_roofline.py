@@ -41,6 +41,7 @@ sys.path.insert(0, ROOT)
 CARDS = {"H100 SXM": (132, 1.98, 3.35, 989.4), "H200": (132, 1.98, 4.8, 989.4)}
 PREFILL_TOKENS = 2048  # the prefill rows: tiles of a 2048-token prompt on gpt-oss-20b (32 experts)
 ISSUE_PER_SM_CYCLE = 4  # warp-instructions: four schedulers, one each per cycle
+MUFU_PER_SM_CYCLE = 0.5  # warp-instructions of the special-function unit (ex2, rcp, ...): 16 lanes a cycle
 C20, I20, EXPERTS_PER_TOKEN = 2880, 2880, 4  # gpt-oss-20b and 120b share these
 
 
@@ -99,7 +100,10 @@ def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0):
         balance = (programs / sms) / math.ceil(programs / sms)
         issue = ISSUE_PER_SM_CYCLE * sms * ghz * 1e9  # warp-instructions a second
         if flops:  # FLOP/s the issue rate allows, over the tensor-core rate
-            out["ceiling"][card] = min(1.0, issue * flops / (len(loop) * cfg["num_warps"]) * balance / (tflops * 1e12))
+            rate = issue * flops / (len(loop) * cfg["num_warps"])
+            if ops.get("MUFU"):  # exp2 and friends: 16 lanes a cycle an SM, i.e. half a warp-instruction
+                rate = min(rate, MUFU_PER_SM_CYCLE * sms * ghz * 1e9 * flops / (ops["MUFU"] * cfg["num_warps"]))
+            out["ceiling"][card] = min(1.0, rate * balance / (tflops * 1e12))
         else:  # bytes/s the issue rate allows, over HBM
             out["ceiling"][card] = min(1.0, issue / per_byte * balance / (tbs * 1e12))
         out["balance"] = balance
@@ -122,6 +126,23 @@ def count_attention(work_dir, keys=8192):
                                   dict(num_warps=8, num_stages=2), ints=ints)
     return compiled, dict(path=f"decode {keys // 1024}k", BLOCK_N=BN, D=D, num_warps=8, num_stages=2), \
         BN * (4 * D + 8), K * -(-keys // chunk)
+
+
+def count_attention_prefill(work_dir, tokens=2048):
+    """The flash-attention prefill kernel on a `tokens` prompt (a full layer, gpt-oss's heads): each iteration is
+    two MMAs over BLOCK_M (token, head) rows x BLOCK_N keys x head_dim, and an exp2 per score. Its ceiling is over
+    the bf16 tensor-core rate, bounded by the issue rate and by the special-function unit's exp2 rate."""
+    from optimized.kernels import aot
+    attn = importlib.import_module("optimized.kernels.attention")
+    H, K, D, G, BN, BM = 64, 8, 64, 8, attn.BLOCK_N, attn.PREFILL_ROWS
+    slots, qkv, slot = 4096, (H + 2 * K) * D, K * D
+    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=False, IEEE=False)
+    ints = dict(T=tokens, S=tokens, window=0, chunk=tokens, sq_b=tokens * qkv, sq_t=qkv, sk_b=slots * slot,
+                sk_s=slot, sv_b=slots * slot, sv_s=slot, sqp_b=tokens, skp_b=slots)
+    compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
+                                  dict(num_warps=8, num_stages=2), ints=ints)
+    cfg = dict(path=f"prefill {tokens // 1024}k", BLOCK_N=BN, D=D, num_warps=8, num_stages=2)
+    return compiled, cfg, BN * (4 * D + 8), K * -(-tokens // (BM // G)), 4 * BM * BN * D
 
 
 def main(argv=None):
@@ -166,6 +187,9 @@ def main(argv=None):
         if "attention" in args.kernels.split(","):
             compiled, cfg, nbytes, programs = count_attention(work)
             rows.append(row("attn", cfg, compiled, nbytes, programs, work))
+            if "prefill" in parts:
+                compiled, cfg, nbytes, programs, flops = count_attention_prefill(work)
+                rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     print(f"# decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16, gpt-oss-20b shapes, "

@@ -39,3 +39,23 @@ def test_sass_roofline_counts_the_main_loops(tmp_path):
         assert r["regs"] > 0 and r["spill"] >= 0
         assert f" {r['loop']:5d} " in proc.stdout
     assert "sm_90 SASS (triton" in proc.stdout and "ceil H200" in proc.stdout and "\nattn " in proc.stdout
+
+
+def test_sass_roofline_prefill_attention_is_bounded_by_issue_and_exp2(tmp_path):
+    """The prefill attention row: its loop holds the two MMAs and the exp2s (MUFU); its ceiling is over the
+    tensor-core rate, at most what the issue rate and the exp2 rate each allow."""
+    pytest.importorskip("triton.backends.nvidia")
+    out = tmp_path / "roofline.json"
+    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "prefill", "--kernels", "attention",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    decode, prefill = json.loads(out.read_text())["rows"]
+    assert decode["config"]["path"] == "decode 8k" and prefill["config"]["path"] == "prefill 2k"
+    ops = prefill["ops"]
+    assert ops.get("HMMA", 0) + ops.get("HGMMA", 0) > 0 and ops.get("MUFU", 0) > 0, ops
+    flops = 4 * 64 * 64 * 64  # two MMAs of (64 rows) x (64 keys) x (head_dim 64) a step
+    for card, (sms, ghz, _, tflops) in json.loads(out.read_text())["cards"].items():
+        issue = 4 * sms * ghz * 1e9 * flops / (prefill["loop"] * 8)
+        exp2 = 0.5 * sms * ghz * 1e9 * flops / (ops["MUFU"] * 8)
+        want = min(1.0, min(issue, exp2) * prefill["balance"] / (tflops * 1e12))
+        assert abs(prefill["ceiling"][card] - want) < 1e-9, (card, prefill["ceiling"][card], want)
