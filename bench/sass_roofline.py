@@ -9,7 +9,8 @@ the SASS) is counted, for each path the MoE has at batch 1: "gemv" (what the eng
 fp32 FMAs), "dot_scaled" and "dot" (the tensor-core kernels, with and without tl.dot_scaled), and the prefill
 tiles. One loop iteration of a program reads BLOCK_N rows x BLOCK_K/2 code bytes (+ a scale byte per 32 values)
 of each of its matrices (2 for the up-projection: gate and linear rows, 1 for the down). The attention row is
-the split-KV decode kernel (issue 7): an iteration reads BLOCK_N keys' K and V rows and positions.
+the split-KV decode kernel (issue 7): an iteration reads BLOCK_N keys' K and V rows and positions; its rows
+count the loop over blocks every query sees whole (the steady state), not the masked one.
 
 The bound it prints: a Hopper SM issues at most 4 warp-instructions per cycle (one per scheduler), so a kernel
 that issues r warp-instructions per byte cannot stream more than 4 * SMs * clock / r bytes/s, whatever the
@@ -80,11 +81,18 @@ def count(kernel, cfg, work_dir):
     return row(kernel, cfg, compiled, nbytes, programs, work_dir, flops)
 
 
-def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0):
+def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0, full_blocks=False):
     """The table row of a compiled kernel whose main loop reads nbytes an iteration, launched as `programs`.
-    flops > 0 (prefill): the ceiling is over the tensor-core rate instead, flops being one iteration's MMA work."""
+    flops > 0 (prefill): the ceiling is over the tensor-core rate instead, flops being one iteration's MMA work.
+    full_blocks (attention): count the smallest loop that holds an MMA, the steady state's loop over blocks every
+    query sees whole (the masked loop runs for the blocks on the diagonal, the window's edge, empty slots)."""
     from optimized.kernels import aot
-    loop = aot.main_loop(aot.sass(compiled.asm["cubin"], work_dir))
+    code = aot.sass(compiled.asm["cubin"], work_dir)
+    if full_blocks:
+        mma = [body for body in aot.loops(code) if any(aot.opcode(i) in ("HMMA", "HGMMA") for i in body)]
+        loop = min(mma, key=len, default=[])
+    else:
+        loop = aot.main_loop(code)
     if not loop:
         raise RuntimeError(f"{kernel}: no loop found in the SASS")
     res = aot.resources(compiled.asm["cubin"], work_dir)
@@ -186,10 +194,10 @@ def main(argv=None):
                     rows.append(count(kernel, cfg, work))
         if "attention" in args.kernels.split(","):
             compiled, cfg, nbytes, programs = count_attention(work)
-            rows.append(row("attn", cfg, compiled, nbytes, programs, work))
+            rows.append(row("attn", cfg, compiled, nbytes, programs, work, full_blocks=True))
             if "prefill" in parts:
                 compiled, cfg, nbytes, programs, flops = count_attention_prefill(work)
-                rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops))
+                rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops, full_blocks=True))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     print(f"# decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16, gpt-oss-20b shapes, "

@@ -104,11 +104,16 @@ def opcode(instruction: str) -> str:
     return re.sub(r"^@!?U?P[0-9T]+\s+", "", instruction).split()[0].split(".")[0]
 
 
-def main_loop(code: list[tuple[int, str]]) -> list[str]:
-    """The instructions of the kernel's main loop: the body of its longest backward branch ([] if none)."""
-    best = None
+def loops(code: list[tuple[int, str]]) -> list[list[str]]:
+    """The instructions of each loop of a kernel: the body of each backward branch, in address order."""
+    out = []
     for at, ins in code:
         m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", ins)
-        if m and int(m.group(1), 16) < at and (best is None or at - int(m.group(1), 16) > best[1] - best[0]):
-            best = (int(m.group(1), 16), at)
-    return [] if best is None else [ins for at, ins in code if best[0] <= at <= best[1]]
+        if m and int(m.group(1), 16) < at:
+            out.append([i for a, i in code if int(m.group(1), 16) <= a <= at])
+    return out
+
+
+def main_loop(code: list[tuple[int, str]]) -> list[str]:
+    """The instructions of the kernel's main loop: the body of its longest backward branch ([] if none)."""
+    return max(loops(code), key=len, default=[])

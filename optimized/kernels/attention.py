@@ -5,9 +5,12 @@ positions only, never by slot order, so the engine's ring buffers (slot = pos % 
 (negative k_pos = empty slot) need no special case: key slot s is visible to query t iff
 k_pos[s] >= 0 and k_pos[s] <= q_pos[t] and (window == 0 or q_pos[t] - k_pos[s] < window).
 One program holds the G query heads of one kv head for BLOCK_T tokens (rows r = token * G + head), so K/V are
-read once per kv head and never repeated in memory. Key blocks with no visible key are skipped whole (their
-K/V are not loaded); the test reads only the block's positions, so it works for any slot order: in a causal
-prefill with contiguous positions it skips everything above the diagonal and, with a window, outside the band.
+read once per kv head and never repeated in memory. Key blocks that every query of the program sees whole come
+first, in a loop with no mask per score (the mask was most of a step's instructions: bench/sass_roofline.py), for
+as long as the next block is one; the rest go through the masked loop, where blocks with no visible key are
+skipped whole (their K/V are not loaded). Both tests read only the block's positions, so they work for any slot
+order: in a causal prefill with contiguous positions the past runs unmasked, the diagonal masked, everything above
+it and, with a window, outside the band is skipped.
 Decode (all queries of a row in one block) splits the keys over programs (flash-decoding) when the batch x kv
 heads alone would not fill the GPU, and `_combine_kernel` merges the partial softmax states with the sink.
 Empty slots may hold garbage (NaN from an uninitialised cache): their K/V are read as zeros. Positions are
@@ -25,6 +28,8 @@ Legend: B batch rows, T query tokens, S key slots, H query heads, K kv heads, G 
 import torch
 import triton
 import triton.language as tl
+
+from optimized.kernels.moe import _dot  # tl.dot, in IEEE fp32 for fp32 inputs (the default would be tf32)
 
 LOG2E = 1.4426950408889634
 
@@ -48,6 +53,32 @@ def attention_ref(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
     p = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :S]  # the sink's column is dropped
     out = torch.einsum("bkgts,bskd->btkgd", p.to(q.dtype), v)
     return out.reshape(B, T, H, D)
+
+
+@triton.jit
+def _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """Whether every key of the block at n0 (slots n0..n0+BLOCK_N, all below hi) is visible to every query of
+    positions qp_lo..qp_hi: none empty (position >= 0), none after qp_lo, none out of qp_hi's window."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    kp = tl.load(kp_row + offs_n, mask=offs_n < hi, other=-1).to(tl.int32)
+    kp_lo = tl.min(kp, 0)
+    full = (kp_lo >= 0) & (tl.max(kp, 0) <= qp_lo)
+    if HAS_WINDOW:
+        full = full & (qp_hi - kp_lo < window)
+    return full
+
+
+@triton.jit
+def _softmax_pv(s, vt, m_i, l_i, acc, IEEE: tl.constexpr):
+    """One step of the online softmax: scores s (BLOCK_M, BLOCK_N) in log2 units (-inf where not visible), values
+    vt (BLOCK_N, BLOCK_D) -> the running max, denominator and output rows."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing seen yet: no -inf - -inf
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _dot(p.to(vt.dtype), vt, acc * alpha[:, None], IEEE)
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -85,35 +116,44 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     lo = pid_s * chunk
     hi = tl.minimum(S, lo + chunk)
-    for n0 in range(lo, hi, BLOCK_N):
+    # Blocks that every row sees whole (all in its past, inside the window) need no mask per score, which is most
+    # of a masked step's instructions (bench/sass_roofline.py): take them first, while the next block is one. The
+    # positions decide, not the slot order, so a ring buffer's out-of-order slots just end this loop early.
+    qp_lo = tl.min(tl.where(row_ok, qp, 2147483647), 0)
+    qp_hi = tl.max(tl.where(row_ok, qp, -1), 0)
+    kp_row = kpos_ptr + b.to(tl.int64) * skp_b
+    n0 = lo
+    full = _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW)
+    while full:
         offs_n = n0 + tl.arange(0, BLOCK_N)
+        kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None], mask=d_ok[:, None], other=0.0)
+        s = _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE) * qk_scale
+        vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+        m_i, l_i, acc = _softmax_pv(s, vt, m_i, l_i, acc, IEEE)
+        n0 += BLOCK_N
+        full = _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW)
+    for n1 in range(n0, hi, BLOCK_N):  # the rest, masked per score
+        offs_n = n1 + tl.arange(0, BLOCK_N)
         col_ok = offs_n < hi
-        kp = tl.load(kpos_ptr + b.to(tl.int64) * skp_b + offs_n, mask=col_ok, other=-1).to(tl.int32)
-        vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
-        if HAS_WINDOW:  # the last `window` positions, the query's own included
-            vis = vis & (qp[:, None] - kp[None, :] < window)
-        if tl.max(vis.to(tl.int32)) > 0:  # skip whole blocks with no visible key: their K/V are not read
+        kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
+        # a block wholly after every query (a causal prefill's future: half its blocks) is skipped before any work
+        # per score; otherwise the visibility of each score decides
+        if tl.min(tl.where(kp >= 0, kp, 2147483647), 0) <= qp_hi:
+            vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
+            if HAS_WINDOW:  # the last `window` positions, the query's own included
+                vis = vis & (qp[:, None] - kp[None, :] < window)
+            visible = tl.max(vis.to(tl.int32)) > 0
+        else:
+            vis = tl.zeros([BLOCK_M, BLOCK_N], tl.int1)
+            visible = False
+        if visible:  # skip whole blocks with no visible key: their K/V are not read
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
-            kv_mask = kv_ok[None, :] & d_ok[:, None]
-            kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None], mask=kv_mask,
-                         other=0.0)  # (BLOCK_D, BLOCK_N)
-            if IEEE:
-                s = tl.dot(q, kt, input_precision="ieee")
-            else:
-                s = tl.dot(q, kt)
-            s = tl.where(vis, s * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing seen yet: no -inf - -inf
-            alpha = tl.exp2(m_i - m_use)
-            p = tl.exp2(s - m_use[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
+            kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None],
+                         mask=kv_ok[None, :] & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
+            s = tl.where(vis, _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE) * qk_scale, float("-inf"))
             vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :],
                          mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
-            if IEEE:
-                acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision="ieee")
-            else:
-                acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None])
-            m_i = m_new
+            m_i, l_i, acc = _softmax_pv(s, vt, m_i, l_i, acc, IEEE)
     if SPLIT:
         part = (pid_bk * tl.num_programs(2) + pid_s) * BLOCK_M + offs_r
         tl.store(pm_ptr + part, m_i)
