@@ -18,6 +18,9 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
     distinct experts the batch routes to (expected value under uniform routing), and the visible K/V; at
     batch 1 without K/V this is the anchor's 3.708 GB (20b) / 5.003 GB (120b).
   - engine prefill: tokens/s for one 2k / 8k prompt; FLOPs = 2 x active parameters x tokens + attention.
+  - engine kernels: what the first decode row's step is made of (torch.profiler on one eager step): kernels a
+    step and a layer, their summed device time and that over the graphed step's time (below 1: the GPU idles
+    between kernels), the kernels that take most of it.
   - peak GPU memory of each engine run.
 Anchors printed beside (not measured here): the HBM floor 3.708 GB/token (20b) and 5.003 GB/token (120b) at
 batch 1, and the best published single-GPU batch-1 decode on Hopper, SGLang 304.6 tok/s (20b), 211.5 (120b).
@@ -160,7 +163,7 @@ class Report:
 
     def add(self, **row):
         self.rows.append(row)
-        print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
+        print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, dict)), flush=True)
         self.save()
 
     def save(self):
@@ -177,12 +180,12 @@ def _fmt(v):
 # first is what the engine runs at batch 1; rows are saved as they come, so a stage cut short keeps those):
 # "gemv" (optimized.kernels.moe GEMV_CONFIG: one token a tile, fp32 FMAs), "dot_scaled" and "dot" (DECODE_CONFIG's
 # tensor-core kernels with MX_DOT on and off). bench/sass_roofline.py prints each one's static issue bound.
-MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2),
+MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=4, num_stages=2),
              dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
              dict(path="dot", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
-             dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
+             dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2),  # down: 180
+             dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=8, BLOCK_K=256, num_warps=4, num_stages=3),
              dict(path="gemv", BLOCK_N_UP=8, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=2, num_stages=2),
-             dict(path="gemv", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=512, num_warps=8, num_stages=2),
              dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=256, num_warps=4, num_stages=3),
              dict(path="dot_scaled", BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3),
              dict(path="dot", BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=256, num_warps=4, num_stages=3),
@@ -286,6 +289,45 @@ def peak_note(clock) -> str:
     return f", peak {torch.cuda.max_memory_allocated(clock.device) / 2**30:.1f} GiB" if clock.cuda else ""
 
 
+def profile_decode(model, cache, batch, clock):
+    """The kernels one decode step launches: one eager step (the same kernels a graph replays) under
+    torch.profiler. Returns [(name, device seconds)] in launch order. On CPU (smoke) there are no device kernels:
+    the step's top-level CPU ops stand in for them, so the harness is exercised."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    tok = torch.ones(batch, 1, dtype=torch.int64, device=clock.device)
+    pos = torch.tensor(cache.lengths, dtype=torch.int64, device=clock.device)[:, None]
+    step = lambda: model.forward(tok, pos, cache, decode=True, static=True)  # noqa: E731  (writes slot pos again)
+    step()
+    clock.sync()
+    with profile(activities=[ProfilerActivity.CUDA if clock.cuda else ProfilerActivity.CPU]) as prof:
+        step()
+        clock.sync()
+    if clock.cuda:
+        events = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    else:
+        events = [e for e in prof.events() if e.device_type == DeviceType.CPU and e.cpu_parent is None]
+    events.sort(key=lambda e: e.time_range.start)
+    return [(e.name, e.time_range.elapsed_us() / 1e6) for e in events]
+
+
+def kernels_row(report, name, config, backend, setting, kernels, step_s):
+    """What a decode step is made of: kernels (launches), their summed device time, and that over the graphed
+    step's time (1 = the GPU never idles between kernels; the rest is launch gaps and ramp-up)."""
+    busy = sum(t for _, t in kernels)
+    by = {}
+    for k, t in kernels:
+        c, tt = by.get(k, (0, 0.0))
+        by[k] = (c + 1, tt + t)
+    top = sorted(by.items(), key=lambda kv: -kv[1][1])[:6]
+    L = config.num_hidden_layers
+    report.add(model=name, what="engine kernels", backend=backend, setting=setting, ms=busy * 1e3, bytes=0,
+               floor_ms=float("nan"), fraction=float("nan"),
+               note=f"{len(kernels)} kernels a step ({len(kernels) / L:.1f} a layer), their time {busy / step_s:.2f} "
+                    f"of the step; most time: " + "; ".join(f"{k[:48]} x{c} {t * 1e3:.3g} ms" for k, (c, t) in top),
+               kernels={k: [c, t] for k, (c, t) in by.items()})
+
+
 def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
     from optimized.generate import Engine
     from optimized.model import Model
@@ -315,6 +357,14 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
             report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
                        ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
                        note=f"{batch / s:.1f} tok/s" + peak_note(clock))
+            if batch == args.batches[0] and ctx == args.contexts[0]:  # what the first row's step is made of
+                try:
+                    kernels_row(report, name, config, backend, f"batch {batch}, ctx {ctx}",
+                                profile_decode(model, cache, batch, clock), s)
+                except Exception as e:  # a profiler problem must not cost the remaining rows
+                    report.add(model=name, what="engine kernels", backend=backend, setting=f"batch {batch}, ctx {ctx}",
+                               ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
+                               note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
         engine._cache, engine._graphs = None, {}
     if not args.prefill:
         return

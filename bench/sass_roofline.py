@@ -71,11 +71,16 @@ def count(kernel, cfg, work_dir):
         consts["ALPHA"] = moe.SWIGLU_ALPHA
     if up and gemv:
         consts["H_DTYPE"] = moe.TL_DTYPES[torch.bfloat16]
+    if gemv and not up:
+        consts["HAS_RES"] = True  # as the engine calls it
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     compiled = aot.compile_kernel(getattr(moe, name), name, "bf16", consts, launch, ints={})
-    matrices = 2 if up else 1
+    # matrices an iteration reads: gate and linear rows (up); the down GEMV reads its token's A experts
+    matrices = 2 if up else EXPERTS_PER_TOKEN if gemv else 1
     nbytes = matrices * bn * (bk // 2 + bk // 32)  # codes + E8M0 scales read per iteration
-    tiles = math.ceil(PREFILL_TOKENS * EXPERTS_PER_TOKEN / bm) + 32 if prefill else EXPERTS_PER_TOKEN
+    # batch-1 programs: a pair's tiles (the down GEMV: one token's, all A experts in each)
+    tiles = (math.ceil(PREFILL_TOKENS * EXPERTS_PER_TOKEN / bm) + 32 if prefill
+             else 1 if gemv and not up else EXPERTS_PER_TOKEN)
     programs = tiles * math.ceil((I20 if up else C20) / bn)
     flops = 2 * bm * bn * bk * matrices if prefill else 0  # per iteration, a full tile of tokens
     return row(kernel, cfg, compiled, nbytes, programs, work_dir, flops)

@@ -65,8 +65,15 @@ def swiglu(h: torch.Tensor, limit: float, alpha: float = SWIGLU_ALPHA) -> torch.
     return gate * torch.sigmoid(alpha * gate) * (linear + 1.0)  # quirk: +1 on the linear half
 
 
-def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float) -> torch.Tensor:
-    """The op (seam B): x (N, C) -> sum over the A routed experts of weight * expert(x), (N, C) in x's dtype."""
+def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float,
+        residual=None) -> torch.Tensor:
+    """The op (seam B): x (N, C) -> sum over the A routed experts of weight * expert(x), (N, C) in x's dtype;
+    residual (N, C): residual + that sum instead (a backend with kernels adds it in the op's last kernel)."""
+    y = _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit)
+    return y if residual is None else residual + y
+
+
+def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float) -> torch.Tensor:
     N, C = x.shape
     E, I2, CB, _ = w1_blocks.shape
     I = I2 // 2
@@ -129,9 +136,10 @@ def moe_block(x, w, config, ops, trace=None):
     ids, weights = ops.route(router_logits, config.experts_per_token)
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)
-    y = ops.moe(t, ids, weights, w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"],
-                w["mlp2_weight.blocks"], w["mlp2_weight.scales"], w["mlp2_bias"], config.swiglu_limit)
-    return x + y.reshape(B, T, C)
+    out = ops.moe(t, ids, weights, w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"],
+                  w["mlp2_weight.blocks"], w["mlp2_weight.scales"], w["mlp2_bias"], config.swiglu_limit,
+                  residual=x.reshape(B * T, C))  # x + MoE(x), the add in the op (the Triton one's last kernel)
+    return out.reshape(B, T, C)
 
 
 

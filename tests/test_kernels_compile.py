@@ -53,7 +53,9 @@ def cases():
             launch = dict(num_warps=gemv["num_warps"], num_stages=gemv["num_stages"])
             out.append(("moe", "_moe_up_gemv_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=gemv["BLOCK_N_UP"],
                                                                 H_DTYPE=moe.TL_DTYPES[TORCH_DTYPES[dt]]), launch, ints))
-            out.append(("moe", "_moe_down_gemv_kernel", dt, dict(common, BLOCK_N=gemv["BLOCK_N_DOWN"]), launch, ints))
+            for res in (True, False):  # the engine passes the residual; the bare op has none
+                out.append(("moe", "_moe_down_gemv_kernel", dt, dict(common, HAS_RES=res, BLOCK_N=gemv["BLOCK_N_DOWN"]),
+                            launch, ints))
         for split, bm in ((False, 64), (True, 16)):
             c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
                      IEEE=dt == "fp32")
@@ -90,7 +92,8 @@ def cases():
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256, **no_x),
                 group, dict(P=256, E=128, n_tiles=144, N_X=0, C=0)))
     for ints in (None, dict(C=2880)):
-        out.append(("moe", "_sum_kernel", "bf16", dict(A=4, BLOCK_C=1024), dict(num_warps=4), ints))
+        for res in (True, False):
+            out.append(("moe", "_sum_kernel", "bf16", dict(A=4, HAS_RES=res, BLOCK_C=1024), dict(num_warps=4), ints))
     out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))
     # the decode prologue (RoPE + cache write), gpt-oss-20b heads: a sliding layer's ring and a full layer
     rope = dict(H=64, K=8, D=64, F=32, BLOCK_F=32)

@@ -215,6 +215,71 @@ def test_moe_matches_engine_torch_op():
     torch.testing.assert_close(out, ops.get_backend("torch").moe(*args, LIMIT), rtol=1e-4, atol=1e-4)
 
 
+class _Launches:
+    """Replaces a kernel of optimized.kernels.moe: records the kernel's name at each launch, then launches it."""
+
+    def __init__(self, name, kernel, log):
+        self.name, self.kernel, self.log = name, kernel, log
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.log.append(self.name)
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def record_launches(monkeypatch):
+    log = []
+    for name in dir(kernels_moe):
+        if name.startswith("_") and name.endswith("_kernel"):
+            monkeypatch.setattr(kernels_moe, name, _Launches(name, getattr(kernels_moe, name), log))
+    return log
+
+
+@pytest.mark.parametrize("path", ["gemv", "dot"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_moe_residual_is_the_add_torch_would_do(path, dtype, monkeypatch):
+    """moe(..., residual=r) is bitwise r + moe(...): the add happens in the op's last kernel (the GEMV down kernel,
+    or the sum over slots), on the sum rounded to x's dtype, as the engine's x + y did. And it costs no launch:
+    at batch 1 the GEMV path is 3 kernels (group, up, down: the down kernel sums the A experts), the
+    tensor-core path 4 (its sum kernel adds the residual)."""
+    use_path(monkeypatch, path)
+    N, E, C, I, A = (1, 6, 96, 64, 3) if path == "gemv" else (5, 6, 96, 64, 3)
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, dtype, seed=11)
+    ids, w = make_routing(N, E, A, seed=11)
+    g = torch.Generator().manual_seed(12)
+    x = (torch.randn(N, C, generator=g) * 0.5).to(dtype).to(DEVICE)
+    r = (torch.randn(N, C, generator=g) * 3).to(dtype).to(DEVICE)
+    plain = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    log = record_launches(monkeypatch)
+    fused = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=r)
+    assert torch.equal(fused, r + plain)
+    want = (["_group_kernel", "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"] if path == "gemv"
+            else ["_group_kernel", "_moe_up_kernel", "_moe_down_kernel", "_sum_kernel"])
+    assert log == want
+    torch.testing.assert_close(moe_ref(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=r),
+                               r + moe_ref(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="residual"):
+        moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=r[:, :-1])
+    with pytest.raises(ValueError, match="residual"):
+        moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=r.double())
+
+
+@pytest.mark.parametrize("path", ["gemv", "dot"])
+def test_moe_same_expert_in_two_slots(path, monkeypatch):
+    """The op takes any ids, not only the router's distinct ones: a token routed twice to one expert gets both
+    slots' terms (the GEMV down kernel reads that expert's rows twice in one K step)."""
+    use_path(monkeypatch, path)
+    E, C, I, A = 4, 64, 96, 3
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, torch.float32, seed=13)
+    ids = torch.tensor([[2, 2, 0], [1, 3, 1]], dtype=torch.int32, device=DEVICE)
+    w = torch.tensor([[0.5, 0.3, 0.2], [0.25, 0.25, 0.5]], device=DEVICE)
+    x = torch.randn(2, C, generator=torch.Generator().manual_seed(14)).to(DEVICE)
+    out = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    gold = moe_ref(x.double(), ids, w.double(), w1b, w1s, b1.double(), w2b, w2s, b2.double(), LIMIT)
+    torch.testing.assert_close(out.double(), gold, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("N,E,A,BM", [(1, 4, 4, 16), (9, 5, 3, 4), (50, 3, 2, 16), (33, 64, 4, 16), (64, 128, 4, 16)])
 def test_group_by_expert_covers_every_pair_once(N, E, A, BM):
     """The torch grouping (prefill) and the one-program kernel (decode) give the same stable order and tiles,

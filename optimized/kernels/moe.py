@@ -7,11 +7,11 @@ optimized/ops.py `moe`. What it does, in order (no host sync anywhere, static sh
   2. `_moe_up_kernel`: per (tile, block of I columns), h = swiglu(x @ W1[e].T + b1[e]), the FP4 codes
      decoded in registers and the SwiGLU in the epilogue;
   3. `_moe_down_kernel`: per (tile, block of C columns), y = (h @ W2[e].T + b2[e]) * routing weight, one fp32
-     row per (token, slot) pair; `_sum_kernel` adds each token's A rows in a fixed order and rounds to x's
-     dtype. Chosen over atomic adds into a zeroed fp32 (N, C): the result is bitwise reproducible (atomics
-     make the order of the <= 4 fp32 terms run-dependent), and it costs the same launches (atomics need a
-     zero-fill and a final cast), plus N*A*C*4 bytes written and read once (46 KB at batch 1, against 53 MB
-     of expert weights).
+     row per (token, slot) pair; `_sum_kernel` adds each token's A rows in a fixed order, rounds to x's
+     dtype and, given the block's residual, adds it (the launch the residual add would take anyway). Chosen
+     over atomic adds into a zeroed fp32 (N, C): the result is bitwise reproducible (atomics make the order of
+     the <= 4 fp32 terms run-dependent), and it costs no more launches (atomics need a zero-fill and a final
+     cast). Small batches have no such pass: their down kernel (below) sums a token's A experts itself.
 In the decode regime the grouping of step 1 is one small kernel (`_group_kernel`) instead of a dozen torch
 ops: at batch 1 a layer's routed experts take ~12 us to read at HBM speed, so launches matter.
 Decode (N <= 64) uses BLOCK_M = 16: every routed expert's bytes are read once per 16 tokens it receives
@@ -27,7 +27,10 @@ int32 words, decode them two at a time in 6 integer ops with no select (`_fp4_pa
 word as a bf16 pair, fp4 * 2**-126, subnormals included, widened to fp32) and multiply in fp32 FMAs, the E8M0
 scale applied once per 32 values. x (and h between the two) comes pre-scaled in fp32 and code-major
 (`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so code j of 4 words meets 4 floats
-in one 16-byte load, with no conversion or multiply per element; no masks in the main K loop.
+in one 16-byte load, with no conversion or multiply per element; no masks in the main K loop. The down kernel
+runs per (token, block of C rows) and reads the token's A experts in each K step, h arriving already times the
+routing weight: the weighted sum over the k experts (and the residual add) happen in its epilogue, so a batch-1
+MoE is 3 launches (group, up, down), where it was 4 plus the residual add.
 By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.30 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
 ceilings of 1.00 / 0.96 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.67 instead of
@@ -35,7 +38,8 @@ ceilings of 1.00 / 0.96 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200:
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
 load-time re-layout and no `prepare_moe_weights`.
-Not here: the router (route.py), the RMSNorm before the block and the residual add after it.
+Not here: the router (route.py), the RMSNorm before the block. The residual add after it is here when the caller
+passes the residual (optimized/moe.py's moe_block does).
 
 Quirks, each where it happens below:
   - MXFP4: LOW nibble first (element 2j of a block is byte j & 0xF); value = fp4 * 2**(scale - 127).
@@ -82,7 +86,7 @@ def swiglu_ref(h: torch.Tensor, limit: float) -> torch.Tensor:
     return gate * torch.sigmoid(SWIGLU_ALPHA * gate) * (linear + 1)
 
 
-def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float):
+def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, residual=None):
     """Plain torch, one expert at a time, matmuls in x's dtype, the sum over k in fp32. Same signature as moe."""
     N, C = x.shape
     A = ids.shape[1]
@@ -96,7 +100,7 @@ def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2,
         h = swiglu_ref(x[rows] @ W1.T + b1[e].to(x.dtype), limit)  # (n, I)
         y = h @ W2.T + b2[e].to(x.dtype)  # (n, C)
         out.index_add_(0, rows, weights[rows, slot].float()[:, None] * y.float())
-    return out.to(x.dtype)
+    return out.to(x.dtype) if residual is None else residual + out.to(x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------- kernels
@@ -321,17 +325,20 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOC
 
 
 @triton.jit
-def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
+def _moe_up_gemv_kernel(xs_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
                         w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
                         A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, H_DTYPE: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """_moe_up_kernel for tiles of one (token, slot) pair (small-batch decode): fp32 FMAs instead of a tensor-core
     dot padded to 16 rows, the codes decoded by _fp4_pair. w_ptr: the packed codes as int32 words; xs_ptr: x as
-    gemv_x_ref lays it out (N, 8, C//8); h_ptr: h in the same layout, (P, 8, I//8), for _moe_down_gemv_kernel."""
+    gemv_x_ref lays it out (N, 8, C//8); h_ptr: h times the routing weight in the same layout, (P, 8, I//8), row
+    n * A + j for token n's slot j, for _moe_down_gemv_kernel."""
     start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
     if start >= stop:
         return
-    tok = (tl.load(pair_ptr + start) // A).to(tl.int64)
+    pair = tl.load(pair_ptr + start)
+    route_w = tl.load(weights_ptr + pair)
+    tok = (pair // A).to(tl.int64)
     offs_i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_i = offs_i < I
     row_g = e * (2 * I) + 2 * offs_i  # quirk: gate rows are even, linear rows odd
@@ -350,49 +357,62 @@ def _moe_up_gemv_kernel(xs_ptr, pair_ptr, tile_expert_ptr, tile_start_ptr, tile_
     gate = tl.minimum(gate, limit)  # quirk: gate clamped above only
     lin = tl.minimum(tl.maximum(lin, -limit), limit)
     h = gate / (1.0 + tl.exp(-ALPHA * gate)) * (lin + 1.0)  # quirk: +1 on the linear half
-    # h rounded to x's dtype (as the other paths keep it), handed to the down kernel as it reads x: fp32, scaled,
-    # code-major (h[i] at j = i % 8, w = i // 8)
-    h = h.to(H_DTYPE).to(tl.float32) * X_PRESCALE
-    tl.store(h_ptr + start.to(tl.int64) * I + (offs_i % 8) * (I // 8) + offs_i // 8, h, mask=mask_i)
+    # h rounded to x's dtype (as the other paths keep it), times the routing weight (so the down kernel sums its A
+    # experts in one accumulator: w * (W2 h + b2) = W2 (w h) + w b2), handed over as the down kernel reads x: fp32,
+    # scaled, code-major (h[i] at j = i % 8, w = i // 8), in the row of its pair (token n, slot j: n * A + j)
+    h = h.to(H_DTYPE).to(tl.float32) * route_w * X_PRESCALE
+    tl.store(h_ptr + pair.to(tl.int64) * I + (offs_i % 8) * (I // 8) + offs_i // 8, h, mask=mask_i)
 
 
 @triton.jit
-def _moe_down_gemv_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
-                          w_ptr, s_ptr, b_ptr, y_ptr,
-                          A: tl.constexpr, C: tl.constexpr, I: tl.constexpr,
+def _moe_down_gemv_kernel(h_ptr, ids_ptr, weights_ptr, w_ptr, s_ptr, b_ptr, res_ptr, out_ptr,
+                          A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, HAS_RES: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """_moe_down_kernel for tiles of one (token, slot) pair, as _moe_up_gemv_kernel; h as that kernel writes it."""
-    start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
-    if start >= stop:
-        return
-    pair = tl.load(pair_ptr + start)
-    route_w = tl.load(weights_ptr + pair)
+    """Per (token n, block of C rows): out[n] = [res[n] +] sum over n's A slots of w_j * (W2[e_j] h_j + b2[e_j]),
+    rounded to out's dtype: the down-projection, the routing weight and the sum over the k experts in one pass
+    (no (P, C) fp32 rows, no _sum_kernel launch). h as _moe_up_gemv_kernel writes it (already times w_j), so the A
+    experts share one accumulator; each K step reads all A experts' rows (A matrices' loads in flight a program,
+    as many bytes as the A programs a pair had before). The slots are added in a fixed order: deterministic.
+    HAS_RES: the block's residual add too, rounded as torch's x + y (y rounded to out's dtype first)."""
+    n = tl.program_id(0).to(tl.int64)
     offs_c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_c = offs_c < C
-    rows = e * C + offs_c
     acc = tl.zeros([BLOCK_N], tl.float32)
     MASK_R: tl.constexpr = C % BLOCK_N != 0
     K_FULL: tl.constexpr = I - I % BLOCK_K
-    h_row = h_ptr + start.to(tl.int64) * I
     for k0 in range(0, K_FULL, BLOCK_K):
-        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_row, k0, I, BLOCK_K, False, MASK_R)
-    if K_FULL < I:
-        acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_row, K_FULL, I, BLOCK_K, True, True)
-    y = acc + tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
-    y = y * route_w  # expert bias added before the routing weight, as in the reference
-    tl.store(y_ptr + pair.to(tl.int64) * C + offs_c, y, mask=mask_c)
+        for j in tl.static_range(A):
+            rows = tl.load(ids_ptr + n * A + j).to(tl.int32) * C + offs_c
+            acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + (n * A + j) * I, k0, I, BLOCK_K, False, MASK_R)
+    bias = tl.zeros([BLOCK_N], tl.float32)
+    for j in tl.static_range(A):
+        rows = tl.load(ids_ptr + n * A + j).to(tl.int32) * C + offs_c
+        if K_FULL < I:
+            acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + (n * A + j) * I, K_FULL, I, BLOCK_K, True, True)
+        # the expert bias, before the routing weight as in the reference: w * (W2 h + b2) = W2 (w h) + w b2
+        bias += tl.load(weights_ptr + n * A + j) * tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
+    y = (acc + bias).to(out_ptr.dtype.element_ty)
+    if HAS_RES:  # as torch's x + y on the rounded y: in fp32, rounded once
+        y = (tl.load(res_ptr + n * C + offs_c, mask=mask_c, other=0.0).to(tl.float32) + y.to(tl.float32))
+        y = y.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + n * C + offs_c, y, mask=mask_c)
 
 
 @triton.jit
-def _sum_kernel(y_ptr, out_ptr, C, A: tl.constexpr, BLOCK_C: tl.constexpr):
-    """out[n] = sum over the A slots of y[n*A + j], in a fixed order (deterministic), rounded to out's dtype."""
+def _sum_kernel(y_ptr, res_ptr, out_ptr, C, A: tl.constexpr, HAS_RES: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out[n] = [res[n] +] sum over the A slots of y[n*A + j], in a fixed order (deterministic), rounded to out's
+    dtype (HAS_RES: the block's residual add, rounded as torch's x + y on the rounded sum)."""
     n = tl.program_id(0).to(tl.int64)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = offs_c < C
     acc = tl.zeros([BLOCK_C], tl.float32)
     for j in tl.static_range(A):
         acc += tl.load(y_ptr + (n * A + j) * C + offs_c, mask=mask, other=0.0)
-    tl.store(out_ptr + n * C + offs_c, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    y = acc.to(out_ptr.dtype.element_ty)
+    if HAS_RES:
+        y = (tl.load(res_ptr + n * C + offs_c, mask=mask, other=0.0).to(tl.float32) + y.to(tl.float32))
+        y = y.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + n * C + offs_c, y, mask=mask)
 
 
 @triton.jit(debug=True)  # debug: keeps the device_assert below (a bad id must fail loudly, not drop silently)
@@ -481,8 +501,10 @@ PREFILL_CONFIG_FP32 = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=1
 # tile count (pairs + experts) at most 128.
 GEMV_MAX_TOKENS = 16
 GEMV_PAIRS_PER_EXPERT = 2.0
-# the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (116 / 54 registers)
-GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=16, BLOCK_K=512, num_warps=4, num_stages=2)
+# up: the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (116 registers). down
+# (a token's A experts a program): 8 rows, so a batch-1 grid is 360 programs (balance 0.91 over 132 SMs) instead
+# of 180 (0.68): 0.314 warp-instructions a byte against 0.293 at 16 rows, ceiling 0.90 vs 0.73 of an H100's HBM
+GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=4, num_stages=2)
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 MX_DOT_FORMATS = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # x dtypes tl.dot_scaled takes (not fp32)
 GROUP_KERNEL_MAX_PAIRS = 256  # up to this many (token, slot) pairs, _group_kernel replaces group_by_expert
@@ -598,11 +620,19 @@ def _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2):
     return N, C, A, E, I
 
 
-def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float) -> torch.Tensor:
-    """x (N, C), ids int (N, k), weights fp32 (N, k), packed MXFP4 experts -> (N, C) in x's dtype."""
+def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float,
+        residual=None) -> torch.Tensor:
+    """x (N, C), ids int (N, k), weights fp32 (N, k), packed MXFP4 experts -> (N, C) in x's dtype.
+    residual (N, C) in x's dtype: returns residual + moe(x) instead, added in the kernel that ends the op (no
+    launch of its own), rounded as torch's residual + moe(x)."""
     N, C, A, E, I = _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
+    if residual is not None and (tuple(residual.shape) != (N, C) or residual.dtype != x.dtype
+                                 or residual.device != x.device):
+        raise ValueError(f"moe: residual must be (N, C) = {(N, C)} {x.dtype} on {x.device}, got "
+                         f"{tuple(residual.shape)} {residual.dtype} on {residual.device}")
     if N == 0:
         return torch.empty_like(x)
+    res = residual.contiguous() if residual is not None else x  # x: a placeholder pointer when HAS_RES is off
     cfg = (DECODE_CONFIG if N <= DECODE_MAX_TOKENS else PREFILL_CONFIG_FP32 if x.dtype == torch.float32
            else PREFILL_CONFIG)
     BM, BK = cfg["BLOCK_M"], cfg["BLOCK_K"]
@@ -614,7 +644,7 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
             raise ValueError(f"moe: expert ids must be in 0..{E - 1}, got min {int(flat.min())} max {int(flat.max())}")
     elif not small:  # device-side check: no host sync, stays graph-capturable
         torch._assert_async(((flat >= 0) & (flat < E)).all())
-    x, weights = x.contiguous(), weights.float().contiguous()
+    x, ids, weights = x.contiguous(), ids.contiguous(), weights.float().contiguous()
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
     gemv = gemv_pays(N, A, E)
@@ -629,21 +659,20 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
         if gemv:
             xs.copy_(gemv_x_ref(x))
     n_tiles = tile_expert.numel()
-    h = torch.empty((P, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
-    y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
     out = torch.empty_like(x)
     if gemv:  # one (token, slot) pair a tile: fp32 FMAs on codes decoded from uint32 words
         h = torch.empty((P, 8, I // 8), dtype=torch.float32, device=x.device)  # as gemv_x_ref lays out x
         launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         _moe_up_gemv_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
-            xs, order, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
+            xs, order, weights, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
             float(limit), SWIGLU_ALPHA, A=A, C=C, I=I, H_DTYPE=TL_DTYPES[x.dtype], BLOCK_N=cfg["BLOCK_N_UP"],
             BLOCK_K=cfg["BLOCK_K"], **launch)
-        _moe_down_gemv_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
-            h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks.view(torch.int32), w2_scales, b2, y,
-            A=A, C=C, I=I, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=cfg["BLOCK_K"], **launch)
-        _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, out, C, A=A, BLOCK_C=SUM_BLOCK, num_warps=4)
+        _moe_down_gemv_kernel[(N, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](  # the sum over slots in the same pass
+            h, ids, weights, w2_blocks.view(torch.int32), w2_scales, b2, res, out, A=A, C=C, I=I,
+            HAS_RES=residual is not None, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=cfg["BLOCK_K"], **launch)
         return out
+    h = torch.empty((P, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
+    y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
     ieee = x.dtype == torch.float32
     mx = dict(MX_DOT=cfg["MX_DOT"] and x.dtype in MX_DOT_FORMATS and mx_dot_available(),
               FMT=MX_DOT_FORMATS.get(x.dtype, "bf16"))
@@ -654,5 +683,6 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     _moe_down_kernel[(n_tiles, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](
         h, order, weights, tile_expert, tile_start, tile_stop, w2_blocks, w2_scales, b2, y,
         A=A, C=C, I=I, IEEE=ieee, **mx, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=BK, **launch)
-    _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, out, C, A=A, BLOCK_C=SUM_BLOCK, num_warps=4)
+    _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, res, out, C, A=A, HAS_RES=residual is not None,
+                                                 BLOCK_C=SUM_BLOCK, num_warps=4)
     return out
