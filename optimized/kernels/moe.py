@@ -31,9 +31,9 @@ in one 16-byte load, with no conversion or multiply per element; no masks in the
 runs per (token, block of C rows) and reads the token's A experts in each K step, h arriving already times the
 routing weight: the weighted sum over the k experts (and the residual add) happen in its epilogue, so a batch-1
 MoE is 3 launches (group, up, down), where it was 4 plus the residual add.
-By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.30 warp-instructions per weight byte
+By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.31 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
-ceilings of 1.00 / 0.96 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.67 instead of
+ceilings of 1.00 / 0.90 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.63 instead of
 0.24 / 0.23). Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
