@@ -8,7 +8,8 @@
 #   1. environment: GPU, driver, torch/triton versions
 #   2. kernel tests on the GPU that only a GPU can run (bf16, real 20b/120b shapes, CUDA-graph capture)
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1), and
-#      20b decode with RoPE + cache write and RMSNorm unfused (the A/B for kernels/rope_cache.py, rms_norm.py)
+#      20b decode with the projections unfused (cuBLAS: the A/B for kernels/linear.py), then also RoPE + cache
+#      write and RMSNorm (the A/B for kernels/rope_cache.py, rms_norm.py)
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
 #   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF
@@ -50,14 +51,16 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with min(limit, what is le
 stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true"
 
 KERNEL_TESTS="tests/test_kernels_route.py tests/test_kernels_moe.py tests/test_kernels_attention.py"
-KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_rms_norm.py"
+KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_rms_norm.py tests/test_kernels_linear.py"
 # bf16, real shapes and CUDA graphs first (what only a GPU can check); the fp32 cases after the benchmark
 stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "bfloat16 or real_shapes or cuda_graph"
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
 stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
-# issue 7's A/B: engine decode with RoPE + cache write and RMSNorm as torch steps instead of one kernel each
-stage bench_unfused 30 $PY bench/gpu.py --models 20b --backends triton-unfused --skip moe,attention --batches 1 \
-    --contexts 1024,8192 --prefill "" --json "$WORK/bench_unfused.json"
+# the fused kernels' A/B (issue 7, 8): engine decode with the projections as cuBLAS + separate RMSNorm and residual
+# add (triton-cublas), then also RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's
+# "engine kernels" line counts its launches
+stage bench_unfused 40 $PY bench/gpu.py --models 20b --backends triton-cublas,triton-unfused --skip moe,attention \
+    --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
 
 # the kit on CUDA with the Triton ops (`--impl optimized --device cuda` alone would certify the torch ops)
 if [[ -d conformance ]]; then

@@ -331,9 +331,11 @@ def kernels_row(report, name, config, backend, setting, kernels, step_s):
 def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
     from optimized.generate import Engine
     from optimized.model import Model
-    model = Model(weights, backend=backend.removesuffix("-unfused"))
-    if backend.endswith("-unfused"):  # RoPE + cache write and RMSNorm as torch steps: what the fused kernels save
-        model.ops.rope_cache_write = model.ops.rms_norm = None
+    model = Model(weights, backend=backend.split("-")[0])
+    if backend.endswith("-cublas"):  # the projections as torch steps (cuBLAS, the norm and the add on their own)
+        model.ops.linear = None
+    if backend.endswith("-unfused"):  # and RoPE + cache write and RMSNorm too: what all the fused kernels save
+        model.ops.rope_cache_write = model.ops.rms_norm = model.ops.linear = None
     V = config.vocab_size
     for ctx in args.contexts:
         engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))
@@ -461,7 +463,9 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny config (checks that the harness runs)")
     ap.add_argument("--models", default="20b,120b")
     ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main; "
-                    "triton-unfused: the Triton backend with the decode RoPE + cache write and RMSNorm as torch steps")
+                    "triton-cublas: the Triton backend with the projections as torch steps (cuBLAS, the RMSNorm "
+                    "and the residual add on their own); triton-unfused: also the decode RoPE + cache write and "
+                    "RMSNorm as torch steps")
     ap.add_argument("--contexts", default="1024,8192")
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--prefill", default="2048,8192")

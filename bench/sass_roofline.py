@@ -158,14 +158,32 @@ def count_attention_prefill(work_dir, tokens=2048):
     return compiled, cfg, BN * (4 * D + 8), K * -(-tokens // (BM // G)), 4 * BM * BN * D
 
 
+def count_linear(work_dir):
+    """The decode projections (optimized/kernels/linear.py) at batch 1 on gpt-oss-20b: qkv (2880 -> 5120, with the
+    RMSNorm prologue) and out (4096 -> 2880, with the residual add). An iteration reads BLOCK_O bf16 weight rows x
+    BLOCK_C features; one program per block of rows."""
+    from optimized.kernels import aot
+    lin = importlib.import_module("optimized.kernels.linear")
+    out = []
+    for name, C, O, norm, res in (("qkv", 2880, 5120, True, False), ("out", 4096, 2880, False, True)):
+        bo, bc = lin._block_o(O), lin.LINEAR_CONFIG["BLOCK_C"]
+        consts = dict(C=C, O=O, HAS_BIAS=True, HAS_RES=res, NORM=norm, BLOCK_O=bo, BLOCK_C=bc)
+        launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+        compiled = aot.compile_kernel(lin._linear_kernel, "_linear_kernel", "bf16", consts, launch, ints={})
+        cfg = dict(path=f"{name} {C}->{O}", BLOCK_N=bo, BLOCK_K=bc, **launch)
+        out.append((compiled, cfg, bo * bc * 2, -(-O // bo)))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="engine,sweep,prefill",
                     help="engine (optimized.kernels.moe's batch-1 paths: GEMV_CONFIG, DECODE_CONFIG with and without "
                     "tl.dot_scaled), sweep (bench/gpu.py's MOE_SWEEP), prefill (PREFILL_CONFIG; ceiling over the "
                     "bf16 tensor-core rate)")
-    ap.add_argument("--kernels", default="up,down,attention", help="MoE up / down projection; attention: the "
-                    "split-KV decode kernel at 8k keys (BN = keys a step, BK = head_dim)")
+    ap.add_argument("--kernels", default="up,down,attention,linear", help="MoE up / down projection; attention: "
+                    "the split-KV decode kernel at 8k keys (BN = keys a step, BK = head_dim); linear: the decode "
+                    "projections qkv and out (BN = weight rows a program, BK = features a step)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     try:
@@ -195,7 +213,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as work:
         for cfg in unique:
             for kernel in args.kernels.split(","):
-                if kernel != "attention":
+                if kernel in ("up", "down"):
                     rows.append(count(kernel, cfg, work))
         if "attention" in args.kernels.split(","):
             compiled, cfg, nbytes, programs = count_attention(work)
@@ -203,6 +221,9 @@ def main(argv=None):
             if "prefill" in parts:
                 compiled, cfg, nbytes, programs, flops = count_attention_prefill(work)
                 rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops, full_blocks=True))
+        if "linear" in args.kernels.split(","):
+            for compiled, cfg, nbytes, programs in count_linear(work):
+                rows.append(row("linear", cfg, compiled, nbytes, programs, work))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     print(f"# decode kernels, sm_90 SASS (triton {triton.__version__}, commit {commit}); bf16, gpt-oss-20b shapes, "

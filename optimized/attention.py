@@ -17,8 +17,7 @@ import ctypes
 import torch
 
 from optimized import cbuild
-from optimized.linear import linear
-from optimized.norm import norm_for
+from optimized.linear import linear, project
 from optimized.rope import apply_rope
 
 SCORE_BYTES = 256 * 2**20  # float32 scores of one query chunk (and as much again for the probabilities)
@@ -151,15 +150,15 @@ def rope_qkv(qkv, cos, sin, H: int, K: int, D: int):
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode: bool = False,
                     static: bool = False):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
-    ops: the backend (ops.py): its attention, and where it has them its rms_norm and, at decode, its
-    rope_cache_write in place of the torch RoPE + cache write.
+    ops: the backend (ops.py): its attention, and where it has them its rms_norm, its linear (the norm before qkv
+    and the residual add after out fused into them) and, at decode, its rope_cache_write in place of the torch
+    RoPE + cache write.
     decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
     B, T, C = x.shape
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
     op, prologue = ops.attention, getattr(ops, "rope_cache_write", None)
-    t = norm_for(ops)(x, w["norm.scale"])
-    qkv = linear(t, w["qkv.weight"], w["qkv.bias"])  # (B, T, D*(H+2K))
+    qkv = project(ops, x, w["qkv.weight"], w["qkv.bias"], norm_scale=w["norm.scale"])  # (B, T, D*(H+2K))
     if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
         o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)
         return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
@@ -184,4 +183,4 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode:
         last = pos.max(dim=1, keepdim=True).values
         cache.write(layer, k, v, torch.where(pos > last - S, pos, torch.full_like(pos, -1)))
     o = op(q, ks, vs, w["sinks"], D ** -0.5, window, pos, kp)
-    return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
+    return project(ops, o.reshape(B, T, H * D), w["out.weight"], w["out.bias"], residual=x)

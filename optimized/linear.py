@@ -10,6 +10,8 @@ A float32 model on CPU keeps the matrices its checkpoint stores in bf16 (the rel
 (checkpoint.placed_dtype): widening bf16 to float32 is exact, so the numbers are the float32 model's and a decode
 step reads half the bytes. Up to KERNEL_ROWS rows: csrc/bf16_matvec.c's bf16_f32_matmul (weights widened in
 registers, float32 x and sums); more rows: F.linear on float32 copies of WIDEN_ROWS output rows at a time.
+`project` is what the blocks call: a backend's fused projection (ops.linear: RMSNorm before, residual add after,
+in one kernel) where it has one, else the RMSNorm, `linear` and the add as steps.
 Not here: the packed MXFP4 experts (moe.py, mxfp4_cpu.py).
 
 Legend: C input features, O output features.
@@ -19,6 +21,7 @@ import ctypes
 import torch
 
 from optimized import cbuild
+from optimized.norm import norm_for
 
 SOURCE = "bf16_matvec.c"
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
@@ -101,3 +104,14 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
             y = torch.mv(w, v) if b is None else torch.addmv(b, w, v)
         return y.reshape(*x.shape[:-1], O)
     return torch.nn.functional.linear(x, w, b)
+
+
+def project(ops, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, residual=None, norm_scale=None):
+    """[residual +] linear(rms_norm(x, norm_scale) if given else x, w, b): the backend's fused op where it has one
+    (ops.linear: the Triton backend's kernels/linear.py, one launch at decode), else these steps."""
+    fused = getattr(ops, "linear", None)
+    if fused is not None:
+        return fused(x, w, b, residual=residual, norm_scale=norm_scale)
+    t = x if norm_scale is None else norm_for(ops)(x, norm_scale)
+    y = linear(t, w, b)
+    return y if residual is None else residual + y

@@ -13,7 +13,7 @@ from optimized import checkpoint as ckpt_mod
 from optimized.attention import attention_block
 from optimized.cache import Cache
 from optimized.moe import moe_block
-from optimized.linear import linear
+from optimized.linear import project
 from optimized.norm import norm_for
 from optimized.ops import get_backend
 from optimized.rope import cos_sin, inv_freq_and_concentration
@@ -62,10 +62,10 @@ class Model:
                 stages.update({f"block.{n}.mlp.{k}": v for k, v in trace.items()})
         if last is not None:
             x = x[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C): only what is sampled
-        x = norm_for(self.ops)(x, w.tensors["norm.scale"])
         if stages is not None:
-            stages["norm"] = x
-        logits = linear(x, w.tensors["unembedding.weight"]).float()
+            stages["norm"] = norm_for(self.ops)(x, w.tensors["norm.scale"])
+        # the final RMSNorm and the unembedding: one kernel at decode where the backend fuses them (ops.linear)
+        logits = project(self.ops, x, w.tensors["unembedding.weight"], norm_scale=w.tensors["norm.scale"]).float()
         if stages is not None:
             stages["logits"] = logits
         return logits[:, 0] if last is not None else logits

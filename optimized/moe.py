@@ -19,7 +19,7 @@ import ctypes
 import torch
 
 from optimized import cbuild, mxfp4, mxfp4_cpu
-from optimized.linear import linear
+from optimized.linear import project
 from optimized.norm import norm_for
 from reference.moe import SWIGLU_ALPHA
 
@@ -132,7 +132,7 @@ def moe_block(x, w, config, ops, trace=None):
     """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
     B, T, C = x.shape
     t = norm_for(ops)(x, w["norm.scale"]).reshape(B * T, C)
-    router_logits = linear(t, w["gate.weight"], w["gate.bias"])  # (N, E)
+    router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])  # (N, E); one kernel with its bias
     ids, weights = ops.route(router_logits, config.experts_per_token)
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)

@@ -17,6 +17,8 @@ Optional (None when a backend has none; attention.py then runs its torch steps):
       -> q [B, 1, H, D]: a decode step's RoPE and cache write in one call (the torch backend's CPU path has
       its own C version inside attention.py)
   rms_norm(x [..., C], scale fp32 [C]) -> [..., C]: norm.py's math in one call (the torch backend uses norm.py)
+  linear(x [..., C], w [O, C], b [O] or None, residual=None [..., O], norm_scale=None [C] fp32) -> [..., O]:
+      [residual +] linear(rms_norm?(x), w, b) in one call (linear.py `project` runs the steps where it is None)
 """
 import importlib
 from types import SimpleNamespace
@@ -25,7 +27,7 @@ from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
-OPTIONAL = ("rope_cache_write", "rms_norm")
+OPTIONAL = ("rope_cache_write", "rms_norm", "linear")
 BACKENDS = ("torch", "triton")
 
 
@@ -36,7 +38,7 @@ class BackendError(RuntimeError):
 def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
         return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu,  # C at CPU decode
-                               rope_cache_write=None, rms_norm=None)
+                               rope_cache_write=None, rms_norm=None, linear=None)
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")

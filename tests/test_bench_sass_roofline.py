@@ -62,3 +62,22 @@ def test_sass_roofline_prefill_attention_is_bounded_by_issue_and_exp2(tmp_path):
         exp2 = 0.5 * sms * ghz * 1e9 * flops / (ops["MUFU"] * 8)
         want = min(1.0, min(issue, exp2) * prefill["balance"] / (tflops * 1e12))
         assert abs(prefill["ceiling"][card] - want) < 1e-9, (card, prefill["ceiling"][card], want)
+
+
+def test_sass_roofline_counts_the_decode_projections(tmp_path):
+    """The linear rows (kernels/linear.py at batch 1): FMAs and no MMA in the loop, a bf16 weight tile's bytes an
+    iteration, one program per block of weight rows; far from issue-bound (a weight costs a convert and an FMA)."""
+    pytest.importorskip("triton.backends.nvidia")
+    out = tmp_path / "roofline.json"
+    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "engine", "--kernels", "linear",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["config"]["path"] for r in rows] == ["qkv 2880->5120", "out 4096->2880"]
+    for r, O in zip(rows, (5120, 2880)):
+        c = r["config"]
+        assert r["kernel"] == "linear" and r["ops"].get("FFMA", 0) > 0
+        assert r["ops"].get("HMMA", 0) + r["ops"].get("HGMMA", 0) == 0, r["ops"]
+        assert r["bytes"] == c["BLOCK_N"] * c["BLOCK_K"] * 2 and r["programs"] == -(-O // c["BLOCK_N"])
+        assert r["per_byte"] < 0.2 and all(v == 1.0 for v in r["ceiling"].values()), r
+    assert "\nlinear " in proc.stdout

@@ -8,6 +8,7 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
   rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache,
       pos_cache, H, K, D)                                   rope_cache.py decode prologue: RoPE + cache write
   rms_norm(x, scale)                                        rms_norm.py   one program per row
+  linear(x, w, b, residual, norm_scale)                     linear.py     decode projections, norm and add fused
 The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
 aot.py compiles any of them for a GPU target without a GPU (tests/test_kernels_compile.py, bench/sass_roofline.py).
 
@@ -23,9 +24,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from optimized.kernels.attention import attention  # noqa: E402
+from optimized.kernels.linear import linear  # noqa: E402
 from optimized.kernels.moe import moe  # noqa: E402
 from optimized.kernels.rms_norm import rms_norm  # noqa: E402
 from optimized.kernels.rope_cache import rope_cache_write  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 
-__all__ = ["attention", "moe", "rms_norm", "rope_cache_write", "route"]
+__all__ = ["attention", "linear", "moe", "rms_norm", "rope_cache_write", "route"]

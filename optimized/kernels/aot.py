@@ -29,6 +29,8 @@ ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr",
 def arg_type(name, param, dt):
     if name == "_route_kernel" and param == "w_ptr":
         return "*fp32"  # the routing weights, not packed expert weights
+    if name == "_linear_kernel" and param in ("w_ptr", "b_ptr"):
+        return f"*{dt}"  # dense weights and biases in the activation dtype
     if name.endswith("_gemv_kernel") and param == "w_ptr":
         return "*i32"  # the packed codes read as 32-bit words
     if name.endswith("_gemv_kernel") and param == "h_ptr":
