@@ -20,7 +20,7 @@ import torch
 
 from optimized import cbuild, mxfp4, mxfp4_cpu
 from optimized.linear import project
-from optimized.norm import norm_for
+from optimized.norm import norm_for, rms_norm
 from reference.moe import SWIGLU_ALPHA
 
 GATHER_BYTES = 512 * 2**20  # decoded weights the gather path may hold at once; beyond it, go expert by expert
@@ -66,10 +66,12 @@ def swiglu(h: torch.Tensor, limit: float, alpha: float = SWIGLU_ALPHA) -> torch.
 
 
 def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float,
-        residual=None) -> torch.Tensor:
+        residual=None, norm_scale=None) -> torch.Tensor:
     """The op (seam B): x (N, C) -> sum over the A routed experts of weight * expert(x), (N, C) in x's dtype;
-    residual (N, C): residual + that sum instead (a backend with kernels adds it in the op's last kernel)."""
-    y = _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit)
+    residual (N, C): residual + that sum instead (a backend with kernels adds it in the op's last kernel);
+    norm_scale (C,): the experts see rms_norm(x, norm_scale) (a backend with kernels folds it into one)."""
+    t = x if norm_scale is None else rms_norm(x, norm_scale)
+    y = _moe(t, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit)
     return y if residual is None else residual + y
 
 
@@ -131,14 +133,19 @@ def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, li
 def moe_block(x, w, config, ops, trace=None):
     """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
     B, T, C = x.shape
-    t = norm_for(ops)(x, w["norm.scale"]).reshape(B * T, C)
-    router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])  # (N, E); one kernel with its bias
+    x2, scale = x.reshape(B * T, C), w["norm.scale"]
+    if getattr(ops, "linear", None) is not None:  # kernels that fuse the norm: the router's and the experts' take x
+        router_logits = project(ops, x2, w["gate.weight"], w["gate.bias"], norm_scale=scale)  # (N, E)
+        t, t_scale = x2, scale
+    else:  # the norm once, as its own step
+        t, t_scale = norm_for(ops)(x2, scale), None
+        router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])
     ids, weights = ops.route(router_logits, config.experts_per_token)
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)
     out = ops.moe(t, ids, weights, w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"],
                   w["mlp2_weight.blocks"], w["mlp2_weight.scales"], w["mlp2_bias"], config.swiglu_limit,
-                  residual=x.reshape(B * T, C))  # x + MoE(x), the add in the op (the Triton one's last kernel)
+                  residual=x2, norm_scale=t_scale)  # x + MoE(norm(x)), the add in the op's last kernel
     return out.reshape(B, T, C)
 
 

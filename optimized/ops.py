@@ -8,8 +8,10 @@ signatures (seam B in the lead's interfaces); an op it does not define is an err
 not a silent fallback, and so is a package that is missing or fails to import.
 
   route(router_logits [N, E], k) -> (ids int32 [N, k], weights fp32 [N, k])
-  moe(x [N, C], ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=None) -> [N, C]
-      (residual [N, C] given: residual + the MoE, rounded as that add in torch would be)
+  moe(x [N, C], ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=None,
+      norm_scale=None) -> [N, C]
+      (residual [N, C] given: residual + the MoE, rounded as that add in torch would be; norm_scale [C] fp32
+      given: the experts see rms_norm(x, norm_scale))
   attention(q [B, T, H, D], k [B, S, K, D], v, sinks fp32 [H], sm_scale, window, q_pos [B, T], k_pos [B, S])
       -> [B, T, H, D]
 Optional (None when a backend has none; attention.py then runs its torch steps):

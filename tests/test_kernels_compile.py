@@ -77,16 +77,18 @@ def cases():
     out.append(("attention", "_combine_kernel", "bf16", dict(combine, BLOCK_M=32), dict(num_warps=4),
                 dict(T=3, n_splits=12)))
     group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
-    no_x = dict(X_OUT=False, BLOCK_C=1024)
+    no_x = dict(X_OUT=False, NORM=False, BLOCK_C=1024)
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32, **no_x), group,
                 None))
     # batch 1 on 20b for the GEMV kernels (4 pairs, 32 experts, tiles of 1 row: 8; x's row written code-major);
     # batch 64 on 120b (256 pairs, 128 experts, 144 tiles of 16 rows)
+    # (the engine hands it the block's input and the norm scale: NORM)
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=4, BLOCK_E=32, BLOCK_T=8, X_OUT=True,
-                                                     BLOCK_C=1024), group, dict(P=4, E=32, n_tiles=8, N_X=1, C=2880)))
+                                                     NORM=True, BLOCK_C=1024), group,
+                dict(P=4, E=32, n_tiles=8, N_X=1, C=2880)))
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=64, BLOCK_E=128, BLOCK_T=128, X_OUT=True,
-                                                     BLOCK_C=1024), group, dict(P=64, E=128, n_tiles=128, N_X=16,
-                                                                                C=2880)))  # GEMV, 120b, 16 tokens
+                                                     NORM=False, BLOCK_C=1024), group, dict(P=64, E=128, n_tiles=128,
+                                                                                            N_X=16, C=2880)))
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=64, BLOCK_E=32, BLOCK_T=64, **no_x), group,
                 dict(P=52, E=32, n_tiles=36, N_X=0, C=0)))  # 20b, 13 tokens: the tensor-core tiles
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256, **no_x),

@@ -266,6 +266,35 @@ def test_moe_residual_is_the_add_torch_would_do(path, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("path", ["gemv", "dot"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_moe_applies_the_block_norm(path, dtype, monkeypatch):
+    """moe(x, ..., norm_scale=s) is moe(rms_norm(x, s), ...): at small batches the grouping kernel normalizes x as
+    it lays it out for the GEMV kernels (3 launches still), else the RMSNorm kernel runs first. Up to the order of
+    the norm's fp32 sum of squares (a t rounded the other way now and then)."""
+    from optimized.kernels.rms_norm import rms_norm_ref
+    use_path(monkeypatch, path)
+    N, E, C, I, A = (2, 6, 96, 64, 3) if path == "gemv" else (5, 6, 96, 64, 3)
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, dtype, seed=15)
+    ids, w = make_routing(N, E, A, seed=15)
+    g = torch.Generator().manual_seed(16)
+    x = (torch.randn(N, C, generator=g) * 3).to(dtype).to(DEVICE)
+    s = (1 + 0.2 * torch.randn(C, generator=g)).to(DEVICE)
+    log = record_launches(monkeypatch)
+    out = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=x, norm_scale=s)
+    if path == "gemv":
+        assert log == ["_group_kernel", "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"]
+    t = rms_norm_ref(x, s)
+    want = x + moe(t, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
+    tol = 1e-5 if dtype == torch.float32 else 4e-3
+    torch.testing.assert_close(out, want, rtol=tol, atol=tol * want.abs().max().item())
+    assert not torch.allclose(out, x + moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(moe_ref(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, norm_scale=s),
+                               moe_ref(t, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="norm_scale"):
+        moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, norm_scale=s[:-1])
+
+
+@pytest.mark.parametrize("path", ["gemv", "dot"])
 def test_moe_same_expert_in_two_slots(path, monkeypatch):
     """The op takes any ids, not only the router's distinct ones: a token routed twice to one expert gets both
     slots' terms (the GEMV down kernel reads that expert's rows twice in one K step)."""

@@ -143,6 +143,22 @@ def test_moe_op_vs_reference(monkeypatch, path, seed, N):
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+def test_moe_op_residual_and_norm_are_the_steps():
+    """The seam's optional arguments on the torch op: moe(x, ..., residual=r, norm_scale=s) is exactly
+    r + moe(rms_norm(x, s), ...), the steps a backend without fused kernels runs."""
+    from optimized.norm import rms_norm
+    rng = np.random.default_rng(7)
+    E, C, I, A, limit = 4, 64, 32, 2, 7.0
+    w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
+    x, r = torch.randn(3, C) * 2, torch.randn(3, C)
+    s = 1 + 0.1 * torch.randn(C)
+    ids, weights = route(torch.randn(3, E), A)
+    args = (ids, weights, w1b, w1s, b1, w2b, w2s, b2, limit)
+    got = moe(x, *args, residual=r, norm_scale=s)
+    assert torch.equal(got, r + moe(rms_norm(x, s), *args))
+    assert torch.equal(moe(x, *args, residual=r), r + moe(x, *args))
+
+
 @settings(max_examples=10)
 @given(seeds, st.integers(1, 3), st.integers(1, 3), st.integers(1, 4))
 def test_mxfp4_matvec_equals_decode_then_multiply(seed, R, O, B):

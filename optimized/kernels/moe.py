@@ -30,7 +30,7 @@ scale applied once per 32 values. x (and h between the two) comes pre-scaled in 
 in one 16-byte load, with no conversion or multiply per element; no masks in the main K loop. The down kernel
 runs per (token, block of C rows) and reads the token's A experts in each K step, h arriving already times the
 routing weight: the weighted sum over the k experts (and the residual add) happen in its epilogue, so a batch-1
-MoE is 3 launches (group, up, down), where it was 4 plus the residual add.
+MoE is 3 launches (group, up, down), where it was 4 plus the RMSNorm before and the residual add after.
 By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.31 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
 ceilings of 1.00 / 0.90 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.63 instead of
@@ -38,8 +38,10 @@ ceilings of 1.00 / 0.90 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200:
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
 load-time re-layout and no `prepare_moe_weights`.
-Not here: the router (route.py), the RMSNorm before the block. The residual add after it is here when the caller
-passes the residual (optimized/moe.py's moe_block does).
+Not here: the router (route.py). The block's RMSNorm before and residual add after are here when the caller passes
+norm_scale and the residual (optimized/moe.py's moe_block does with this backend): at small batches the grouping
+kernel normalizes x as it lays it out for the GEMV kernels and the down kernel adds the residual, so the whole
+block after routing is 3 launches; otherwise the RMSNorm kernel runs first and the sum kernel adds the residual.
 
 Quirks, each where it happens below:
   - MXFP4: LOW nibble first (element 2j of a block is byte j & 0xF); value = fp4 * 2**(scale - 127).
@@ -55,6 +57,9 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from optimized.kernels.rms_norm import rms_norm
+from reference.norm import EPS
 
 SWIGLU_ALPHA = 1.702  # a constant of the model, not in config.json (as in reference/moe.py)
 # the GEMV kernels (_fp4_pair): x * 2**64 times fp4 * 2**-126 is a normal fp32 for |fp4 * x| >= 2**-62 (smaller
@@ -86,8 +91,11 @@ def swiglu_ref(h: torch.Tensor, limit: float) -> torch.Tensor:
     return gate * torch.sigmoid(SWIGLU_ALPHA * gate) * (linear + 1)
 
 
-def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, residual=None):
+def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, residual=None,
+            norm_scale=None):
     """Plain torch, one expert at a time, matmuls in x's dtype, the sum over k in fp32. Same signature as moe."""
+    if norm_scale is not None:  # norm.py's torch RMSNorm (fp32, rounded to x's dtype)
+        x = torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), norm_scale.float(), EPS).to(x.dtype)
     N, C = x.shape
     A = ids.shape[1]
     E, I2 = b1.shape
@@ -417,19 +425,30 @@ def _sum_kernel(y_ptr, res_ptr, out_ptr, C, A: tl.constexpr, HAS_RES: tl.constex
 
 @triton.jit(debug=True)  # debug: keeps the device_assert below (a bad id must fail loudly, not drop silently)
 def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, P, E, n_tiles,
-                  x_ptr, xs_ptr, N_X, C,
+                  x_ptr, xs_ptr, scale_ptr, N_X, C, eps,
                   BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr,
-                  X_OUT: tl.constexpr, BLOCK_C: tl.constexpr):
+                  X_OUT: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
     """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
     small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows.
     X_OUT (small batches, gemv_pays): also x's N_X rows of C as the GEMV kernels read them (gemv_x_ref), saving
-    them a launch."""
+    them a launch. NORM: x is the block's input before its RMSNorm, applied here as rms_norm.py does (fp32, t
+    rounded to x's dtype), saving the norm its launch too."""
     if X_OUT:
+        DT = x_ptr.dtype.element_ty
         for n in range(N_X):
+            if NORM:  # the row's 1/RMS: rsqrt(mean(x**2) + eps)
+                ss = tl.zeros([BLOCK_C], tl.float32)
+                for c0 in range(0, C, BLOCK_C):
+                    c = c0 + tl.arange(0, BLOCK_C)
+                    v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
+                    ss += v * v
+                r = tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + tl.arange(0, BLOCK_C)
-                v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32) * X_PRESCALE
-                tl.store(xs_ptr + n * C + (c % 8) * (C // 8) + c // 8, v, mask=c < C)
+                v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
+                if NORM:
+                    v = (v * r * tl.load(scale_ptr + c, mask=c < C, other=0.0)).to(DT).to(tl.float32)
+                tl.store(xs_ptr + n * C + (c % 8) * (C // 8) + c // 8, v * X_PRESCALE, mask=c < C)
     p = tl.arange(0, BLOCK_P)
     p_ok = p < P
     e = tl.arange(0, BLOCK_E)
@@ -574,16 +593,18 @@ def gemv_x_ref(x: torch.Tensor) -> torch.Tensor:
     return (x.float() * X_PRESCALE.value).reshape(N, C // 8, 8).transpose(1, 2).contiguous()
 
 
-def group_by_expert_kernel(ids: torch.Tensor, E: int, BLOCK_M: int, x=None, xs=None):
-    """group_by_expert's outputs from one _group_kernel launch (small P only); with x, also gemv_x_ref(x) into xs."""
+def group_by_expert_kernel(ids: torch.Tensor, E: int, BLOCK_M: int, x=None, xs=None, norm_scale=None, eps=EPS):
+    """group_by_expert's outputs from one _group_kernel launch (small P only); with x, also gemv_x_ref(x) into xs
+    (of rms_norm(x, norm_scale) when given)."""
     P = ids.numel()
     n_tiles = triton.cdiv(P, BLOCK_M) + min(E, P)
     i32 = dict(dtype=torch.int32, device=ids.device)
     order, te, start, stop = (torch.empty(n, **i32) for n in (P, n_tiles, n_tiles, n_tiles))
     flat = ids.reshape(-1).contiguous()
-    x_args = (x, xs, x.shape[0], x.shape[1]) if x is not None else (flat, flat, 0, 0)
-    _group_kernel[(1,)](flat, order, te, start, stop, P, E, n_tiles, *x_args, BLOCK_M=BLOCK_M,
-                        X_OUT=x is not None, BLOCK_C=1024,
+    scale = norm_scale if norm_scale is not None else flat  # a placeholder pointer when NORM is off
+    x_args = (x, xs, scale, x.shape[0], x.shape[1]) if x is not None else (flat, flat, scale, 0, 0)
+    _group_kernel[(1,)](flat, order, te, start, stop, P, E, n_tiles, *x_args, float(eps), BLOCK_M=BLOCK_M,
+                        X_OUT=x is not None, NORM=norm_scale is not None and x is not None, BLOCK_C=1024,
                         BLOCK_P=triton.next_power_of_2(P), BLOCK_E=triton.next_power_of_2(E),
                         BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=8)
     return order, te, start, stop
@@ -621,11 +642,16 @@ def _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2):
 
 
 def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float,
-        residual=None) -> torch.Tensor:
+        residual=None, norm_scale=None) -> torch.Tensor:
     """x (N, C), ids int (N, k), weights fp32 (N, k), packed MXFP4 experts -> (N, C) in x's dtype.
     residual (N, C) in x's dtype: returns residual + moe(x) instead, added in the kernel that ends the op (no
-    launch of its own), rounded as torch's residual + moe(x)."""
+    launch of its own), rounded as torch's residual + moe(x). norm_scale (C,) fp32: the experts see
+    rms_norm(x, norm_scale) (the block's norm: in the grouping kernel at small batches, else its own kernel)."""
     N, C, A, E, I = _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
+    if norm_scale is not None and (tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32
+                                   or norm_scale.device != x.device):
+        raise ValueError(f"moe: norm_scale must be ({C},) float32 on {x.device}, got {tuple(norm_scale.shape)} "
+                         f"{norm_scale.dtype} on {norm_scale.device}")
     if residual is not None and (tuple(residual.shape) != (N, C) or residual.dtype != x.dtype
                                  or residual.device != x.device):
         raise ValueError(f"moe: residual must be (N, C) = {(N, C)} {x.dtype} on {x.device}, got "
@@ -648,12 +674,16 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
     w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
     gemv = gemv_pays(N, A, E)
+    if norm_scale is not None and not (gemv and small):  # else the grouping kernel normalizes as it lays x out
+        x = rms_norm(x, norm_scale.contiguous())
+        norm_scale = None
     xs = None
     if gemv:
         cfg, BM = GEMV_CONFIG, 1
         xs = torch.empty((N, 8, C // 8), dtype=torch.float32, device=x.device)
     if small:
-        order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(ids, E, BM, *((x, xs) if gemv else ()))
+        order, tile_expert, tile_start, tile_stop = group_by_expert_kernel(
+            ids, E, BM, *((x, xs, norm_scale) if gemv else ()))
     else:
         order, tile_expert, tile_start, tile_stop = group_by_expert(ids, E, BM)
         if gemv:
