@@ -67,6 +67,30 @@ def test_decode_matches_ref(S, window, num_splits, dtype):
     check(q, k, v, sinks, window, *contiguous(2, 1, S), num_splits=num_splits)
 
 
+def test_split_decode_is_one_launch_and_leaves_the_counters_at_zero(monkeypatch):
+    """Split-KV decode: the last split program of each (row, kv head) merges the partial states (grid_sync.py), so
+    the op is one launch; its counters are back at 0 after each call, so the next call (a graph replay) starts
+    clean. Two calls in a row, with different splits, both right."""
+    import importlib
+    from optimized.kernels.grid_sync import counters
+    attn_mod = importlib.import_module("optimized.kernels.attention")  # the module (the package exports the op)
+    launches = []
+    kernel = attn_mod._attn_fwd_kernel
+
+    class Record:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return kernel[grid]
+    monkeypatch.setattr(attn_mod, "_attn_fwd_kernel", Record())
+    B, S, H, K = 3, 150, 4, 2
+    q, k, v, sinks = make_qkv(B, 1, S, H, K, 16, torch.float32, seed=21)
+    q_pos, k_pos = contiguous(B, 1, S)
+    for splits in (3, 2):
+        check(q, k, v, sinks, 0, q_pos, k_pos, num_splits=splits)
+        assert int(counters(DEVICE, B * K)[:B * K].abs().sum()) == 0
+    assert launches == [(1, B * K, 3), (1, B * K, 2)]
+
+
 @pytest.mark.parametrize("num_splits", [1, 4])
 def test_decode_ring_buffer_at_high_positions(num_splits):
     """A windowed layer's ring cache (slot = pos % W) near position 131072: slots are out of position order."""

@@ -71,11 +71,6 @@ def cases():
     for bm, split, window, ints in attn:
         c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=window, SPLIT=split, IEEE=False)
         out.append(("attention", "_attn_fwd_kernel", "bf16", c, dict(num_warps=8, num_stages=2), ints))
-    combine = dict(H=64, K=8, D=64, G=8, BLOCK_M=16, BLOCK_D=64)
-    out.append(("attention", "_combine_kernel", "bf16", combine, dict(num_warps=4), None))
-    out.append(("attention", "_combine_kernel", "bf16", combine, dict(num_warps=4), dict(T=1, n_splits=4)))
-    out.append(("attention", "_combine_kernel", "bf16", dict(combine, BLOCK_M=32), dict(num_warps=4),
-                dict(T=3, n_splits=12)))
     group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
     no_x = dict(X_OUT=False, NORM=False, BLOCK_C=1024)
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32, **no_x), group,

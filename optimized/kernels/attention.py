@@ -12,7 +12,8 @@ skipped whole (their K/V are not loaded). Both tests read only the block's posit
 order: in a causal prefill with contiguous positions the past runs unmasked, the diagonal masked, everything above
 it and, with a window, outside the band is skipped.
 Decode (all queries of a row in one block) splits the keys over programs (flash-decoding) when the batch x kv
-heads alone would not fill the GPU, and `_combine_kernel` merges the partial softmax states with the sink.
+heads alone would not fill the GPU; the last split program of each (row, kv head) to finish merges the partial
+softmax states with the sink (`_combine`, grid_sync.py: no second launch).
 Empty slots may hold garbage (NaN from an uninitialised cache): their K/V are read as zeros. Positions are
 compared in int32 (fewer registers): they must be < 2**31 (checked on CPU; assumed on CUDA, no host sync).
 Not here: RoPE and the cache write (the engine does them before the call).
@@ -29,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from optimized.kernels.grid_sync import _last_to_arrive, counters
 from optimized.kernels.moe import _dot  # tl.dot, in IEEE fp32 for fp32 inputs (the default would be tf32)
 
 LOG2E = 1.4426950408889634
@@ -82,7 +84,7 @@ def _softmax_pv(s, vt, m_i, l_i, acc, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr,
+def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr,
                      T, S, qk_scale, window, chunk,
                      sq_b, sq_t, sk_b, sk_s, sv_b, sv_s, sqp_b, skp_b,  # strides: views of the cache need no copy
                      H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
@@ -155,10 +157,13 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
                          mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
             m_i, l_i, acc = _softmax_pv(s, vt, m_i, l_i, acc, IEEE)
     if SPLIT:
-        part = (pid_bk * tl.num_programs(2) + pid_s) * BLOCK_M + offs_r
+        n_splits = tl.num_programs(2)
+        part = (pid_bk * n_splits + pid_s) * BLOCK_M + offs_r
         tl.store(pm_ptr + part, m_i)
         tl.store(pl_ptr + part, l_i)
         tl.store(pacc_ptr + part[:, None] * BLOCK_D + offs_d[None, :], acc)
+        if _last_to_arrive(cnt_ptr + pid_bk, n_splits):  # the last split of (b, kv head) merges them all
+            _combine(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, pid_bk, T, n_splits, H, K, D, G, BLOCK_M, BLOCK_D)
     else:
         out = acc / l_i[:, None]  # no visible key: acc = 0, l_i = 1 (the sink alone): zeros
         tl.store(o_ptr + q_off[:, None] + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
@@ -166,10 +171,11 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
 
 
 @triton.jit
-def _combine_kernel(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, T, n_splits,
-                    H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_bk = tl.program_id(0)
+def _combine(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, pid_bk, T, n_splits,
+             H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The split-KV partial states of (row b, kv head kh) = pid_bk merged with the sink, in split order; run by the
+    last split program to finish (grid_sync). Partials read with .cg loads: written by other programs."""
     b = pid_bk // K
     kh = pid_bk % K
     offs_r = tl.arange(0, BLOCK_M)
@@ -181,14 +187,14 @@ def _combine_kernel(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, T, n_splits,
     m = tl.load(sinks_ptr + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634
     sink = m
     for i in range(0, n_splits):
-        m = tl.maximum(m, tl.load(pm_ptr + (pid_bk * n_splits + i) * BLOCK_M + offs_r))
+        m = tl.maximum(m, tl.load(pm_ptr + (pid_bk * n_splits + i) * BLOCK_M + offs_r, cache_modifier=".cg"))
     l_i = tl.exp2(sink - m)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for i in range(0, n_splits):
         part = (pid_bk * n_splits + i) * BLOCK_M + offs_r
-        w = tl.exp2(tl.load(pm_ptr + part) - m)  # a split that saw no visible key has m = -inf: weight 0
-        l_i += w * tl.load(pl_ptr + part)
-        acc += w[:, None] * tl.load(pacc_ptr + part[:, None] * BLOCK_D + offs_d[None, :])
+        w = tl.exp2(tl.load(pm_ptr + part, cache_modifier=".cg") - m)  # a split that saw no visible key: m = -inf
+        l_i += w * tl.load(pl_ptr + part, cache_modifier=".cg")
+        acc += w[:, None] * tl.load(pacc_ptr + part[:, None] * BLOCK_D + offs_d[None, :], cache_modifier=".cg")
     out = acc / l_i[:, None]
     o_off = ((b * T + t).to(tl.int64) * H + h) * D
     tl.store(o_ptr + o_off[:, None] + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
@@ -261,7 +267,7 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     ieee = q.dtype == torch.float32
     if num_splits is None:  # split only what one q block covers, and only as far as the GPU needs programs
         num_splits = 1
-        if n_tblocks == 1:  # each split gets >= MIN_SPLIT_KEYS keys, or the combine launch costs more than it saves
+        if n_tblocks == 1:  # each split gets >= MIN_SPLIT_KEYS keys, or writing and merging partials costs more
             num_splits = max(1, min(triton.cdiv(S, MIN_SPLIT_KEYS), (2 * _sm_count(q.device)) // (B * K)))
     if n_tblocks > 1 and num_splits != 1:
         raise ValueError(f"attention: split-KV needs all T={T} queries in one block of {BLOCK_T} tokens")
@@ -272,17 +278,16 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
         pm = torch.empty((B * K * num_splits * BLOCK_M,), dtype=torch.float32, device=q.device)
         pl = torch.empty_like(pm)
         pacc = torch.empty((B * K * num_splits * BLOCK_M, BLOCK_D), dtype=torch.float32, device=q.device)
+        cnt = counters(q.device, B * K)  # the last split of each (row, kv head) combines: no second launch
     else:
         pm = pl = pacc = sinks  # unused
+        cnt = q_pos
     grid = (n_tblocks, B * K, num_splits)
-    _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, T, S, qk_scale, int(window), chunk,
+    _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, cnt, T, S, qk_scale, int(window), chunk,
                            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                            q_pos.stride(0), k_pos.stride(0),
                            H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
                            HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=8, num_stages=2)
-    if split:
-        _combine_kernel[(B * K,)](sinks, out, pm, pl, pacc, T, num_splits, H=H, K=K, D=D, G=G,
-                                  BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D, num_warps=4)
     return out
 
 
