@@ -332,10 +332,10 @@ def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, bac
     from optimized.generate import Engine
     from optimized.model import Model
     model = Model(weights, backend=backend.split("-")[0])
-    if backend.endswith("-cublas"):  # the projections as torch steps (cuBLAS, the norm and the add on their own)
-        model.ops.linear = None
+    if backend.endswith("-cublas"):  # the projections as torch steps (cuBLAS, the norm and the add on their own),
+        model.ops.linear = model.ops.routed_moe = None  # the router, routing and grouping as their own kernels
     if backend.endswith("-unfused"):  # and RoPE + cache write and RMSNorm too: what all the fused kernels save
-        model.ops.rope_cache_write = model.ops.rms_norm = model.ops.linear = None
+        model.ops.rope_cache_write = model.ops.rms_norm = model.ops.linear = model.ops.routed_moe = None
     V = config.vocab_size
     for ctx in args.contexts:
         engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))

@@ -134,19 +134,22 @@ def moe_block(x, w, config, ops, trace=None):
     """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
     B, T, C = x.shape
     x2, scale = x.reshape(B * T, C), w["norm.scale"]
-    if getattr(ops, "linear", None) is not None:  # kernels that fuse the norm: the router's and the experts' take x
-        router_logits = project(ops, x2, w["gate.weight"], w["gate.bias"], norm_scale=scale)  # (N, E)
-        t, t_scale = x2, scale
-    else:  # the norm once, as its own step
-        t, t_scale = norm_for(ops)(x2, scale), None
-        router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])
-    ids, weights = ops.route(router_logits, config.experts_per_token)
+    experts = (w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"], w["mlp2_weight.blocks"],
+               w["mlp2_weight.scales"], w["mlp2_bias"])
+    fused = getattr(ops, "routed_moe", None)
+    if fused is not None:  # the whole block in one call (the Triton backend: 3 launches at decode)
+        out, router_logits, ids, weights = fused(x2, w["gate.weight"], w["gate.bias"], scale,
+                                                 config.experts_per_token, *experts, config.swiglu_limit, residual=x2)
+    else:
+        if getattr(ops, "linear", None) is not None:  # kernels that fuse the norm: the router's and the experts'
+            router_logits = project(ops, x2, w["gate.weight"], w["gate.bias"], norm_scale=scale)  # (N, E)
+            t, t_scale = x2, scale
+        else:  # the norm once, as its own step
+            t, t_scale = norm_for(ops)(x2, scale), None
+            router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])
+        ids, weights = ops.route(router_logits, config.experts_per_token)
+        out = ops.moe(t, ids, weights, *experts, config.swiglu_limit,
+                      residual=x2, norm_scale=t_scale)  # x + MoE(norm(x)), the add in the op's last kernel
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)
-    out = ops.moe(t, ids, weights, w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"],
-                  w["mlp2_weight.blocks"], w["mlp2_weight.scales"], w["mlp2_bias"], config.swiglu_limit,
-                  residual=x2, norm_scale=t_scale)  # x + MoE(norm(x)), the add in the op's last kernel
     return out.reshape(B, T, C)
-
-
-

@@ -21,6 +21,10 @@ Optional (None when a backend has none; attention.py then runs its torch steps):
   rms_norm(x [..., C], scale fp32 [C]) -> [..., C]: norm.py's math in one call (the torch backend uses norm.py)
   linear(x [..., C], w [O, C], b [O] or None, residual=None [..., O], norm_scale=None [C] fp32) -> [..., O]:
       [residual +] linear(rms_norm?(x), w, b) in one call (linear.py `project` runs the steps where it is None)
+  routed_moe(x [N, C], gate_w [E, C], gate_b [E], norm_scale [C] fp32, k, w1_blocks, w1_scales, b1, w2_blocks,
+      w2_scales, b2, limit, residual=None) -> (out [N, C], router_logits [N, E], ids int32 [N, k], weights fp32
+      [N, k]): the MoE block after its input in one call (moe.py `moe_block` runs norm, router, route, moe where
+      it is None)
 """
 import importlib
 from types import SimpleNamespace
@@ -29,7 +33,7 @@ from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
-OPTIONAL = ("rope_cache_write", "rms_norm", "linear")
+OPTIONAL = ("rope_cache_write", "rms_norm", "linear", "routed_moe")
 BACKENDS = ("torch", "triton")
 
 
@@ -40,7 +44,7 @@ class BackendError(RuntimeError):
 def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
         return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu,  # C at CPU decode
-                               rope_cache_write=None, rms_norm=None, linear=None)
+                               rope_cache_write=None, rms_norm=None, linear=None, routed_moe=None)
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")

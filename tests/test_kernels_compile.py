@@ -29,6 +29,10 @@ def _attn_ints(T, S, window, chunk, slots):
                 sv_b=slots * _SLOT, sv_s=_SLOT, sqp_b=T, skp_b=slots)
 
 
+def triton_next_pow2(n):
+    return 1 << (n - 1).bit_length()
+
+
 def cases():
     """(module, kernel, activation dtype, constexprs, launch options, ints): the wrappers' configurations.
     ints None: the plain compile; else the int arguments' values in a representative launch, which the
@@ -88,6 +92,13 @@ def cases():
                 dict(P=52, E=32, n_tiles=36, N_X=0, C=0)))  # 20b, 13 tokens: the tensor-core tiles
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256, **no_x),
                 group, dict(P=256, E=128, n_tiles=144, N_X=0, C=0)))
+    # routed_moe's router kernel at batch 1 (20b: 32 experts, 8 tiles; 120b: 128 experts) and 16 tokens on 120b
+    lin = importlib.import_module("optimized.kernels.linear")
+    for E, N in ((32, 1), (128, 1), (128, 16)):
+        P = 4 * N
+        c = dict(C=2880, E=E, A=4, BLOCK_O=lin._block_o(E), BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"], BLOCK_E=E,
+                 BLOCK_A=4, BLOCK_P=P, BLOCK_T=triton_next_pow2(P + min(E, P)))
+        out.append(("moe", "_moe_router_kernel", "bf16", c, dict(num_warps=4), dict(N=N, n_tiles=P + min(E, P))))
     for ints in (None, dict(C=2880)):
         for res in (True, False):
             out.append(("moe", "_sum_kernel", "bf16", dict(A=4, HAS_RES=res, BLOCK_C=1024), dict(num_warps=4), ints))

@@ -294,6 +294,41 @@ def test_moe_applies_the_block_norm(path, dtype, monkeypatch):
         moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, norm_scale=s[:-1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("N,E,A", [(1, 8, 4), (3, 6, 2), (2, 4, 4), (20, 6, 2)])
+def test_routed_moe_is_the_ops_in_turn(N, E, A, dtype, monkeypatch):
+    """routed_moe (the MoE block after its input) gives exactly what linear (router, with the norm), route and
+    moe (with the norm and the residual) give in turn: the fused kernel runs the same code (kernels/linear.py's
+    rows, route.py's top-k, the grouping, the x layout), its last program routing every token. At small batches it
+    is 3 launches (router kernel, up, down); beyond (20 tokens, or 8 pairs on 4 experts) the ops in turn."""
+    from optimized.kernels.linear import linear as linear_op
+    from optimized.kernels.moe import routed_moe
+    C, I = 96, 64
+    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, dtype, seed=17)
+    g = torch.Generator().manual_seed(18)
+    x = (torch.randn(N, C, generator=g) * 2).to(dtype).to(DEVICE)
+    gw = (torch.randn(E, C, generator=g) * C ** -0.5).to(dtype).to(DEVICE)
+    gb = (torch.randn(E, generator=g) * 0.1).to(dtype).to(DEVICE)
+    s = (1 + 0.1 * torch.randn(C, generator=g)).to(DEVICE)
+    log = record_launches(monkeypatch)
+    out, logits, ids, w = routed_moe(x, gw, gb, s, A, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=x)
+    fused = kernels_moe.gemv_pays(N, A, E)  # (2, 4, 4): 8 pairs on 4 experts, the tensor-core kernels
+    if fused:
+        assert log == ["_moe_router_kernel", "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"]
+    log.clear()
+    want_logits = linear_op(x, gw, gb, norm_scale=s)
+    want_ids, want_w = route(want_logits, A)
+    want = moe(x, want_ids, want_w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=x, norm_scale=s)
+    assert logits.dtype == dtype and ids.dtype == torch.int32 and w.dtype == torch.float32
+    assert torch.equal(logits, want_logits) and torch.equal(ids, want_ids) and torch.equal(w, want_w)
+    assert torch.equal(out, want)
+    # and against the plain torch steps (moe_ref on the routed ids)
+    t = torch.nn.functional.rms_norm(x.float(), (C,), s, 1e-5).to(dtype)
+    ref = moe_ref(t, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=x)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
 @pytest.mark.parametrize("path", ["gemv", "dot"])
 def test_moe_same_expert_in_two_slots(path, monkeypatch):
     """The op takes any ids, not only the router's distinct ones: a token routed twice to one expert gets both

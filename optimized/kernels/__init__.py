@@ -9,6 +9,8 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
       pos_cache, H, K, D)                                   rope_cache.py decode prologue: RoPE + cache write
   rms_norm(x, scale)                                        rms_norm.py   one program per row
   linear(x, w, b, residual, norm_scale)                     linear.py     decode projections, norm and add fused
+  routed_moe(x, gate_w, gate_b, norm_scale, k, experts...)  moe.py        the MoE block: router + routing + grouping
+                                                                          in one launch, then up and down
 The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
 aot.py compiles any of them for a GPU target without a GPU (tests/test_kernels_compile.py, bench/sass_roofline.py).
 
@@ -25,9 +27,9 @@ if not torch.cuda.is_available():
 
 from optimized.kernels.attention import attention  # noqa: E402
 from optimized.kernels.linear import linear  # noqa: E402
-from optimized.kernels.moe import moe  # noqa: E402
+from optimized.kernels.moe import moe, routed_moe  # noqa: E402
 from optimized.kernels.rms_norm import rms_norm  # noqa: E402
 from optimized.kernels.rope_cache import rope_cache_write  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 
-__all__ = ["attention", "linear", "moe", "rms_norm", "rope_cache_write", "route"]
+__all__ = ["attention", "linear", "moe", "rms_norm", "rope_cache_write", "route", "routed_moe"]

@@ -29,6 +29,10 @@ ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr",
 def arg_type(name, param, dt):
     if name == "_route_kernel" and param == "w_ptr":
         return "*fp32"  # the routing weights, not packed expert weights
+    if name == "_moe_router_kernel" and param in ("gw_ptr", "gb_ptr", "logits_ptr"):
+        return f"*{dt}"  # the router's weights and logits, in the activation dtype
+    if name == "_moe_router_kernel" and param == "wts_ptr":
+        return "*fp32"
     if name == "_linear_kernel" and param in ("w_ptr", "b_ptr"):
         return f"*{dt}"  # dense weights and biases in the activation dtype
     if name.endswith("_gemv_kernel") and param == "w_ptr":

@@ -33,15 +33,11 @@ def linear_ref(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
 
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, eps,
-                   C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-                   NORM: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Program (o block, row n): out[n, o] = [res[n, o] +] (sum over c of t[n, c] w[o, c] [+ b[o]]), t = x or its
-    RMSNorm. Masks only where a block can pass the matrix: rows when BLOCK_O does not divide O, features in the
-    last step when BLOCK_C does not divide C."""
-    n = tl.program_id(1).to(tl.int64)
-    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
-    mask_o = offs_o < O
+def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
+                  C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr,
+                  BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Rows offs_o of t[n] @ W.T [+ b] in fp32, before rounding; t = x or its RMSNorm. Masks only where a block can
+    pass the matrix: rows when BLOCK_O does not divide O, features in the last step when BLOCK_C does not divide C."""
     MASK_O: tl.constexpr = O % BLOCK_O != 0
     C_FULL: tl.constexpr = C - C % BLOCK_C
     c = tl.arange(0, BLOCK_C)
@@ -75,6 +71,19 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, eps,
     y = tl.sum(acc, axis=1)
     if HAS_BIAS:
         y += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(tl.float32)
+    return y
+
+
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, eps,
+                   C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                   NORM: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (o block, row n): out[n, o] = [res[n, o] +] (sum over c of t[n, c] w[o, c] [+ b[o]]), t = x or its
+    RMSNorm."""
+    n = tl.program_id(1).to(tl.int64)
+    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask_o = offs_o < O
+    y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps, C, O, HAS_BIAS, NORM, BLOCK_O, BLOCK_C)
     y = y.to(out_ptr.dtype.element_ty)  # one rounding of acc + b, as cuBLAS's epilogue
     if HAS_RES:  # as torch's residual + y on the rounded y: in fp32, rounded once
         y = (tl.load(res_ptr + n * O + offs_o, mask=mask_o, other=0.0).to(tl.float32) + y.to(tl.float32))

@@ -58,7 +58,12 @@ import torch
 import triton
 import triton.language as tl
 
+from optimized.kernels.grid_sync import _last_to_arrive, counters
+from optimized.kernels.linear import LINEAR_CONFIG, _block_o, _project_rows
+from optimized.kernels.linear import linear as project_linear
 from optimized.kernels.rms_norm import rms_norm
+from optimized.kernels.route import _top_k_softmax
+from optimized.kernels.route import route as route_op
 from reference.norm import EPS
 
 SWIGLU_ALPHA = 1.702  # a constant of the model, not in config.json (as in reference/moe.py)
@@ -67,6 +72,7 @@ SWIGLU_ALPHA = 1.702  # a constant of the model, not in config.json (as in refer
 # overflow only beyond 2**64
 X_PRESCALE = tl.constexpr(2.0 ** 64)
 UNDO_PRESCALE = tl.constexpr(2.0 ** 62)
+C_BLOCK_X = tl.constexpr(1024)  # features a step when the grouping lays x out
 FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
 
@@ -423,43 +429,38 @@ def _sum_kernel(y_ptr, res_ptr, out_ptr, C, A: tl.constexpr, HAS_RES: tl.constex
     tl.store(out_ptr + n * C + offs_c, y, mask=mask)
 
 
-@triton.jit(debug=True)  # debug: keeps the device_assert below (a bad id must fail loudly, not drop silently)
-def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, P, E, n_tiles,
-                  x_ptr, xs_ptr, scale_ptr, N_X, C, eps,
-                  BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr,
-                  X_OUT: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
-    """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
-    small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows.
-    X_OUT (small batches, gemv_pays): also x's N_X rows of C as the GEMV kernels read them (gemv_x_ref), saving
-    them a launch. NORM: x is the block's input before its RMSNorm, applied here as rms_norm.py does (fp32, t
-    rounded to x's dtype), saving the norm its launch too."""
-    if X_OUT:
-        DT = x_ptr.dtype.element_ty
-        for n in range(N_X):
-            if NORM:  # the row's 1/RMS: rsqrt(mean(x**2) + eps)
-                ss = tl.zeros([BLOCK_C], tl.float32)
-                for c0 in range(0, C, BLOCK_C):
-                    c = c0 + tl.arange(0, BLOCK_C)
-                    v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
-                    ss += v * v
-                r = tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
+@triton.jit
+def _x_out(x_ptr, xs_ptr, scale_ptr, N_X, C, eps, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
+    """x's N_X rows of C as the GEMV kernels read them (gemv_x_ref); NORM: of rms_norm(x), as rms_norm.py computes
+    it (fp32, t rounded to x's dtype)."""
+    DT = x_ptr.dtype.element_ty
+    for n in range(N_X):
+        if NORM:  # the row's 1/RMS: rsqrt(mean(x**2) + eps)
+            ss = tl.zeros([BLOCK_C], tl.float32)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + tl.arange(0, BLOCK_C)
                 v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
-                if NORM:
-                    v = (v * r * tl.load(scale_ptr + c, mask=c < C, other=0.0)).to(DT).to(tl.float32)
-                tl.store(xs_ptr + n * C + (c % 8) * (C // 8) + c // 8, v * X_PRESCALE, mask=c < C)
-    p = tl.arange(0, BLOCK_P)
-    p_ok = p < P
+                ss += v * v
+            r = tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
+            if NORM:
+                v = (v * r * tl.load(scale_ptr + c, mask=c < C, other=0.0)).to(DT).to(tl.float32)
+            tl.store(xs_ptr + n * C + (c % 8) * (C // 8) + c // 8, v * X_PRESCALE, mask=c < C)
+
+
+@triton.jit
+def _group_tiles(ids, p, p_ok, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, n_tiles,
+                 BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The pairs p (ids: their experts) in a stable order by expert, and that order cut into tiles of BLOCK_M rows
+    of one expert (group_by_expert's outputs)."""
     e = tl.arange(0, BLOCK_E)
-    ids = tl.load(ids_ptr + p, mask=p_ok, other=0).to(tl.int32)
-    tl.device_assert((ids >= 0) & (ids < E), "moe: expert ids out of range")
     hit = (ids[None, :] == e[:, None]) & p_ok[None, :]  # (E, P): pair p routes to expert e
     counts = tl.sum(hit.to(tl.int32), axis=1)  # (E,)
     ends = tl.cumsum(counts, axis=0)
     starts = ends - counts
-    q = tl.arange(0, BLOCK_P)
-    earlier = (ids[:, None] == ids[None, :]) & (q[None, :] < p[:, None]) & p_ok[None, :]  # (P, P)
+    earlier = (ids[:, None] == ids[None, :]) & (p[None, :] < p[:, None]) & p_ok[None, :]  # (P, P)
     rank = tl.sum(earlier.to(tl.int32), axis=1)  # pairs of the same expert before p: the sort is stable
     first = tl.sum(tl.where(hit, starts[:, None], 0), axis=0)  # (P,): starts[ids[p]]
     tl.store(order_ptr + first + rank, p, mask=p_ok)
@@ -478,6 +479,59 @@ def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop
     tl.store(tile_expert_ptr + t, te, mask=t_ok)
     tl.store(tile_start_ptr + t, start, mask=t_ok)
     tl.store(tile_stop_ptr + t, stop, mask=t_ok)
+
+
+@triton.jit(debug=True)  # debug: keeps the device_assert below (a bad id must fail loudly, not drop silently)
+def _group_kernel(ids_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, P, E, n_tiles,
+                  x_ptr, xs_ptr, scale_ptr, N_X, C, eps,
+                  BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr,
+                  X_OUT: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
+    """group_by_expert in one program, for the decode regime (P <= 256 pairs): one launch instead of a dozen
+    small torch ops. Same outputs as group_by_expert: a stable order by expert, and the tiles of BLOCK_M rows.
+    X_OUT (small batches, gemv_pays): also x's N_X rows of C as the GEMV kernels read them (gemv_x_ref), saving
+    them a launch. NORM: x is the block's input before its RMSNorm, applied here as rms_norm.py does (fp32, t
+    rounded to x's dtype), saving the norm its launch too."""
+    if X_OUT:
+        _x_out(x_ptr, xs_ptr, scale_ptr, N_X, C, eps, NORM, BLOCK_C)
+    p = tl.arange(0, BLOCK_P)
+    p_ok = p < P
+    ids = tl.load(ids_ptr + p, mask=p_ok, other=0).to(tl.int32)
+    tl.device_assert((ids >= 0) & (ids < E), "moe: expert ids out of range")
+    _group_tiles(ids, p, p_ok, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, n_tiles, BLOCK_M, BLOCK_E,
+                 BLOCK_T)
+
+
+@triton.jit
+def _moe_router_kernel(x_ptr, gw_ptr, gb_ptr, scale_ptr, logits_ptr, cnt_ptr, ids_ptr, wts_ptr,
+                       order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, xs_ptr, N, n_tiles, eps,
+                       C: tl.constexpr, E: tl.constexpr, A: tl.constexpr, BLOCK_O: tl.constexpr,
+                       BLOCK_C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_P: tl.constexpr,
+                       BLOCK_T: tl.constexpr):
+    """At small batches, all of the MoE block before the expert kernels in one launch. Program (block of BLOCK_O
+    experts, token n): those router logits, t @ gate.T + bias with t = rms_norm(x) (kernels/linear.py's rows),
+    rounded to x's dtype as the torch linear rounds them. The last program to finish (grid_sync) then routes every
+    token (route.py's top-k + softmax over the k chosen), groups the pairs by expert, one pair a tile (what
+    _group_kernel does) and lays rms_norm(x) out for the GEMV kernels (_x_out)."""
+    n = tl.program_id(1).to(tl.int64)
+    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask_o = offs_o < E
+    y = _project_rows(x_ptr, gw_ptr, gb_ptr, scale_ptr, n, offs_o, mask_o, eps, C, E, True, True, BLOCK_O, BLOCK_C)
+    tl.store(logits_ptr + n * E + offs_o, y.to(logits_ptr.dtype.element_ty), mask=mask_o)
+    if _last_to_arrive(cnt_ptr, tl.num_programs(0) * tl.num_programs(1)):
+        offs_e = tl.arange(0, BLOCK_E)
+        offs_a = tl.arange(0, BLOCK_A)
+        for m in range(N):  # every token's logits, written by the other programs: .cg loads (never a stale L1 line)
+            z = tl.load(logits_ptr + m * E + offs_e, mask=offs_e < E, other=float("-inf"), cache_modifier=".cg")
+            ids, w = _top_k_softmax(z.to(tl.float32), E, A, BLOCK_E, BLOCK_A)
+            tl.store(ids_ptr + m * A + offs_a, ids, mask=offs_a < A)
+            tl.store(wts_ptr + m * A + offs_a, w, mask=offs_a < A)
+        tl.debug_barrier()  # the ids this program's threads stored, read back below by others of its threads
+        p = tl.arange(0, BLOCK_P)
+        p_ok = p < N * A
+        pair_ids = tl.load(ids_ptr + p, mask=p_ok, other=0)
+        _group_tiles(pair_ids, p, p_ok, order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, n_tiles, 1,
+                     BLOCK_E, BLOCK_T)
+        _x_out(x_ptr, xs_ptr, scale_ptr, N, C, eps, True, C_BLOCK_X)
 
 
 @triton.jit
@@ -528,6 +582,7 @@ TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat1
 MX_DOT_FORMATS = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # x dtypes tl.dot_scaled takes (not fp32)
 GROUP_KERNEL_MAX_PAIRS = 256  # up to this many (token, slot) pairs, _group_kernel replaces group_by_expert
 SUM_BLOCK = 1024
+LINEAR_MAX_ROWS_FUSED = 16  # tokens up to which routed_moe's router kernel runs (its last program routes them all)
 
 
 def gemv_pays(N: int, A: int, E: int) -> bool:
@@ -689,18 +744,10 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
         if gemv:
             xs.copy_(gemv_x_ref(x))
     n_tiles = tile_expert.numel()
+    if gemv:
+        return _moe_gemv(x, ids, weights, order, tile_expert, tile_start, tile_stop, xs, w1_blocks, w1_scales, b1,
+                         w2_blocks, w2_scales, b2, limit, residual)
     out = torch.empty_like(x)
-    if gemv:  # one (token, slot) pair a tile: fp32 FMAs on codes decoded from uint32 words
-        h = torch.empty((P, 8, I // 8), dtype=torch.float32, device=x.device)  # as gemv_x_ref lays out x
-        launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        _moe_up_gemv_kernel[(n_tiles, triton.cdiv(I, cfg["BLOCK_N_UP"]))](
-            xs, order, weights, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
-            float(limit), SWIGLU_ALPHA, A=A, C=C, I=I, H_DTYPE=TL_DTYPES[x.dtype], BLOCK_N=cfg["BLOCK_N_UP"],
-            BLOCK_K=cfg["BLOCK_K"], **launch)
-        _moe_down_gemv_kernel[(N, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](  # the sum over slots in the same pass
-            h, ids, weights, w2_blocks.view(torch.int32), w2_scales, b2, res, out, A=A, C=C, I=I,
-            HAS_RES=residual is not None, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=cfg["BLOCK_K"], **launch)
-        return out
     h = torch.empty((P, I), dtype=x.dtype, device=x.device)  # rows in the sorted pair order
     y = torch.empty((P, C), dtype=torch.float32, device=x.device)  # rows in pair order: token n, slot j = n*A + j
     ieee = x.dtype == torch.float32
@@ -716,3 +763,75 @@ def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, lim
     _sum_kernel[(N, triton.cdiv(C, SUM_BLOCK))](y, res, out, C, A=A, HAS_RES=residual is not None,
                                                  BLOCK_C=SUM_BLOCK, num_warps=4)
     return out
+
+
+def _moe_gemv(x, ids, weights, order, tile_expert, tile_start, tile_stop, xs, w1_blocks, w1_scales, b1, w2_blocks,
+              w2_scales, b2, limit, residual):
+    """The two GEMV launches (one (token, slot) pair a tile: fp32 FMAs on codes decoded from uint32 words) after a
+    grouping with tiles of 1 row and x laid out in xs (gemv_x_ref)."""
+    N, C = x.shape
+    A, E, I = ids.shape[1], w1_blocks.shape[0], w1_blocks.shape[1] // 2
+    cfg = GEMV_CONFIG
+    h = torch.empty((N * A, 8, I // 8), dtype=torch.float32, device=x.device)  # as gemv_x_ref lays out x
+    out = torch.empty_like(x)
+    res = residual.contiguous() if residual is not None else x  # x: a placeholder pointer when HAS_RES is off
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    _moe_up_gemv_kernel[(tile_expert.numel(), triton.cdiv(I, cfg["BLOCK_N_UP"]))](
+        xs, order, weights, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
+        float(limit), SWIGLU_ALPHA, A=A, C=C, I=I, H_DTYPE=TL_DTYPES[x.dtype], BLOCK_N=cfg["BLOCK_N_UP"],
+        BLOCK_K=cfg["BLOCK_K"], **launch)
+    _moe_down_gemv_kernel[(N, triton.cdiv(C, cfg["BLOCK_N_DOWN"]))](  # the sum over slots in the same pass
+        h, ids, weights, w2_blocks.view(torch.int32), w2_scales, b2, res, out, A=A, C=C, I=I,
+        HAS_RES=residual is not None, BLOCK_N=cfg["BLOCK_N_DOWN"], BLOCK_K=cfg["BLOCK_K"], **launch)
+    return out
+
+
+def routed_moe(x, gate_w, gate_b, norm_scale, k: int, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2,
+               limit: float, residual=None):
+    """The MoE block after its input: x (N, C) -> (out, router_logits (N, E) in x's dtype, ids int32 (N, k),
+    weights fp32 (N, k)), out = [residual +] moe(rms_norm(x), route(rms_norm(x) @ gate_w.T + gate_b, k)).
+    At small batches (the GEMV regime) 3 launches: _moe_router_kernel (router, routing, grouping, x laid out),
+    up, down; otherwise the ops in turn (linear, route, moe), with the same results."""
+    if x.dim() != 2 or gate_w.dim() != 2 or gate_w.shape[1] != x.shape[1]:
+        raise ValueError(f"routed_moe: x must be (N, C) and gate_w (E, C), got {tuple(x.shape)}, "
+                         f"{tuple(gate_w.shape)}")
+    N, C = x.shape
+    E = gate_w.shape[0]
+    if E != w1_blocks.shape[0]:
+        raise ValueError(f"routed_moe: the router has {E} rows for {w1_blocks.shape[0]} experts")
+    fused = (gemv_pays(N, k, E) and N * k <= GROUP_KERNEL_MAX_PAIRS and E <= 256 and 1 <= k <= E
+             and N <= LINEAR_MAX_ROWS_FUSED and gate_w.dtype in (x.dtype, torch.bfloat16) and gate_b is not None
+             and norm_scale is not None)
+    if not fused:
+        logits = project_linear(x, gate_w, gate_b, norm_scale=norm_scale)
+        ids, weights = route_op(logits, k)
+        out = moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=residual,
+                  norm_scale=norm_scale)
+        return out, logits, ids, weights
+    ids = torch.zeros((N, k), dtype=torch.int32, device=x.device)  # checked below with the rest of the arguments
+    weights = torch.zeros((N, k), dtype=torch.float32, device=x.device)
+    _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
+    if tuple(gate_b.shape) != (E,) or tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32:
+        raise ValueError(f"routed_moe: gate_b must be ({E},) and norm_scale ({C},) float32, got "
+                         f"{tuple(gate_b.shape)}, {tuple(norm_scale.shape)} {norm_scale.dtype}")
+    if residual is not None and (tuple(residual.shape) != (N, C) or residual.dtype != x.dtype):
+        raise ValueError(f"routed_moe: residual must be {(N, C)} {x.dtype}, got {tuple(residual.shape)} "
+                         f"{residual.dtype}")
+    x, gate_w, gate_b, norm_scale = x.contiguous(), gate_w.contiguous(), gate_b.contiguous(), norm_scale.contiguous()
+    w1_blocks, w1_scales, b1 = w1_blocks.contiguous(), w1_scales.contiguous(), b1.contiguous()
+    w2_blocks, w2_scales, b2 = w2_blocks.contiguous(), w2_scales.contiguous(), b2.contiguous()
+    P = N * k
+    n_tiles = P + min(E, P)  # group_by_expert's static grid at tiles of 1 row
+    i32 = dict(dtype=torch.int32, device=x.device)
+    order, te, start, stop = (torch.empty(n, **i32) for n in (P, n_tiles, n_tiles, n_tiles))
+    logits = torch.empty((N, E), dtype=x.dtype, device=x.device)
+    xs = torch.empty((N, 8, C // 8), dtype=torch.float32, device=x.device)
+    block_o = _block_o(E)
+    _moe_router_kernel[(triton.cdiv(E, block_o), N)](
+        x, gate_w, gate_b, norm_scale, logits, counters(x.device, 1), ids, weights, order, te, start, stop, xs,
+        N, n_tiles, float(EPS), C=C, E=E, A=k, BLOCK_O=block_o, BLOCK_C=LINEAR_CONFIG["BLOCK_C"],
+        BLOCK_E=triton.next_power_of_2(E), BLOCK_A=triton.next_power_of_2(k), BLOCK_P=triton.next_power_of_2(P),
+        BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=4)
+    out = _moe_gemv(x, ids, weights, order, te, start, stop, xs, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2,
+                    limit, residual)
+    return out, logits, ids, weights

@@ -24,12 +24,11 @@ def route_ref(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
 
 
 @triton.jit
-def _route_kernel(logits_ptr, ids_ptr, w_ptr, E, stride_row,
-                  A: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_A: tl.constexpr):
-    row = tl.program_id(0)
+def _top_k_softmax(x, E, A: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_A: tl.constexpr):
+    """One row's logits x (BLOCK_E,) fp32 (lanes >= E ignored) -> ids (BLOCK_A,) int32 and their softmax weights."""
     offs_e = tl.arange(0, BLOCK_E)
     offs_a = tl.arange(0, BLOCK_A)
-    x = tl.load(logits_ptr + row * stride_row + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
+    x = tl.where(offs_e < E, x, float("-inf"))
     top = tl.full([BLOCK_A], float("-inf"), tl.float32)
     ids = tl.zeros([BLOCK_A], tl.int32)
     for j in tl.static_range(A):
@@ -41,6 +40,17 @@ def _route_kernel(logits_ptr, ids_ptr, w_ptr, E, stride_row,
         x = tl.where(offs_e == idx, float("-inf"), x)
     p = tl.exp(top - tl.max(top, axis=0))  # softmax over the A chosen only; padding lanes are exp(-inf) = 0
     p = p / tl.sum(p, axis=0)
+    return ids, p
+
+
+@triton.jit
+def _route_kernel(logits_ptr, ids_ptr, w_ptr, E, stride_row,
+                  A: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_A: tl.constexpr):
+    row = tl.program_id(0)
+    offs_e = tl.arange(0, BLOCK_E)
+    offs_a = tl.arange(0, BLOCK_A)
+    x = tl.load(logits_ptr + row * stride_row + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
+    ids, p = _top_k_softmax(x, E, A, BLOCK_E, BLOCK_A)
     tl.store(ids_ptr + row * A + offs_a, ids, mask=offs_a < A)
     tl.store(w_ptr + row * A + offs_a, p, mask=offs_a < A)
 
