@@ -7,7 +7,8 @@
              slot; full layers keep `context` slots, sliding-window layers min(window, context) (tested);
   workspace: an upper estimate of the transient tensors of the torch ops, the larger of a prefill chunk
              (activations, one decoded expert, a query chunk's float32 scores) and a decode step (the routed
-             experts decoded by the gather path, scores over the whole cache, the logits). An estimate,
+             experts decoded by the gather path, scores over the whole cache, the logits), plus the RoPE
+             tables of every position of the cache (model.py's rope_table). An estimate,
              written out below term by term; allocator fragmentation and CUDA context are not in it.
 
 Not here: measuring anything (tests compare the first two with real tensors; the GPU script measures peaks).
@@ -55,7 +56,8 @@ def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: i
     acts = N * (3 * C + 2 * c.qkv_dim + H * D) * 4 + N * A * (2 * I + I + C) * 4
     kv_cat = 2 * batch * (c.sliding_window + min(prefill_chunk, context)) * K * D * 4  # ring layers: [cache | new]
     prefill = acts + 3 * I * C * el + 3 * SCORE_BYTES + kv_cat + batch * V * 4
-    out = {"weights": weights, "experts_packed": experts, "kv_cache": kv, "workspace": max(decode, prefill)}
+    rope = 2 * context * (D // 2) * 4  # the model's cos and sin tables for every position of the cache (float32)
+    out = {"weights": weights, "experts_packed": experts, "kv_cache": kv, "workspace": max(decode, prefill) + rope}
     out["total"] = out["weights"] + out["kv_cache"] + out["workspace"]
     return out
 

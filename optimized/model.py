@@ -29,6 +29,18 @@ class Model:
             c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length, c.rope_ntk_alpha,
             c.rope_ntk_beta)
         self.inv_freq = inv_freq.to(self.device)
+        self._rope_tables = {}  # context -> (cos, sin) of every position (rope_table)
+
+    def rope_table(self, context: int):
+        """cos, sin (context, D/2) float32 for every position a cache of `context` slots holds, with cos_sin's math
+        (the same numbers), made once per context size: a step's angles are then two gathers instead of ~9 small
+        kernels (float64 angles, cos, sin, the concentration, casts). Made by the first forward for a cache, i.e.
+        outside any CUDA-graph capture (the engine's warm-up comes first)."""
+        table = self._rope_tables.get(context)
+        if table is None:
+            table = cos_sin(torch.arange(context, device=self.device), self.inv_freq, self.concentration)
+            self._rope_tables[context] = table
+        return table
 
     @classmethod
     def load(cls, path, device="cpu", dtype=torch.bfloat16, backend: str = "torch") -> "Model":
@@ -46,7 +58,12 @@ class Model:
         B, T = tokens.shape
         assert tuple(pos.shape) == (B, T) and B == cache.batch, (tokens.shape, pos.shape, cache.batch)
         w, c = self.weights, self.config
-        cos, sin = cos_sin(pos.clamp(min=0), self.inv_freq, self.concentration)  # (B, T, D/2)
+        if pos.device.type == "cpu" and pos.numel() and int(pos.max()) >= cache.context:  # on CUDA: the gather's
+            raise ValueError(f"position {int(pos.max())} is beyond the cache's context of {cache.context} "  # assert
+                             f"(a full layer holds positions 0..{cache.context - 1})")
+        cos_t, sin_t = self.rope_table(cache.context)
+        p = pos.clamp(min=0)
+        cos, sin = cos_t[p], sin_t[p]  # (B, T, D/2): a gather each (positions < cache.context: the cache's rule)
         x = w.tensors["embedding.weight"][tokens].to(self.dtype)  # (B, T, C); bf16-stored rows widen exactly
         stages = capture if capture is not None else None
         if stages is not None:

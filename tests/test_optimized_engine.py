@@ -103,6 +103,21 @@ def test_ring_cache_identical_to_full_cache(ckpts, monkeypatch, chunk):
     torch.testing.assert_close(torch.cat(ring), torch.cat(full), atol=TOL["fp32"], rtol=0)  # sum order only
 
 
+def test_rope_table_is_cos_sin_and_bounded_by_the_cache(ckpts):
+    """The model's RoPE tables (one gather a step instead of the angle math) hold cos_sin's numbers exactly, and a
+    position the cache cannot hold (>= its context: a full layer would wrap onto older keys) is an error, not a
+    silently wrong angle."""
+    from optimized.rope import cos_sin
+    model = Model.load(ckpts["original"], "cpu", torch.float32)
+    cos_t, sin_t = model.rope_table(40)
+    cos, sin = cos_sin(torch.arange(40), model.inv_freq, model.concentration)
+    assert cos_t.shape == (40, CFG.head_dim // 2) and torch.equal(cos_t, cos) and torch.equal(sin_t, sin)
+    assert model.rope_table(40)[0] is cos_t  # made once per context size
+    cache = model.new_cache(1, 8)
+    with pytest.raises(ValueError, match="beyond the cache's context of 8"):
+        model.forward(torch.tensor([[1]]), torch.tensor([[8]]), cache, decode=True)
+
+
 def test_plan_memory_equals_allocated(ckpts):
     for dtype, torch_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         model = Model.load(ckpts["hf"], "cpu", torch_dtype)
