@@ -58,8 +58,9 @@ class Model:
         B, T = tokens.shape
         assert tuple(pos.shape) == (B, T) and B == cache.batch, (tokens.shape, pos.shape, cache.batch)
         w, c = self.weights, self.config
-        if pos.device.type == "cpu" and pos.numel() and int(pos.max()) >= cache.context:  # on CUDA: the gather's
-            raise ValueError(f"position {int(pos.max())} is beyond the cache's context of {cache.context} "  # assert
+        # a position the cache cannot hold: an error here on CPU; on CUDA (no host sync) the gather's bounds assert
+        if pos.device.type == "cpu" and pos.numel() and int(pos.max()) >= cache.context:
+            raise ValueError(f"position {int(pos.max())} is beyond the cache's context of {cache.context} "
                              f"(a full layer holds positions 0..{cache.context - 1})")
         cos_t, sin_t = self.rope_table(cache.context)
         p = pos.clamp(min=0)
