@@ -36,3 +36,32 @@ def test_triton_backend_matches_torch_backend(dtype):
     res = {be: engines[be].generate(rows, 6) for be in ("torch", "triton")}
     if dtype == torch.float32:  # greedy tokens agree when the logits agree to 1e-4 (random logits: no near-ties)
         assert res["triton"].tokens == res["torch"].tokens
+
+
+def test_decode_step_kernel_launches(monkeypatch):
+    """What a batch-1 decode step launches with the Triton backend: 7 Triton kernels a layer (qkv with its RMSNorm,
+    RoPE + cache write, attention, out with the residual add; the MoE block's router/routing/grouping kernel, up,
+    down with the residual add) and one for the final norm + unembedding. Launch gaps are a fair part of a decode
+    step at batch 1 (bench/gpu.py's "engine kernels" row measures them on a GPU); a change that adds a launch per
+    layer shows here first."""
+    synthetic = pytest.importorskip("optimized.synthetic")
+    from optimized.model import Model
+    import optimized.kernels  # noqa: F401  (the backend's kernels, defined in the interpreter without CUDA)
+    from optimized.kernels.moe import _moe_router_kernel
+    weights = synthetic.synthetic_weights(TINY, device=DEVICE, dtype=torch.float32, seed=4)
+    model = Model(weights, backend="triton")
+    cache = model.new_cache(1, 32)
+    tok, pos = torch.tensor([[5]], device=DEVICE), torch.tensor([[3]], device=DEVICE)
+    model.forward(tok, pos, cache, decode=True, static=True)  # compiles, makes the RoPE tables
+    launches = []
+    kernel_type = type(_moe_router_kernel)
+    getitem = kernel_type.__getitem__
+
+    def record(self, grid):
+        launches.append(self.fn.__name__)
+        return getitem(self, grid)
+    monkeypatch.setattr(kernel_type, "__getitem__", record)
+    model.forward(tok, pos, cache, decode=True, static=True)
+    per_layer = ["_linear_kernel", "_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
+                 "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"]
+    assert launches == per_layer * TINY.num_hidden_layers + ["_linear_kernel"], launches
