@@ -38,10 +38,12 @@ ceilings of 1.00 / 0.90 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200:
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
 load-time re-layout and no `prepare_moe_weights`.
-Not here: the router (route.py). The block's RMSNorm before and residual add after are here when the caller passes
-norm_scale and the residual (optimized/moe.py's moe_block does with this backend): at small batches the grouping
-kernel normalizes x as it lays it out for the GEMV kernels and the down kernel adds the residual, so the whole
-block after routing is 3 launches; otherwise the RMSNorm kernel runs first and the sum kernel adds the residual.
+The block's RMSNorm before and residual add after are here when the caller passes norm_scale and the residual: at
+small batches the grouping kernel normalizes x as it lays it out for the GEMV kernels and the down kernel adds the
+residual; otherwise the RMSNorm kernel runs first and the sum kernel adds the residual. `routed_moe` (what
+optimized/moe.py's moe_block calls with this backend) takes the router too: at small batches `_moe_router_kernel`
+computes the router logits (norm, bias) and its last program to finish routes (route.py's top-k), groups and lays
+x out, so the whole block is 3 launches (router, up, down); larger batches run linear, route and moe in turn.
 
 Quirks, each where it happens below:
   - MXFP4: LOW nibble first (element 2j of a block is byte j & 0xF); value = fp4 * 2**(scale - 127).
