@@ -236,6 +236,17 @@ def record_launches(monkeypatch):
     return log
 
 
+def small_case(path, dtype, seed, x_scale, gemv_tokens):
+    """A small call for one path: x (gemv_tokens rows on the GEMV path, 5 on the tensor-core one; 6 experts, top 3),
+    its routing and experts, and the generator x came from (for a test's further tensors)."""
+    N, E, C, I, A = (gemv_tokens if path == "gemv" else 5), 6, 96, 64, 3
+    experts = make_experts(E, C, I, dtype, seed=seed)
+    ids, w = make_routing(N, E, A, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = (torch.randn(N, C, generator=g) * x_scale).to(dtype).to(DEVICE)
+    return x, g, ids, w, experts
+
+
 @pytest.mark.parametrize("path", ["gemv", "dot"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_moe_residual_is_the_add_torch_would_do(path, dtype, monkeypatch):
@@ -244,12 +255,8 @@ def test_moe_residual_is_the_add_torch_would_do(path, dtype, monkeypatch):
     at batch 1 the GEMV path is 3 kernels (group, up, down: the down kernel sums the A experts), the
     tensor-core path 4 (its sum kernel adds the residual)."""
     use_path(monkeypatch, path)
-    N, E, C, I, A = (1, 6, 96, 64, 3) if path == "gemv" else (5, 6, 96, 64, 3)
-    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, dtype, seed=11)
-    ids, w = make_routing(N, E, A, seed=11)
-    g = torch.Generator().manual_seed(12)
-    x = (torch.randn(N, C, generator=g) * 0.5).to(dtype).to(DEVICE)
-    r = (torch.randn(N, C, generator=g) * 3).to(dtype).to(DEVICE)
+    x, g, ids, w, (w1b, w1s, b1, w2b, w2s, b2) = small_case(path, dtype, seed=11, x_scale=0.5, gemv_tokens=1)
+    r = (torch.randn(*x.shape, generator=g) * 3).to(dtype).to(DEVICE)
     plain = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT)
     log = record_launches(monkeypatch)
     fused = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=r)
@@ -273,12 +280,8 @@ def test_moe_applies_the_block_norm(path, dtype, monkeypatch):
     the norm's fp32 sum of squares (a t rounded the other way now and then)."""
     from optimized.kernels.rms_norm import rms_norm_ref
     use_path(monkeypatch, path)
-    N, E, C, I, A = (2, 6, 96, 64, 3) if path == "gemv" else (5, 6, 96, 64, 3)
-    w1b, w1s, b1, w2b, w2s, b2 = make_experts(E, C, I, dtype, seed=15)
-    ids, w = make_routing(N, E, A, seed=15)
-    g = torch.Generator().manual_seed(16)
-    x = (torch.randn(N, C, generator=g) * 3).to(dtype).to(DEVICE)
-    s = (1 + 0.2 * torch.randn(C, generator=g)).to(DEVICE)
+    x, g, ids, w, (w1b, w1s, b1, w2b, w2s, b2) = small_case(path, dtype, seed=15, x_scale=3, gemv_tokens=2)
+    s = (1 + 0.2 * torch.randn(x.shape[1], generator=g)).to(DEVICE)
     log = record_launches(monkeypatch)
     out = moe(x, ids, w, w1b, w1s, b1, w2b, w2s, b2, LIMIT, residual=x, norm_scale=s)
     if path == "gemv":
