@@ -810,8 +810,8 @@ def routed_moe(x, gate_w, gate_b, norm_scale, k: int, w1_blocks, w1_scales, b1, 
         out = moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=residual,
                   norm_scale=norm_scale)
         return out, logits, ids, weights
-    ids = torch.zeros((N, k), dtype=torch.int32, device=x.device)  # checked below with the rest of the arguments
-    weights = torch.zeros((N, k), dtype=torch.float32, device=x.device)
+    ids = torch.empty((N, k), dtype=torch.int32, device=x.device)  # written by the router kernel; its shape is
+    weights = torch.empty((N, k), dtype=torch.float32, device=x.device)  # checked below with the other arguments
     _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     if tuple(gate_b.shape) != (E,) or tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32:
         raise ValueError(f"routed_moe: gate_b must be ({E},) and norm_scale ({C},) float32, got "
