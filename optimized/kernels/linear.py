@@ -33,6 +33,27 @@ def linear_ref(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
 
 
 @triton.jit
+def _inv_rms(x_row, C, eps, BLOCK_C: tl.constexpr):
+    """1 / RMS of a row of C values, as norm.py: rsqrt(mean(x**2) + eps), in fp32, BLOCK_C values a step."""
+    c = tl.arange(0, BLOCK_C)
+    ss = tl.zeros([BLOCK_C], tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        xk = tl.load(x_row + c0 + c, mask=c0 + c < C, other=0.0).to(tl.float32)
+        ss += xk * xk
+    return tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
+
+
+@triton.jit
+def _round_add(y, res_at, mask, HAS_RES: tl.constexpr, DT: tl.constexpr):
+    """y (fp32) rounded to DT; HAS_RES: then the residual at res_at added as torch's residual + y does (on the
+    rounded y, in fp32, rounded once)."""
+    y = y.to(DT)
+    if HAS_RES:
+        y = (tl.load(res_at, mask=mask, other=0.0).to(tl.float32) + y.to(tl.float32)).to(DT)
+    return y
+
+
+@triton.jit
 def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
                   C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr,
                   BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -44,12 +65,8 @@ def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
     x_row = x_ptr + n * C
     DT = x_ptr.dtype.element_ty
     r = 1.0
-    if NORM:  # the row's 1/RMS first, as norm.py: rsqrt(mean(x**2) + eps), in fp32
-        ss = tl.zeros([BLOCK_C], tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            xk = tl.load(x_row + c0 + c, mask=c0 + c < C, other=0.0).to(tl.float32)
-            ss += xk * xk
-        r = tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
+    if NORM:  # the row's 1/RMS first
+        r = _inv_rms(x_row, C, eps, BLOCK_C)
     w_rows = w_ptr + offs_o[:, None].to(tl.int64) * C
     acc = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
     for c0 in range(0, C_FULL, BLOCK_C):
@@ -84,10 +101,8 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, eps,
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_o = offs_o < O
     y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps, C, O, HAS_BIAS, NORM, BLOCK_O, BLOCK_C)
-    y = y.to(out_ptr.dtype.element_ty)  # one rounding of acc + b, as cuBLAS's epilogue
-    if HAS_RES:  # as torch's residual + y on the rounded y: in fp32, rounded once
-        y = (tl.load(res_ptr + n * O + offs_o, mask=mask_o, other=0.0).to(tl.float32) + y.to(tl.float32))
-        y = y.to(out_ptr.dtype.element_ty)
+    # one rounding of acc + b, as cuBLAS's epilogue; then the residual add as torch's
+    y = _round_add(y, res_ptr + n * O + offs_o, mask_o, HAS_RES, out_ptr.dtype.element_ty)
     tl.store(out_ptr + n * O + offs_o, y, mask=mask_o)
 
 

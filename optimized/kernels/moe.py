@@ -61,7 +61,7 @@ import triton
 import triton.language as tl
 
 from optimized.kernels.grid_sync import _last_to_arrive, counters
-from optimized.kernels.linear import LINEAR_CONFIG, _block_o, _project_rows
+from optimized.kernels.linear import LINEAR_CONFIG, _block_o, _inv_rms, _project_rows, _round_add
 from optimized.kernels.linear import linear as project_linear
 from optimized.kernels.rms_norm import rms_norm
 from optimized.kernels.route import _top_k_softmax
@@ -407,10 +407,7 @@ def _moe_down_gemv_kernel(h_ptr, ids_ptr, weights_ptr, w_ptr, s_ptr, b_ptr, res_
             acc += _mx_gemv_block(w_ptr, s_ptr, rows, mask_c, h_ptr + (n * A + j) * I, K_FULL, I, BLOCK_K, True, True)
         # the expert bias, before the routing weight as in the reference: w * (W2 h + b2) = W2 (w h) + w b2
         bias += tl.load(weights_ptr + n * A + j) * tl.load(b_ptr + rows, mask=mask_c, other=0.0).to(tl.float32)
-    y = (acc + bias).to(out_ptr.dtype.element_ty)
-    if HAS_RES:  # as torch's x + y on the rounded y: in fp32, rounded once
-        y = (tl.load(res_ptr + n * C + offs_c, mask=mask_c, other=0.0).to(tl.float32) + y.to(tl.float32))
-        y = y.to(out_ptr.dtype.element_ty)
+    y = _round_add(acc + bias, res_ptr + n * C + offs_c, mask_c, HAS_RES, out_ptr.dtype.element_ty)
     tl.store(out_ptr + n * C + offs_c, y, mask=mask_c)
 
 
@@ -424,10 +421,7 @@ def _sum_kernel(y_ptr, res_ptr, out_ptr, C, A: tl.constexpr, HAS_RES: tl.constex
     acc = tl.zeros([BLOCK_C], tl.float32)
     for j in tl.static_range(A):
         acc += tl.load(y_ptr + (n * A + j) * C + offs_c, mask=mask, other=0.0)
-    y = acc.to(out_ptr.dtype.element_ty)
-    if HAS_RES:
-        y = (tl.load(res_ptr + n * C + offs_c, mask=mask, other=0.0).to(tl.float32) + y.to(tl.float32))
-        y = y.to(out_ptr.dtype.element_ty)
+    y = _round_add(acc, res_ptr + n * C + offs_c, mask, HAS_RES, out_ptr.dtype.element_ty)
     tl.store(out_ptr + n * C + offs_c, y, mask=mask)
 
 
@@ -437,13 +431,8 @@ def _x_out(x_ptr, xs_ptr, scale_ptr, N_X, C, eps, NORM: tl.constexpr, BLOCK_C: t
     it (fp32, t rounded to x's dtype)."""
     DT = x_ptr.dtype.element_ty
     for n in range(N_X):
-        if NORM:  # the row's 1/RMS: rsqrt(mean(x**2) + eps)
-            ss = tl.zeros([BLOCK_C], tl.float32)
-            for c0 in range(0, C, BLOCK_C):
-                c = c0 + tl.arange(0, BLOCK_C)
-                v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
-                ss += v * v
-            r = tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
+        if NORM:
+            r = _inv_rms(x_ptr + n * C, C, eps, BLOCK_C)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             v = tl.load(x_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
