@@ -8,8 +8,9 @@
 #   1. environment: GPU, driver, torch/triton versions
 #   2. kernel tests on the GPU that only a GPU can run (bf16, real 20b/120b shapes, CUDA-graph capture)
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1), and
-#      20b decode with the projections unfused (cuBLAS: the A/B for kernels/linear.py), then also RoPE + cache
-#      write and RMSNorm (the A/B for kernels/rope_cache.py, rms_norm.py)
+#      20b decode with the qkv projection and RoPE + cache write apart (the A/B for qkv_rope_cache_write), with the
+#      projections unfused (cuBLAS: the A/B for kernels/linear.py), then also RoPE + cache write and RMSNorm (the
+#      A/B for kernels/rope_cache.py, rms_norm.py); the decode projections alone (linear kernel tiles vs torch steps)
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
 #   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF
@@ -56,11 +57,15 @@ KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_
 stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "bfloat16 or real_shapes or cuda_graph"
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
 stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
-# the fused kernels' A/B (issue 7, 8): engine decode with the projections as cuBLAS + separate RMSNorm and residual
-# add (triton-cublas), then also RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's
-# "engine kernels" line counts its launches
-stage bench_unfused 40 $PY bench/gpu.py --models 20b --backends triton-cublas,triton-unfused --skip moe,attention \
-    --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
+# the fused kernels' A/B (issue 7, 8): engine decode with the qkv projection and RoPE + cache write as two kernels
+# (triton-split-qkv), with the projections as cuBLAS + separate RMSNorm and residual add (triton-cublas), then also
+# RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's "engine kernels" line counts its launches
+stage bench_unfused 55 $PY bench/gpu.py --models 20b --backends triton-split-qkv,triton-cublas,triton-unfused \
+    --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
+# the decode projections alone at batch 1 (qkv, out, router, unembedding): the linear kernel's tiles against the
+# torch steps (what LINEAR_CONFIG and the fused RMSNorm should be), qkv + RoPE + cache write in one kernel or two
+stage linear_sweep 30 $PY bench/gpu.py --models 20b --skip moe,attention,engine --linear-sweep \
+    --json "$WORK/bench_linear.json"
 
 # the kit on CUDA with the Triton ops (`--impl optimized --device cuda` alone would certify the torch ops)
 if [[ -d conformance ]]; then
@@ -124,7 +129,7 @@ for name in ("kernel_tests_gpu", "kernel_tests_rest", "conformance"):
     if os.path.exists(p):
         tail = open(p, errors="replace").read()[-4000:]
         summary["tests"][name] = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
-for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_torch", "bench_hf"):
+for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_linear", "bench_torch", "bench_hf"):
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
@@ -137,12 +142,13 @@ if bt:
     h = bt["header"]
     print(f"{h['device']}: copy {h['copy_GBps']:.0f} GB/s, bf16 matmul {h['matmul_TFLOPs']:.0f} TFLOP/s, commit {h['commit']}")
     print(f"{'model':6s} {'what':20s} {'backend':7s} {'setting':18s} {'ms':>9s} {'fraction':>8s}  note")
-    more = [r for k in ("bench_sweep", "bench_unfused", "bench_torch", "bench_hf")
+    more = [r for k in ("bench_sweep", "bench_unfused", "bench_linear", "bench_torch", "bench_hf")
             for r in summary["bench"].get(k, {}).get("rows", [])]
     for r in bt["rows"] + more:
         keep = ("batch 1" in r["setting"] or "prefill" in r["what"] or r["what"] == "ERROR") and "sweep" not in r["what"]
         if "sweep" in r["what"]:
-            print(f"{'sweep':6s} {r['ms']:9.4f} ms {r['fraction']:8.3f}  {r['note'].split('; ', 1)[-1]}")
+            print(f"{'sweep':6s} {r['setting']:18s} {r['ms']:9.4f} ms {r['fraction']:8.3f}  "
+                  f"{r['note'].split('; ', 1)[-1]}")
         if keep:
             print(f"{r['model']:6s} {r['what']:20s} {r['backend']:7s} {r['setting']:18s} {r['ms']:9.3f} "
                   f"{r['fraction']:8.3f}  {r['note']}")

@@ -13,6 +13,9 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
   - moe: the Triton MoE kernels alone on real shapes, 8 layers' experts in turn (more than the L2 cache),
     replayed from a CUDA graph; bytes = the routed experts' packed weights, scales and biases.
   - attention decode: one query token per row at 1k / 8k context; bytes = the K/V (+ positions) it reads.
+  - linear sweep (--linear-sweep): the decode projections at batch 1 (qkv, out, router, unembedding, with the
+    RMSNorm / residual add the engine fuses into them), each tile of LINEAR_SWEEP against the torch steps, and
+    qkv with RoPE + cache write in one kernel or two; bytes = the weight matrix and bias.
   - engine decode: time per step at batch 1, 8, 64 and context 1k / 8k with a filled cache (positions set,
     no prefill run); bytes = every weight read once per step as released (embedding: the B rows only), the
     distinct experts the batch routes to (expected value under uniform routing), and the visible K/V; at
@@ -29,6 +32,8 @@ GptOssForCausalLM built from the same config with random weights, experts dense 
 does not fit on one card and is reported as skipped); HF's decode row: batch 1 at the first --contexts.
 """
 import argparse
+import contextlib
+import importlib
 import json
 import math
 import os
@@ -202,7 +207,6 @@ def sweep_config(moe_module, entry):
 
 
 def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
-    import importlib
     from optimized.kernels import moe as kernels_moe
     from optimized.kernels.route import route
     moe_module = importlib.import_module("optimized.kernels.moe")
@@ -254,6 +258,91 @@ def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
     del ws
 
 
+# Decode projections bench_linear --linear-sweep times at batch 1 (the unembedding also at 4 rows, which the kernel
+# reads its weights once for): kernels/linear.py's kernel at each LINEAR_SWEEP
+# tile (the first is LINEAR_CONFIG, what the engine runs), then the torch steps it replaces (the RMSNorm kernel,
+# cuBLAS, the residual add), and for qkv rope_cache.py's qkv_rope_cache_write against linear then rope_cache_write.
+# bench/sass_roofline.py --kernels linear prints the first tile's static issue bound.
+LINEAR_SWEEP = [dict(BLOCK_O=8, BLOCK_C=512, num_warps=4, num_stages=3),
+                dict(BLOCK_O=16, BLOCK_C=256, num_warps=4, num_stages=3),
+                dict(BLOCK_O=32, BLOCK_C=128, num_warps=4, num_stages=3),
+                dict(BLOCK_O=4, BLOCK_C=1024, num_warps=4, num_stages=3)]
+
+
+@contextlib.contextmanager
+def linear_config(cfg):
+    """kernels/linear.py's LINEAR_CONFIG set to cfg meanwhile, in every kernel module that imports it by name."""
+    mods = [importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "rope_cache", "moe")]
+    saved = [m.LINEAR_CONFIG for m in mods]
+    for m in mods:
+        m.LINEAR_CONFIG = cfg
+    try:
+        yield
+    finally:
+        for m, cfg_saved in zip(mods, saved):
+            m.LINEAR_CONFIG = cfg_saved
+
+
+def bench_linear(report, name, config, clock, bw, layers, iters):
+    from optimized.kernels.linear import linear
+    from optimized.kernels.rms_norm import rms_norm
+    from optimized.kernels.rope_cache import qkv_rope_cache_write, rope_cache_write
+    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
+    C, H, K, D = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    g = torch.Generator(device=dev).manual_seed(0)
+    scale = 1 + 0.1 * torch.randn(C, device=dev, generator=g)
+    x4 = torch.randn(4, C, device=dev, generator=g).to(dt)  # LINEAR_MAX_ROWS rows: the weights read once still
+    x, o = x4[:1], torch.randn(1, H * D, device=dev, generator=g).to(dt)
+    # (name, input, rows, fused: "norm" before / "res" after, copies timed in turn: more than L2 holds)
+    projections = [("qkv", x, config.qkv_dim, "norm", layers), ("out", o, C, "res", layers),
+                   ("router", x, config.num_experts, "norm", layers), ("unembedding", x, config.vocab_size, "norm", 1),
+                   ("unembedding", x4, config.vocab_size, "norm", 1)]
+    for pname, xin, rows, fused, copies in projections:
+        N, cin = xin.shape
+        ws = [(torch.randn(rows, cin, device=dev, generator=g) * cin ** -0.5).to(dt) for _ in range(copies)]
+        bs = [None if pname == "unembedding" else torch.randn(rows, device=dev, generator=g).to(dt) for _ in ws]
+        res = torch.randn(N, rows, device=dev, generator=g).to(dt) if fused == "res" else None
+        norm = scale if fused == "norm" else None
+        nbytes = (rows * cin + (0 if bs[0] is None else rows)) * ws[0].element_size()
+
+        def timed(note, step):
+            try:
+                s = clock.time(graphed(step, clock), 2, iters) / copies
+                report.add(model=name, what="linear sweep (graph)", backend="triton", setting=f"{pname} batch {N}",
+                           ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
+                           note=f"{rows}x{cin}, {copies} in turn; {note}")
+            except Exception as e:  # a configuration that does not compile or run: say so, go on
+                report.add(model=name, what="linear sweep (graph)", backend="triton", setting=f"{pname} batch {N}",
+                           ms=float("nan"), bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=float("nan"),
+                           note=f"FAILED {type(e).__name__}: {str(e)[:200]}; {note}")
+
+        for cfg in LINEAR_SWEEP if clock.cuda else LINEAR_SWEEP[:1]:
+            with linear_config(dict(cfg)):  # captured (compiled) inside: the graph keeps this tile
+                timed("kernel " + " ".join(f"{k}={v}" for k, v in cfg.items()),
+                      lambda: [linear(xin, w, b, residual=res, norm_scale=norm) for w, b in zip(ws, bs)])
+
+        def steps():
+            for w, b in zip(ws, bs):
+                y = torch.nn.functional.linear(xin if norm is None else rms_norm(xin, norm), w, b)
+                if res is not None:
+                    y = res + y
+
+        timed("torch steps (RMSNorm kernel, cuBLAS, residual add)", steps)
+        if pname == "qkv" and N == 1:  # the qkv projection with RoPE and the cache write in its epilogue, and as two kernels
+            S, F = min(config.sliding_window, 128), D // 2
+            kc = torch.zeros(1, S, K, D, device=dev, dtype=dt)
+            vc, pc = torch.zeros_like(kc), torch.full((1, S), -1, device=dev, dtype=torch.int64)
+            cos, sin = torch.rand(1, 1, F, device=dev), torch.rand(1, 1, F, device=dev)
+            pos, x3 = torch.full((1, 1), 5, device=dev, dtype=torch.int64), xin[:, None]
+            timed("qkv_rope_cache_write (qkv + RoPE + cache write, one kernel)",
+                  lambda: [qkv_rope_cache_write(x3, w, b, norm, cos, sin, pos, kc, vc, pc, H, K, D)
+                           for w, b in zip(ws, bs)])
+            timed("linear, then rope_cache_write (two kernels)",
+                  lambda: [rope_cache_write(linear(x3, w, b, norm_scale=norm), cos, sin, pos, kc, vc, pc, H, K, D)
+                           for w, b in zip(ws, bs)])
+        del ws, bs
+
+
 def bench_attention(report, name, config, clock, bw, contexts, iters, backends):
     from optimized.ops import get_backend
     dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
@@ -267,7 +356,7 @@ def bench_attention(report, name, config, clock, bw, contexts, iters, backends):
             k_pos = torch.arange(ctx, device=dev).repeat(batch, 1)
             q_pos = torch.full((batch, 1), ctx - 1, device=dev)
             nbytes = batch * ctx * (2 * K * D * k.element_size() + 8)
-            for be in backends:
+            for be in dict.fromkeys(b.partition("-")[0] for b in backends):  # variants share the attention op
                 op = get_backend(be).attention
                 s = clock.time(lambda: op(q, k, v, sinks, D ** -0.5, 0, q_pos, k_pos), 2, iters)
                 report.add(model=name, what="attention decode", backend=be, setting=f"batch {batch}, ctx {ctx}",
@@ -328,14 +417,27 @@ def kernels_row(report, name, config, backend, setting, kernels, step_s):
                kernels={k: [c, t] for k, (c, t) in by.items()})
 
 
+# A/B variants of the Triton backend, "triton-NAME": the optional ops (ops.OPTIONAL) each switches off
+VARIANTS = {
+    "": (),
+    # the qkv projection and RoPE + cache write as two kernels (kernels/linear.py, rope_cache.py): the A/B for
+    # qkv_rope_cache_write
+    "split-qkv": ("qkv_rope_cache_write",),
+    # the projections as torch steps (cuBLAS, the norm and the add on their own), the router, routing and grouping
+    # as their own kernels
+    "cublas": ("qkv_rope_cache_write", "linear", "routed_moe"),
+    # and RoPE + cache write and RMSNorm too: what all the fused kernels save
+    "unfused": ("qkv_rope_cache_write", "rope_cache_write", "rms_norm", "linear", "routed_moe"),
+}
+
+
 def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
     from optimized.generate import Engine
     from optimized.model import Model
-    model = Model(weights, backend=backend.split("-")[0])
-    if backend.endswith("-cublas"):  # the projections as torch steps (cuBLAS, the norm and the add on their own),
-        model.ops.linear = model.ops.routed_moe = None  # the router, routing and grouping as their own kernels
-    if backend.endswith("-unfused"):  # and RoPE + cache write and RMSNorm too: what all the fused kernels save
-        model.ops.rope_cache_write = model.ops.rms_norm = model.ops.linear = model.ops.routed_moe = None
+    base, _, variant = backend.partition("-")
+    model = Model(weights, backend=base)
+    for op in VARIANTS[variant]:  # the fused ops this variant switches off (their steps run instead)
+        setattr(model.ops, op, None)
     V = config.vocab_size
     for ctx in args.contexts:
         engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))
@@ -463,7 +565,8 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny config (checks that the harness runs)")
     ap.add_argument("--models", default="20b,120b")
     ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main; "
-                    "triton-cublas: the Triton backend with the projections as torch steps (cuBLAS, the RMSNorm "
+                    "triton-split-qkv: the Triton backend with the qkv projection and the RoPE + cache write as two "
+                    "kernels; triton-cublas: with the projections as torch steps (cuBLAS, the RMSNorm "
                     "and the residual add on their own); triton-unfused: also the decode RoPE + cache write and "
                     "RMSNorm as torch steps")
     ap.add_argument("--contexts", default="1024,8192")
@@ -472,12 +575,19 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: moe,attention,engine")
     ap.add_argument("--moe-sweep", action="store_true", help="time alternative MoE decode tile sizes (batch 1)")
+    ap.add_argument("--linear-sweep", action="store_true", help="time the decode projections (batch 1): the linear "
+                    "kernel's tiles against the torch steps, and qkv with RoPE + cache write fused or not")
     ap.add_argument("--hf", action="store_true", help="also HF transformers (dense bf16 experts) where it fits")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     args.contexts, args.batches, args.prefill = ints(args.contexts), ints(args.batches), ints(args.prefill)
     backends = [b for b in args.backends.split(",") if b]
+    for b in backends:
+        base, _, variant = b.partition("-")
+        if base not in ("triton", "torch") or variant not in VARIANTS or (variant and base != "triton"):
+            ap.error(f"unknown backend {b!r}: torch, triton, or triton-VARIANT with VARIANT one of "
+                     f"{[v for v in VARIANTS if v]}")
     skip = set(args.skip.split(","))
     if args.smoke:
         device, models = "cpu", {"smoke": SMOKE}
@@ -508,6 +618,8 @@ def main(argv=None):
         try:
             if "moe" not in skip:
                 bench_moe(report, mname, config, clock, bw, moe_layers, iters, sweep=args.moe_sweep)
+            if args.linear_sweep:
+                bench_linear(report, mname, config, clock, bw, moe_layers, iters)
             if "attention" not in skip:
                 bench_attention(report, mname, config, clock, bw, args.contexts, iters, backends)
             if "engine" not in skip:

@@ -172,6 +172,17 @@ def count_linear(work_dir):
         compiled = aot.compile_kernel(lin._linear_kernel, "_linear_kernel", "bf16", consts, launch, ints={})
         cfg = dict(path=f"{name} {C}->{O}", BLOCK_N=bo, BLOCK_K=bc, **launch)
         out.append((compiled, cfg, bo * bc * 2, -(-O // bo)))
+    # qkv with RoPE and the cache write in its epilogue (rope_cache.py's qkv_rope_cache_write): the same loop over
+    # 2P interleaved rows (P RoPE pairs of a head) a program
+    rc = importlib.import_module("optimized.kernels.rope_cache")
+    H, K, D, S = 64, 8, 64, 4096
+    P, bc = rc._pairs_a_program(D // 2), lin.LINEAR_CONFIG["BLOCK_C"]
+    consts = dict(C=2880, H=H, K=K, D=D, F=D // 2, P=P, HAS_BIAS=True, NORM=True, BLOCK_C=bc)
+    launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+    ints = dict(S=S, s_kc_b=S * K * D, s_kc_s=K * D, s_vc_b=S * K * D, s_vc_s=K * D, s_pc_b=S)
+    compiled = aot.compile_kernel(rc._qkv_rope_cache_kernel, "_qkv_rope_cache_kernel", "bf16", consts, launch, ints)
+    cfg = dict(path="qkv+rope 2880->5120", BLOCK_N=2 * P, BLOCK_K=bc, **launch)
+    out.append((compiled, cfg, 2 * P * bc * 2, (H + 2 * K) * D // (2 * P)))
     return out
 
 
@@ -183,7 +194,8 @@ def main(argv=None):
                     "bf16 tensor-core rate)")
     ap.add_argument("--kernels", default="up,down,attention,linear", help="MoE up / down projection; attention: "
                     "the split-KV decode kernel at 8k keys (BN = keys a step, BK = head_dim); linear: the decode "
-                    "projections qkv and out (BN = weight rows a program, BK = features a step)")
+                    "projections qkv and out, and qkv with RoPE and the cache write (BN = weight rows a program, BK = features "
+                    "a step)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     try:

@@ -151,22 +151,27 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode:
                     static: bool = False):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
     ops: the backend (ops.py): its attention, and where it has them its rms_norm, its linear (the norm before qkv
-    and the residual add after out fused into them) and, at decode, its rope_cache_write in place of the torch
-    RoPE + cache write.
+    and the residual add after out fused into them) and, at decode, its qkv_rope_cache_write (the qkv projection
+    with RoPE and the cache write in one call) or its rope_cache_write in place of the torch RoPE + cache write.
     decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
     B, T, C = x.shape
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
     op, prologue = ops.attention, getattr(ops, "rope_cache_write", None)
-    qkv = project(ops, x, w["qkv.weight"], w["qkv.bias"], norm_scale=w["norm.scale"])  # (B, T, D*(H+2K))
-    if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
-        o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)
-        return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
+    qkv_prologue = getattr(ops, "qkv_rope_cache_write", None)
     S = cache.pos[layer].shape[1]
-    written = decode and prologue is not None
-    if written:  # RoPE on q and k, k and v into the cache: one kernel (kernels/rope_cache.py)
+    written = decode and (prologue is not None or qkv_prologue is not None)
+    if decode and qkv_prologue is not None:  # the qkv projection, its RMSNorm, RoPE and the cache write: one kernel
+        q = qkv_prologue(x, w["qkv.weight"], w["qkv.bias"], w["norm.scale"], cos, sin, pos, cache.k[layer],
+                         cache.v[layer], cache.pos[layer], H, K, D)
+    elif written:  # RoPE on q and k, k and v into the cache: one kernel (kernels/rope_cache.py)
+        qkv = project(ops, x, w["qkv.weight"], w["qkv.bias"], norm_scale=w["norm.scale"])
         q = prologue(qkv, cos, sin, pos, cache.k[layer], cache.v[layer], cache.pos[layer], H, K, D)
     else:
+        qkv = project(ops, x, w["qkv.weight"], w["qkv.bias"], norm_scale=w["norm.scale"])  # (B, T, D*(H+2K))
+        if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
+            o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)
+            return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
         q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
     if decode or not window:
         # one token per row, or a full layer (slot = position, never reused): write first, attend the cache

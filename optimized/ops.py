@@ -18,6 +18,9 @@ Optional (None when a backend has none; attention.py then runs its torch steps):
   rope_cache_write(qkv [B, 1, (H+2K)*D], cos, sin [B, 1, D/2] fp32, pos [B, 1], k_cache, v_cache, pos_cache, H, K, D)
       -> q [B, 1, H, D]: a decode step's RoPE and cache write in one call (the torch backend's CPU path has
       its own C version inside attention.py)
+  qkv_rope_cache_write(x [B, 1, C], w [(H+2K)*D, C], b, norm_scale fp32 [C] or None, cos, sin, pos, k_cache,
+      v_cache, pos_cache, H, K, D) -> q [B, 1, H, D]: the same with the qkv projection (and its RMSNorm) in front,
+      in one call (used before rope_cache_write where a backend has both)
   rms_norm(x [..., C], scale fp32 [C]) -> [..., C]: norm.py's math in one call (the torch backend uses norm.py)
   linear(x [..., C], w [O, C], b [O] or None, residual=None [..., O], norm_scale=None [C] fp32) -> [..., O]:
       [residual +] linear(rms_norm?(x), w, b) in one call (linear.py `project` runs the steps where it is None)
@@ -33,7 +36,7 @@ from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
-OPTIONAL = ("rope_cache_write", "rms_norm", "linear", "routed_moe")
+OPTIONAL = ("rope_cache_write", "qkv_rope_cache_write", "rms_norm", "linear", "routed_moe")
 BACKENDS = ("torch", "triton")
 
 
@@ -44,7 +47,8 @@ class BackendError(RuntimeError):
 def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
         return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu,  # C at CPU decode
-                               rope_cache_write=None, rms_norm=None, linear=None, routed_moe=None)
+                               rope_cache_write=None, qkv_rope_cache_write=None, rms_norm=None, linear=None,
+                               routed_moe=None)
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")

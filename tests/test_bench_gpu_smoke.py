@@ -63,3 +63,42 @@ def test_bench_gpu_moe_sweep_runs_each_path(tmp_path):
     assert "path=gemv" in rows[0]["note"] and "path=dot_scaled" in rows[1]["note"]
     for r in rows:
         assert "FAILED" not in r["note"] and r["ms"] > 0 and math.isfinite(r["fraction"]), r
+
+
+def test_bench_gpu_linear_sweep_runs_each_variant(tmp_path):
+    """`bench/gpu.py --linear-sweep` times each decode projection with the linear kernel (on CPU: LINEAR_CONFIG's
+    tile; a GPU runs every LINEAR_SWEEP entry) and as the torch steps, and qkv with RoPE + cache write in one kernel
+    and in two: one row each, none failed, LINEAR_CONFIG restored after."""
+    out = tmp_path / "linear.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--skip", "moe,attention,engine",
+                           "--linear-sweep", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["what"] for r in rows} == {"linear sweep (graph)"}
+    by = {}
+    for r in rows:
+        assert "FAILED" not in r["note"] and r["ms"] > 0 and math.isfinite(r["fraction"]) and r["bytes"] > 0, r
+        by.setdefault(r["setting"], []).append(r["note"].split("; ", 1)[1])
+    assert list(by) == ["qkv batch 1", "out batch 1", "router batch 1", "unembedding batch 1", "unembedding batch 4"]
+    for setting, notes in by.items():
+        assert notes[0].startswith("kernel BLOCK_O=8 BLOCK_C=512") and notes[1].startswith("torch steps"), notes
+    assert len(by["qkv batch 1"]) == 4 and by["qkv batch 1"][2].startswith("qkv_rope_cache_write"), by
+    assert all(len(n) == 2 for s, n in by.items() if s != "qkv batch 1"), by
+
+
+def test_bench_linear_config_is_restored():
+    """bench/gpu.py's linear_config sets LINEAR_CONFIG in every module that imports it by name, and restores it."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    import importlib
+    import kernel_env  # noqa: F401  (the interpreter switch, before optimized.kernels)
+    linear, moe, rope_cache = (importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "moe", "rope_cache"))
+    before = linear.LINEAR_CONFIG
+    cfg = dict(before, BLOCK_O=16)
+    with gpu.linear_config(cfg):
+        assert linear.LINEAR_CONFIG is cfg and rope_cache.LINEAR_CONFIG is cfg and moe.LINEAR_CONFIG is cfg
+        assert rope_cache._pairs_a_program(32) == 8
+    assert linear.LINEAR_CONFIG is before and rope_cache.LINEAR_CONFIG is before and moe.LINEAR_CONFIG is before

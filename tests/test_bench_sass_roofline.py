@@ -65,16 +65,17 @@ def test_sass_roofline_prefill_attention_is_bounded_by_issue_and_exp2(tmp_path):
 
 
 def test_sass_roofline_counts_the_decode_projections(tmp_path):
-    """The linear rows (kernels/linear.py at batch 1): FMAs and no MMA in the loop, a bf16 weight tile's bytes an
-    iteration, one program per block of weight rows; far from issue-bound (a weight costs a convert and an FMA)."""
+    """The linear rows (kernels/linear.py at batch 1, and qkv with RoPE + the cache write): FMAs and no MMA in the
+    loop, a bf16 weight tile's bytes an iteration, one program per block of weight rows; far from issue-bound (a
+    weight costs a convert and an FMA)."""
     pytest.importorskip("triton.backends.nvidia")
     out = tmp_path / "roofline.json"
     proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "engine", "--kernels", "linear",
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["config"]["path"] for r in rows] == ["qkv 2880->5120", "out 4096->2880"]
-    for r, O in zip(rows, (5120, 2880)):
+    assert [r["config"]["path"] for r in rows] == ["qkv 2880->5120", "out 4096->2880", "qkv+rope 2880->5120"]
+    for r, O in zip(rows, (5120, 2880, 5120)):
         c = r["config"]
         assert r["kernel"] == "linear" and r["ops"].get("FFMA", 0) > 0
         assert r["ops"].get("HMMA", 0) + r["ops"].get("HGMMA", 0) == 0, r["ops"]

@@ -110,8 +110,16 @@ def cases():
     for S in (128, 4096):
         ints = dict(S=S, s_qkv=5120, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
         out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=1), ints))
-    # the decode projections (kernels/linear.py) at batch 1: qkv with the norm, out with the residual, the router
+    # the qkv projection with the norm, RoPE and the cache write (rope_cache.py's qkv_rope_cache_write), 20b heads
     lin = importlib.import_module("optimized.kernels.linear")
+    qkv = dict(C=2880, H=64, K=8, D=64, F=32, P=4, HAS_BIAS=True, NORM=True, BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])
+    launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+    for dt in ("bf16", "fp32"):
+        out.append(("rope_cache", "_qkv_rope_cache_kernel", dt, qkv, launch, None))
+    for S in (128, 4096):
+        ints = dict(S=S, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
+        out.append(("rope_cache", "_qkv_rope_cache_kernel", "bf16", qkv, launch, ints))
+    # the decode projections (kernels/linear.py) at batch 1: qkv with the norm, out with the residual, the router
     for C, O, norm, res in ((2880, 5120, True, False), (4096, 2880, False, True), (2880, 32, True, False),
                             (2880, 201088, True, False)):
         c = dict(C=C, O=O, HAS_BIAS=O != 201088, HAS_RES=res, NORM=norm, BLOCK_O=lin._block_o(O),

@@ -39,9 +39,9 @@ def test_triton_backend_matches_torch_backend(dtype):
 
 
 def test_decode_step_kernel_launches(monkeypatch):
-    """What a batch-1 decode step launches with the Triton backend: 7 Triton kernels a layer (qkv with its RMSNorm,
-    RoPE + cache write, attention, out with the residual add; the MoE block's router/routing/grouping kernel, up,
-    down with the residual add) and one for the final norm + unembedding. Launch gaps are a fair part of a decode
+    """What a batch-1 decode step launches with the Triton backend: 6 Triton kernels a layer (qkv with its RMSNorm,
+    RoPE and the cache write; attention; out with the residual add; the MoE block's router/routing/grouping kernel,
+    up, down with the residual add) and one for the final norm + unembedding. Launch gaps are a fair part of a decode
     step at batch 1 (bench/gpu.py's "engine kernels" row measures them on a GPU); a change that adds a launch per
     layer shows here first."""
     synthetic = pytest.importorskip("optimized.synthetic")
@@ -62,6 +62,6 @@ def test_decode_step_kernel_launches(monkeypatch):
         return getitem(self, grid)
     monkeypatch.setattr(kernel_type, "__getitem__", record)
     model.forward(tok, pos, cache, decode=True, static=True)
-    per_layer = ["_linear_kernel", "_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
+    per_layer = ["_qkv_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
                  "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"]
     assert launches == per_layer * TINY.num_hidden_layers + ["_linear_kernel"], launches

@@ -1,17 +1,27 @@
 """optimized/kernels/rope_cache.py: the decode prologue (RoPE on q and k, k/v/position into the cache) against
-rope_cache_write_ref, which is the engine's torch decode path; and the engine on backend "triton" decoding
-with it against the torch backend.
+rope_cache_write_ref, which is the engine's torch decode path; the same with the qkv projection in front
+(qkv_rope_cache_write) against its torch steps; and the engine on backend "triton" decoding with them against the
+torch backend.
 
 Tolerance: rotated values may differ by one rounding of the activation dtype (a GPU compiler may fuse the
 products into FMAs); v and positions are copies (exact); slots not written stay untouched (exact).
 CPU: Triton interpreter in fp32/fp16, and bf16 allowing for its truncating conversion. GPU: also bf16 and
-gpt-oss-20b's head shapes."""
+gpt-oss-20b's head shapes.
+qkv_rope_cache_write sums the projection in another order than its ref (STYLE.md 9): its error against a float64
+evaluation at most 4x the ref's in the same dtype, plus a small atol times the output's scale."""
+import importlib
+
 import pytest
 import torch
 
 from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized.kernels: the interpreter without CUDA
-from optimized.kernels.rope_cache import rope_cache_write, rope_cache_write_ref
+from optimized.kernels.rope_cache import (qkv_rope_cache_write, qkv_rope_cache_write_ref, rope_cache_write,
+                                         rope_cache_write_ref)
 from optimized.rope import cos_sin, inv_freq_and_concentration
+from reference.norm import EPS
+
+kernels_rope_cache = importlib.import_module("optimized.kernels.rope_cache")
+kernels_linear = importlib.import_module("optimized.kernels.linear")
 
 
 def setup(B, S, H, K, D, dtype, positions, seed=0):
@@ -77,9 +87,107 @@ def test_bad_input():
         rope_cache_write(qkv, cos, sin, pos, cache[0][:, :4], cache[1], cache[2], 4, 2, 16)
 
 
-def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path):
-    """Backend "triton" decodes through rope_cache_write (counted) and gives the torch backend's float32
-    logits, step after step, across the ring of a windowed layer."""
+ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def gold_prologue(x, w, b, norm_scale, cos, sin, H, K, D):
+    """float64, no rounding in between: q (B, 1, H, D), k and v (B, K, D) of the qkv projection, rotated."""
+    t = x.double()
+    if norm_scale is not None:
+        t = t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + EPS) * norm_scale.double()
+    qkv = t @ w.double().T + (0 if b is None else b.double())  # (B, 1, W)
+    B, F = x.shape[0], D // 2
+    heads = qkv.reshape(B, H + 2 * K, D)
+    c, s = cos.double().reshape(B, 1, F), sin.double().reshape(B, 1, F)
+    x1, x2 = heads[..., :F], heads[..., F:]
+    rot = torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    return rot[:, :H].reshape(B, 1, H, D), rot[:, H:H + K], heads[:, H + K:]
+
+
+def check_qkv(B, S, H, K, D, C, dtype, positions, w_dtype=None, bias=True, norm=True, seed=0):
+    """qkv_rope_cache_write against its torch steps: q, the written slots' k and v within STYLE.md 9's bound of a
+    float64 evaluation, positions and untouched slots exact."""
+    _, cos, sin, pos, cache = setup(B, S, H, K, D, dtype, positions, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    W, w_dtype = (H + 2 * K) * D, w_dtype or dtype
+    x = (torch.randn(B, 1, C, generator=g) * 2).to(dtype).to(DEVICE)
+    w = (torch.randn(W, C, generator=g) * C ** -0.5).to(w_dtype).to(DEVICE)
+    b = (torch.randn(W, generator=g) * 0.1).to(w_dtype).to(DEVICE) if bias else None
+    sc = (1 + 0.1 * torch.randn(C, generator=g)).to(DEVICE) if norm else None
+    mine, ref = [t.clone() for t in cache], [t.clone() for t in cache]
+    q = qkv_rope_cache_write(x, w, b, sc, cos, sin, pos, *mine, H, K, D)
+    q_ref = qkv_rope_cache_write_ref(x, w, b, sc, cos, sin, pos, *ref, H, K, D)
+    assert q.shape == (B, 1, H, D) and q.dtype == dtype
+    rows, slots = torch.arange(B, device=DEVICE), pos[:, 0] % S
+    for name, got, base, want in zip(("q", "k", "v"), (q, mine[0][rows, slots], mine[1][rows, slots]),
+                                     (q_ref, ref[0][rows, slots], ref[1][rows, slots]),
+                                     gold_prologue(x, w, b, sc, cos, sin, H, K, D)):
+        err = (got.double() - want).abs().max().item()
+        base_err = (base.double() - want).abs().max().item()
+        scale = max(1.0, want.abs().max().item())
+        assert err <= 4 * base_err + ATOL[dtype] * scale, (name, err, base_err, scale)
+    assert torch.equal(mine[2], ref[2]) and torch.equal(mine[2][rows, slots], pos[:, 0])
+    untouched = torch.ones(B, S, dtype=torch.bool, device=DEVICE)
+    untouched[rows, slots] = False
+    assert torch.equal(mine[0][untouched], cache[0][untouched]) and torch.equal(mine[1][untouched], cache[1][untouched])
+    return q
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("B,S,H,K,D,C,positions", [
+    (1, 8, 4, 2, 16, 64, [0]),  # F = 8: P = 4 pairs a program, 2 programs a head
+    (3, 8, 4, 2, 16, 96, [5, 8, 131071]),  # a ring, 3 rows; C = 96: 3 steps of BLOCK_C = 32
+    (4, 64, 8, 1, 64, 160, [63, 17, 0, 40]),  # a full layer, LINEAR_MAX_ROWS rows, 5 steps
+    (2, 16, 6, 3, 12, 40, [100, 16]),  # F = 6: P = 2; C = 40: a tail step
+    (1, 4, 2, 1, 10, 32, [9]),  # F = 5: P = 1
+])
+@pytest.mark.parametrize("fused", ["norm+bias", "plain"])
+def test_qkv_matches_the_torch_steps(B, S, H, K, D, C, positions, dtype, fused, monkeypatch):
+    monkeypatch.setattr(kernels_linear, "LINEAR_CONFIG", dict(kernels_linear.LINEAR_CONFIG, BLOCK_C=32))
+    monkeypatch.setattr(kernels_rope_cache, "LINEAR_CONFIG", kernels_linear.LINEAR_CONFIG)
+    check_qkv(B, S, H, K, D, C, dtype, positions, bias="bias" in fused, norm="norm" in fused, seed=B + D + C)
+
+
+def test_qkv_pairs_a_program():
+    """Each program rotates P pairs: BLOCK_O / 2 where it divides F, else the largest power of 2 that does."""
+    assert kernels_linear.LINEAR_CONFIG["BLOCK_O"] == 8
+    assert [kernels_rope_cache._pairs_a_program(F) for F in (32, 8, 6, 5, 2, 1)] == [4, 4, 2, 1, 2, 1]
+
+
+def test_qkv_float32_x_with_bf16_weights():
+    """A float32 model keeps its bf16-stored matrices in bf16 (checkpoint.placed_dtype): widened exactly."""
+    check_qkv(2, 8, 4, 2, 16, 64, torch.float32, [3, 12], w_dtype=torch.bfloat16)
+
+
+def test_qkv_many_rows_take_two_launches():
+    """Beyond LINEAR_MAX_ROWS rows: linear (cuBLAS) then rope_cache_write; the same contract."""
+    n = kernels_linear.LINEAR_MAX_ROWS + 2
+    check_qkv(n, 8, 4, 2, 16, 64, torch.float32, list(range(3, 3 + 7 * n, 7)))
+
+
+def test_qkv_bad_input():
+    _, cos, sin, pos, cache = setup(1, 8, 4, 2, 16, torch.float32, [3])
+    x, w, b, sc = torch.randn(1, 1, 32), torch.randn(128, 32), torch.randn(128), torch.ones(32)
+    x, w, b, sc = x.to(DEVICE), w.to(DEVICE), b.to(DEVICE), sc.to(DEVICE)
+    with pytest.raises(ValueError, match=r"w \(\(H \+ 2K\) \* D, C\)"):
+        qkv_rope_cache_write(x, w[:64], b, sc, cos, sin, pos, *cache, 4, 2, 16)
+    with pytest.raises(ValueError, match="b must be"):
+        qkv_rope_cache_write(x, w, b[:64], sc, cos, sin, pos, *cache, 4, 2, 16)
+    with pytest.raises(ValueError, match="norm_scale must be"):
+        qkv_rope_cache_write(x, w, b, sc.half(), cos, sin, pos, *cache, 4, 2, 16)
+    with pytest.raises(ValueError, match="must share a dtype"):
+        qkv_rope_cache_write(x.half(), w.half(), b.half(), sc, cos, sin, pos, *cache, 4, 2, 16)
+    with pytest.raises(ValueError, match="cos/sin must be"):
+        qkv_rope_cache_write(x, w, b, sc, cos[..., :4], sin, pos, *cache, 4, 2, 16)
+    with pytest.raises(ValueError, match="k/v cache must be"):
+        qkv_rope_cache_write(x, w, b, sc, cos, sin, pos, cache[0][:, :4], cache[1], cache[2], 4, 2, 16)
+
+
+@pytest.mark.parametrize("op", ["qkv_rope_cache_write", "rope_cache_write"])
+def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path, op):
+    """Backend "triton" decodes through the op (counted; rope_cache_write with qkv_rope_cache_write switched off, as
+    the bench's triton-split-qkv) and gives the torch backend's float32 logits, step after step, across the ring of
+    a windowed layer."""
     from optimized import ops
     from optimized.generate import Engine
     from optimized.model import Model
@@ -92,10 +200,13 @@ def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path):
     path = write_checkpoint(tmp_path / "tiny", cfg, seed=5)
     model = Model.load(path, DEVICE, torch.float32, backend="triton")
     calls = []
-    kernel = model.ops.rope_cache_write
-    model.ops.rope_cache_write = lambda *a: calls.append(1) or kernel(*a)
+    kernel = getattr(model.ops, op)
+    assert getattr(ops.get_backend("triton"), op) is kernel
+    if op == "rope_cache_write":
+        model.ops.qkv_rope_cache_write = None
+    setattr(model.ops, op, lambda *a: calls.append(1) or kernel(*a))
     torch_model = Model(model.weights)
-    assert torch_model.ops.rope_cache_write is None and ops.get_backend("triton").rope_cache_write is kernel
+    assert torch_model.ops.rope_cache_write is None and torch_model.ops.qkv_rope_cache_write is None
     tokens = [5, 17, 3, 60, 42, 42, 7, 0, 31, 13]
     steps = {}
     for name, m in (("triton", model), ("torch", torch_model)):
@@ -111,3 +222,11 @@ def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path):
 def test_real_shapes_bf16(B, positions):
     for S in (128, 8192):  # a sliding layer's ring, a full layer
         check(B, S, 64, 8, 64, torch.bfloat16, positions)
+
+
+@needs_cuda
+@pytest.mark.parametrize("B,positions", [(1, [4095]), (4, [100, 1100, 2100, 8000])])
+def test_qkv_real_shapes_bf16(B, positions):
+    """gpt-oss's qkv (2880 -> 64 q + 8 k + 8 v heads of 64) with its RMSNorm, RoPE and cache write, batch 1 and 4."""
+    for S in (128, 8192):  # a sliding layer's ring, a full layer
+        check_qkv(B, S, 64, 8, 64, 2880, torch.bfloat16, positions, seed=S + B)

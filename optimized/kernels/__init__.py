@@ -7,6 +7,8 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
   attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos) attention.py  flash attention with sinks, window, GQA
   rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache,
       pos_cache, H, K, D)                                   rope_cache.py decode prologue: RoPE + cache write
+  qkv_rope_cache_write(x, w, b, norm_scale, cos, sin, pos,
+      k_cache, v_cache, pos_cache, H, K, D)                 rope_cache.py the same with the qkv projection in front
   rms_norm(x, scale)                                        rms_norm.py   one program per row
   linear(x, w, b, residual, norm_scale)                     linear.py     decode projections, norm and add fused
   routed_moe(x, gate_w, gate_b, norm_scale, k, experts...)  moe.py        the MoE block: router + routing + grouping
@@ -29,7 +31,8 @@ from optimized.kernels.attention import attention  # noqa: E402
 from optimized.kernels.linear import linear  # noqa: E402
 from optimized.kernels.moe import moe, routed_moe  # noqa: E402
 from optimized.kernels.rms_norm import rms_norm  # noqa: E402
-from optimized.kernels.rope_cache import rope_cache_write  # noqa: E402
+from optimized.kernels.rope_cache import qkv_rope_cache_write, rope_cache_write  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 
-__all__ = ["attention", "linear", "moe", "rms_norm", "rope_cache_write", "route", "routed_moe"]
+__all__ = ["attention", "linear", "moe", "qkv_rope_cache_write", "rms_norm", "rope_cache_write", "route",
+           "routed_moe"]

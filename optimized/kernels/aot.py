@@ -33,7 +33,7 @@ def arg_type(name, param, dt):
         return f"*{dt}"  # the router's weights and logits, in the activation dtype
     if name == "_moe_router_kernel" and param == "wts_ptr":
         return "*fp32"
-    if name == "_linear_kernel" and param in ("w_ptr", "b_ptr"):
+    if name in ("_linear_kernel", "_qkv_rope_cache_kernel") and param in ("w_ptr", "b_ptr"):
         return f"*{dt}"  # dense weights and biases in the activation dtype
     if name.endswith("_gemv_kernel") and param == "w_ptr":
         return "*i32"  # the packed codes read as 32-bit words

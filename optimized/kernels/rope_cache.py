@@ -9,6 +9,12 @@ the rounding is the same: rotated in float32 (cos/sin carry the YaRN concentrati
 activation dtype; v copied as is. Positions must be >= 0 (decode: every row has a token).
 Quirks, where they happen below: half-split rotation (i pairs with i + D/2, not interleaved pairs); the ring
 slot is pos % S (sliding-window layers keep S = window slots; full layers S = context, so slot = pos).
+`qkv_rope_cache_write` goes one launch further at batch-1 decode (up to kernels/linear.py's LINEAR_MAX_ROWS
+rows): the qkv projection itself, with its RMSNorm, and this prologue in its epilogue. Each program computes the
+weight rows of P RoPE pairs of one head (rows i and i + D/2 together, interleaved so that one split of the
+projected block yields both halves) with linear.py's `_project_rows`, rounds them once as the linear kernel's
+output is rounded, and stores them as `_rope_cache_kernel` does (the shared `_rope_store`): the same numbers as
+linear then rope_cache_write, up to the order of the projection's fp32 sums. Its *_ref is those torch steps.
 Not here: the attention (attention.py), prefill (several tokens per row go the torch way: attention.py).
 
 Legend: B rows, H q-heads, K kv-heads, D head_dim, F = D/2, S slots of the layer, W = (H + 2K) * D.
@@ -19,6 +25,8 @@ import triton.language as tl
 
 from optimized.attention import rope_qkv
 from optimized.cache import write_decode
+from optimized.kernels.linear import DTYPES, LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, linear, linear_ref
+from reference.norm import EPS
 
 
 def rope_cache_write_ref(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int, D: int):
@@ -30,20 +38,12 @@ def rope_cache_write_ref(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int
 
 
 @triton.jit
-def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr, pc_ptr, S,
-                       s_qkv, s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b,
-                       H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, F: tl.constexpr, BLOCK_F: tl.constexpr):
-    b = tl.program_id(0)
-    j = tl.program_id(1)  # head j of the qkv row: q heads [0, H), k heads [H, H + K), v heads [H + K, H + 2K)
-    f = tl.arange(0, BLOCK_F)
-    m = f < F
-    p = tl.load(pos_ptr + b)
-    slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
-    src = qkv_ptr + b * s_qkv + j * D
-    x1 = tl.load(src + f, mask=m)  # quirk: halves, i pairs with i + F
-    x2 = tl.load(src + F + f, mask=m)
-    c = tl.load(cos_ptr + b * F + f, mask=m)
-    s = tl.load(sin_ptr + b * F + f, mask=m)
+def _rope_store(x1, x2, c, s, f, m, j, b, p, slot, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+                s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, H: tl.constexpr, K: tl.constexpr, D: tl.constexpr,
+                F: tl.constexpr):
+    """Lanes f (pairs f and f + F) of head j of row b's qkv, x1 and x2 in the activation dtype: q and k heads
+    rotated (float32 math, one rounding) into q / the cache slot, v heads copied into the cache; the slot's position
+    written by lane f == 0 of head 0 (one lane a row)."""
     a, z = x1.to(tl.float32), x2.to(tl.float32)
     r1 = (a * c - z * s).to(x1.dtype)  # float32 math, one rounding to the activation dtype
     r2 = (z * c + a * s).to(x1.dtype)
@@ -64,6 +64,72 @@ def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr
     tl.store(pc_ptr + b * s_pc_b + slot + f * 0, p + f * 0, mask=first)
 
 
+@triton.jit
+def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr, pc_ptr, S,
+                       s_qkv, s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b,
+                       H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, F: tl.constexpr, BLOCK_F: tl.constexpr):
+    b = tl.program_id(0)
+    j = tl.program_id(1)  # head j of the qkv row: q heads [0, H), k heads [H, H + K), v heads [H + K, H + 2K)
+    f = tl.arange(0, BLOCK_F)
+    m = f < F
+    p = tl.load(pos_ptr + b)
+    slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
+    src = qkv_ptr + b * s_qkv + j * D
+    x1 = tl.load(src + f, mask=m)  # quirk: halves, i pairs with i + F
+    x2 = tl.load(src + F + f, mask=m)
+    c = tl.load(cos_ptr + b * F + f, mask=m)
+    s = tl.load(sin_ptr + b * F + f, mask=m)
+    _rope_store(x1, x2, c, s, f, m, j, b, p, slot, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+                s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, H, K, D, F)
+
+
+@triton.jit
+def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+                           S, eps, s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b,
+                           C: tl.constexpr, H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
+                           P: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (P pairs of head j, row n): the qkv rows of pairs i0..i0+P-1 of head j (row i with row i + F, the
+    RoPE's partner) computed as kernels/linear.py's kernel computes them (its _project_rows: the same sums, rounded
+    once to the activation dtype), then rotated and stored as _rope_cache_kernel does (its _rope_store)."""
+    n = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)
+    j = pid // (F // P)  # the head
+    i0 = (pid % (F // P)) * P  # its first pair
+    r = tl.arange(0, 2 * P)
+    offs_o = j * D + i0 + r // 2 + (r % 2) * F  # interleaved: row 2i is pair i's first half, 2i + 1 its second
+    W: tl.constexpr = (H + 2 * K) * D
+    y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, offs_o < W, eps, C, W, HAS_BIAS, NORM, 2 * P,
+                      BLOCK_C)
+    x1, x2 = tl.split(tl.reshape(y.to(q_ptr.dtype.element_ty), [P, 2]))  # qkv rounded, as linear's output is
+    f = i0 + tl.arange(0, P)
+    m = f < F
+    p = tl.load(pos_ptr + n)
+    slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
+    c = tl.load(cos_ptr + n * F + f)
+    s = tl.load(sin_ptr + n * F + f)
+    _rope_store(x1, x2, c, s, f, m, j, n, p, slot, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+                s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, H, K, D, F)
+
+
+def _check_cache_args(name, B, dtype, cos, sin, pos, k_cache, v_cache, pos_cache, K: int, D: int):
+    """The arguments rope_cache_write and qkv_rope_cache_write share; dtype: the activations'."""
+    S, F = pos_cache.shape[1], D // 2
+    if tuple(cos.shape) != (B, 1, F) or tuple(sin.shape) != (B, 1, F) or tuple(pos.shape) != (B, 1):
+        raise ValueError(f"{name}: cos/sin must be (B, 1, F)=({B}, 1, {F}) and pos (B, 1), got "
+                         f"{tuple(cos.shape)}, {tuple(sin.shape)}, {tuple(pos.shape)}")
+    if tuple(k_cache.shape) != (B, S, K, D) or tuple(v_cache.shape) != (B, S, K, D):
+        raise ValueError(f"{name}: k/v cache must be (B, S, K, D)=({B}, {S}, {K}, {D}), got "
+                         f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if not (dtype == k_cache.dtype == v_cache.dtype) or cos.dtype != torch.float32 or sin.dtype != torch.float32:
+        raise ValueError(f"{name}: qkv {dtype} and the cache {k_cache.dtype}/{v_cache.dtype} must "
+                         f"share a dtype; cos/sin must be float32, got {cos.dtype}/{sin.dtype}")
+    for what, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.stride(3) != 1 or t.stride(2) != D:
+            raise ValueError(f"{name}: {what} must be dense in its last two axes, strides {t.stride()}")
+    if pos_cache.stride(1) != 1:
+        raise ValueError(f"{name}: pos_cache must be dense in its slots, strides {pos_cache.stride()}")
+
+
 def rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int, D: int):
     """Same contract as rope_cache_write_ref, one launch of (B, H + 2K) programs. No host sync (CUDA-graph safe);
     positions are not checked here (the engine checks requests before any work)."""
@@ -73,18 +139,7 @@ def rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K:
     if T != 1 or W != (H + 2 * K) * D or D % 2:
         raise ValueError(f"rope_cache_write: qkv must be (B, 1, (H + 2K) * D) = (B, 1, {(H + 2 * K) * D}) with D "
                          f"even, got {tuple(qkv.shape)}, D={D}")
-    if tuple(cos.shape) != (B, 1, F) or tuple(sin.shape) != (B, 1, F) or tuple(pos.shape) != (B, 1):
-        raise ValueError(f"rope_cache_write: cos/sin must be (B, 1, F)=({B}, 1, {F}) and pos (B, 1), got "
-                         f"{tuple(cos.shape)}, {tuple(sin.shape)}, {tuple(pos.shape)}")
-    if tuple(k_cache.shape) != (B, S, K, D) or tuple(v_cache.shape) != (B, S, K, D):
-        raise ValueError(f"rope_cache_write: k/v cache must be (B, S, K, D)=({B}, {S}, {K}, {D}), got "
-                         f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
-    if not (qkv.dtype == k_cache.dtype == v_cache.dtype) or cos.dtype != torch.float32 or sin.dtype != torch.float32:
-        raise ValueError(f"rope_cache_write: qkv {qkv.dtype} and the cache {k_cache.dtype}/{v_cache.dtype} must "
-                         f"share a dtype; cos/sin must be float32, got {cos.dtype}/{sin.dtype}")
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.stride(3) != 1 or t.stride(2) != D:
-            raise ValueError(f"rope_cache_write: {name} must be dense in its last two axes, strides {t.stride()}")
+    _check_cache_args("rope_cache_write", B, qkv.dtype, cos, sin, pos, k_cache, v_cache, pos_cache, K, D)
     qkv = qkv if qkv.stride(2) == 1 else qkv.contiguous()
     cos, sin, pos = cos.contiguous(), sin.contiguous(), pos.reshape(B).long().contiguous()
     q = torch.empty((B, 1, H, D), dtype=qkv.dtype, device=qkv.device)
@@ -92,4 +147,57 @@ def rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K:
                                        qkv.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0),
                                        v_cache.stride(1), pos_cache.stride(0),
                                        H=H, K=K, D=D, F=F, BLOCK_F=triton.next_power_of_2(F), num_warps=1)
+    return q
+
+
+def qkv_rope_cache_write_ref(x, w, b, norm_scale, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int,
+                             D: int, eps: float = EPS):
+    """The torch steps: qkv = linear(rms_norm(x, norm_scale), w, b) (norm_scale None: x as is), then
+    rope_cache_write_ref. x (B, 1, C), w ((H + 2K) * D, C), b or None -> q (B, 1, H, D); the cache written."""
+    return rope_cache_write_ref(linear_ref(x, w, b, norm_scale=norm_scale, eps=eps), cos, sin, pos, k_cache, v_cache,
+                                pos_cache, H, K, D)
+
+
+def _pairs_a_program(F: int) -> int:
+    """P: pairs of a head a program rotates, the largest power of 2 <= LINEAR_CONFIG's BLOCK_O / 2 dividing F
+    (20b: F = 32, P = 4: 8 weight rows a program as the linear kernel, 640 programs a row)."""
+    P = LINEAR_CONFIG["BLOCK_O"] // 2
+    while F % P:
+        P //= 2
+    return P
+
+
+def qkv_rope_cache_write(x, w, b, norm_scale, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int, D: int,
+                         eps: float = EPS):
+    """Same contract as qkv_rope_cache_write_ref: the qkv projection (its RMSNorm in the prologue, as
+    kernels/linear.py) with RoPE and the cache write in its epilogue, one launch, for up to LINEAR_MAX_ROWS rows;
+    more rows: linear then rope_cache_write (two launches, the projection on cuBLAS). No host sync."""
+    B, T, C = x.shape
+    W = (H + 2 * K) * D
+    if T != 1 or D % 2 or w.dim() != 2 or tuple(w.shape) != (W, C):
+        raise ValueError(f"qkv_rope_cache_write: x must be (B, 1, C) and w ((H + 2K) * D, C) = ({W}, {C}) with D "
+                         f"even, got x {tuple(x.shape)}, w {tuple(w.shape)}, D={D}")
+    if B > LINEAR_MAX_ROWS or B == 0:
+        qkv = linear(x, w, b, norm_scale=norm_scale, eps=eps)
+        return rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H, K, D)
+    if b is not None and tuple(b.shape) != (W,):
+        raise ValueError(f"qkv_rope_cache_write: b must be ({W},), got {tuple(b.shape)}")
+    if norm_scale is not None and (tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32):
+        raise ValueError(f"qkv_rope_cache_write: norm_scale must be ({C},) float32, got {tuple(norm_scale.shape)} "
+                         f"{norm_scale.dtype}")
+    if x.dtype not in DTYPES or w.dtype not in DTYPES or (w.dtype != x.dtype and x.dtype != torch.float32):
+        raise ValueError(f"qkv_rope_cache_write: x {x.dtype} with w {w.dtype}: x and w share a dtype, or x is "
+                         f"float32")
+    _check_cache_args("qkv_rope_cache_write", B, x.dtype, cos, sin, pos, k_cache, v_cache, pos_cache, K, D)
+    F = D // 2
+    P = _pairs_a_program(F)
+    x, w = x.contiguous(), w.contiguous()
+    cos, sin, pos = cos.contiguous(), sin.contiguous(), pos.reshape(B).long().contiguous()
+    q = torch.empty((B, 1, H, D), dtype=x.dtype, device=x.device)
+    cfg = LINEAR_CONFIG
+    _qkv_rope_cache_kernel[((H + 2 * K) * (F // P), B)](
+        x, w, b if b is not None else w, norm_scale if norm_scale is not None else w, cos, sin, pos, q, k_cache,
+        v_cache, pos_cache, pos_cache.shape[1], float(eps), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0),
+        v_cache.stride(1), pos_cache.stride(0), C=C, H=H, K=K, D=D, F=F, P=P, HAS_BIAS=b is not None,
+        NORM=norm_scale is not None, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return q
