@@ -169,7 +169,7 @@ def count_linear(work_dir):
         bo, bc = lin._block_o(O), lin.LINEAR_CONFIG["BLOCK_C"]
         consts = dict(C=C, O=O, HAS_BIAS=True, HAS_RES=res, NORM=norm, BLOCK_O=bo, BLOCK_C=bc)
         launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
-        compiled = aot.compile_kernel(lin._linear_kernel, "_linear_kernel", "bf16", consts, launch, ints={})
+        compiled = aot.compile_kernel(lin._linear_kernel, "_linear_kernel", "bf16", consts, launch, ints=dict(N=1))
         cfg = dict(path=f"{name} {C}->{O}", BLOCK_N=bo, BLOCK_K=bc, **launch)
         out.append((compiled, cfg, bo * bc * 2, -(-O // bo)))
     # qkv with RoPE and the cache write in its epilogue (rope_cache.py's qkv_rope_cache_write): the same loop over
@@ -179,7 +179,7 @@ def count_linear(work_dir):
     P, bc = rc._pairs_a_program(D // 2), lin.LINEAR_CONFIG["BLOCK_C"]
     consts = dict(C=2880, H=H, K=K, D=D, F=D // 2, P=P, HAS_BIAS=True, NORM=True, BLOCK_C=bc)
     launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
-    ints = dict(S=S, s_kc_b=S * K * D, s_kc_s=K * D, s_vc_b=S * K * D, s_vc_s=K * D, s_pc_b=S)
+    ints = dict(N=1, S=S, s_kc_b=S * K * D, s_kc_s=K * D, s_vc_b=S * K * D, s_vc_s=K * D, s_pc_b=S)
     compiled = aot.compile_kernel(rc._qkv_rope_cache_kernel, "_qkv_rope_cache_kernel", "bf16", consts, launch, ints)
     cfg = dict(path="qkv+rope 2880->5120", BLOCK_N=2 * P, BLOCK_K=bc, **launch)
     out.append((compiled, cfg, 2 * P * bc * 2, (H + 2 * K) * D // (2 * P)))

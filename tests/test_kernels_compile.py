@@ -117,15 +117,17 @@ def cases():
     for dt in ("bf16", "fp32"):
         out.append(("rope_cache", "_qkv_rope_cache_kernel", dt, qkv, launch, None))
     for S in (128, 4096):
-        ints = dict(S=S, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
-        out.append(("rope_cache", "_qkv_rope_cache_kernel", "bf16", qkv, launch, ints))
+        for N in (1, 4):  # batch 1, and LINEAR_MAX_ROWS rows
+            ints = dict(N=N, S=S, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
+            out.append(("rope_cache", "_qkv_rope_cache_kernel", "bf16", qkv, launch, ints))
     # the decode projections (kernels/linear.py) at batch 1: qkv with the norm, out with the residual, the router
     for C, O, norm, res in ((2880, 5120, True, False), (4096, 2880, False, True), (2880, 32, True, False),
                             (2880, 201088, True, False)):
         c = dict(C=C, O=O, HAS_BIAS=O != 201088, HAS_RES=res, NORM=norm, BLOCK_O=lin._block_o(O),
                  BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])
         launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
-        out.append(("linear", "_linear_kernel", "bf16", c, launch, {}))
+        for N in (1, 4):  # batch 1, and LINEAR_MAX_ROWS rows
+            out.append(("linear", "_linear_kernel", "bf16", c, launch, dict(N=N)))
     out.append(("linear", "_linear_kernel", "fp32", dict(C=2880, O=5120, HAS_BIAS=True, HAS_RES=True, NORM=True,
                                                          BLOCK_O=8, BLOCK_C=512), dict(num_warps=4), None))
     for dt in ("bf16", "fp32"):  # RMSNorm over gpt-oss's 2880 features

@@ -6,7 +6,8 @@ the router, the residual add after out. Here the norm is the kernel's prologue (
 sum of squares: 2880 values from L2, against the BLOCK_O weight rows x 2880 it streams from HBM) and the bias and
 the residual add its epilogue: a layer's qkv, out and router are 3 launches, the unembedding with the final norm 1.
 Few rows only (LINEAR_MAX_ROWS: decode at small batches): one program per (block of BLOCK_O weight rows, row of x),
-fp32 FMAs (a weight is used by one row: nothing for tensor cores to share). More rows keep torch's steps (cuBLAS
+the rows of a block launched side by side (its weights read from HBM once), fp32 FMAs (nothing for tensor cores
+to share at so few rows). More rows keep torch's steps (cuBLAS
 wants tiles of many rows), with this backend's RMSNorm kernel.
 Its *_ref is linear_ref: norm.py's torch RMSNorm, optimized.linear's torch linear, then the add: the steps it
 replaces, with the same rounding points (t rounded to x's dtype after the norm, acc + b rounded once, then
@@ -92,13 +93,15 @@ def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
 
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, eps,
+def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, N, eps,
                    C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
                    NORM: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
     """Program (o block, row n): out[n, o] = [res[n, o] +] (sum over c of t[n, c] w[o, c] [+ b[o]]), t = x or its
-    RMSNorm."""
-    n = tl.program_id(1).to(tl.int64)
-    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    RMSNorm. Rows vary fastest: a block's N programs run side by side, so its weights come from HBM once and from
+    L2 for the other rows (the unembedding's 1.16 GB would otherwise stream N times)."""
+    pid = tl.program_id(0)
+    n = (pid % N).to(tl.int64)
+    offs_o = (pid // N) * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_o = offs_o < O
     y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps, C, O, HAS_BIAS, NORM, BLOCK_O, BLOCK_C)
     # one rounding of acc + b, as cuBLAS's epilogue; then the residual add as torch's
@@ -146,8 +149,8 @@ def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     res = residual.reshape(N, O).contiguous() if residual is not None else out  # placeholders when off
     cfg = LINEAR_CONFIG
     block_o = _block_o(O)
-    _linear_kernel[(triton.cdiv(O, block_o), N)](
-        x2, w, b if b is not None else w, res, norm_scale if norm_scale is not None else w, out, float(eps),
+    _linear_kernel[(N * triton.cdiv(O, block_o),)](
+        x2, w, b if b is not None else w, res, norm_scale if norm_scale is not None else w, out, N, float(eps),
         C=C, O=O, HAS_BIAS=b is not None, HAS_RES=residual is not None, NORM=norm_scale is not None,
         BLOCK_O=block_o, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out.reshape(*lead, O)
