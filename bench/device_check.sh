@@ -10,11 +10,12 @@
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1), and
 #      20b decode with the qkv projection and RoPE + cache write apart (the A/B for qkv_rope_cache_write), with the
 #      projections unfused (cuBLAS: the A/B for kernels/linear.py), then also RoPE + cache write and RMSNorm (the
-#      A/B for kernels/rope_cache.py, rms_norm.py); the decode projections alone (linear kernel tiles vs torch steps)
+#      A/B for kernels/rope_cache.py, rms_norm.py)
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
-#   5. the remaining kernel tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF
-#      transformers (20b, dense bf16 experts) if the budget has room
+#   5. the engine's GPU check (optimized.gpu_check), the decode projections alone (bench/gpu.py --linear-sweep:
+#      linear kernel tiles vs the torch steps), the remaining kernel tests (fp32 on the GPU), then a few rows of
+#      the engine's torch backend, then HF transformers (20b, dense bf16 experts) if the budget has room
 # Works in $WORK (a temporary folder unless set): one log per stage, bench_*.json, the certificate, summary.json.
 # $OUT receives three files, since the device tool brings back at most 8: summary.json (stage statuses, test
 # counts, every bench row), status.txt, and device_logs.tar.gz (all of $WORK). Prints a short table last.
@@ -62,10 +63,6 @@ stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-s
 # RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's "engine kernels" line counts its launches
 stage bench_unfused 55 $PY bench/gpu.py --models 20b --backends triton-split-qkv,triton-cublas,triton-unfused \
     --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
-# the decode projections alone at batch 1 (qkv, out, router, unembedding): the linear kernel's tiles against the
-# torch steps (what LINEAR_CONFIG and the fused RMSNorm should be), qkv + RoPE + cache write in one kernel or two
-stage linear_sweep 30 $PY bench/gpu.py --models 20b --skip moe,attention,engine --linear-sweep \
-    --json "$WORK/bench_linear.json"
 
 # the kit on CUDA with the Triton ops (`--impl optimized --device cuda` alone would certify the torch ops)
 if [[ -d conformance ]]; then
@@ -110,6 +107,10 @@ fi
 
 # the engine's own GPU checks: CUDA-graph decode == eager, triton backend == torch, plan_memory == allocated
 stage engine_gpu_check 60 $PY -m optimized.gpu_check --device cuda
+# the decode projections alone at batch 1 (qkv, out, router, unembedding): the linear kernel's tiles against the
+# torch steps (what LINEAR_CONFIG and the fused RMSNorm should be), qkv + RoPE + cache write in one kernel or two
+stage linear_sweep 30 $PY bench/gpu.py --models 20b --skip moe,attention,engine --linear-sweep \
+    --json "$WORK/bench_linear.json"
 
 stage kernel_tests_rest 40 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "not (bfloat16 or real_shapes or cuda_graph)"
 stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
