@@ -18,7 +18,7 @@ from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized
 from optimized.kernels.rope_cache import (qkv_rope_cache_write, qkv_rope_cache_write_ref, rope_cache_write,
                                          rope_cache_write_ref)
 from optimized.rope import cos_sin, inv_freq_and_concentration
-from reference.norm import EPS
+from test_kernels_linear import ATOL, gold as gold_linear
 
 kernels_rope_cache = importlib.import_module("optimized.kernels.rope_cache")
 kernels_linear = importlib.import_module("optimized.kernels.linear")
@@ -87,15 +87,10 @@ def test_bad_input():
         rope_cache_write(qkv, cos, sin, pos, cache[0][:, :4], cache[1], cache[2], 4, 2, 16)
 
 
-ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
-
-
 def gold_prologue(x, w, b, norm_scale, cos, sin, H, K, D):
-    """float64, no rounding in between: q (B, 1, H, D), k and v (B, K, D) of the qkv projection, rotated."""
-    t = x.double()
-    if norm_scale is not None:
-        t = t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + EPS) * norm_scale.double()
-    qkv = t @ w.double().T + (0 if b is None else b.double())  # (B, 1, W)
+    """float64, no rounding in between: q (B, 1, H, D), k and v (B, K, D) of the qkv projection (test_kernels_linear's
+    gold), rotated."""
+    qkv = gold_linear(x, w, b, None, norm_scale)  # (B, 1, W)
     B, F = x.shape[0], D // 2
     heads = qkv.reshape(B, H + 2 * K, D)
     c, s = cos.double().reshape(B, 1, F), sin.double().reshape(B, 1, F)
