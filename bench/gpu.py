@@ -23,7 +23,8 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
   - engine prefill: tokens/s for one 2k / 8k prompt; FLOPs = 2 x active parameters x tokens + attention.
   - engine kernels: what the first decode row's step is made of (torch.profiler on one eager step): kernels a
     step and a layer, their summed device time and that over the graphed step's time (below 1: the GPU idles
-    between kernels), the kernels that take most of it.
+    between kernels), the kernels that take most of it, and a layer's kernels in launch order with their mean
+    times (which of a layer's ~30 us at batch 1 each kernel takes).
   - peak GPU memory of each engine run.
 Anchors printed beside (not measured here): the HBM floor 3.708 GB/token (20b) and 5.003 GB/token (120b) at
 batch 1, and the best published single-GPU batch-1 decode on Hopper, SGLang 304.6 tok/s (20b), 211.5 (120b).
@@ -328,7 +329,7 @@ def bench_linear(report, name, config, clock, bw, layers, iters):
                     y = res + y
 
         timed("torch steps (RMSNorm kernel, cuBLAS, residual add)", steps)
-        if pname == "qkv" and N == 1:  # the qkv projection with RoPE and the cache write in its epilogue, and as two kernels
+        if pname == "qkv" and N == 1:  # qkv with RoPE and the cache write in its epilogue, and as two kernels
             S, F = min(config.sliding_window, 128), D // 2
             kc = torch.zeros(1, S, K, D, device=dev, dtype=dt)
             vc, pc = torch.zeros_like(kc), torch.full((1, S), -1, device=dev, dtype=torch.int64)
@@ -400,9 +401,24 @@ def profile_decode(model, cache, batch, clock):
     return [(e.name, e.time_range.elapsed_us() / 1e6) for e in events]
 
 
+def layer_pattern(names, layers):
+    """(offset, period) such that names[offset:offset + layers * period] is one layer's kernel sequence repeated
+    `layers` times: the longest period that fits (a run of one repeated kernel is no layer), then the first offset;
+    None if there is none."""
+    n = len(names)
+    for period in range(n // layers, 0, -1):
+        for offset in range(n - layers * period + 1):
+            span = names[offset:offset + layers * period]
+            if all(span[i] == span[i + period] for i in range(len(span) - period)):
+                return offset, period
+    return None
+
+
 def kernels_row(report, name, config, backend, setting, kernels, step_s):
     """What a decode step is made of: kernels (launches), their summed device time, and that over the graphed
-    step's time (1 = the GPU never idles between kernels; the rest is launch gaps and ramp-up)."""
+    step's time (1 = the GPU never idles between kernels; the rest is launch gaps and ramp-up); then a layer's
+    kernels in launch order, each with its mean time over the layers (a kernel name used twice in a layer, e.g.
+    the linear kernel's, is told apart by its place), and the time of the kernels outside the layers."""
     busy = sum(t for _, t in kernels)
     by = {}
     for k, t in kernels:
@@ -410,11 +426,21 @@ def kernels_row(report, name, config, backend, setting, kernels, step_s):
         by[k] = (c + 1, tt + t)
     top = sorted(by.items(), key=lambda kv: -kv[1][1])[:6]
     L = config.num_hidden_layers
+    note = (f"{len(kernels)} kernels a step ({len(kernels) / L:.1f} a layer), their time {busy / step_s:.2f} "
+            f"of the step; most time: " + "; ".join(f"{k[:48]} x{c} {t * 1e3:.3g} ms" for k, (c, t) in top))
+    layer = []
+    pattern = layer_pattern([k for k, _ in kernels], L)
+    if pattern is not None:
+        offset, period = pattern
+        for j in range(period):
+            t = sum(kernels[offset + n * period + j][1] for n in range(L)) / L
+            layer.append([kernels[offset + j][0], t])
+        outside = busy - L * sum(t for _, t in layer)
+        note += ("; a layer: " + ", ".join(f"{k[:40]} {t * 1e6:.3g} us" for k, t in layer)
+                 + f"; outside the layers {len(kernels) - L * period} kernels {outside * 1e6:.3g} us")
     report.add(model=name, what="engine kernels", backend=backend, setting=setting, ms=busy * 1e3, bytes=0,
-               floor_ms=float("nan"), fraction=float("nan"),
-               note=f"{len(kernels)} kernels a step ({len(kernels) / L:.1f} a layer), their time {busy / step_s:.2f} "
-                    f"of the step; most time: " + "; ".join(f"{k[:48]} x{c} {t * 1e3:.3g} ms" for k, (c, t) in top),
-               kernels={k: [c, t] for k, (c, t) in by.items()})
+               floor_ms=float("nan"), fraction=float("nan"), note=note,
+               kernels={k: [c, t] for k, (c, t) in by.items()}, layer=layer)
 
 
 # A/B variants of the Triton backend, "triton-NAME": the optional ops (ops.OPTIONAL) each switches off

@@ -86,16 +86,33 @@ def test_bench_gpu_linear_sweep_runs_each_variant(tmp_path):
     assert all(len(n) == 2 for s, n in by.items() if s != "qkv batch 1"), by
 
 
-def test_bench_linear_config_is_restored():
-    """bench/gpu.py's linear_config sets LINEAR_CONFIG in every module that imports it by name, and restores it."""
+def test_layer_pattern_finds_a_layers_kernels():
+    """bench/gpu.py's kernels_row splits a step's kernels into the repeated layer and the rest: layer_pattern finds
+    the longest period that repeats `layers` times (not a run of one kernel), None where nothing does."""
+    gpu = _bench_gpu()
+    layer = ["qkv", "attn", "linear", "router", "up", "down"]
+    names = ["embed", "gather", "gather", "gather"] + layer * 3 + ["linear", "cast"]
+    assert gpu.layer_pattern(names, 3) == (4, 6)
+    assert gpu.layer_pattern(["a", "b", "a", "b"], 2) == (0, 2)
+    assert gpu.layer_pattern(["a", "b", "c"], 2) is None
+
+
+def _bench_gpu():
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import gpu
     finally:
         sys.path.remove(str(ROOT / "bench"))
+    return gpu
+
+
+def test_bench_linear_config_is_restored():
+    """bench/gpu.py's linear_config sets LINEAR_CONFIG in every module that imports it by name, and restores it."""
+    gpu = _bench_gpu()
     import importlib
     import kernel_env  # noqa: F401  (the interpreter switch, before optimized.kernels)
-    linear, moe, rope_cache = (importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "moe", "rope_cache"))
+    linear, moe, rope_cache = (importlib.import_module(f"optimized.kernels.{m}")
+                               for m in ("linear", "moe", "rope_cache"))
     before = linear.LINEAR_CONFIG
     cfg = dict(before, BLOCK_O=16)
     with gpu.linear_config(cfg):
