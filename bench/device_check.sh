@@ -8,9 +8,10 @@
 #   1. environment: GPU, driver, torch/triton versions
 #   2. kernel tests on the GPU that only a GPU can run (bf16, real 20b/120b shapes, CUDA-graph capture)
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1), and
-#      20b decode with the qkv projection and RoPE + cache write apart (the A/B for qkv_rope_cache_write), with the
-#      projections unfused (cuBLAS: the A/B for kernels/linear.py), then also RoPE + cache write and RMSNorm (the
-#      A/B for kernels/rope_cache.py, rms_norm.py)
+#      20b decode with programmatic dependent launch (the A/B for kernels/pdl.py), with the qkv projection and
+#      RoPE + cache write apart (the A/B for qkv_rope_cache_write), with the projections unfused (cuBLAS: the A/B
+#      for kernels/linear.py), then also RoPE + cache write and RMSNorm (the A/B for kernels/rope_cache.py,
+#      rms_norm.py)
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
 #   5. the engine's GPU check (optimized.gpu_check), the decode projections alone (bench/gpu.py --linear-sweep:
@@ -54,15 +55,17 @@ stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\",
 
 KERNEL_TESTS="tests/test_kernels_route.py tests/test_kernels_moe.py tests/test_kernels_attention.py"
 KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_rms_norm.py tests/test_kernels_linear.py"
+KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_pdl.py"
 # bf16, real shapes and CUDA graphs first (what only a GPU can check); the fp32 cases after the benchmark
 stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "bfloat16 or real_shapes or cuda_graph"
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
 stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
-# the fused kernels' A/B (issue 7, 8): engine decode with the qkv projection and RoPE + cache write as two kernels
+# the A/Bs (issue 7, 8): engine decode with programmatic dependent launch (triton-pdl: kernels/pdl.py, off by
+# default), with the qkv projection and RoPE + cache write as two kernels
 # (triton-split-qkv), with the projections as cuBLAS + separate RMSNorm and residual add (triton-cublas), then also
 # RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's "engine kernels" line counts its launches
-stage bench_unfused 55 $PY bench/gpu.py --models 20b --backends triton-split-qkv,triton-cublas,triton-unfused \
-    --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
+stage bench_unfused 70 $PY bench/gpu.py --models 20b \
+    --backends triton-pdl,triton-split-qkv,triton-cublas,triton-unfused --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
 
 # the kit on CUDA with the Triton ops (`--impl optimized --device cuda` alone would certify the torch ops)
 if [[ -d conformance ]]; then

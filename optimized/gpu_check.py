@@ -4,7 +4,8 @@
 
 1. tiny checkpoints (written by reference.writer to a temp folder): fp32/bf16 logits vs the reference, decode
    with CUDA graphs == decode without (same greedy tokens, logits within 1e-5 fp32), ragged batch == alone,
-   triton backend == torch backend (when optimized.kernels imports);
+   triton backend == torch backend (when optimized.kernels imports), and on CUDA the Triton decode with programmatic
+   dependent launch (kernels/pdl.py) == without, bitwise;
 2. gpt-oss-20b real shapes (synthetic weights built on the device, bf16): allocated bytes vs plan_memory,
    peak memory, prefill tok/s (2048 tokens) and decode tok/s at batch 1 and 8, graphs on and off;
 3. with --big, the same for gpt-oss-120b at a 32768-token context.
@@ -80,6 +81,31 @@ def part_tiny(device):
         tri.run(ct, [TOKENS[:4]]), eager.run(ce, [TOKENS[:4]])
         err = max(float((tri.run(ct, [[t]]).cpu() - eager.run(ce, [[t]]).cpu()).abs().max()) for t in TOKENS[4:])
         check(f"tiny {name} triton backend == torch backend (decode)", err < bound, f"max err {err:.2e}")
+        if graphs:
+            check_pdl(path, device, dt, name)
+
+
+def check_pdl(path, device, dt, name):
+    """Programmatic dependent launch (optimized/kernels/pdl.py) changes when kernels start, never what they
+    compute: decode with CUDA graphs and the Triton backend, PDL on == off, bitwise."""
+    from optimized.kernels import pdl
+    steps = {}
+    for on in (False, True):
+        pdl.ENABLED = on
+        try:
+            engine = Engine(Model.load(path, device, dt, backend="triton"), context=64, cuda_graphs=True)
+            cache = engine.fresh_cache(1)
+            engine.run(cache, [TOKENS[:4]])
+            steps[on] = torch.stack([engine.run(cache, [[t]]) for t in TOKENS[4:]]).cpu()
+            check(f"tiny {name} PDL {'on' if on else 'off'}: graphs captured", len(engine._graphs) > 0)
+        except Exception as e:  # noqa: BLE001  (reported, not hidden: e.g. a driver that cannot capture PDL)
+            check(f"tiny {name} PDL {'on' if on else 'off'}: decode runs", False, f"{type(e).__name__}: {e}")
+            return
+        finally:
+            pdl.ENABLED = False
+    err = float((steps[True] - steps[False]).abs().max())
+    check(f"tiny {name} PDL decode (CUDA graphs) == without, bitwise", torch.equal(steps[True], steps[False]),
+          f"max err {err:.2e}")
 
 
 def part_real(config, label, context, device, rows):

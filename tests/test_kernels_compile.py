@@ -135,7 +135,15 @@ def cases():
     out.append(("rms_norm", "_rms_norm_kernel", "bf16", dict(BLOCK_C=4096), dict(num_warps=4), dict(C=2880)))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=128, BLOCK_A=4), {}, None))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=32, BLOCK_A=4), {}, dict(E=32, stride_row=32)))
+    # programmatic dependent launch on (kernels/pdl.py): each decode-step kernel's first specialized bf16 case again
+    for case in [c for c in out if c[1] in PDL_KERNELS and c[2] == "bf16" and c[5] is not None]:
+        if not any(c[1] == case[1] and c[3].get("PDL") for c in out):
+            out.append(case[:3] + (dict(case[3], PDL=True),) + case[4:])
     return out
+
+
+PDL_KERNELS = ("_qkv_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
+               "_moe_up_gemv_kernel", "_moe_down_gemv_kernel")
 
 
 def compile_all():
@@ -147,6 +155,10 @@ def compile_all():
         # every 0.5 weight, so no flush-to-zero fp32 arithmetic may appear
         if "_gemv_" in name and re.search(r"\.ftz\.f32", compiled.asm["ptx"]):
             raise AssertionError(f"{name}: flush-to-zero fp32 ops in the PTX")
+        # PDL: the grid dependency control instructions exactly where asked for (none in a kernel without it)
+        gdc = [op in compiled.asm["ptx"] for op in ("griddepcontrol.launch_dependents", "griddepcontrol.wait")]
+        if gdc != [bool(consts.get("PDL"))] * 2:
+            raise AssertionError(f"{name} PDL={consts.get('PDL')}: griddepcontrol in the PTX {gdc}")
         how = "plain" if ints is None else f"specialized {ints}"
         print(f"compiled {mod}.{name} {dt} {consts} {how}", flush=True)
 

@@ -15,6 +15,8 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
                                                                           in one launch, then up and down
 The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
 aot.py compiles any of them for a GPU target without a GPU (tests/test_kernels_compile.py, bench/sass_roofline.py).
+pdl.py: programmatic dependent launch for a decode step's kernels (Hopper; off unless GPT_OSS_KIT_PDL=1 until the
+device check's A/B says it pays); grid_sync.py: the last program to finish does a kernel's final step.
 
 On a machine without CUDA, Triton kernels can only run through the Triton interpreter on CPU tensors; the
 interpreter is chosen when a kernel is defined (at import), so it is switched on here, before the kernel

@@ -49,6 +49,8 @@ def specialize(fn, name, dt, consts, ints):
     specializes a launch: pointers 16-byte aligned, an int equal to 1 a constant, an int divisible by 16
     (0 included) marked so."""
     sig, consts, attrs = {}, dict(consts), {}
+    if any(p.name == "PDL" for p in fn.params):
+        consts.setdefault("PDL", False)  # pdl.py: off unless a case asks for it
     for i, p in enumerate(fn.params):
         if p.is_constexpr:
             sig[p.name] = "constexpr"

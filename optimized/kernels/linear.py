@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
 from optimized.kernels.rms_norm import rms_norm
 from optimized.linear import linear as torch_linear
 from optimized.norm import rms_norm as torch_rms_norm
@@ -95,10 +96,11 @@ def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
 @triton.jit
 def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, N, eps,
                    C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-                   NORM: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
+                   NORM: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, PDL: tl.constexpr):
     """Program (o block, row n): out[n, o] = [res[n, o] +] (sum over c of t[n, c] w[o, c] [+ b[o]]), t = x or its
     RMSNorm. Rows vary fastest: a block's N programs run side by side, so its weights come from HBM once and from
-    L2 for the other rows (the unembedding's 1.16 GB would otherwise stream N times)."""
+    L2 for the other rows (the unembedding's 1.16 GB would otherwise stream N times). PDL: pdl.py."""
+    _pdl_enter(PDL)
     pid = tl.program_id(0)
     n = (pid % N).to(tl.int64)
     offs_o = (pid // N) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -149,8 +151,10 @@ def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     res = residual.reshape(N, O).contiguous() if residual is not None else out  # placeholders when off
     cfg = LINEAR_CONFIG
     block_o = _block_o(O)
+    pdl = pdl_on(x.device)
     _linear_kernel[(N * triton.cdiv(O, block_o),)](
         x2, w, b if b is not None else w, res, norm_scale if norm_scale is not None else w, out, N, float(eps),
         C=C, O=O, HAS_BIAS=b is not None, HAS_RES=residual is not None, NORM=norm_scale is not None,
-        BLOCK_O=block_o, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        BLOCK_O=block_o, BLOCK_C=cfg["BLOCK_C"], PDL=pdl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **launch_options(pdl))
     return out.reshape(*lead, O)

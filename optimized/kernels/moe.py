@@ -63,6 +63,7 @@ import triton.language as tl
 from optimized.kernels.grid_sync import _last_to_arrive, counters
 from optimized.kernels.linear import LINEAR_CONFIG, _block_o, _inv_rms, _project_rows, _round_add
 from optimized.kernels.linear import linear as project_linear
+from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
 from optimized.kernels.rms_norm import rms_norm
 from optimized.kernels.route import _top_k_softmax
 from optimized.kernels.route import route as route_op
@@ -344,11 +345,12 @@ def _mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOC
 def _moe_up_gemv_kernel(xs_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr,
                         w_ptr, s_ptr, b_ptr, h_ptr, limit, ALPHA: tl.constexpr,
                         A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, H_DTYPE: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     """_moe_up_kernel for tiles of one (token, slot) pair (small-batch decode): fp32 FMAs instead of a tensor-core
     dot padded to 16 rows, the codes decoded by _fp4_pair. w_ptr: the packed codes as int32 words; xs_ptr: x as
     gemv_x_ref lays it out (N, 8, C//8); h_ptr: h times the routing weight in the same layout, (P, 8, I//8), row
-    n * A + j for token n's slot j, for _moe_down_gemv_kernel."""
+    n * A + j for token n's slot j, for _moe_down_gemv_kernel. PDL: pdl.py."""
+    _pdl_enter(PDL)
     start, stop, e = _tile(tile_expert_ptr, tile_start_ptr, tile_stop_ptr)
     if start >= stop:
         return
@@ -383,13 +385,14 @@ def _moe_up_gemv_kernel(xs_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_sta
 @triton.jit
 def _moe_down_gemv_kernel(h_ptr, ids_ptr, weights_ptr, w_ptr, s_ptr, b_ptr, res_ptr, out_ptr,
                           A: tl.constexpr, C: tl.constexpr, I: tl.constexpr, HAS_RES: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     """Per (token n, block of C rows): out[n] = [res[n] +] sum over n's A slots of w_j * (W2[e_j] h_j + b2[e_j]),
     rounded to out's dtype: the down-projection, the routing weight and the sum over the k experts in one pass
     (no (P, C) fp32 rows, no _sum_kernel launch). h as _moe_up_gemv_kernel writes it (already times w_j), so the A
     experts share one accumulator; each K step reads all A experts' rows (A matrices' loads in flight a program,
     as many bytes as the A programs a pair had before). The slots are added in a fixed order: deterministic.
-    HAS_RES: the block's residual add too, rounded as torch's x + y (y rounded to out's dtype first)."""
+    HAS_RES: the block's residual add too, rounded as torch's x + y (y rounded to out's dtype first). PDL: pdl.py."""
+    _pdl_enter(PDL)
     n = tl.program_id(0).to(tl.int64)
     offs_c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_c = offs_c < C
@@ -497,12 +500,13 @@ def _moe_router_kernel(x_ptr, gw_ptr, gb_ptr, scale_ptr, logits_ptr, cnt_ptr, id
                        order_ptr, tile_expert_ptr, tile_start_ptr, tile_stop_ptr, xs_ptr, N, n_tiles, eps,
                        C: tl.constexpr, E: tl.constexpr, A: tl.constexpr, BLOCK_O: tl.constexpr,
                        BLOCK_C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_P: tl.constexpr,
-                       BLOCK_T: tl.constexpr):
+                       BLOCK_T: tl.constexpr, PDL: tl.constexpr):
     """At small batches, all of the MoE block before the expert kernels in one launch. Program (block of BLOCK_O
     experts, token n): those router logits, t @ gate.T + bias with t = rms_norm(x) (kernels/linear.py's rows),
     rounded to x's dtype as the torch linear rounds them. The last program to finish (grid_sync) then routes every
     token (route.py's top-k + softmax over the k chosen), groups the pairs by expert, one pair a tile (what
     _group_kernel does) and lays rms_norm(x) out for the GEMV kernels (_x_out)."""
+    _pdl_enter(PDL)  # PDL: pdl.py
     n = tl.program_id(1).to(tl.int64)
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_o = offs_o < E
@@ -766,7 +770,8 @@ def _moe_gemv(x, ids, weights, order, tile_expert, tile_start, tile_stop, xs, w1
     h = torch.empty((N * A, 8, I // 8), dtype=torch.float32, device=x.device)  # as gemv_x_ref lays out x
     out = torch.empty_like(x)
     res = residual.contiguous() if residual is not None else x  # x: a placeholder pointer when HAS_RES is off
-    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    pdl = pdl_on(x.device)
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], PDL=pdl, **launch_options(pdl))
     _moe_up_gemv_kernel[(tile_expert.numel(), triton.cdiv(I, cfg["BLOCK_N_UP"]))](
         xs, order, weights, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
         float(limit), SWIGLU_ALPHA, A=A, C=C, I=I, H_DTYPE=TL_DTYPES[x.dtype], BLOCK_N=cfg["BLOCK_N_UP"],
@@ -818,11 +823,12 @@ def routed_moe(x, gate_w, gate_b, norm_scale, k: int, w1_blocks, w1_scales, b1, 
     logits = torch.empty((N, E), dtype=x.dtype, device=x.device)
     xs = torch.empty((N, 8, C // 8), dtype=torch.float32, device=x.device)
     block_o = _block_o(E)
+    pdl = pdl_on(x.device)
     _moe_router_kernel[(triton.cdiv(E, block_o), N)](
         x, gate_w, gate_b, norm_scale, logits, counters(x.device, 1), ids, weights, order, te, start, stop, xs,
         N, n_tiles, float(EPS), C=C, E=E, A=k, BLOCK_O=block_o, BLOCK_C=LINEAR_CONFIG["BLOCK_C"],
         BLOCK_E=triton.next_power_of_2(E), BLOCK_A=triton.next_power_of_2(k), BLOCK_P=triton.next_power_of_2(P),
-        BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=4)
+        BLOCK_T=triton.next_power_of_2(n_tiles), PDL=pdl, num_warps=4, **launch_options(pdl))
     out = _moe_gemv(x, ids, weights, order, te, start, stop, xs, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2,
                     limit, residual)
     return out, logits, ids, weights

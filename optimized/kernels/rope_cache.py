@@ -25,6 +25,7 @@ import triton.language as tl
 
 from optimized.attention import rope_qkv
 from optimized.cache import write_decode
+from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
 from optimized.kernels.linear import DTYPES, LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, linear, linear_ref
 from reference.norm import EPS
 
@@ -87,11 +88,13 @@ def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr
 def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr, pc_ptr,
                            N, S, eps, s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b,
                            C: tl.constexpr, H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
-                           P: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr):
+                           P: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr,
+                           PDL: tl.constexpr):
     """Program (P pairs of head j, row n): the qkv rows of pairs i0..i0+P-1 of head j (row i with row i + F, the
     RoPE's partner) computed as kernels/linear.py's kernel computes them (its _project_rows: the same sums, rounded
     once to the activation dtype), then rotated and stored as _rope_cache_kernel does (its _rope_store).
-    Rows vary fastest, as in the linear kernel (a block of weight rows from HBM once)."""
+    Rows vary fastest, as in the linear kernel (a block of weight rows from HBM once). PDL: pdl.py."""
+    _pdl_enter(PDL)
     n = (tl.program_id(0) % N).to(tl.int64)
     pid = tl.program_id(0) // N
     j = pid // (F // P)  # the head
@@ -195,10 +198,11 @@ def qkv_rope_cache_write(x, w, b, norm_scale, cos, sin, pos, k_cache, v_cache, p
     x, w = x.contiguous(), w.contiguous()
     cos, sin, pos = cos.contiguous(), sin.contiguous(), pos.reshape(B).long().contiguous()
     q = torch.empty((B, 1, H, D), dtype=x.dtype, device=x.device)
-    cfg = LINEAR_CONFIG
+    cfg, pdl = LINEAR_CONFIG, pdl_on(x.device)
     _qkv_rope_cache_kernel[(B * (H + 2 * K) * (F // P),)](
         x, w, b if b is not None else w, norm_scale if norm_scale is not None else w, cos, sin, pos, q, k_cache,
         v_cache, pos_cache, B, pos_cache.shape[1], float(eps), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0),
         v_cache.stride(1), pos_cache.stride(0), C=C, H=H, K=K, D=D, F=F, P=P, HAS_BIAS=b is not None,
-        NORM=norm_scale is not None, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        NORM=norm_scale is not None, BLOCK_C=cfg["BLOCK_C"], PDL=pdl, num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"], **launch_options(pdl))
     return q

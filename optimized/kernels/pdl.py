@@ -1,0 +1,53 @@
+"""Programmatic dependent launch (PDL, Hopper and later): a decode step's next kernel launched while this one
+finishes, so that its launch and its programs' start-up overlap this one's tail instead of following it.
+
+At batch 1 a gpt-oss layer is 6 kernels of a few microseconds each (tests/test_kernels_engine.py), and each
+boundary costs the GPU a drain and a ramp-up even when a CUDA graph replays the launches. With PDL on, each of the
+decode kernels below is launched with the programmatic-stream-serialization attribute (triton's `launch_pdl`) and
+starts with `_pdl_enter`: it lets the kernel after it launch (griddepcontrol.launch_dependents: that one's
+programs start as soon as all of this kernel's have) and then waits (griddepcontrol.wait) until the kernel before
+it has completed and its writes are visible. Nothing is read or written before that wait, so the order of the
+computation is the stream's order, as without PDL: a kernel's wait returns only after its predecessor completed,
+whose own wait returned only after its predecessor completed, and so on; a kernel launched the ordinary way
+(torch's, cuBLAS) waits for everything before it as always, and one before a PDL kernel that never signals just
+lets it start when it completes.
+Off by default (GPT_OSS_KIT_PDL=1 or `ENABLED = True` turns it on): never measured yet. bench/gpu.py's variant
+`triton-pdl` is the A/B the device check runs; CUDA-graph capture keeps the programmatic edges from CUDA 12.3.
+The kernels using it: qkv_rope_cache_write's, the attention's, the linear's, routed_moe's router and the GEMV up
+and down kernels (a batch-1 decode step's); on CPU (the interpreter) and before Hopper it is always off.
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+try:  # triton >= 3.4 (the GPU image's 3.6, the dev venv's 3.9)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older triton: PDL unavailable
+    gdc_launch_dependents = gdc_wait = None
+
+ENABLED = os.environ.get("GPT_OSS_KIT_PDL", "0") == "1"
+
+
+def pdl_on(device) -> bool:
+    """Whether launches on `device` use PDL: ENABLED, a CUDA device of compute capability 9 or more, a triton
+    with grid dependency control, and not the interpreter."""
+    if not ENABLED:  # the default: no per-launch cost beyond this test
+        return False
+    device = torch.device(device)
+    return (device.type == "cuda" and gdc_wait is not None and os.environ.get("TRITON_INTERPRET", "0") != "1"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def launch_options(on: bool) -> dict:
+    """The launch keyword that asks the driver for a programmatic dependent launch (none when off)."""
+    return dict(launch_pdl=True) if on else {}
+
+
+@triton.jit
+def _pdl_enter(PDL: tl.constexpr):
+    """A PDL kernel's first step: let the next kernel launch, then wait for the previous one (see the module)."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
