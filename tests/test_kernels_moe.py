@@ -229,10 +229,13 @@ class _Launches:
 
 
 def record_launches(monkeypatch):
+    """The launches of optimized.kernels.moe's kernels, and of the RMSNorm kernel (kernels/rms_norm.py)."""
     log = []
     for name in dir(kernels_moe):
         if name.startswith("_") and name.endswith("_kernel"):
             monkeypatch.setattr(kernels_moe, name, _Launches(name, getattr(kernels_moe, name), log))
+    norm = importlib.import_module("optimized.kernels.rms_norm")
+    monkeypatch.setattr(norm, "_rms_norm_kernel", _Launches("_rms_norm_kernel", norm._rms_norm_kernel, log))
     return log
 
 
@@ -303,7 +306,8 @@ def test_routed_moe_is_the_ops_in_turn(N, E, A, dtype, monkeypatch):
     """routed_moe (the MoE block after its input) gives exactly what linear (router, with the norm), route and
     moe (with the norm and the residual) give in turn: the fused kernel runs the same code (kernels/linear.py's
     rows, route.py's top-k, the grouping, the x layout), its last program routing every token. At small batches it
-    is 3 launches (router kernel, up, down); beyond (20 tokens, or 8 pairs on 4 experts) the ops in turn."""
+    is 3 launches (router kernel, up, down); beyond (20 tokens, or 8 pairs on 4 experts) the ops in turn, the
+    RMSNorm run once."""
     from optimized.kernels.linear import linear as linear_op
     from optimized.kernels.moe import routed_moe
     C, I = 96, 64
@@ -318,6 +322,8 @@ def test_routed_moe_is_the_ops_in_turn(N, E, A, dtype, monkeypatch):
     fused = kernels_moe.gemv_pays(N, A, E)  # (2, 4, 4): 8 pairs on 4 experts, the tensor-core kernels
     if fused:
         assert log == ["_moe_router_kernel", "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"]
+    else:  # the RMSNorm kernel once: for the tensor-core experts (2 rows: the router's linear kernel has it in its
+        assert log.count("_rms_norm_kernel") == 1, log  # prologue) or shared by the router and the experts (20 rows)
     log.clear()
     want_logits = linear_op(x, gw, gb, norm_scale=s)
     want_ids, want_w = route(want_logits, A)

@@ -61,7 +61,7 @@ import triton
 import triton.language as tl
 
 from optimized.kernels.grid_sync import _last_to_arrive, counters
-from optimized.kernels.linear import LINEAR_CONFIG, _block_o, _inv_rms, _project_rows, _round_add
+from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, _block_o, _inv_rms, _project_rows, _round_add
 from optimized.kernels.linear import linear as project_linear
 from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
 from optimized.kernels.rms_norm import rms_norm
@@ -799,10 +799,15 @@ def routed_moe(x, gate_w, gate_b, norm_scale, k: int, w1_blocks, w1_scales, b1, 
              and N <= LINEAR_MAX_ROWS_FUSED and gate_w.dtype in (x.dtype, torch.bfloat16) and gate_b is not None
              and norm_scale is not None)
     if not fused:
-        logits = project_linear(x, gate_w, gate_b, norm_scale=norm_scale)
+        # many rows: the linear and the tensor-core experts would each run the same RMSNorm kernel on x: run it once
+        # (the same numbers); the GEMV experts' grouping normalizes as it lays x out, and so does the linear kernel
+        once = (norm_scale is not None and N > LINEAR_MAX_ROWS
+                and not (gemv_pays(N, k, E) and N * k <= GROUP_KERNEL_MAX_PAIRS and E <= 256))
+        t, t_scale = (rms_norm(x, norm_scale), None) if once else (x, norm_scale)
+        logits = project_linear(t, gate_w, gate_b, norm_scale=t_scale)
         ids, weights = route_op(logits, k)
-        out = moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=residual,
-                  norm_scale=norm_scale)
+        out = moe(t, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=residual,
+                  norm_scale=t_scale)
         return out, logits, ids, weights
     ids = torch.empty((N, k), dtype=torch.int32, device=x.device)  # written by the router kernel; its shape is
     weights = torch.empty((N, k), dtype=torch.float32, device=x.device)  # checked below with the other arguments
