@@ -4,11 +4,12 @@ At batch 1 a gpt-oss layer's dense projections (qkv 2880 -> 5120, out 4096 -> 28
 of its bytes, and in torch each comes with launches of its own around cuBLAS: the RMSNorm before qkv and before
 the router, the residual add after out. Here the norm is the kernel's prologue (every program recomputes its row's
 sum of squares: 2880 values from L2, against the BLOCK_O weight rows x 2880 it streams from HBM) and the bias and
-the residual add its epilogue: a layer's qkv, out and router are 3 launches, the unembedding with the final norm 1.
+the residual add its epilogue: one launch a projection (the unembedding with the final norm included).
 Few rows only (LINEAR_MAX_ROWS: decode at small batches): one program per (block of BLOCK_O weight rows, row of x),
 the rows of a block launched side by side (its weights read from HBM once), fp32 FMAs (nothing for tensor cores
-to share at so few rows). More rows keep torch's steps (cuBLAS
-wants tiles of many rows), with this backend's RMSNorm kernel.
+to share at so few rows). More rows keep torch's steps (cuBLAS wants tiles of many rows), with this backend's
+RMSNorm kernel. The qkv projection at decode has its own kernel, with RoPE and the cache write in its epilogue
+(rope_cache.py's qkv_rope_cache_write, on the same `_project_rows`).
 Its *_ref is linear_ref: norm.py's torch RMSNorm, optimized.linear's torch linear, then the add: the steps it
 replaces, with the same rounding points (t rounded to x's dtype after the norm, acc + b rounded once, then
 residual + y rounded once); only the order of the fp32 sums differs.

@@ -25,8 +25,8 @@ import triton.language as tl
 
 from optimized.attention import rope_qkv
 from optimized.cache import write_decode
-from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
 from optimized.kernels.linear import DTYPES, LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, linear, linear_ref
+from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
 from reference.norm import EPS
 
 
