@@ -259,11 +259,11 @@ def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
     del ws
 
 
-# Decode projections bench_linear --linear-sweep times at batch 1 (the unembedding also at 4 rows, which the kernel
-# reads its weights once for): kernels/linear.py's kernel at each LINEAR_SWEEP
-# tile (the first is LINEAR_CONFIG, what the engine runs), then the torch steps it replaces (the RMSNorm kernel,
-# cuBLAS, the residual add), and for qkv rope_cache.py's qkv_rope_cache_write against linear then rope_cache_write.
-# bench/sass_roofline.py --kernels linear prints the first tile's static issue bound.
+# Decode projections bench_linear --linear-sweep times at batch 1 (the unembedding also at 4 rows, whose weights
+# the kernel still reads once): kernels/linear.py's kernel at each LINEAR_SWEEP tile (the first is LINEAR_CONFIG,
+# what the engine runs), then the torch steps it replaces (the RMSNorm kernel, cuBLAS, the residual add), and for
+# qkv rope_cache.py's qkv_rope_cache_write against linear then rope_cache_write. bench/sass_roofline.py --kernels
+# linear prints the first tile's static issue bound.
 LINEAR_SWEEP = [dict(BLOCK_O=8, BLOCK_C=512, num_warps=4, num_stages=3),
                 dict(BLOCK_O=16, BLOCK_C=256, num_warps=4, num_stages=3),
                 dict(BLOCK_O=32, BLOCK_C=128, num_warps=4, num_stages=3),

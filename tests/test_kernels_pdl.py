@@ -17,7 +17,7 @@ pdl = importlib.import_module("optimized.kernels.pdl")
 def test_pdl_is_off_without_a_hopper_gpu(monkeypatch):
     monkeypatch.setattr(pdl, "ENABLED", True)
     assert not pdl.pdl_on("cpu")
-    assert pdl.launch_options(False) == {} and pdl.launch_options(True) == {"launch_pdl": True}
+    assert pdl.launch_args("cpu") == {"PDL": False}
     monkeypatch.setattr(pdl, "ENABLED", False)
     assert not pdl.pdl_on(DEVICE)
 
@@ -53,7 +53,7 @@ def test_pdl_cuda_graph_decode_is_bitwise_the_same(dtype, monkeypatch):
     off, engine = decode_steps(weights, steps, graphs=True)
     assert engine._graphs, "the decode steps were not captured"
     monkeypatch.setattr(pdl, "ENABLED", True)
-    assert pdl.pdl_on(DEVICE)
+    assert pdl.pdl_on(DEVICE) and pdl.launch_args(DEVICE) == {"PDL": True, "launch_pdl": True}
     on, engine = decode_steps(weights, steps, graphs=True)
     assert engine._graphs, "the decode steps with PDL were not captured"
     assert torch.equal(on, off), (on - off).abs().max()

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from optimized.kernels.grid_sync import _last_to_arrive, counters
-from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
+from optimized.kernels.pdl import _pdl_enter, launch_args
 from optimized.kernels.moe import _dot  # tl.dot, in IEEE fp32 for fp32 inputs (the default would be tf32)
 
 LOG2E = 1.4426950408889634
@@ -285,13 +285,12 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
         pm = pl = pacc = sinks  # unused
         cnt = q_pos
     grid = (n_tblocks, B * K, num_splits)
-    pdl = pdl_on(q.device)
     _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, cnt, T, S, qk_scale, int(window), chunk,
                            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                            q_pos.stride(0), k_pos.stride(0),
                            H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, PDL=pdl, num_warps=8, num_stages=2,
-                           **launch_options(pdl))
+                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=8, num_stages=2,
+                           **launch_args(q.device))
     return out
 
 

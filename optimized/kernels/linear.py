@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
+from optimized.kernels.pdl import _pdl_enter, launch_args
 from optimized.kernels.rms_norm import rms_norm
 from optimized.linear import linear as torch_linear
 from optimized.norm import rms_norm as torch_rms_norm
@@ -124,6 +124,18 @@ def _block_o(O: int) -> int:
     return max(2, min(LINEAR_CONFIG["BLOCK_O"], triton.next_power_of_2(triton.cdiv(O, 132))))
 
 
+def check_args(name, x, w, b, norm_scale):
+    """What a projection kernel needs of b, norm_scale and the dtypes, for x (..., C) and w (O, C); errors name
+    `name` (linear here, rope_cache.py's qkv_rope_cache_write)."""
+    O, C = w.shape
+    if b is not None and tuple(b.shape) != (O,):
+        raise ValueError(f"{name}: b must be ({O},), got {tuple(b.shape)}")
+    if norm_scale is not None and (tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32):
+        raise ValueError(f"{name}: norm_scale must be ({C},) float32, got {tuple(norm_scale.shape)} {norm_scale.dtype}")
+    if x.dtype not in DTYPES or w.dtype not in DTYPES or (w.dtype != x.dtype and x.dtype != torch.float32):
+        raise ValueError(f"{name}: x {x.dtype} with w {w.dtype}: x and w share a dtype, or x is float32")
+
+
 def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     """x (..., C), w (O, C), b (O,) or None, residual (..., O) or None, norm_scale (C,) fp32 or None
     -> (..., O) in x's dtype: [residual +] linear(rms_norm(x, norm_scale) if given else x, w, b), one launch for
@@ -132,15 +144,10 @@ def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     if w.dim() != 2 or w.shape[1] != C:
         raise ValueError(f"linear: w must be (O, {C}) for x {tuple(x.shape)}, got {tuple(w.shape)}")
     O = w.shape[0]
-    if b is not None and tuple(b.shape) != (O,):
-        raise ValueError(f"linear: b must be ({O},), got {tuple(b.shape)}")
     if residual is not None and (tuple(residual.shape) != (*lead, O) or residual.dtype != x.dtype):
         raise ValueError(f"linear: residual must be {(*lead, O)} {x.dtype}, got {tuple(residual.shape)} "
                          f"{residual.dtype}")
-    if norm_scale is not None and (tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32):
-        raise ValueError(f"linear: norm_scale must be ({C},) float32, got {tuple(norm_scale.shape)} {norm_scale.dtype}")
-    if x.dtype not in DTYPES or w.dtype not in DTYPES or (w.dtype != x.dtype and x.dtype != torch.float32):
-        raise ValueError(f"linear: x {x.dtype} with w {w.dtype}: x and w share a dtype, or x is float32")
+    check_args("linear", x, w, b, norm_scale)
     x2 = x.reshape(-1, C)
     N = x2.shape[0]
     if N > LINEAR_MAX_ROWS or N == 0:  # many rows: cuBLAS, the norm and the add as their own kernels
@@ -152,10 +159,9 @@ def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     res = residual.reshape(N, O).contiguous() if residual is not None else out  # placeholders when off
     cfg = LINEAR_CONFIG
     block_o = _block_o(O)
-    pdl = pdl_on(x.device)
     _linear_kernel[(N * triton.cdiv(O, block_o),)](
         x2, w, b if b is not None else w, res, norm_scale if norm_scale is not None else w, out, N, float(eps),
         C=C, O=O, HAS_BIAS=b is not None, HAS_RES=residual is not None, NORM=norm_scale is not None,
-        BLOCK_O=block_o, BLOCK_C=cfg["BLOCK_C"], PDL=pdl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        **launch_options(pdl))
+        BLOCK_O=block_o, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **launch_args(x.device))
     return out.reshape(*lead, O)

@@ -63,7 +63,7 @@ import triton.language as tl
 from optimized.kernels.grid_sync import _last_to_arrive, counters
 from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, _block_o, _inv_rms, _project_rows, _round_add
 from optimized.kernels.linear import linear as project_linear
-from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
+from optimized.kernels.pdl import _pdl_enter, launch_args
 from optimized.kernels.rms_norm import rms_norm
 from optimized.kernels.route import _top_k_softmax
 from optimized.kernels.route import route as route_op
@@ -770,8 +770,7 @@ def _moe_gemv(x, ids, weights, order, tile_expert, tile_start, tile_stop, xs, w1
     h = torch.empty((N * A, 8, I // 8), dtype=torch.float32, device=x.device)  # as gemv_x_ref lays out x
     out = torch.empty_like(x)
     res = residual.contiguous() if residual is not None else x  # x: a placeholder pointer when HAS_RES is off
-    pdl = pdl_on(x.device)
-    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], PDL=pdl, **launch_options(pdl))
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **launch_args(x.device))
     _moe_up_gemv_kernel[(tile_expert.numel(), triton.cdiv(I, cfg["BLOCK_N_UP"]))](
         xs, order, weights, tile_expert, tile_start, tile_stop, w1_blocks.view(torch.int32), w1_scales, b1, h,
         float(limit), SWIGLU_ALPHA, A=A, C=C, I=I, H_DTYPE=TL_DTYPES[x.dtype], BLOCK_N=cfg["BLOCK_N_UP"],
@@ -828,12 +827,11 @@ def routed_moe(x, gate_w, gate_b, norm_scale, k: int, w1_blocks, w1_scales, b1, 
     logits = torch.empty((N, E), dtype=x.dtype, device=x.device)
     xs = torch.empty((N, 8, C // 8), dtype=torch.float32, device=x.device)
     block_o = _block_o(E)
-    pdl = pdl_on(x.device)
     _moe_router_kernel[(triton.cdiv(E, block_o), N)](
         x, gate_w, gate_b, norm_scale, logits, counters(x.device, 1), ids, weights, order, te, start, stop, xs,
         N, n_tiles, float(EPS), C=C, E=E, A=k, BLOCK_O=block_o, BLOCK_C=LINEAR_CONFIG["BLOCK_C"],
         BLOCK_E=triton.next_power_of_2(E), BLOCK_A=triton.next_power_of_2(k), BLOCK_P=triton.next_power_of_2(P),
-        BLOCK_T=triton.next_power_of_2(n_tiles), PDL=pdl, num_warps=4, **launch_options(pdl))
+        BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=4, **launch_args(x.device))
     out = _moe_gemv(x, ids, weights, order, te, start, stop, xs, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2,
                     limit, residual)
     return out, logits, ids, weights

@@ -40,9 +40,10 @@ def pdl_on(device) -> bool:
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
-def launch_options(on: bool) -> dict:
-    """The launch keyword that asks the driver for a programmatic dependent launch (none when off)."""
-    return dict(launch_pdl=True) if on else {}
+def launch_args(device) -> dict:
+    """A PDL kernel's launch arguments on `device`: its PDL constexpr and, when on, the launch keyword that asks the
+    driver for a programmatic dependent launch."""
+    return dict(PDL=True, launch_pdl=True) if pdl_on(device) else dict(PDL=False)
 
 
 @triton.jit

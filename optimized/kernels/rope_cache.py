@@ -25,8 +25,8 @@ import triton.language as tl
 
 from optimized.attention import rope_qkv
 from optimized.cache import write_decode
-from optimized.kernels.linear import DTYPES, LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, linear, linear_ref
-from optimized.kernels.pdl import _pdl_enter, launch_options, pdl_on
+from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, check_args, linear, linear_ref
+from optimized.kernels.pdl import _pdl_enter, launch_args
 from reference.norm import EPS
 
 
@@ -39,12 +39,16 @@ def rope_cache_write_ref(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int
 
 
 @triton.jit
-def _rope_store(x1, x2, c, s, f, m, j, b, p, slot, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+def _rope_store(x1, x2, f, m, j, b, cos_ptr, sin_ptr, pos_ptr, S, q_ptr, kc_ptr, vc_ptr, pc_ptr,
                 s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, H: tl.constexpr, K: tl.constexpr, D: tl.constexpr,
                 F: tl.constexpr):
-    """Lanes f (pairs f and f + F) of head j of row b's qkv, x1 and x2 in the activation dtype: q and k heads
-    rotated (float32 math, one rounding) into q / the cache slot, v heads copied into the cache; the slot's position
-    written by lane f == 0 of head 0 (one lane a row)."""
+    """Lanes f (pairs f and f + F; m: the lanes in use) of head j of row b's qkv, x1 and x2 in the activation dtype:
+    q and k heads rotated by row b's cos/sin (float32 math, one rounding) into q / the cache slot of row b's
+    position, v heads copied into the cache; the slot's position written by lane f == 0 of head 0 (one a row)."""
+    p = tl.load(pos_ptr + b)
+    slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
+    c = tl.load(cos_ptr + b * F + f, mask=m)
+    s = tl.load(sin_ptr + b * F + f, mask=m)
     a, z = x1.to(tl.float32), x2.to(tl.float32)
     r1 = (a * c - z * s).to(x1.dtype)  # float32 math, one rounding to the activation dtype
     r2 = (z * c + a * s).to(x1.dtype)
@@ -73,14 +77,10 @@ def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr
     j = tl.program_id(1)  # head j of the qkv row: q heads [0, H), k heads [H, H + K), v heads [H + K, H + 2K)
     f = tl.arange(0, BLOCK_F)
     m = f < F
-    p = tl.load(pos_ptr + b)
-    slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
     src = qkv_ptr + b * s_qkv + j * D
     x1 = tl.load(src + f, mask=m)  # quirk: halves, i pairs with i + F
     x2 = tl.load(src + F + f, mask=m)
-    c = tl.load(cos_ptr + b * F + f, mask=m)
-    s = tl.load(sin_ptr + b * F + f, mask=m)
-    _rope_store(x1, x2, c, s, f, m, j, b, p, slot, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+    _rope_store(x1, x2, f, m, j, b, cos_ptr, sin_ptr, pos_ptr, S, q_ptr, kc_ptr, vc_ptr, pc_ptr,
                 s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, H, K, D, F)
 
 
@@ -106,12 +106,7 @@ def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos
                       BLOCK_C)
     x1, x2 = tl.split(tl.reshape(y.to(q_ptr.dtype.element_ty), [P, 2]))  # qkv rounded, as linear's output is
     f = i0 + tl.arange(0, P)
-    m = f < F
-    p = tl.load(pos_ptr + n)
-    slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
-    c = tl.load(cos_ptr + n * F + f)
-    s = tl.load(sin_ptr + n * F + f)
-    _rope_store(x1, x2, c, s, f, m, j, n, p, slot, q_ptr, kc_ptr, vc_ptr, pc_ptr,
+    _rope_store(x1, x2, f, f < F, j, n, cos_ptr, sin_ptr, pos_ptr, S, q_ptr, kc_ptr, vc_ptr, pc_ptr,
                 s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, H, K, D, F)
 
 
@@ -184,25 +179,18 @@ def qkv_rope_cache_write(x, w, b, norm_scale, cos, sin, pos, k_cache, v_cache, p
     if B > LINEAR_MAX_ROWS or B == 0:
         qkv = linear(x, w, b, norm_scale=norm_scale, eps=eps)
         return rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H, K, D)
-    if b is not None and tuple(b.shape) != (W,):
-        raise ValueError(f"qkv_rope_cache_write: b must be ({W},), got {tuple(b.shape)}")
-    if norm_scale is not None and (tuple(norm_scale.shape) != (C,) or norm_scale.dtype != torch.float32):
-        raise ValueError(f"qkv_rope_cache_write: norm_scale must be ({C},) float32, got {tuple(norm_scale.shape)} "
-                         f"{norm_scale.dtype}")
-    if x.dtype not in DTYPES or w.dtype not in DTYPES or (w.dtype != x.dtype and x.dtype != torch.float32):
-        raise ValueError(f"qkv_rope_cache_write: x {x.dtype} with w {w.dtype}: x and w share a dtype, or x is "
-                         f"float32")
+    check_args("qkv_rope_cache_write", x, w, b, norm_scale)
     _check_cache_args("qkv_rope_cache_write", B, x.dtype, cos, sin, pos, k_cache, v_cache, pos_cache, K, D)
     F = D // 2
     P = _pairs_a_program(F)
     x, w = x.contiguous(), w.contiguous()
     cos, sin, pos = cos.contiguous(), sin.contiguous(), pos.reshape(B).long().contiguous()
     q = torch.empty((B, 1, H, D), dtype=x.dtype, device=x.device)
-    cfg, pdl = LINEAR_CONFIG, pdl_on(x.device)
+    cfg = LINEAR_CONFIG
     _qkv_rope_cache_kernel[(B * (H + 2 * K) * (F // P),)](
         x, w, b if b is not None else w, norm_scale if norm_scale is not None else w, cos, sin, pos, q, k_cache,
         v_cache, pos_cache, B, pos_cache.shape[1], float(eps), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0),
         v_cache.stride(1), pos_cache.stride(0), C=C, H=H, K=K, D=D, F=F, P=P, HAS_BIAS=b is not None,
-        NORM=norm_scale is not None, BLOCK_C=cfg["BLOCK_C"], PDL=pdl, num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"], **launch_options(pdl))
+        NORM=norm_scale is not None, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"], **launch_args(x.device))
     return q
