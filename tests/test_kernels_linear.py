@@ -71,6 +71,18 @@ def test_linear_many_rows_take_the_torch_steps():
     assert out.shape == (kernels_linear.LINEAR_MAX_ROWS + 3, 24)
 
 
+@pytest.mark.parametrize("fused", ["norm+bias", "bias+res"])
+def test_linear_rows_do_not_depend_on_the_batch(fused):
+    """Each row of x is computed by its own programs with the same code whatever the other rows (batch-invariant):
+    the kernel at LINEAR_MAX_ROWS rows gives each row bitwise what it gives that row alone."""
+    N = kernels_linear.LINEAR_MAX_ROWS
+    x, w, b, r, s = make(N, 96, 40, torch.float32, torch.float32, seed=7, res="res" in fused, norm="norm" in fused)
+    out = linear(x, w, b, residual=r, norm_scale=s)
+    for n in range(N):
+        alone = linear(x[n:n + 1], w, b, residual=None if r is None else r[n:n + 1], norm_scale=s)
+        assert torch.equal(out[n:n + 1], alone), n
+
+
 def test_linear_leading_dims_and_empty():
     x, w, b, r, s = make(3, 64, 16, torch.float32, torch.float32, seed=5)
     out = linear(x.reshape(1, 3, 64), w, b, residual=r.reshape(1, 3, 16), norm_scale=s)
