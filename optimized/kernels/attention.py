@@ -111,7 +111,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     k_row = k_ptr + b.to(tl.int64) * sk_b + kh * D
     v_row = v_ptr + b.to(tl.int64) * sv_b + kh * D
     sink = tl.load(sinks_ptr + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634  # log2 units
-    if SPLIT:  # partial state over one chunk of keys; the sink joins in _combine_kernel
+    if SPLIT:  # partial state over one chunk of keys; the sink joins in _combine (the last split program)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
     else:  # quirk: the sink is one extra logit in the denominator: start the online softmax from it
