@@ -17,6 +17,7 @@ import ctypes
 import torch
 
 from optimized import cbuild
+from optimized.cache import last_slots_only
 from optimized.linear import linear, project
 from optimized.rope import apply_rope
 
@@ -151,41 +152,45 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode:
                     static: bool = False):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
     ops: the backend (ops.py): its attention, and where it has them its rms_norm, its linear (the norm before qkv
-    and the residual add after out fused into them) and, at decode, its qkv_rope_cache_write (the qkv projection
-    with RoPE and the cache write in one call) or its rope_cache_write in place of the torch RoPE + cache write.
+    and the residual add after out fused into them), at decode its qkv_rope_cache_write (the qkv projection with
+    RoPE and the cache write in one call), and its rope_cache_write in place of the torch RoPE + cache write
+    (decode and prefill: no host sync).
     decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
     B, T, C = x.shape
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
     op, prologue = ops.attention, getattr(ops, "rope_cache_write", None)
     qkv_prologue = getattr(ops, "qkv_rope_cache_write", None)
-    S = cache.pos[layer].shape[1]
-    written = decode and (prologue is not None or qkv_prologue is not None)
+    kc, vc, pc = cache.k[layer], cache.v[layer], cache.pos[layer]
+    S = pc.shape[1]
     if decode and qkv_prologue is not None:  # the qkv projection, its RMSNorm, RoPE and the cache write: one kernel
-        q = qkv_prologue(x, w["qkv.weight"], w["qkv.bias"], w["norm.scale"], cos, sin, pos, cache.k[layer],
-                         cache.v[layer], cache.pos[layer], H, K, D)
-    elif written:  # RoPE on q and k, k and v into the cache: one kernel (kernels/rope_cache.py)
-        qkv = project(ops, x, w["qkv.weight"], w["qkv.bias"], norm_scale=w["norm.scale"])
-        q = prologue(qkv, cos, sin, pos, cache.k[layer], cache.v[layer], cache.pos[layer], H, K, D)
+        q = qkv_prologue(x, w["qkv.weight"], w["qkv.bias"], w["norm.scale"], cos, sin, pos, kc, vc, pc, H, K, D)
+        qkv = None
     else:
         qkv = project(ops, x, w["qkv.weight"], w["qkv.bias"], norm_scale=w["norm.scale"])  # (B, T, D*(H+2K))
         if decode and _fused_decode_ok(x, qkv, cos, sin, pos, cache, layer, w["sinks"], op, D):
             o = decode_block_cpu(qkv, cos, sin, pos, cache, layer, w["sinks"], D ** -0.5, window, H, K, D)
             return x + linear(o.reshape(B, T, H * D), w["out.weight"], w["out.bias"])
-        q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
     if decode or not window:
         # one token per row, or a full layer (slot = position, never reused): write first, attend the cache
-        if not written:
+        if qkv is not None and prologue is not None:  # RoPE on q and k, k and v into the cache: one kernel
+            q = prologue(qkv, cos, sin, pos, kc, vc, pc, H, K, D)
+        elif qkv is not None:
+            q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
             cache.write(layer, k, v, pos, all_valid=decode)
         used = S if (window or static) else min(S, max(cache.lengths) + T)  # full layers: slots past the
-        ks, vs, kp = cache.k[layer][:, :used], cache.v[layer][:, :used], cache.pos[layer][:, :used]  # end are empty
+        ks, vs, kp = kc[:, :used], vc[:, :used], pc[:, :used]  # end are empty
     else:
         # a ring and several tokens: a later token of this call may evict a key an earlier one needs, so
-        # attend [cache | new] and then keep only each row's last S tokens
-        ks = torch.cat([cache.k[layer], k], dim=1)
-        vs = torch.cat([cache.v[layer], v], dim=1)
-        kp = torch.cat([cache.pos[layer], pos], dim=1)
-        last = pos.max(dim=1, keepdim=True).values
-        cache.write(layer, k, v, torch.where(pos > last - S, pos, torch.full_like(pos, -1)))
+        # attend [cache before | new] and keep only each row's last S tokens in the ring (cache.last_slots_only)
+        kp = torch.cat([pc, pos], dim=1)
+        if prologue is not None:  # the kernel rotates the new keys into the buffers' new half as it writes the ring
+            ks, vs = torch.empty((2, B, S + T, K, D), dtype=kc.dtype, device=kc.device)
+            ks[:, :S], vs[:, :S] = kc, vc  # the ring before this call: copied before the kernel overwrites it
+            q = prologue(qkv, cos, sin, pos, kc, vc, pc, H, K, D, new_kv=(ks[:, S:], vs[:, S:]))
+        else:
+            q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
+            ks, vs = torch.cat([kc, k], dim=1), torch.cat([vc, v], dim=1)
+            cache.write(layer, k, v, last_slots_only(pos, S))
     o = op(q, ks, vs, w["sinks"], D ** -0.5, window, pos, kp)
     return project(ops, o.reshape(B, T, H * D), w["out.weight"], w["out.bias"], residual=x)

@@ -29,6 +29,26 @@ def write_decode(k_cache, v_cache, pos_cache, k, v, pos):
     pos_cache.view(B * S).index_copy_(0, flat, pos[:, 0])
 
 
+def write_tokens(k_cache, v_cache, pos_cache, k, v, pos):
+    """Several tokens per row into a layer's cache tensors (B, S, K, D) and (B, S): token (b, t) with position
+    pos[b, t] >= 0 to slot pos % S, those with pos < 0 nowhere. k, v (B, T, K, D), pos (B, T). A slot must be
+    written at most once per row and call (rings: pass last_slots_only's positions). Host sync (nonzero)."""
+    S = pos_cache.shape[1]
+    b, t = torch.nonzero(pos >= 0, as_tuple=True)
+    slots = pos[b, t] % S
+    k_cache[b, slots] = k[b, t]
+    v_cache[b, slots] = v[b, t]
+    pos_cache[b, slots] = pos[b, t]
+
+
+def last_slots_only(pos: torch.Tensor, S: int) -> torch.Tensor:
+    """pos (B, T) -> the same with -1 for each token older than its row's last S positions: a ring of S slots
+    keeps only those, and a later token of the call would take an earlier one's slot. (A full layer, S = context
+    > every position: unchanged.) No host sync."""
+    last = pos.max(dim=1, keepdim=True).values
+    return torch.where(pos > last - S, pos, torch.full_like(pos, -1))
+
+
 class Cache:
     def __init__(self, config, batch: int, context: int, device, dtype):
         assert batch >= 1 and context >= 1, (batch, context)
@@ -55,15 +75,10 @@ class Cache:
         once per row: the caller passes only the last S tokens of each row (attention.py does)."""
         B, T, K, D = k.shape
         assert tuple(v.shape) == (B, T, K, D) and tuple(pos.shape) == (B, T) and B == self.batch
-        S = self.pos[layer].shape[1]
         if all_valid:  # decode: one token per row, no host sync (CUDA-graph safe)
             write_decode(self.k[layer], self.v[layer], self.pos[layer], k, v, pos)
-            return
-        b, t = torch.nonzero(pos >= 0, as_tuple=True)
-        slots = pos[b, t] % S
-        self.k[layer][b, slots] = k[b, t]
-        self.v[layer][b, slots] = v[b, t]
-        self.pos[layer][b, slots] = pos[b, t]
+        else:
+            write_tokens(self.k[layer], self.v[layer], self.pos[layer], k, v, pos)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())

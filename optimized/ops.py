@@ -15,9 +15,11 @@ not a silent fallback, and so is a package that is missing or fails to import.
   attention(q [B, T, H, D], k [B, S, K, D], v, sinks fp32 [H], sm_scale, window, q_pos [B, T], k_pos [B, S])
       -> [B, T, H, D]
 Optional (None when a backend has none; attention.py then runs its torch steps):
-  rope_cache_write(qkv [B, 1, (H+2K)*D], cos, sin [B, 1, D/2] fp32, pos [B, 1], k_cache, v_cache, pos_cache, H, K, D)
-      -> q [B, 1, H, D]: a decode step's RoPE and cache write in one call (the torch backend's CPU path has
-      its own C version inside attention.py)
+  rope_cache_write(qkv [B, T, (H+2K)*D], cos, sin [B, T, D/2] fp32, pos [B, T] (-1 padding), k_cache, v_cache,
+      pos_cache, H, K, D, new_kv=None) -> q [B, T, H, D]: RoPE and the cache write in one call, decode or prefill
+      (each row's last S tokens written; new_kv = (k_new, v_new) [B, T, K, D] also receive every token's rotated k
+      and v: a ring's [cache | new]); no host sync (the torch backend's CPU decode has its own C version inside
+      attention.py)
   qkv_rope_cache_write(x [B, 1, C], w [(H+2K)*D, C], b, norm_scale fp32 [C] or None, cos, sin, pos, k_cache,
       v_cache, pos_cache, H, K, D) -> q [B, 1, H, D]: the same with the qkv projection (and its RMSNorm) in front,
       in one call (used before rope_cache_write where a backend has both)

@@ -103,13 +103,17 @@ def cases():
         for res in (True, False):
             out.append(("moe", "_sum_kernel", "bf16", dict(A=4, HAS_RES=res, BLOCK_C=1024), dict(num_warps=4), ints))
     out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))
-    # the decode prologue (RoPE + cache write), gpt-oss-20b heads: a sliding layer's ring and a full layer
-    rope = dict(H=64, K=8, D=64, F=32, BLOCK_F=32)
-    for dt in ("bf16", "fp32"):
-        out.append(("rope_cache", "_rope_cache_kernel", dt, rope, dict(num_warps=1), None))
-    for S in (128, 4096):
-        ints = dict(S=S, s_qkv=5120, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512, s_vc_s=512, s_pc_b=S)
-        out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=1), ints))
+    # the attention prologue (RoPE + cache write), gpt-oss-20b heads: decode (a sliding layer's ring, a full layer)
+    # and a 2k prefill (a full layer; a ring with the new keys handed back)
+    for new in (False, True):
+        rope = dict(H=64, K=8, D=64, F=32, NEW=new, BLOCK_J=128, BLOCK_F=32)
+        for dt in ("bf16", "fp32"):
+            out.append(("rope_cache", "_rope_cache_kernel", dt, rope, dict(num_warps=4), None))
+    for S, T, new in ((128, 1, False), (4096, 1, False), (4096, 2048, False), (128, 2048, True)):
+        rope = dict(H=64, K=8, D=64, F=32, NEW=new, BLOCK_J=128, BLOCK_F=32)
+        ints = dict(S=S, T=T, s_qkv_b=5120 * T, s_qkv_t=5120, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512,
+                    s_vc_s=512, s_pc_b=S, s_kn_b=(S + T) * 512 if new else 0, s_kn_t=512 if new else 0)
+        out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=4), ints))
     # the qkv projection with the norm, RoPE and the cache write (rope_cache.py's qkv_rope_cache_write), 20b heads
     lin = importlib.import_module("optimized.kernels.linear")
     qkv = dict(C=2880, H=64, K=8, D=64, F=32, P=4, HAS_BIAS=True, NORM=True, BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])

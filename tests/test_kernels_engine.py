@@ -65,3 +65,55 @@ def test_decode_step_kernel_launches(monkeypatch):
     per_layer = ["_qkv_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
                  "_moe_up_gemv_kernel", "_moe_down_gemv_kernel"]
     assert launches == per_layer * TINY.num_hidden_layers + ["_linear_kernel"], launches
+
+
+def test_prefill_writes_the_cache_without_a_host_sync(monkeypatch):
+    """A ragged prefill (padding, rows past the window) on the Triton backend: RoPE and the cache write are one
+    kernel a layer (kernels/rope_cache.py), never the torch cache write, whose nonzero is a host sync a layer (the
+    GPU idles while the CPU catches up). The logits are test_triton_backend_matches_torch_backend's business; on a
+    GPU, test_prefill_has_no_host_sync checks that the whole forward has none."""
+    synthetic = pytest.importorskip("optimized.synthetic")
+    from optimized import cache as cache_mod
+    from optimized.model import Model
+    from optimized.kernels.rope_cache import _rope_cache_kernel
+    weights = synthetic.synthetic_weights(TINY, device=DEVICE, dtype=torch.float32, seed=4)
+    model = Model(weights, backend="triton")
+    cache = model.new_cache(2, 32)
+    tokens = torch.tensor([[0, 0, 0, 0, 5, 17, 3], [4, 5, 6, 7, 8, 9, 10]], device=DEVICE)
+    pos = torch.tensor([[-1, -1, -1, -1, 0, 1, 2], [0, 1, 2, 3, 4, 5, 6]], device=DEVICE)
+
+    def no_torch_write(*a, **kw):
+        raise AssertionError("the torch cache write ran at a Triton prefill")
+    monkeypatch.setattr(cache_mod, "write_tokens", no_torch_write)
+    launches = []
+    kernel_type = type(_rope_cache_kernel)
+    getitem = kernel_type.__getitem__
+    monkeypatch.setattr(kernel_type, "__getitem__", lambda self, grid: launches.append(self.fn.__name__)
+                        or getitem(self, grid))
+    model.forward(tokens, pos, cache)
+    assert launches.count("_rope_cache_kernel") == TINY.num_hidden_layers, launches
+    for n in range(TINY.num_hidden_layers):  # what each layer's cache holds: row 0 positions 0..2, row 1 its last S
+        S = cache.pos[n].shape[1]
+        want = [[p for p in range(3)], [p for p in range(7) if p > 6 - S]]
+        held = [sorted(p for p in cache.pos[n][b].tolist() if p >= 0) for b in range(2)]
+        assert held == want, (n, held)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="host syncs are a CUDA matter")
+def test_prefill_has_no_host_sync():
+    """The Triton backend's prefill forward (ragged, past the window) runs with torch's sync debug mode on "error":
+    any host sync in it (a nonzero, an .item(), a copy to the CPU) fails here."""
+    synthetic = pytest.importorskip("optimized.synthetic")
+    from optimized.model import Model
+    weights = synthetic.synthetic_weights(TINY, device=DEVICE, dtype=torch.bfloat16, seed=4)
+    model = Model(weights, backend="triton")
+    tokens = torch.tensor([[0, 0, 0, 0, 5, 17, 3], [4, 5, 6, 7, 8, 9, 10]], device=DEVICE)
+    pos = torch.tensor([[-1, -1, -1, -1, 0, 1, 2], [0, 1, 2, 3, 4, 5, 6]], device=DEVICE)
+    model.forward(tokens, pos, model.new_cache(2, 32))  # compiles, makes the RoPE tables
+    cache = model.new_cache(2, 32)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model.forward(tokens, pos, cache)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -1,5 +1,6 @@
-"""optimized/kernels/rope_cache.py: the decode prologue (RoPE on q and k, k/v/position into the cache) against
-rope_cache_write_ref, which is the engine's torch decode path; the same with the qkv projection in front
+"""optimized/kernels/rope_cache.py: the attention prologue (RoPE on q and k, k/v/position into the cache) at decode
+and at prefill (padding, rings that keep each row's last S tokens, the new keys handed back for a ring's
+[cache | new]) against rope_cache_write_ref, which is the engine's torch path; the same with the qkv projection in front
 (qkv_rope_cache_write) against its torch steps; and the engine on backend "triton" decoding with them against the
 torch backend.
 
@@ -77,14 +78,106 @@ def test_bf16_in_the_interpreter():
 
 def test_bad_input():
     qkv, cos, sin, pos, cache = setup(1, 8, 4, 2, 16, torch.float32, [3])
-    with pytest.raises(ValueError, match=r"qkv must be \(B, 1, \(H \+ 2K\) \* D\)"):
+    with pytest.raises(ValueError, match=r"qkv must be \(B, T >= 1, \(H \+ 2K\) \* D\)"):
         rope_cache_write(qkv, cos, sin, pos, *cache, 4, 1, 16)
+    with pytest.raises(ValueError, match="positions must be integers"):
+        rope_cache_write(qkv, cos, sin, pos.float(), *cache, 4, 2, 16)
     with pytest.raises(ValueError, match="cos/sin must be"):
         rope_cache_write(qkv, cos[..., :4], sin, pos, *cache, 4, 2, 16)
     with pytest.raises(ValueError, match="must share a dtype"):
         rope_cache_write(qkv.half(), cos, sin, pos, *cache, 4, 2, 16)
     with pytest.raises(ValueError, match="k/v cache must be"):
         rope_cache_write(qkv, cos, sin, pos, cache[0][:, :4], cache[1], cache[2], 4, 2, 16)
+
+
+def setup_prefill(B, T, S, H, K, D, dtype, positions, seed=0):
+    """positions (B, T) with -1 for padding; the cache holds earlier positions of each row (a prefill continuing a
+    conversation) and, on a ring, their slots."""
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(B, T, (H + 2 * K) * D, generator=g).to(dtype).to(DEVICE)
+    inv_freq, conc = inv_freq_and_concentration(D, 150000.0, 32.0, 4096, 1.0, 32.0)
+    pos = torch.tensor(positions, dtype=torch.int64).to(DEVICE)
+    cos, sin = cos_sin(pos.clamp(min=0), inv_freq.to(DEVICE), conc)  # as model.py gathers them: padding at 0
+    cache = [torch.randn(B, S, K, D, generator=g).to(dtype).to(DEVICE) for _ in range(2)]
+    cache.append(torch.randint(-1, 50, (B, S), generator=g).to(DEVICE))
+    return qkv, cos, sin, pos, cache
+
+
+def check_prefill(B, T, S, H, K, D, dtype, positions, new=False, steps=1):
+    """Several tokens a row against the engine's torch path; and, without it, what a ring must hold: each row's
+    valid positions among its last S at slot p % S, every other slot as it was."""
+    qkv, cos, sin, pos, cache = setup_prefill(B, T, S, H, K, D, dtype, positions, seed=B + T + S)
+    mine, ref = [t.clone() for t in cache], [t.clone() for t in cache]
+    news = [torch.full((2, B, T, K, D), 7.0, dtype=dtype, device=DEVICE) for _ in range(2)] if new else [None, None]
+    if new:  # views of a [cache | new] buffer, as attention.py hands them
+        buf = torch.zeros((2, B, S + T, K, D), dtype=dtype, device=DEVICE)
+        news[0] = (buf[0, :, S:], buf[1, :, S:])
+    q = rope_cache_write(qkv, cos, sin, pos, *mine, H, K, D, new_kv=news[0] if new else None)
+    q_ref = rope_cache_write_ref(qkv, cos, sin, pos, *ref, H, K, D, new_kv=news[1] if new else None)
+    eps = steps * torch.finfo(dtype).eps
+    tol = dict(rtol=eps, atol=eps)
+    assert q.shape == (B, T, H, D) and q.dtype == dtype
+    torch.testing.assert_close(q, q_ref, **tol)
+    torch.testing.assert_close(mine[0], ref[0], **tol)
+    assert torch.equal(mine[1], ref[1]) and torch.equal(mine[2], ref[2])
+    if new:
+        torch.testing.assert_close(news[0][0], news[1][0], **tol)  # every token's rotated key, padding's too
+        assert torch.equal(news[0][1], news[1][1])
+        assert torch.equal(news[0][1], qkv[..., (H + K) * D:].reshape(B, T, K, D))
+        assert not buf[:, :, :S].any()  # the cache half of the buffer: not the kernel's to touch
+    written = torch.zeros(B, S, dtype=torch.bool, device=DEVICE)
+    for b, row in enumerate(positions):
+        valid = [p for p in row if p >= 0]
+        for p in valid:
+            if p > max(valid) - S:
+                assert mine[2][b, p % S] == p
+                written[b, p % S] = True
+    assert written.sum() == sum(min(S, sum(p >= 0 for p in row)) for row in positions)
+    for t in range(3):
+        assert torch.equal(mine[t][~written], cache[t][~written])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("B,T,S,H,K,D,positions", [
+    (2, 5, 64, 8, 1, 64, [[0, 1, 2, 3, 4], [-1, -1, 0, 1, 2]]),  # a full layer; left padding
+    (1, 13, 8, 4, 2, 16, [list(range(5, 18))]),  # a ring of 8, 13 tokens: only the last 8 written
+    (1, 13, 8, 4, 2, 16, [list(range(17, 4, -1))]),  # the same, newest first: no "last writer wins" by token order
+    (3, 6, 8, 4, 2, 16, [[20, 21, 22, 23, 24, 25], [3, 4, 5, -1, -1, -1], [-1] * 6]),  # T < S; right pad; empty row
+    (2, 4, 4, 6, 3, 12, [[9, 10, 11, 12], [0, -1, 1, 2]]),  # F = 6: masked lanes; H + 2K = 12 heads of 16
+])
+@pytest.mark.parametrize("new", [False, True], ids=["cache", "cache+new"])
+def test_prefill_matches_the_engines_torch_path(B, T, S, H, K, D, positions, dtype, new):
+    check_prefill(B, T, S, H, K, D, dtype, positions, new)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="on a GPU, test_prefill_matches_the_engines_torch_path runs bf16")
+def test_prefill_bf16_in_the_interpreter():
+    check_prefill(1, 13, 8, 4, 2, 16, torch.bfloat16, [list(range(5, 18))], new=True, steps=2)
+
+
+def test_last_slots_only():
+    """A ring keeps each row's last S positions (by position, not by order in the call); padding stays -1; a
+    full layer (S above every position) keeps all."""
+    from optimized.cache import last_slots_only
+    pos = torch.tensor([[5, 6, 7, 8, 9], [9, 8, 7, 6, 5], [-1, -1, 0, 1, 2], [-1] * 5])
+    assert last_slots_only(pos, 3).tolist() == [[-1, -1, 7, 8, 9], [9, 8, 7, -1, -1], [-1, -1, 0, 1, 2], [-1] * 5]
+    assert torch.equal(last_slots_only(pos, 10), pos)
+
+
+def test_prefill_bad_new_kv():
+    qkv, cos, sin, pos, cache = setup_prefill(1, 3, 8, 4, 2, 16, torch.float32, [[0, 1, 2]])
+    kn = torch.empty(1, 3, 2, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="new_kv must be a pair"):
+        rope_cache_write(qkv, cos, sin, pos, *cache, 4, 2, 16, new_kv=kn)
+    with pytest.raises(ValueError, match=r"v_new must be \(B, T, K, D\)"):
+        rope_cache_write(qkv, cos, sin, pos, *cache, 4, 2, 16, new_kv=(kn, kn[:, :2]))
+    with pytest.raises(ValueError, match=r"k_new must be .*float32"):
+        rope_cache_write(qkv, cos, sin, pos, *cache, 4, 2, 16, new_kv=(kn.half(), kn))
+    with pytest.raises(ValueError, match="same strides"):
+        rope_cache_write(qkv, cos, sin, pos, *cache, 4, 2, 16,
+                         new_kv=(kn, torch.empty(3, 1, 2, 16, device=DEVICE).transpose(0, 1)))
+    with pytest.raises(ValueError, match=r"cos/sin must be \(B, T, F\)"):
+        rope_cache_write(qkv, cos[:, :2], sin[:, :2], pos, *cache, 4, 2, 16)
 
 
 def gold_prologue(x, w, b, norm_scale, cos, sin, H, K, D):
@@ -181,7 +274,7 @@ def test_qkv_bad_input():
 @pytest.mark.parametrize("op", ["qkv_rope_cache_write", "rope_cache_write"])
 def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path, op):
     """Backend "triton" decodes through the op (counted; rope_cache_write with qkv_rope_cache_write switched off, as
-    the bench's triton-split-qkv) and gives the torch backend's float32 logits, step after step, across the ring of
+    the bench's triton-split-qkv; rope_cache_write also takes the 3-token prefill) and gives the torch backend's float32 logits, step after step, across the ring of
     a windowed layer."""
     from optimized import ops
     from optimized.generate import Engine
@@ -199,7 +292,7 @@ def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path, op):
     assert getattr(ops.get_backend("triton"), op) is kernel
     if op == "rope_cache_write":
         model.ops.qkv_rope_cache_write = None
-    setattr(model.ops, op, lambda *a: calls.append(1) or kernel(*a))
+    setattr(model.ops, op, lambda *a, **kw: calls.append(a[0].shape[1]) or kernel(*a, **kw))  # tokens a row
     torch_model = Model(model.weights)
     assert torch_model.ops.rope_cache_write is None and torch_model.ops.qkv_rope_cache_write is None
     tokens = [5, 17, 3, 60, 42, 42, 7, 0, 31, 13]
@@ -208,7 +301,8 @@ def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path, op):
         engine = Engine(m, context=16)
         cache = engine.fresh_cache(1)
         steps[name] = [engine.run(cache, [tokens[:3]])] + [engine.run(cache, [[t]]) for t in tokens[3:]]
-    assert len(calls) == len(tokens[3:]) * cfg.num_hidden_layers  # every decode step, every layer
+    decoded = [1] * len(tokens[3:]) * cfg.num_hidden_layers  # every decode step, every layer
+    assert calls == ([3] * cfg.num_hidden_layers if op == "rope_cache_write" else []) + decoded  # and the prefill
     torch.testing.assert_close(torch.stack(steps["triton"]), torch.stack(steps["torch"]), atol=1e-4, rtol=0)
 
 

@@ -6,7 +6,8 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
       w2_blocks, w2_scales, b2, limit)                      moe.py        MXFP4 experts, SwiGLU fused, sum over k
   attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos) attention.py  flash attention with sinks, window, GQA
   rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache,
-      pos_cache, H, K, D)                                   rope_cache.py decode prologue: RoPE + cache write
+      pos_cache, H, K, D, new_kv)                           rope_cache.py attention prologue: RoPE + cache write
+                                                                          (decode and prefill, no host sync)
   qkv_rope_cache_write(x, w, b, norm_scale, cos, sin, pos,
       k_cache, v_cache, pos_cache, H, K, D)                 rope_cache.py the same with the qkv projection in front
   rms_norm(x, scale)                                        rms_norm.py   one program per row

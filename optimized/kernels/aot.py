@@ -23,7 +23,7 @@ TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_exper
          "sin_ptr": "*fp32", "pos_ptr": "*i64", "pc_ptr": "*i64", "scale_ptr": "*fp32", "eps": "fp32",
          "xs_ptr": "*fp32", "cnt_ptr": "*i32"}
 ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "res_ptr", "logits_ptr", "qkv_ptr",
-       "kc_ptr", "vc_ptr")  # activation dtype
+       "kc_ptr", "vc_ptr", "kn_ptr", "vn_ptr")  # activation dtype
 
 
 def arg_type(name, param, dt):
