@@ -86,16 +86,19 @@ def count(kernel, cfg, work_dir):
     return row(kernel, cfg, compiled, nbytes, programs, work_dir, flops)
 
 
-def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0, full_blocks=False):
+def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0, full_blocks=False, masked=False):
     """The table row of a compiled kernel whose main loop reads nbytes an iteration, launched as `programs`.
     flops > 0 (prefill): the ceiling is over the tensor-core rate instead, flops being one iteration's MMA work.
     full_blocks (attention): count the smallest loop that holds an MMA, the steady state's loop over blocks every
-    query sees whole (the masked loop runs for the blocks on the diagonal, the window's edge, empty slots)."""
+    query sees whole (the masked loop runs for the blocks on the diagonal, the window's edge, empty slots);
+    masked: the largest such loop, the masked one, instead (its row's path gets " masked")."""
     from optimized.kernels import aot
     code = aot.sass(compiled.asm["cubin"], work_dir)
-    if full_blocks:
+    if full_blocks or masked:
         mma = [body for body in aot.loops(code) if any(aot.opcode(i) in ("HMMA", "HGMMA") for i in body)]
-        loop = min(mma, key=len, default=[])
+        loop = (max if masked else min)(mma, key=len, default=[])
+        if masked:
+            cfg = dict(cfg, path=cfg["path"] + " masked")
     else:
         loop = aot.main_loop(code)
     if not loop:
@@ -126,35 +129,41 @@ def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0, full_blocks=
 def count_attention(work_dir, keys=8192):
     """The split-KV decode attention (optimized/kernels/attention.py) at batch 1 on gpt-oss's heads (64 query,
     8 kv, head_dim 64), a full layer of `keys` keys: each loop iteration reads BLOCK_N keys' K and V rows (bf16) and
-    their int64 positions. The engine's launch: 8 warps, 2 stages, splits of 256 keys (MIN_SPLIT_KEYS)."""
+    their int64 positions. The engine's launch (attention.tiles): 8 warps, 2 stages, splits of 256 keys (MIN_SPLIT_KEYS)."""
     from optimized.kernels import aot
     attn = importlib.import_module("optimized.kernels.attention")
-    H, K, D, G, BN = 64, 8, 64, 8, attn.BLOCK_N
+    H, K, D, G = 64, 8, 64, 8
+    BM, BN, warps = attn.tiles(1, G, torch.bfloat16)  # the engine's decode tile
     chunk = attn.MIN_SPLIT_KEYS
-    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=16, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=True, IEEE=False)
+    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=True, IEEE=False)
     slots, qkv, slot = keys, (H + 2 * K) * D, K * D  # q a view of the fused qkv row, k/v/positions of the cache
     ints = dict(T=1, S=keys, window=0, chunk=chunk, sq_b=qkv, sq_t=qkv, sk_b=slots * slot, sk_s=slot,
                 sv_b=slots * slot, sv_s=slot, sqp_b=1, skp_b=slots)
     compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
-                                  dict(num_warps=8, num_stages=2), ints=ints)
-    return compiled, dict(path=f"decode {keys // 1024}k", BLOCK_N=BN, D=D, num_warps=8, num_stages=2), \
+                                  dict(num_warps=warps, num_stages=2), ints=ints)
+    return compiled, dict(path=f"decode {keys // 1024}k", BLOCK_N=BN, D=D, num_warps=warps, num_stages=2), \
         BN * (4 * D + 8), K * -(-keys // chunk)
 
 
-def count_attention_prefill(work_dir, tokens=2048):
-    """The flash-attention prefill kernel on a `tokens` prompt (a full layer, gpt-oss's heads): each iteration is
-    two MMAs over BLOCK_M (token, head) rows x BLOCK_N keys x head_dim, and an exp2 per score. Its ceiling is over
-    the bf16 tensor-core rate, bounded by the issue rate and by the special-function unit's exp2 rate."""
+def count_attention_prefill(work_dir, tokens=2048, window=0):
+    """The flash-attention prefill kernel on a `tokens` prompt (gpt-oss's heads; window 0: a full layer, else a
+    sliding one attending [ring | new]): each iteration is two MMAs over BLOCK_M (token, head) rows x BLOCK_N keys x
+    head_dim, and an exp2 per score. Its ceiling is over the bf16 tensor-core rate, bounded by the issue rate and by
+    the special-function unit's exp2 rate."""
     from optimized.kernels import aot
     attn = importlib.import_module("optimized.kernels.attention")
-    H, K, D, G, BN, BM = 64, 8, 64, 8, attn.BLOCK_N, attn.PREFILL_ROWS
-    slots, qkv, slot = 4096, (H + 2 * K) * D, K * D
-    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=False, IEEE=False)
-    ints = dict(T=tokens, S=tokens, window=0, chunk=tokens, sq_b=tokens * qkv, sq_t=qkv, sk_b=slots * slot,
+    H, K, D, G = 64, 8, 64, 8
+    BM, BN, warps = attn.tiles(tokens, G, torch.bfloat16, window)  # the engine's bf16 prefill tile
+    S = tokens + (window if window else 0)
+    slots, qkv, slot = (S if window else 4096), (H + 2 * K) * D, K * D
+    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=window > 0, SPLIT=False,
+                  IEEE=False)
+    ints = dict(T=tokens, S=S, window=window, chunk=S, sq_b=tokens * qkv, sq_t=qkv, sk_b=slots * slot,
                 sk_s=slot, sv_b=slots * slot, sv_s=slot, sqp_b=tokens, skp_b=slots)
     compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
-                                  dict(num_warps=8, num_stages=2), ints=ints)
-    cfg = dict(path=f"prefill {tokens // 1024}k", BLOCK_N=BN, D=D, num_warps=8, num_stages=2)
+                                  dict(num_warps=warps, num_stages=2), ints=ints)
+    cfg = dict(path=f"prefill {tokens // 1024}k" + (" window" if window else ""), BLOCK_M=BM, BLOCK_N=BN, D=D,
+               num_warps=warps, num_stages=2)
     return compiled, cfg, BN * (4 * D + 8), K * -(-tokens // (BM // G)), 4 * BM * BN * D
 
 
@@ -230,9 +239,12 @@ def main(argv=None):
         if "attention" in args.kernels.split(","):
             compiled, cfg, nbytes, programs = count_attention(work)
             rows.append(row("attn", cfg, compiled, nbytes, programs, work, full_blocks=True))
-            if "prefill" in parts:
-                compiled, cfg, nbytes, programs, flops = count_attention_prefill(work)
-                rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops, full_blocks=True))
+            if "prefill" in parts:  # a full layer's prompt and a sliding one's; each unmasked and masked loop
+                for window in (0, 128):
+                    compiled, cfg, nbytes, programs, flops = count_attention_prefill(work, window=window)
+                    for masked in (False, True):
+                        rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops, full_blocks=True,
+                                        masked=masked))
         if "linear" in args.kernels.split(","):
             for compiled, cfg, nbytes, programs in count_linear(work):
                 rows.append(row("linear", cfg, compiled, nbytes, programs, work))
@@ -244,14 +256,14 @@ def main(argv=None):
                                          for k, (s, g, t, f) in CARDS.items())
           + f"; at most {ISSUE_PER_SM_CYCLE} warp-instructions per SM per cycle")
     cards = list(CARDS)
-    print(f"{'kernel':6s} {'path':18s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
+    print(f"{'kernel':6s} {'path':25s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
           f"{'regs':>4s} {'spill':>5s} {'bytes/it':>8s} {'instr/B':>7s} {'progs':>5s} {'balance':>7s} "
           + " ".join(f"{'ceil ' + c:>13s}" for c in cards) + "  most issued in the loop")
     for r in rows:
         c = r["config"]
         bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c.get("BLOCK_N_DOWN", c.get("BLOCK_N"))
         label = c["path"] + (" prefill" if c.get("regime") == "prefill" else "")
-        print(f"{r['kernel']:6s} {label:18s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
+        print(f"{r['kernel']:6s} {label:25s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
               f"{c['num_stages']:6d} "
               f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)

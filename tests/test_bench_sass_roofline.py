@@ -45,23 +45,32 @@ def test_sass_roofline_counts_the_main_loops(tmp_path):
 
 
 def test_sass_roofline_prefill_attention_is_bounded_by_issue_and_exp2(tmp_path):
-    """The prefill attention row: its loop holds the two MMAs and the exp2s (MUFU); its ceiling is over the
-    tensor-core rate, at most what the issue rate and the exp2 rate each allow."""
+    """The prefill attention rows (a full layer's prompt and a sliding one's, each loop: unmasked and masked): each
+    loop holds the two MMAs and the exp2s (MUFU), the masked one more; the tile is attention.tiles' for bf16; the
+    ceiling is over the tensor-core rate, at most what the issue rate and the exp2 rate each allow."""
     pytest.importorskip("triton.backends.nvidia")
     out = tmp_path / "roofline.json"
     proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "prefill", "--kernels", "attention",
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    decode, prefill = json.loads(out.read_text())["rows"]
-    assert decode["config"]["path"] == "decode 8k" and prefill["config"]["path"] == "prefill 2k"
-    ops = prefill["ops"]
-    assert ops.get("HMMA", 0) + ops.get("HGMMA", 0) > 0 and ops.get("MUFU", 0) > 0, ops
-    flops = 4 * 64 * 64 * 64  # two MMAs of (64 rows) x (64 keys) x (head_dim 64) a step
-    for card, (sms, ghz, _, tflops) in json.loads(out.read_text())["cards"].items():
-        issue = 4 * sms * ghz * 1e9 * flops / (prefill["loop"] * 8)
-        exp2 = 0.5 * sms * ghz * 1e9 * flops / (ops["MUFU"] * 8)
-        want = min(1.0, min(issue, exp2) * prefill["balance"] / (tflops * 1e12))
-        assert abs(prefill["ceiling"][card] - want) < 1e-9, (card, prefill["ceiling"][card], want)
+    data = json.loads(out.read_text())
+    decode, *prefill = data["rows"]
+    assert decode["config"]["path"] == "decode 8k"
+    assert [r["config"]["path"] for r in prefill] == ["prefill 2k", "prefill 2k masked", "prefill 2k window",
+                                                      "prefill 2k window masked"]
+    assert [(r["config"]["BLOCK_M"], r["config"]["BLOCK_N"], r["config"]["num_warps"]) for r in prefill] == \
+        [(128, 128, 8)] * 2 + [(128, 64, 8)] * 2
+    for plain, masked in (prefill[:2], prefill[2:]):
+        assert masked["loop"] > plain["loop"] and masked["regs"] == plain["regs"]  # one kernel, its two loops
+    for r in prefill:
+        c, ops = r["config"], r["ops"]
+        assert ops.get("HMMA", 0) + ops.get("HGMMA", 0) > 0 and ops.get("MUFU", 0) > 0, ops
+        flops = 4 * c["BLOCK_M"] * c["BLOCK_N"] * 64  # two MMAs of (rows) x (keys) x (head_dim 64) a step
+        for card, (sms, ghz, _, tflops) in data["cards"].items():
+            issue = 4 * sms * ghz * 1e9 * flops / (r["loop"] * c["num_warps"])
+            exp2 = 0.5 * sms * ghz * 1e9 * flops / (ops["MUFU"] * c["num_warps"])
+            want = min(1.0, min(issue, exp2) * r["balance"] / (tflops * 1e12))
+            assert abs(r["ceiling"][card] - want) < 1e-9, (card, r["ceiling"][card], want)
 
 
 def test_sass_roofline_counts_the_decode_projections(tmp_path):

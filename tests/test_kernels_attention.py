@@ -49,6 +49,10 @@ PREFILL = [
     (1, 80, 80, 16, 2, 64, 16),  # several query blocks and key blocks, some skipped
     (2, 5, 21, 4, 2, 16, 0),  # a chunk of prefill after 16 cached tokens
     (1, 6, 6, 4, 2, 8, 1),  # window 1 (each query sees only itself), head_dim 8 (padded to the dot's 16)
+    # fp16/bf16 at >= 9 tokens: tiles of 128 rows x 128 keys (attention.tiles)
+    (1, 300, 300, 4, 2, 16, 100),  # windowed: 5 query blocks x 5 key blocks of 64; the window across blocks
+    (1, 300, 300, 4, 2, 16, 0),  # 5 query blocks x 3 key blocks of 128
+    (2, 150, 400, 8, 1, 32, 0),  # after 250 cached: whole 128-key blocks before the diagonal (the unmasked loop)
 ]
 
 
@@ -185,6 +189,17 @@ def test_strided_views_are_read_in_place(T, num_splits):
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
 
+def test_tiles():
+    """Decode and few tokens: 64 keys a step on 8 warps; fp16/bf16 prefill: 128 rows (two warpgroups of 64 rows,
+    each its own scores) x 128 keys (64 on windowed layers) once the rows fill it; fp32 keeps 64 x 64 (IEEE dot)."""
+    from optimized.kernels.attention import tiles
+    assert tiles(1, 8, torch.bfloat16) == (16, 64, 8)
+    assert tiles(8, 8, torch.bfloat16) == (64, 64, 8)
+    assert tiles(9, 8, torch.bfloat16) == tiles(2048, 8, torch.float16) == (128, 128, 8)
+    assert tiles(2048, 8, torch.float32) == (64, 64, 8)
+    assert tiles(300, 2, torch.float16) == (128, 128, 8) and tiles(5, 2, torch.float16) == (16, 64, 8)
+
+
 def test_matches_engine_torch_op():
     ops = pytest.importorskip("optimized.ops")
     q, k, v, sinks = make_qkv(2, 6, 20, 4, 2, 16, torch.float32, seed=8)
@@ -205,6 +220,9 @@ def test_bad_input():
         attention(q, k, v, sinks, 1.0, 0, q_pos, k_pos[:, :3])
     with pytest.raises(ValueError, match="window"):
         attention(q, k, v, sinks, 1.0, -1, q_pos, k_pos)
+    for bad in (0.0, -0.25, float("nan"), float("inf")):  # the scale rides in the exp2's FMA: max of unscaled scores
+        with pytest.raises(ValueError, match="sm_scale must be positive"):
+            attention(q, k, v, sinks, bad, 0, q_pos, k_pos)
     with pytest.raises(ValueError, match="integers"):
         attention(q, k, v, sinks, 1.0, 0, q_pos.float(), k_pos)
     if DEVICE == "cpu":

@@ -38,6 +38,7 @@ def cases():
     ints None: the plain compile; else the int arguments' values in a representative launch, which the
     compile is specialized on as the JIT would (`specialize`)."""
     moe = importlib.import_module("optimized.kernels.moe")
+    attn_mod = importlib.import_module("optimized.kernels.attention")
     import torch
     TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
     out = []
@@ -60,21 +61,27 @@ def cases():
             for res in (True, False):  # the engine passes the residual; the bare op has none
                 out.append(("moe", "_moe_down_gemv_kernel", dt, dict(common, HAS_RES=res, BLOCK_N=gemv["BLOCK_N_DOWN"]),
                             launch, ints))
-        for split, bm in ((False, 64), (True, 16)):
-            c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
+        for split, T in ((False, 2048), (False, 7), (True, 1)):
+            bm, bn, warps = attn_mod.tiles(T, 8, TORCH_DTYPES[dt], window=128)
+            c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
                      IEEE=dt == "fp32")
-            out.append(("attention", "_attn_fwd_kernel", dt, c, dict(num_warps=8, num_stages=2), None))
-    # the engine's attention launches: BLOCK_M = 16 (T <= 2), 32 (T = 3, 4), 64; full layers (no window) and
-    # sliding ones; split-KV where one q block covers T and the keys are many
-    attn = [(64, False, False, _attn_ints(2048, 2048, 0, 2048, 4096)),  # prefill of 2048 tokens, a full layer
-            (64, False, True, _attn_ints(7, 7, 128, 64, 128)),  # prefill of 7 tokens, a sliding layer
-            (16, True, False, _attn_ints(1, 1000, 0, 256, 4096)),  # decode at 1000 keys, batch 1: 4 splits
-            (16, False, True, _attn_ints(1, 128, 128, 128, 128)),  # decode, a sliding layer's full ring
-            (32, True, False, _attn_ints(3, 3000, 0, 256, 4096)),  # 3 tokens after 2997 cached: 12 splits
-            (32, False, True, _attn_ints(3, 3, 128, 64, 128))]
-    for bm, split, window, ints in attn:
-        c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=64, BLOCK_D=64, HAS_WINDOW=window, SPLIT=split, IEEE=False)
-        out.append(("attention", "_attn_fwd_kernel", "bf16", c, dict(num_warps=8, num_stages=2), ints))
+            out.append(("attention", "_attn_fwd_kernel", dt, c, dict(num_warps=warps, num_stages=2), None))
+    # the engine's attention launches (attention.tiles): BLOCK_M = 16 (T <= 2), 32 (T = 3, 4), 64 (T <= 8), then
+    # 128 rows x 128 keys (64 windowed); full layers (no window) and sliding ones (at prefill [ring | new]); split-KV where one
+    # q block covers T and the keys are many
+    attn = [(2048, False, False, _attn_ints(2048, 2048, 0, 2048, 4096)),  # prefill of 2048 tokens, a full layer
+            (2048, False, True, _attn_ints(2048, 2176, 128, 2176, 2176)),  # the same, a sliding layer
+            (7, False, True, _attn_ints(7, 7, 128, 64, 128)),  # prefill of 7 tokens, a sliding layer
+            (1, True, False, _attn_ints(1, 1000, 0, 256, 4096)),  # decode at 1000 keys, batch 1: 4 splits
+            (1, False, True, _attn_ints(1, 128, 128, 128, 128)),  # decode, a sliding layer's full ring
+            (3, True, False, _attn_ints(3, 3000, 0, 256, 4096)),  # 3 tokens after 2997 cached: 12 splits
+            (3, False, True, _attn_ints(3, 3, 128, 64, 128)),
+            (12, True, False, _attn_ints(12, 3000, 0, 256, 4096))]  # 12 tokens: a 128-row tile, 12 splits
+    for T, split, window, ints in attn:
+        bm, bn, warps = attn_mod.tiles(T, 8, torch.bfloat16, ints["window"])
+        c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64, HAS_WINDOW=window, SPLIT=split,
+                 IEEE=False)
+        out.append(("attention", "_attn_fwd_kernel", "bf16", c, dict(num_warps=warps, num_stages=2), ints))
     group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
     no_x = dict(X_OUT=False, NORM=False, BLOCK_C=1024)
     out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32, **no_x), group,
@@ -106,14 +113,14 @@ def cases():
     # the attention prologue (RoPE + cache write), gpt-oss-20b heads: decode (a sliding layer's ring, a full layer)
     # and a 2k prefill (a full layer; a ring with the new keys handed back)
     for new in (False, True):
-        rope = dict(H=64, K=8, D=64, F=32, NEW=new, BLOCK_J=128, BLOCK_F=32)
+        rope = dict(H=64, K=8, D=64, F=32, NEW=new, BLOCK_J=16, BLOCK_F=32)
         for dt in ("bf16", "fp32"):
-            out.append(("rope_cache", "_rope_cache_kernel", dt, rope, dict(num_warps=4), None))
+            out.append(("rope_cache", "_rope_cache_kernel", dt, rope, dict(num_warps=2), None))
     for S, T, new in ((128, 1, False), (4096, 1, False), (4096, 2048, False), (128, 2048, True)):
-        rope = dict(H=64, K=8, D=64, F=32, NEW=new, BLOCK_J=128, BLOCK_F=32)
+        rope = dict(H=64, K=8, D=64, F=32, NEW=new, BLOCK_J=16, BLOCK_F=32)
         ints = dict(S=S, T=T, s_qkv_b=5120 * T, s_qkv_t=5120, s_kc_b=S * 512, s_kc_s=512, s_vc_b=S * 512,
                     s_vc_s=512, s_pc_b=S, s_kn_b=(S + T) * 512 if new else 0, s_kn_t=512 if new else 0)
-        out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=4), ints))
+        out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=2), ints))
     # the qkv projection with the norm, RoPE and the cache write (rope_cache.py's qkv_rope_cache_write), 20b heads
     lin = importlib.import_module("optimized.kernels.linear")
     qkv = dict(C=2880, H=64, K=8, D=64, F=32, P=4, HAS_BIAS=True, NORM=True, BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])

@@ -150,6 +150,15 @@ def test_prefill_matches_the_engines_torch_path(B, T, S, H, K, D, positions, dty
     check_prefill(B, T, S, H, K, D, dtype, positions, new)
 
 
+@pytest.mark.parametrize("heads", [4, 8])
+def test_several_head_blocks_a_token(heads, monkeypatch):
+    """ROPE_HEADS heads a program (20b: 5 programs a token): 12 heads in 3 full blocks, or in one full and one
+    partial (masked) block; decode and prefill."""
+    monkeypatch.setattr(kernels_rope_cache, "ROPE_HEADS", heads)
+    check(2, 16, 6, 3, 12, torch.float32, [100, 16])
+    check_prefill(2, 4, 4, 6, 3, 12, torch.float32, [[9, 10, 11, 12], [0, -1, 1, 2]], new=True)
+
+
 @pytest.mark.skipif(DEVICE != "cpu", reason="on a GPU, test_prefill_matches_the_engines_torch_path runs bf16")
 def test_prefill_bf16_in_the_interpreter():
     check_prefill(1, 13, 8, 4, 2, 16, torch.bfloat16, [list(range(5, 18))], new=True, steps=2)

@@ -7,9 +7,9 @@ k_pos[s] >= 0 and k_pos[s] <= q_pos[t] and (window == 0 or q_pos[t] - k_pos[s] <
 One program holds the G query heads of one kv head for BLOCK_T tokens (rows r = token * G + head), so K/V are
 read once per kv head and never repeated in memory. Key blocks that every query of the program sees whole come
 first, in a loop with no mask per score (the mask was most of a step's instructions: bench/sass_roofline.py), for
-as long as the next block is one; the rest go through the masked loop, where blocks with no visible key are
-skipped whole (their K/V are not loaded). Both tests read only the block's positions, so they work for any slot
-order: in a causal prefill with contiguous positions the past runs unmasked, the diagonal masked, everything above
+as long as the next block is one; the rest go through the masked loop, where blocks wholly outside the queries'
+band (all keys after the newest query, or with a window all before the oldest query's window) are skipped whole
+(their K/V are not loaded). Both tests read only the block's positions, so they work for any slot order: in a causal prefill with contiguous positions the past runs unmasked, the diagonal masked, everything above
 it and, with a window, outside the band is skipped.
 Decode (all queries of a row in one block) splits the keys over programs (flash-decoding) when the batch x kv
 heads alone would not fill the GPU; the last split program of each (row, kv head) to finish merges the partial
@@ -72,13 +72,15 @@ def _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N: tl.constexpr, HAS
 
 
 @triton.jit
-def _softmax_pv(s, vt, m_i, l_i, acc, IEEE: tl.constexpr):
-    """One step of the online softmax: scores s (BLOCK_M, BLOCK_N) in log2 units (-inf where not visible), values
-    vt (BLOCK_N, BLOCK_D) -> the running max, denominator and output rows."""
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+def _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE: tl.constexpr):
+    """One step of the online softmax: raw scores s = q.k (BLOCK_M, BLOCK_N) (-inf where not visible), their scale
+    to log2 units qk_scale > 0, values vt (BLOCK_N, BLOCK_D) -> the running max (log2 units), denominator and output
+    rows. The scale rides in the exp2's FMA (s * qk_scale - m): no multiply a score (the max of the scaled scores is
+    the scaled max: rounding is monotone, qk_scale > 0)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing seen yet: no -inf - -inf
     alpha = tl.exp2(m_i - m_use)
-    p = tl.exp2(s - m_use[:, None])
+    p = tl.exp2(s * qk_scale - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = _dot(p.to(vt.dtype), vt, acc * alpha[:, None], IEEE)
     return m_new, l_i, acc
@@ -131,33 +133,36 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     while full:
         offs_n = n0 + tl.arange(0, BLOCK_N)
         kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None], mask=d_ok[:, None], other=0.0)
-        s = _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE) * qk_scale
+        s = _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE)
         vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :], mask=d_ok[None, :], other=0.0)
-        m_i, l_i, acc = _softmax_pv(s, vt, m_i, l_i, acc, IEEE)
+        m_i, l_i, acc = _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE)
         n0 += BLOCK_N
         full = _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW)
+    # visible iff 0 <= q_pos - k_pos <= lim, one unsigned compare a score: a negative distance (the future, or an
+    # empty slot read as position 2**31 - 1, or a padding row's q_pos -1) wraps past lim
+    if HAS_WINDOW:  # the last `window` positions, the query's own included
+        lim = (window - 1).to(tl.uint32)
+    else:
+        lim = tl.full([], 2147483647, tl.uint32)
     for n1 in range(n0, hi, BLOCK_N):  # the rest, masked per score
         offs_n = n1 + tl.arange(0, BLOCK_N)
         col_ok = offs_n < hi
         kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
-        # a block wholly after every query (a causal prefill's future: half its blocks) is skipped before any work
-        # per score; otherwise the visibility of each score decides
-        if tl.min(tl.where(kp >= 0, kp, 2147483647), 0) <= qp_hi:
-            vis = row_ok[:, None] & (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
-            if HAS_WINDOW:  # the last `window` positions, the query's own included
-                vis = vis & (qp[:, None] - kp[None, :] < window)
-            visible = tl.max(vis.to(tl.int32)) > 0
-        else:
-            vis = tl.zeros([BLOCK_M, BLOCK_N], tl.int1)
-            visible = False
-        if visible:  # skip whole blocks with no visible key: their K/V are not read
+        kq = tl.where(kp >= 0, kp, 2147483647)  # empty slots (and past hi): in no query's past
+        # a block wholly after every query (a causal prefill's future: half its blocks), or with a window wholly
+        # before every query's window, is skipped before any work per score: its K/V are not read
+        in_band = tl.min(kq, 0) <= qp_hi
+        if HAS_WINDOW:
+            in_band = in_band & (tl.max(kp, 0) > qp_lo - window)
+        if in_band:  # the visibility of each score decides (a row that sees none of the block gains nothing)
+            vis = (qp[:, None] - kq[None, :]).to(tl.uint32) <= lim
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
             kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None],
                          mask=kv_ok[None, :] & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = tl.where(vis, _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE) * qk_scale, float("-inf"))
+            s = tl.where(vis, _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE), float("-inf"))
             vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :],
                          mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
-            m_i, l_i, acc = _softmax_pv(s, vt, m_i, l_i, acc, IEEE)
+            m_i, l_i, acc = _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE)
     if SPLIT:
         n_splits = tl.num_programs(2)
         part = (pid_bk * n_splits + pid_s) * BLOCK_M + offs_r
@@ -203,9 +208,28 @@ def _combine(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, pid_bk, T, n_splits,
              mask=row_ok[:, None] & (offs_d < D)[None, :])
 
 
-BLOCK_N = 64  # keys per step
-PREFILL_ROWS = 64  # (token, head) rows per program in prefill: 8 tokens x 8 heads for gpt-oss
+BLOCK_N = 64  # keys per step (decode, few tokens, fp32)
+PREFILL_ROWS = 64  # (token, head) rows per program at most in fp32 (its IEEE dot): 8 tokens x 8 heads for gpt-oss
+# bf16/fp16 prefill: 128 rows on 8 warps, two warpgroups of 64 rows. With 64 rows on 8 warps both warpgroups computed
+# the whole score tile and its softmax (each then half the output's columns). sm_90 SASS (triton 3.6, 2k prompt,
+# bench/sass_roofline.py), warp-instructions issued an iteration over its MMA cycles, unmasked / masked loop:
+# 64 x 64 on 8 warps 2.21 / 4.32, 128 x 64 1.12 / 2.30 (windowed 1.13 / 3.05), 128 x 128 0.90 / 2.62 (windowed:
+# 255 registers and a spill). A full layer's prompt is mostly unmasked blocks: 128 keys a step; a windowed layer's
+# band (128 keys) is mostly masked blocks, each 128-key block half outside it: 64 keys a step.
+PREFILL_TILE = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_N_WINDOW=64, num_warps=8)
 MIN_SPLIT_KEYS = 256  # split-KV decode: keys per split at least
+
+
+def tiles(T: int, G: int, dtype, window: int = 0) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for T query tokens of G heads a kv head: BLOCK_M rows = BLOCK_M // G tokens x
+    G heads, as many as T needs up to PREFILL_TILE's (PREFILL_ROWS in fp32); PREFILL_TILE's keys and warps once the
+    rows fill its tile (a prefill of >= 9 tokens on gpt-oss), else 64 keys and 8 warps (decode: not issue-bound,
+    bench/sass_roofline.py)."""
+    rows = PREFILL_ROWS if dtype == torch.float32 else PREFILL_TILE["BLOCK_M"]
+    BLOCK_M = max(16, triton.next_power_of_2(G * min(T, max(1, rows // G))))  # tl.dot wants M >= 16
+    if dtype != torch.float32 and BLOCK_M == PREFILL_TILE["BLOCK_M"]:
+        return BLOCK_M, PREFILL_TILE["BLOCK_N_WINDOW" if window else "BLOCK_N"], PREFILL_TILE["num_warps"]
+    return BLOCK_M, BLOCK_N, 8
 
 
 def _check(q, k, v, sinks, window, q_pos, k_pos):
@@ -248,6 +272,8 @@ def _sm_count(device) -> int:
 def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     """attention, with the split-KV count forced when num_splits is given (tests use it)."""
     B, T, H, D, S, K = _check(q, k, v, sinks, window, q_pos, k_pos)
+    if not 0 < float(sm_scale) < float("inf"):  # _softmax_pv takes the max of unscaled scores
+        raise ValueError(f"attention: sm_scale must be positive and finite, got {sm_scale}")
     G = H // K
     # strided views are read in place (the engine passes slices of its cache); only the two innermost axes
     # (kv head, head_dim) of k and v, and head_dim of q, must be dense
@@ -262,7 +288,7 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     if B * T == 0:
         return out
     BLOCK_D = max(16, triton.next_power_of_2(D))  # tl.dot wants every dimension >= 16
-    BLOCK_M = max(16, triton.next_power_of_2(G * min(T, max(1, PREFILL_ROWS // G))))  # tl.dot wants M >= 16
+    BLOCK_M, BN, warps = tiles(T, G, q.dtype, int(window))
     BLOCK_T = BLOCK_M // G
     n_tblocks = triton.cdiv(T, BLOCK_T)
     qk_scale = float(sm_scale) * LOG2E
@@ -273,7 +299,7 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
             num_splits = max(1, min(triton.cdiv(S, MIN_SPLIT_KEYS), (2 * _sm_count(q.device)) // (B * K)))
     if n_tblocks > 1 and num_splits != 1:
         raise ValueError(f"attention: split-KV needs all T={T} queries in one block of {BLOCK_T} tokens")
-    chunk = triton.cdiv(triton.cdiv(max(S, 1), num_splits), BLOCK_N) * BLOCK_N
+    chunk = triton.cdiv(triton.cdiv(max(S, 1), num_splits), BN) * BN
     num_splits = max(1, triton.cdiv(S, chunk))
     split = num_splits > 1
     if split:
@@ -288,8 +314,8 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, cnt, T, S, qk_scale, int(window), chunk,
                            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                            q_pos.stride(0), k_pos.stride(0),
-                           H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=8, num_stages=2,
+                           H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BN, BLOCK_D=BLOCK_D,
+                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=warps, num_stages=2,
                            **launch_args(q.device))
     return out
 

@@ -36,6 +36,9 @@ from optimized.kernels.pdl import _pdl_enter, launch_args
 from reference.norm import EPS
 
 
+ROPE_HEADS = 16  # heads a program of _rope_cache_kernel rotates and stores (16 x 32 pairs on 20b, 2 warps)
+
+
 def rope_cache_write_ref(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int, D: int, new_kv=None):
     """The engine's torch path: qkv (B, T, W), cos/sin (B, T, F) float32, pos (B, T) int64 (-1: padding); the
     cache tensors (B, S, K, D) and (B, S) are written in place, each row's last S tokens (all of them but on a
@@ -102,10 +105,10 @@ def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr
                        s_qkv_b, s_qkv_t, s_kc_b, s_kc_s, s_vc_b, s_vc_s, s_pc_b, s_kn_b, s_kn_t,
                        H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, F: tl.constexpr, NEW: tl.constexpr,
                        BLOCK_J: tl.constexpr, BLOCK_F: tl.constexpr):
-    """Program: token t of row b, every head at once (a (BLOCK_J, BLOCK_F) tile: head j, pair f)."""
+    """Program: BLOCK_J heads of token t of row b at once (a (BLOCK_J, BLOCK_F) tile: head j, pair f)."""
     b = tl.program_id(0) // T
     t = tl.program_id(0) % T
-    j = tl.arange(0, BLOCK_J)[:, None]  # head j of the qkv row: q [0, H), k [H, H + K), v [H + K, H + 2K)
+    j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)[:, None]  # head j: q [0, H), k [H, H + K), v [H + K, H + 2K)
     f = tl.arange(0, BLOCK_F)[None, :]
     m = (j < H + 2 * K) & (f < F)
     src = qkv_ptr + b * s_qkv_b + t * s_qkv_t + j * D
@@ -178,7 +181,8 @@ def _check_new_kv(new_kv, B, T, K, D, dtype, device):
 
 
 def rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K: int, D: int, new_kv=None):
-    """Same contract as rope_cache_write_ref, one launch of B * T programs (a token each, all its heads). No host
+    """Same contract as rope_cache_write_ref, one launch of B * T * cdiv(H + 2K, ROPE_HEADS) programs (ROPE_HEADS
+    heads of a token each: 20b 5 a token, 80 heads of 32 pairs). No host
     sync (CUDA-graph safe; several tokens a row: last_slots_only's few torch ops first); positions are not checked
     here (the engine checks requests before any work)."""
     B, T, W = qkv.shape
@@ -195,12 +199,13 @@ def rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K:
     wpos = pos if T == 1 else last_slots_only(pos, S)  # quirk: on a ring a later token of the call takes the slot
     cos, sin, wpos = cos.contiguous(), sin.contiguous(), wpos.long().contiguous()
     q = torch.empty((B, T, H, D), dtype=qkv.dtype, device=qkv.device)
-    _rope_cache_kernel[(B * T,)](qkv, cos, sin, wpos, q, k_cache, v_cache, pos_cache, kn, vn, S, T,
+    BLOCK_J = min(ROPE_HEADS, triton.next_power_of_2(H + 2 * K))
+    _rope_cache_kernel[(B * T, triton.cdiv(H + 2 * K, BLOCK_J))](qkv, cos, sin, wpos, q, k_cache, v_cache, pos_cache, kn, vn, S, T,
                                  qkv.stride(0), qkv.stride(1), k_cache.stride(0), k_cache.stride(1),
                                  v_cache.stride(0), v_cache.stride(1), pos_cache.stride(0),
                                  kn.stride(0) if new_kv is not None else 0, kn.stride(1) if new_kv is not None else 0,
-                                 H=H, K=K, D=D, F=F, NEW=new_kv is not None, BLOCK_J=triton.next_power_of_2(H + 2 * K),
-                                 BLOCK_F=triton.next_power_of_2(F), num_warps=4)
+                                 H=H, K=K, D=D, F=F, NEW=new_kv is not None, BLOCK_J=BLOCK_J,
+                                 BLOCK_F=triton.next_power_of_2(F), num_warps=2)
     return q
 
 
