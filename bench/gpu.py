@@ -13,6 +13,8 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
   - moe: the Triton MoE kernels alone on real shapes, 8 layers' experts in turn (more than the L2 cache),
     replayed from a CUDA graph; bytes = the routed experts' packed weights, scales and biases.
   - attention decode: one query token per row at 1k / 8k context; bytes = the K/V (+ positions) it reads.
+  - attention prefill: the op alone on one causal prompt of 1k / 8k / 32k tokens, a full layer and a windowed one;
+    FLOPs = 4 x heads x head_dim x the visible (query, key) pairs, at the measured matmul rate.
   - linear sweep (--linear-sweep): the decode projections at batch 1 (qkv, out, router, unembedding, with the
     RMSNorm / residual add the engine fuses into them), each tile of LINEAR_SWEEP against the torch steps, and
     qkv with RoPE + cache write in one kernel or two; bytes = the weight matrix and bias.
@@ -365,6 +367,46 @@ def bench_attention(report, name, config, clock, bw, contexts, iters, backends):
             del q, k, v
 
 
+def causal_pairs(T: int, window: int) -> int:
+    """(query, key) pairs a causal prompt of T tokens attends: every earlier key and itself, or its last `window`."""
+    if not window or window >= T:
+        return T * (T + 1) // 2
+    return window * (window + 1) // 2 + (T - window) * window
+
+
+_ATTN_PREFILL_SEEN = set()  # attention shapes already measured in this run (20b and 120b share theirs)
+
+
+def bench_attention_prefill(report, name, config, clock, rate, tokens, iters, backends):
+    """The attention op alone on one causal prompt of T tokens (batch 1, q at positions 0..T-1 over the same T keys):
+    a full layer and a windowed one. FLOPs = 4 x H x D x the visible (query, key) pairs (QK^T and PV, a multiply-add
+    each), at the measured bf16 matmul rate. The torch op only up to 8k tokens (past that it runs for seconds)."""
+    from optimized.ops import get_backend
+    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
+    H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    shape = (H, K, D, config.sliding_window)
+    if shape in _ATTN_PREFILL_SEEN:
+        return
+    _ATTN_PREFILL_SEEN.add(shape)
+    for T in tokens:
+        q = torch.randn(1, T, H, D, device=dev, dtype=dt)
+        k, v = (torch.randn(1, T, K, D, device=dev, dtype=dt) for _ in range(2))
+        sinks = torch.randn(H, device=dev)
+        pos = torch.arange(T, device=dev)[None]
+        for window in (0, config.sliding_window):
+            flops = 4 * H * D * causal_pairs(T, window)
+            for be in dict.fromkeys(b.partition("-")[0] for b in backends):
+                if be == "torch" and T > 8192:
+                    continue
+                op = get_backend(be).attention
+                s = clock.time(lambda: op(q, k, v, sinks, D ** -0.5, window, pos, pos), 1, max(2, iters // 4))
+                report.add(model=name, what="attention prefill", backend=be,
+                           setting=f"{T} tokens, " + (f"window {window}" if window else "full layer"), ms=s * 1e3,
+                           bytes=0, floor_ms=flops / rate * 1e3, fraction=flops / rate / s,
+                           note=f"{flops / s / 1e12:.1f} TFLOP/s")
+        del q, k, v
+
+
 def fill_cache(cache, ctx):
     """Positions of a cache that holds ctx tokens per row (full layers: slot = pos; rings: the latest)."""
     for p in cache.pos:
@@ -614,6 +656,7 @@ def main(argv=None):
     ap.add_argument("--contexts", default="1024,8192")
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--prefill", default="2048,8192")
+    ap.add_argument("--attn-prefill", default="1024,8192,32768", help="prompt lengths of the attention prefill rows")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: moe,attention,engine")
     ap.add_argument("--moe-sweep", action="store_true", help="time alternative MoE decode tile sizes (batch 1)")
@@ -624,6 +667,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     args.contexts, args.batches, args.prefill = ints(args.contexts), ints(args.batches), ints(args.prefill)
+    args.attn_prefill = ints(args.attn_prefill)
     backends = [b for b in args.backends.split(",") if b]
     for b in backends:
         base, _, variant = b.partition("-")
@@ -634,6 +678,7 @@ def main(argv=None):
     if args.smoke:
         device, models = "cpu", {"smoke": SMOKE}
         args.contexts, args.batches, args.prefill, args.steps = [12, 20], [1, 2], [16], 2
+        args.attn_prefill = [20]
         copy_n, mm_n, iters, moe_layers = 2**22, 128, 3, 2
     else:
         if not torch.cuda.is_available():
@@ -664,6 +709,7 @@ def main(argv=None):
                 bench_linear(report, mname, config, clock, bw, moe_layers, iters)
             if "attention" not in skip:
                 bench_attention(report, mname, config, clock, bw, args.contexts, iters, backends)
+                bench_attention_prefill(report, mname, config, clock, rate, args.attn_prefill, iters, backends)
             if "engine" not in skip:
                 dt = torch.bfloat16 if clock.cuda else torch.float32
                 weights = synthetic_weights(config, device=device, dtype=dt, seed=0)

@@ -28,9 +28,12 @@ def test_bench_gpu_smoke_prints_the_table(tmp_path):
     rows = data["rows"]
     kinds = {(r["what"], r["backend"]) for r in rows}
     assert kinds == {("moe kernels (graph)", "triton"), ("attention decode", "triton"), ("attention decode", "torch"),
+                     ("attention prefill", "triton"), ("attention prefill", "torch"),
                      ("engine decode", "triton"), ("engine decode", "torch"), ("engine prefill", "triton"),
                      ("engine prefill", "torch"), ("engine kernels", "triton"), ("engine kernels", "torch")} | ({("engine decode", "transformers"),
                                                        ("engine prefill", "transformers")} if hf else set()), kinds
+    prefill = {r["setting"] for r in rows if r["what"] == "attention prefill"}
+    assert prefill == {"20 tokens, full layer", "20 tokens, window 8"}, prefill
     for r in rows:
         assert f"| {r['model']} | {r['what']} | {r['backend']} | {r['setting']} |" in text
         if r["what"] == "engine kernels":  # a step's make-up (on CPU: its top-level ops), no floor
