@@ -64,6 +64,17 @@ def test_prefill_matches_ref(B, T, S, H, K, D, window, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("window", [0, 64])
+def test_split_keys_for_a_few_tokens(window, dtype):
+    """12 tokens after 388 cached (a short chunk, or speculative tokens), G = 8: fp16/bf16 hold them in one query
+    block (a 128-row tile, 128 keys a step), so the keys may be split over programs, merged by the last one; fp32's
+    64-row tile holds 8 tokens: two query blocks, no split."""
+    q, k, v, sinks = make_qkv(2, 12, 400, 16, 2, 32, dtype, seed=12 + window)
+    for num_splits in (None, 3) if dtype != torch.float32 else (None,):
+        check(q, k, v, sinks, window, *contiguous(2, 12, 400), num_splits=num_splits)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("S,window", [(1, 0), (9, 8), (150, 0), (150, 128), (200, 64)])
 @pytest.mark.parametrize("num_splits", [None, 1, 3])
 def test_decode_matches_ref(S, window, num_splits, dtype):
