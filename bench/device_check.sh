@@ -15,8 +15,9 @@
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
 #   5. the engine's GPU check (optimized.gpu_check), the decode projections alone (bench/gpu.py --linear-sweep:
-#      linear kernel tiles vs the torch steps), the remaining kernel tests (fp32 on the GPU), then a few rows of
-#      the engine's torch backend, then HF transformers (20b, dense bf16 experts) if the budget has room
+#      linear kernel tiles vs the torch steps), the attention prefill tiles (--attn-sweep), the remaining kernel
+#      tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF transformers (20b, dense
+#      bf16 experts) if the budget has room
 # Works in $WORK (a temporary folder unless set): one log per stage, bench_*.json, the certificate, summary.json.
 # $OUT receives three files, since the device tool brings back at most 8: summary.json (stage statuses, test
 # counts, every bench row), status.txt, and device_logs.tar.gz (all of $WORK). Prints a short table last.
@@ -115,6 +116,9 @@ stage engine_gpu_check 60 $PY -m optimized.gpu_check --device cuda
 # torch steps (what LINEAR_CONFIG and the fused RMSNorm should be), qkv + RoPE + cache write in one kernel or two
 stage linear_sweep 30 $PY bench/gpu.py --models 20b --skip moe,attention,engine --linear-sweep \
     --json "$WORK/bench_linear.json"
+# the attention prefill (8k prompt, full and windowed layer) with each ATTN_SWEEP tile: the A/B for attention.tiles
+stage attn_sweep 40 $PY bench/gpu.py --models 20b --skip moe,attention,engine --attn-sweep --attn-prefill 8192 \
+    --json "$WORK/bench_attn.json"
 
 stage kernel_tests_rest 40 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS -k "not (bfloat16 or real_shapes or cuda_graph)"
 stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,attention --batches 1,64 \
@@ -134,7 +138,7 @@ for name in ("kernel_tests_gpu", "kernel_tests_rest", "conformance"):
     if os.path.exists(p):
         tail = open(p, errors="replace").read()[-4000:]
         summary["tests"][name] = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
-for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_linear", "bench_torch", "bench_hf"):
+for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_linear", "bench_attn", "bench_torch", "bench_hf"):
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
@@ -147,7 +151,7 @@ if bt:
     h = bt["header"]
     print(f"{h['device']}: copy {h['copy_GBps']:.0f} GB/s, bf16 matmul {h['matmul_TFLOPs']:.0f} TFLOP/s, commit {h['commit']}")
     print(f"{'model':6s} {'what':20s} {'backend':7s} {'setting':18s} {'ms':>9s} {'fraction':>8s}  note")
-    more = [r for k in ("bench_sweep", "bench_unfused", "bench_linear", "bench_torch", "bench_hf")
+    more = [r for k in ("bench_sweep", "bench_unfused", "bench_linear", "bench_attn", "bench_torch", "bench_hf")
             for r in summary["bench"].get(k, {}).get("rows", [])]
     for r in bt["rows"] + more:
         keep = ("batch 1" in r["setting"] or "prefill" in r["what"] or r["what"] == "ERROR") and "sweep" not in r["what"]

@@ -72,11 +72,11 @@ class EngineRunner:
 
 class TransformersRunner:
     def __init__(self, path, dtype, label):
-        from transformers import GptOssForCausalLM
         from transformers.utils import logging
+        from conformance.impls.transformers import load_hf_model
         logging.set_verbosity_error()
         self.name = f"transformers GptOssForCausalLM {label}"
-        self.model = GptOssForCausalLM.from_pretrained(str(path), dtype=dtype, device_map="cpu").eval()
+        self.model = load_hf_model(str(path), dtype).eval()  # MXFP4 dequantized at load (dense experts)
         with torch.inference_mode():
             self.model(torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]), use_cache=True)  # warm-up
 

@@ -27,6 +27,7 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
     step and a layer, their summed device time and that over the graphed step's time (below 1: the GPU idles
     between kernels), the kernels that take most of it, and a layer's kernels in launch order with their mean
     times (which of a layer's ~30 us at batch 1 each kernel takes).
+  - attention sweep (--attn-sweep): the attention prefill rows' op with each ATTN_SWEEP tile (kernels/attention.py).
   - peak GPU memory of each engine run.
 Anchors printed beside (not measured here): the HBM floor 3.708 GB/token (20b) and 5.003 GB/token (120b) at
 batch 1, and the best published single-GPU batch-1 decode on Hopper, SGLang 304.6 tok/s (20b), 211.5 (120b).
@@ -407,6 +408,55 @@ def bench_attention_prefill(report, name, config, clock, rate, tokens, iters, ba
         del q, k, v
 
 
+# bench_attention_sweep's prefill tiles (kernels/attention.py PREFILL_TILE): the engine's first, then the tile it had
+# before 2026-12-06 (64 rows on 8 warps: both warpgroups computed the whole score tile), 64 rows on one warpgroup,
+# 128 rows x 64 keys, and 128 keys on windowed layers too
+ATTN_SWEEP = [None,
+              dict(BLOCK_M=64, BLOCK_N=64, BLOCK_N_WINDOW=64, num_warps=8),
+              dict(BLOCK_M=64, BLOCK_N=64, BLOCK_N_WINDOW=64, num_warps=4),
+              dict(BLOCK_M=128, BLOCK_N=64, BLOCK_N_WINDOW=64, num_warps=8),
+              dict(BLOCK_M=128, BLOCK_N=128, BLOCK_N_WINDOW=128, num_warps=8)]
+
+
+@contextlib.contextmanager
+def attention_tile(tile):
+    """kernels/attention.py's PREFILL_TILE set to tile meanwhile (None: as it is)."""
+    attn = importlib.import_module("optimized.kernels.attention")
+    saved = attn.PREFILL_TILE
+    attn.PREFILL_TILE = tile or saved
+    try:
+        yield attn.PREFILL_TILE
+    finally:
+        attn.PREFILL_TILE = saved
+
+
+def bench_attention_sweep(report, name, config, clock, rate, tokens, iters):
+    """The Triton attention on one causal prompt of `tokens` tokens (a full layer and a windowed one) with each
+    ATTN_SWEEP prefill tile: the A/B for attention.tiles (chosen by SASS counts: bench/sass_roofline.py). Floors as
+    bench_attention_prefill's. On CPU (fp32) every entry runs fp32's own tile: the sweep only runs."""
+    from optimized.kernels.attention import attention, tiles
+    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
+    H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    q = torch.randn(1, tokens, H, D, device=dev, dtype=dt)
+    k, v = (torch.randn(1, tokens, K, D, device=dev, dtype=dt) for _ in range(2))
+    sinks = torch.randn(H, device=dev)
+    pos = torch.arange(tokens, device=dev)[None]
+    for tile in ATTN_SWEEP:
+        with attention_tile(tile):
+            for window in (0, config.sliding_window):
+                BM, BN, warps = tiles(tokens, H // K, dt, window)
+                flops = 4 * H * D * causal_pairs(tokens, window)
+                try:
+                    s = clock.time(lambda: attention(q, k, v, sinks, D ** -0.5, window, pos, pos), 1, max(2, iters // 4))
+                    note = f"{flops / s / 1e12:.1f} TFLOP/s; tile {BM} x {BN}, {warps} warps"
+                except Exception as e:  # a tile that fails to compile or run: its row says so, the others still run
+                    s, note = float("nan"), f"FAILED {type(e).__name__}: {e}; tile {BM} x {BN}, {warps} warps"
+                report.add(model=name, what="attention sweep", backend="triton",
+                           setting=f"{tokens} tokens, " + (f"window {window}" if window else "full layer"),
+                           ms=s * 1e3, bytes=0, floor_ms=flops / rate * 1e3, fraction=flops / rate / s, note=note)
+    del q, k, v
+
+
 def fill_cache(cache, ctx):
     """Positions of a cache that holds ctx tokens per row (full layers: slot = pos; rings: the latest)."""
     for p in cache.pos:
@@ -662,6 +712,8 @@ def main(argv=None):
     ap.add_argument("--moe-sweep", action="store_true", help="time alternative MoE decode tile sizes (batch 1)")
     ap.add_argument("--linear-sweep", action="store_true", help="time the decode projections (batch 1): the linear "
                     "kernel's tiles against the torch steps, and qkv with RoPE + cache write fused or not")
+    ap.add_argument("--attn-sweep", action="store_true", help="time the attention prefill tiles of ATTN_SWEEP on "
+                    "the longest --attn-prefill prompt (a full layer and a windowed one)")
     ap.add_argument("--hf", action="store_true", help="also HF transformers (dense bf16 experts) where it fits")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -707,6 +759,8 @@ def main(argv=None):
                 bench_moe(report, mname, config, clock, bw, moe_layers, iters, sweep=args.moe_sweep)
             if args.linear_sweep:
                 bench_linear(report, mname, config, clock, bw, moe_layers, iters)
+            if args.attn_sweep:
+                bench_attention_sweep(report, mname, config, clock, rate, max(args.attn_prefill), iters)
             if "attention" not in skip:
                 bench_attention(report, mname, config, clock, bw, args.contexts, iters, backends)
                 bench_attention_prefill(report, mname, config, clock, rate, args.attn_prefill, iters, backends)

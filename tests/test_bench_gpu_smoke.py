@@ -122,3 +122,27 @@ def test_bench_linear_config_is_restored():
         assert linear.LINEAR_CONFIG is cfg and rope_cache.LINEAR_CONFIG is cfg and moe.LINEAR_CONFIG is cfg
         assert rope_cache._pairs_a_program(32) == 8
     assert linear.LINEAR_CONFIG is before and rope_cache.LINEAR_CONFIG is before and moe.LINEAR_CONFIG is before
+
+
+def test_bench_gpu_attention_sweep_runs_each_tile(tmp_path):
+    """`bench/gpu.py --attn-sweep` times the attention prefill with each ATTN_SWEEP tile (on CPU fp32 keeps its own
+    tile: the sweep only runs), a full layer and a windowed one each, none failed; PREFILL_TILE restored."""
+    out = tmp_path / "attn.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--skip", "moe,attention,engine", "--attn-sweep",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.pop(0)
+    assert [r["what"] for r in rows] == ["attention sweep"] * 2 * len(gpu.ATTN_SWEEP)
+    assert [r["setting"] for r in rows[:2]] == ["20 tokens, full layer", "20 tokens, window 8"]
+    for r in rows:
+        assert "FAILED" not in r["note"] and r["ms"] > 0 and math.isfinite(r["fraction"]) and "tile" in r["note"], r
+    import importlib
+    attn = importlib.import_module("optimized.kernels.attention")
+    with gpu.attention_tile(gpu.ATTN_SWEEP[1]) as tile:
+        assert attn.PREFILL_TILE is tile and tile["BLOCK_M"] == 64
+    assert attn.PREFILL_TILE["BLOCK_M"] == 128

@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # dequantizes MXFP4 on CPU
 
+from conformance.impls.transformers import load_hf_model  # noqa: E402
 from reference.model import Model  # noqa: E402
 
 from helpers import TINY, write_tiny  # noqa: E402
@@ -31,10 +32,7 @@ TOKENS = [5, 17, 0, 96, 42, 42, 7, 63, 18, 2, 77, 31]  # 12 > window 4
 
 
 def load_hf(path, dtype, **kw):
-    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
-    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    model = transformers.GptOssForCausalLM.from_pretrained(path, device_map="cpu", **{key: dtype}, **kw)
-    return model.eval()
+    return load_hf_model(path, dtype, **kw).eval()  # MXFP4 dequantized at load, as the conformance adapter does
 
 
 @pytest.fixture(scope="module")

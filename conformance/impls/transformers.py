@@ -22,6 +22,19 @@ from reference.writer import hf_config_json
 CACHE = Path(os.environ.get("GPT_OSS_KIT_CACHE", Path(tempfile.gettempdir()) / "gpt-oss-kit-hf"))
 
 
+def load_hf_model(path, dtype, **kw):
+    """GptOssForCausalLM from an HF-layout checkpoint, on CPU, its MXFP4 experts dequantized at load (dense, in
+    dtype). Asked for explicitly: transformers 5.25 keeps them packed on CPU too when triton >= 3.5 and its
+    `kernels` dependency are installed, and fetches Triton kernels from the Hub for that
+    (kernels-community/gpt-oss-triton-kernels), which fails offline; earlier versions dequantized on CPU."""
+    import transformers
+    from transformers import GptOssForCausalLM, Mxfp4Config
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    return GptOssForCausalLM.from_pretrained(path, device_map="cpu", quantization_config=Mxfp4Config(dequantize=True),
+                                             **{key: dtype}, **kw)
+
+
 def to_hf(src, dst) -> Path:
     """Write an HF-layout copy of an original-layout checkpoint (byte-identical tensors, renamed/split)."""
     ck = Checkpoint(src)
@@ -63,7 +76,6 @@ class TransformersImpl:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         import transformers
-        from transformers import GptOssForCausalLM
 
         self.torch = torch
         src = Path(checkpoint_dir).resolve()
@@ -77,8 +89,7 @@ class TransformersImpl:
             except OSError:  # another process made it first
                 pass
         self.dtype = dtype
-        self.model = GptOssForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype), device_map="cpu",
-                                                       attn_implementation="eager")
+        self.model = load_hf_model(hf_dir, getattr(torch, dtype), attn_implementation="eager")
         self.model.eval()
         self.name = f"HF transformers {transformers.__version__} GptOssForCausalLM (eager, {dtype})"
         self.n_layers = self.model.config.num_hidden_layers
