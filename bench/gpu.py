@@ -378,22 +378,31 @@ def causal_pairs(T: int, window: int) -> int:
 _ATTN_PREFILL_SEEN = set()  # attention shapes already measured in this run (20b and 120b share theirs)
 
 
+def causal_prompt(config, clock, T):
+    """q (1, T, H, D), k, v (1, T, K, D), sinks (H,), positions 0..T-1 (1, T): one prompt's attention inputs."""
+    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
+    H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    q = torch.randn(1, T, H, D, device=dev, dtype=dt)
+    k, v = (torch.randn(1, T, K, D, device=dev, dtype=dt) for _ in range(2))
+    return q, k, v, torch.randn(H, device=dev), torch.arange(T, device=dev)[None]
+
+
+def prompt_setting(T, window):
+    return f"{T} tokens, " + (f"window {window}" if window else "full layer")
+
+
 def bench_attention_prefill(report, name, config, clock, rate, tokens, iters, backends):
     """The attention op alone on one causal prompt of T tokens (batch 1, q at positions 0..T-1 over the same T keys):
     a full layer and a windowed one. FLOPs = 4 x H x D x the visible (query, key) pairs (QK^T and PV, a multiply-add
     each), at the measured bf16 matmul rate. The torch op only up to 8k tokens (past that it runs for seconds)."""
     from optimized.ops import get_backend
-    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     shape = (H, K, D, config.sliding_window)
     if shape in _ATTN_PREFILL_SEEN:
         return
     _ATTN_PREFILL_SEEN.add(shape)
     for T in tokens:
-        q = torch.randn(1, T, H, D, device=dev, dtype=dt)
-        k, v = (torch.randn(1, T, K, D, device=dev, dtype=dt) for _ in range(2))
-        sinks = torch.randn(H, device=dev)
-        pos = torch.arange(T, device=dev)[None]
+        q, k, v, sinks, pos = causal_prompt(config, clock, T)
         for window in (0, config.sliding_window):
             flops = 4 * H * D * causal_pairs(T, window)
             for be in dict.fromkeys(b.partition("-")[0] for b in backends):
@@ -401,9 +410,8 @@ def bench_attention_prefill(report, name, config, clock, rate, tokens, iters, ba
                     continue
                 op = get_backend(be).attention
                 s = clock.time(lambda: op(q, k, v, sinks, D ** -0.5, window, pos, pos), 1, max(2, iters // 4))
-                report.add(model=name, what="attention prefill", backend=be,
-                           setting=f"{T} tokens, " + (f"window {window}" if window else "full layer"), ms=s * 1e3,
-                           bytes=0, floor_ms=flops / rate * 1e3, fraction=flops / rate / s,
+                report.add(model=name, what="attention prefill", backend=be, setting=prompt_setting(T, window),
+                           ms=s * 1e3, bytes=0, floor_ms=flops / rate * 1e3, fraction=flops / rate / s,
                            note=f"{flops / s / 1e12:.1f} TFLOP/s")
         del q, k, v
 
@@ -435,25 +443,22 @@ def bench_attention_sweep(report, name, config, clock, rate, tokens, iters):
     ATTN_SWEEP prefill tile: the A/B for attention.tiles (chosen by SASS counts: bench/sass_roofline.py). Floors as
     bench_attention_prefill's. On CPU (fp32) every entry runs fp32's own tile: the sweep only runs."""
     from optimized.kernels.attention import attention, tiles
-    dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    q = torch.randn(1, tokens, H, D, device=dev, dtype=dt)
-    k, v = (torch.randn(1, tokens, K, D, device=dev, dtype=dt) for _ in range(2))
-    sinks = torch.randn(H, device=dev)
-    pos = torch.arange(tokens, device=dev)[None]
+    q, k, v, sinks, pos = causal_prompt(config, clock, tokens)
     for tile in ATTN_SWEEP:
         with attention_tile(tile):
             for window in (0, config.sliding_window):
-                BM, BN, warps = tiles(tokens, H // K, dt, window)
+                BM, BN, warps = tiles(tokens, H // K, q.dtype, window)
                 flops = 4 * H * D * causal_pairs(tokens, window)
                 try:
-                    s = clock.time(lambda: attention(q, k, v, sinks, D ** -0.5, window, pos, pos), 1, max(2, iters // 4))
+                    s = clock.time(lambda: attention(q, k, v, sinks, D ** -0.5, window, pos, pos), 1,
+                                   max(2, iters // 4))
                     note = f"{flops / s / 1e12:.1f} TFLOP/s; tile {BM} x {BN}, {warps} warps"
                 except Exception as e:  # a tile that fails to compile or run: its row says so, the others still run
                     s, note = float("nan"), f"FAILED {type(e).__name__}: {e}; tile {BM} x {BN}, {warps} warps"
                 report.add(model=name, what="attention sweep", backend="triton",
-                           setting=f"{tokens} tokens, " + (f"window {window}" if window else "full layer"),
-                           ms=s * 1e3, bytes=0, floor_ms=flops / rate * 1e3, fraction=flops / rate / s, note=note)
+                           setting=prompt_setting(tokens, window), ms=s * 1e3, bytes=0, floor_ms=flops / rate * 1e3,
+                           fraction=flops / rate / s, note=note)
     del q, k, v
 
 

@@ -129,7 +129,8 @@ def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0, full_blocks=
 def count_attention(work_dir, keys=8192):
     """The split-KV decode attention (optimized/kernels/attention.py) at batch 1 on gpt-oss's heads (64 query,
     8 kv, head_dim 64), a full layer of `keys` keys: each loop iteration reads BLOCK_N keys' K and V rows (bf16) and
-    their int64 positions. The engine's launch (attention.tiles): 8 warps, 2 stages, splits of 256 keys (MIN_SPLIT_KEYS)."""
+    their int64 positions. The engine's launch (attention.tiles): 8 warps, 2 stages, splits of 256 keys
+    (MIN_SPLIT_KEYS)."""
     from optimized.kernels import aot
     attn = importlib.import_module("optimized.kernels.attention")
     H, K, D, G = 64, 8, 64, 8

@@ -283,8 +283,8 @@ def test_qkv_bad_input():
 @pytest.mark.parametrize("op", ["qkv_rope_cache_write", "rope_cache_write"])
 def test_engine_decodes_with_it_as_with_the_torch_backend(tmp_path, op):
     """Backend "triton" decodes through the op (counted; rope_cache_write with qkv_rope_cache_write switched off, as
-    the bench's triton-split-qkv; rope_cache_write also takes the 3-token prefill) and gives the torch backend's float32 logits, step after step, across the ring of
-    a windowed layer."""
+    the bench's triton-split-qkv; rope_cache_write also takes the 3-token prefill) and gives the torch backend's
+    float32 logits, step after step, across the ring of a windowed layer."""
     from optimized import ops
     from optimized.generate import Engine
     from optimized.model import Model

@@ -9,8 +9,9 @@ read once per kv head and never repeated in memory. Key blocks that every query 
 first, in a loop with no mask per score (the mask was most of a step's instructions: bench/sass_roofline.py), for
 as long as the next block is one; the rest go through the masked loop, where blocks wholly outside the queries'
 band (all keys after the newest query, or with a window all before the oldest query's window) are skipped whole
-(their K/V are not loaded). Both tests read only the block's positions, so they work for any slot order: in a causal prefill with contiguous positions the past runs unmasked, the diagonal masked, everything above
-it and, with a window, outside the band is skipped.
+(their K/V are not loaded). Both tests read only the block's positions, so they work for any slot order: in a
+causal prefill with contiguous positions the past runs unmasked, the diagonal masked, everything above it and,
+with a window, outside the band is skipped.
 Decode (all queries of a row in one block) splits the keys over programs (flash-decoding) when the batch x kv
 heads alone would not fill the GPU; the last split program of each (row, kv head) to finish merges the partial
 softmax states with the sink (`_combine`, grid_sync.py: no second launch).

@@ -65,7 +65,7 @@ def _rope_store(x1, x2, f, m, j, b, t, T, cos_ptr, sin_ptr, pos_ptr, S, q_ptr, k
     slot of the token's write position, v heads copied into the cache; the slot's position written by lane f == 0
     of head 0 (one a token). A write position < 0 writes nothing to the cache (padding, or a ring slot a later token
     of the call takes). NEW: the rotated k and the v of every token also to kn/vn (b, t) (a ring's [cache | new]).
-    j is a scalar (one head) or a column (every head of the token); f then a row: shapes broadcast."""
+    j is a scalar (one head) or a column (BLOCK_J heads of the token); f then a row: shapes broadcast."""
     tok = b * T + t  # the token's row in q, cos, sin and pos
     p = tl.load(pos_ptr + tok)
     slot = p % S  # quirk: the ring slot (full layers: S = context, so slot = pos)
@@ -106,7 +106,7 @@ def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr
                        H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, F: tl.constexpr, NEW: tl.constexpr,
                        BLOCK_J: tl.constexpr, BLOCK_F: tl.constexpr):
     """Program: BLOCK_J heads of token t of row b at once (a (BLOCK_J, BLOCK_F) tile: head j, pair f)."""
-    b = tl.program_id(0) // T
+    b = (tl.program_id(0) // T).to(tl.int64)  # int64: b * (a row's cache) can pass 2**31
     t = tl.program_id(0) % T
     j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)[:, None]  # head j: q [0, H), k [H, H + K), v [H + K, H + 2K)
     f = tl.arange(0, BLOCK_F)[None, :]
@@ -195,17 +195,16 @@ def rope_cache_write(qkv, cos, sin, pos, k_cache, v_cache, pos_cache, H: int, K:
     if new_kv is not None:
         _check_new_kv(new_kv, B, T, K, D, qkv.dtype, qkv.device)
     kn, vn = new_kv if new_kv is not None else (qkv, qkv)  # placeholder pointers when NEW is off
+    s_kn = kn.stride()[:2] if new_kv is not None else (0, 0)
     qkv = qkv if qkv.stride(2) == 1 else qkv.contiguous()
     wpos = pos if T == 1 else last_slots_only(pos, S)  # quirk: on a ring a later token of the call takes the slot
     cos, sin, wpos = cos.contiguous(), sin.contiguous(), wpos.long().contiguous()
     q = torch.empty((B, T, H, D), dtype=qkv.dtype, device=qkv.device)
     BLOCK_J = min(ROPE_HEADS, triton.next_power_of_2(H + 2 * K))
-    _rope_cache_kernel[(B * T, triton.cdiv(H + 2 * K, BLOCK_J))](qkv, cos, sin, wpos, q, k_cache, v_cache, pos_cache, kn, vn, S, T,
-                                 qkv.stride(0), qkv.stride(1), k_cache.stride(0), k_cache.stride(1),
-                                 v_cache.stride(0), v_cache.stride(1), pos_cache.stride(0),
-                                 kn.stride(0) if new_kv is not None else 0, kn.stride(1) if new_kv is not None else 0,
-                                 H=H, K=K, D=D, F=F, NEW=new_kv is not None, BLOCK_J=BLOCK_J,
-                                 BLOCK_F=triton.next_power_of_2(F), num_warps=2)
+    _rope_cache_kernel[(B * T, triton.cdiv(H + 2 * K, BLOCK_J))](
+        qkv, cos, sin, wpos, q, k_cache, v_cache, pos_cache, kn, vn, S, T, qkv.stride(0), qkv.stride(1),
+        k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), pos_cache.stride(0), *s_kn,
+        H=H, K=K, D=D, F=F, NEW=new_kv is not None, BLOCK_J=BLOCK_J, BLOCK_F=triton.next_power_of_2(F), num_warps=2)
     return q
 
 
