@@ -239,6 +239,8 @@ def test_bad_input():
     if DEVICE == "cpu":
         with pytest.raises(ValueError, match="2\\*\\*31"):
             attention(q, k, v, sinks, 1.0, 0, q_pos + 2**31, k_pos)
+        with pytest.raises(ValueError, match="2\\*\\*31 - 1"):  # the empty-slot mark: never a query's position
+            attention(q, k, v, sinks, 1.0, 0, q_pos * 0 + 2**31 - 1, k_pos)
     with pytest.raises(ValueError, match="split-KV"):
         _attention(*make_qkv(1, 40, 40, 4, 2, 16, torch.float32, 0), 1.0, 0, *contiguous(1, 40, 40), num_splits=2)
 

@@ -16,7 +16,8 @@ Decode (all queries of a row in one block) splits the keys over programs (flash-
 heads alone would not fill the GPU; the last split program of each (row, kv head) to finish merges the partial
 softmax states with the sink (`_combine`, grid_sync.py: no second launch).
 Empty slots may hold garbage (NaN from an uninitialised cache): their K/V are read as zeros. Positions are
-compared in int32 (fewer registers): they must be < 2**31 (checked on CPU; assumed on CUDA, no host sync).
+compared in int32 (fewer registers): they must be < 2**31 - 1, the masked loop's mark of an empty slot (checked
+on CPU; assumed on CUDA, no host sync).
 Not here: RoPE and the cache write (the engine does them before the call).
 
 Quirks, each where it happens below:
@@ -252,10 +253,11 @@ def _check(q, k, v, sinks, window, q_pos, k_pos):
         raise ValueError(f"attention: positions must be integers, got {q_pos.dtype}, {k_pos.dtype}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"attention: q, k, v must share one of fp32/fp16/bf16, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if q.device.type != "cuda":  # on CUDA this check would cost a host sync per call: positions < 2**31 assumed
+    if q.device.type != "cuda":  # on CUDA this check would cost a host sync per call: positions < 2**31 - 1 assumed
         biggest = max([int(t.max()) for t in (q_pos, k_pos) if t.numel()], default=0)
-        if biggest >= 2**31:
-            raise ValueError(f"attention: positions must be < 2**31 (compared in int32), got {biggest}")
+        if biggest >= 2**31 - 1:
+            raise ValueError(f"attention: positions must be < 2**31 - 1 (compared in int32; 2**31 - 1 marks an empty "
+                             f"slot), got {biggest}")
     if int(window) < 0:
         raise ValueError(f"attention: window must be >= 0 (0 = none), got {window}")
     for name, t in (("k", k), ("v", v), ("sinks", sinks), ("q_pos", q_pos), ("k_pos", k_pos)):
