@@ -22,7 +22,8 @@ fraction of that floor reached (floor time / measured time; 1.0 = speed of light
     no prefill run); bytes = every weight read once per step as released (embedding: the B rows only), the
     distinct experts the batch routes to (expected value under uniform routing), and the visible K/V; at
     batch 1 without K/V this is the anchor's 3.708 GB (20b) / 5.003 GB (120b).
-  - engine prefill: tokens/s for one 2k / 8k prompt; FLOPs = 2 x active parameters x tokens + attention.
+  - engine prefill: tokens/s for one 2k / 8k prompt; FLOPs = 2 x active parameters x tokens + attention, less the
+    last layer's work for all but the last token (its keys and values excepted: prefill_flops).
   - engine kernels: what the first decode row's step is made of (torch.profiler on one eager step): kernels a
     step and a layer, their summed device time and that over the graphed step's time (below 1: the GPU idles
     between kernels), the kernels that take most of it, and a layer's kernels in launch order with their mean
@@ -154,13 +155,18 @@ def decode_bytes(config, batch, ctx):
 
 
 def prefill_flops(config, T):
-    C, I, H, K, D = (config.hidden_size, config.intermediate_size, config.num_attention_heads,
-                     config.num_key_value_heads, config.head_dim)
-    per_layer = C * config.qkv_dim + H * D * C + C * config.num_experts + config.experts_per_token * 3 * I * C
-    flops = 2 * per_layer * config.num_hidden_layers * T + 2 * C * config.vocab_size  # logits of the last token
-    for n in range(config.num_hidden_layers):
-        W = config.window_of_layer(n)
-        seen = T * (T + 1) / 2 if W is None else T * min(W, T)  # visible (query, key) pairs
+    """FLOPs one prompt of T tokens needs for its last token's logits: in every layer the qkv projection of all T
+    tokens (their keys and values go into the cache); attention, out projection, router and routed experts for all
+    T tokens in every layer but the last, which needs them for the last token alone (model.py runs it so); the
+    unembedding of that token."""
+    C, I, H, D, L = (config.hidden_size, config.intermediate_size, config.num_attention_heads, config.head_dim,
+                     config.num_hidden_layers)
+    qkv = C * config.qkv_dim
+    rest = H * D * C + C * config.num_experts + config.experts_per_token * 3 * I * C
+    flops = 2 * (qkv * L * T + rest * ((L - 1) * T + 1)) + 2 * C * config.vocab_size
+    for n in range(L):
+        W = config.window_of_layer(n) or 0
+        seen = causal_pairs(T, W) if n < L - 1 else min(W or T, T)  # visible (query, key) pairs
         flops += 4 * H * D * seen  # QK^T and PV
     return flops
 

@@ -149,13 +149,16 @@ def rope_qkv(qkv, cos, sin, H: int, K: int, D: int):
 
 
 def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode: bool = False,
-                    static: bool = False):
+                    static: bool = False, rows: torch.Tensor | None = None):
     """x (B, T, C) -> x + attention(x); pos (B, T) with -1 for padding; keys/values go into cache.
     ops: the backend (ops.py): its attention, and where it has them its rms_norm, its linear (the norm before qkv
     and the residual add after out fused into them), at decode its qkv_rope_cache_write (the qkv projection with
     RoPE and the cache write in one call), and its rope_cache_write in place of the torch RoPE + cache write
     (decode and prefill: no host sync).
-    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs)."""
+    decode: one valid token per row (no host sync); static: shapes independent of the cache's fill (CUDA graphs).
+    rows (B,) given: only token rows[b] of each row is wanted downstream (the last layer when only the last logits
+    are): every token's keys and values still go into the cache, the attention and out projection run for those
+    tokens alone, and the result is (B, 1, C)."""
     B, T, C = x.shape
     H, K, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     window = config.window_of_layer(layer) or 0
@@ -192,5 +195,8 @@ def attention_block(x, w, config, layer: int, cos, sin, pos, cache, ops, decode:
             q, k, v = rope_qkv(qkv, cos, sin, H, K, D)
             ks, vs = torch.cat([kc, k], dim=1), torch.cat([vc, v], dim=1)
             cache.write(layer, k, v, last_slots_only(pos, S))
+    if rows is not None:  # the queries (and residual rows) still wanted; the cache above has every token
+        at = (torch.arange(B, device=x.device), rows)
+        q, pos, x = q[at][:, None], pos[at][:, None], x[at][:, None]
     o = op(q, ks, vs, w["sinks"], D ** -0.5, window, pos, kp)
-    return project(ops, o.reshape(B, T, H * D), w["out.weight"], w["out.bias"], residual=x)
+    return project(ops, o.reshape(B, -1, H * D), w["out.weight"], w["out.bias"], residual=x)

@@ -53,7 +53,8 @@ class Model:
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, cache: Cache, last: torch.Tensor | None = None,
                 decode: bool = False, static: bool = False, capture: dict | None = None) -> torch.Tensor:
         """tokens, pos (B, T) int64 on the device (pos -1 = padding; its token id must still be valid).
-        Returns float32 logits (B, T, V), or (B, V) at index `last` (B,) of each row when given.
+        Returns float32 logits (B, T, V), or (B, V) at index `last` (B,) of each row when given (then, with T > 1
+        and no capture, the last layer's attention and MoE run for those tokens alone: ~1/L of a prefill's work).
         The caller advances cache.lengths (generate.py), so a failed call leaves them untouched."""
         B, T = tokens.shape
         assert tuple(pos.shape) == (B, T) and B == cache.batch, (tokens.shape, pos.shape, cache.batch)
@@ -69,8 +70,13 @@ class Model:
         stages = capture if capture is not None else None
         if stages is not None:
             stages["embedding"] = x
-        for n in range(c.num_hidden_layers):
-            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops, decode, static)
+        L = c.num_hidden_layers
+        # only the last logits wanted: the last layer's attention and MoE run for those tokens alone (its keys and
+        # values still go into the cache); its other tokens' outputs would only feed logits nobody reads
+        prune = last is not None and T > 1 and stages is None
+        for n in range(L):
+            rows = last if prune and n == L - 1 else None
+            x = attention_block(x, w.attn[n], c, n, cos, sin, pos, cache, self.ops, decode, static, rows)
             if stages is not None:
                 stages[f"block.{n}.attn"] = x
             trace = {} if stages is not None else None
@@ -78,7 +84,7 @@ class Model:
             if stages is not None:
                 stages[f"block.{n}.mlp"] = x
                 stages.update({f"block.{n}.mlp.{k}": v for k, v in trace.items()})
-        if last is not None:
+        if last is not None and not prune:
             x = x[torch.arange(B, device=x.device), last][:, None]  # (B, 1, C): only what is sampled
         if stages is not None:
             stages["norm"] = norm_for(self.ops)(x, w.tensors["norm.scale"])

@@ -146,3 +146,26 @@ def test_bench_gpu_attention_sweep_runs_each_tile(tmp_path):
     with gpu.attention_tile(gpu.ATTN_SWEEP[1]) as tile:
         assert attn.PREFILL_TILE is tile and tile["BLOCK_M"] == 64
     assert attn.PREFILL_TILE["BLOCK_M"] == 128
+
+
+def test_prefill_flops_counts_what_the_engine_must_compute():
+    """bench/gpu.py's prefill floor, summed here layer by layer with the visible (query, key) pairs counted one by
+    one: every layer's qkv for all tokens; the rest of each layer for all tokens but in the last layer, which
+    serves the last token alone; that token's unembedding."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.pop(0)
+    c = gpu.SMOKE
+    C, I, H, D, L = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.head_dim, c.num_hidden_layers
+    for T in (1, 5, 16):
+        want = 2 * C * c.vocab_size
+        for n in range(L):
+            W = c.window_of_layer(n)
+            queries = range(T) if n < L - 1 else [T - 1]
+            pairs = sum(1 for t in queries for s in range(t + 1) if W is None or t - s < W)
+            want += 2 * C * c.qkv_dim * T + 2 * len(queries) * (H * D * C + C * c.num_experts
+                                                              + c.experts_per_token * 3 * I * C)
+            want += 4 * H * D * pairs
+        assert gpu.prefill_flops(c, T) == want, (T, gpu.prefill_flops(c, T), want)

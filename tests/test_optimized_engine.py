@@ -103,6 +103,30 @@ def test_ring_cache_identical_to_full_cache(ckpts, monkeypatch, chunk):
     torch.testing.assert_close(torch.cat(ring), torch.cat(full), atol=TOL["fp32"], rtol=0)  # sum order only
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_last_logits_run_the_last_layer_for_those_tokens_only(ckpts, monkeypatch, backend):
+    """forward(last=...) with several tokens: the last layer's attention and MoE run for the B wanted tokens
+    alone (counted), the caches end bitwise as a full forward leaves them (every token's keys and values), and the
+    logits equal the full forward's at those tokens (the same sums in another grouping: TOL). Ragged rows, one
+    wanted token on padding (its logits are never used), prompts past the window."""
+    from optimized import moe as moe_mod
+    model = Model.load(ckpts["original"], "cpu", torch.float32, backend=backend)
+    tokens = torch.tensor([TOKENS[:10], [0] * 3 + TOKENS[:7], [0] * 10])
+    pos = torch.tensor([list(range(10)), [-1] * 3 + list(range(7)), [-1] * 10])
+    last = torch.tensor([9, 4, 0])
+    full_cache, cache = model.new_cache(3, 32), model.new_cache(3, 32)
+    want = model.forward(tokens, pos, full_cache)[torch.arange(3), last]
+    rows_seen = []
+    block = moe_mod.moe_block
+    monkeypatch.setattr("optimized.model.moe_block",
+                        lambda x, *a, **k: rows_seen.append(tuple(x.shape[:2])) or block(x, *a, **k))
+    got = model.forward(tokens, pos, cache, last=last)
+    assert rows_seen == [(3, 10)] * (CFG.num_hidden_layers - 1) + [(3, 1)]
+    for a, b in zip(cache.tensors(), full_cache.tensors()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(got[:2], want[:2], atol=TOL["fp32"], rtol=0)
+
+
 def test_rope_table_is_cos_sin_and_bounded_by_the_cache(ckpts):
     """The model's RoPE tables (one gather a step instead of the angle math) hold cos_sin's numbers exactly, and a
     position the cache cannot hold (>= its context: a full layer would wrap onto older keys) is an error, not a
