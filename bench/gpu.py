@@ -422,9 +422,10 @@ def bench_attention_prefill(report, name, config, clock, rate, tokens, iters, ba
         del q, k, v
 
 
-# bench_attention_sweep's prefill tiles (kernels/attention.py PREFILL_TILE): the engine's first, then the tile it had
-# before 2026-12-06 (64 rows on 8 warps: both warpgroups computed the whole score tile), 64 rows on one warpgroup,
-# 128 rows x 64 keys, and 128 keys on windowed layers too
+# bench_attention_sweep's prefill tiles (kernels/attention.py PREFILL_TILE): the engine's first (None), then the tile
+# it had before 2026-12-06 (64 rows on 8 warps: both warpgroups computed the whole score tile), 64 rows on one
+# warpgroup, 128 rows x 64 keys, and 128 keys on windowed layers too. bench/sass_roofline.py --configs sweep counts
+# the same tiles.
 ATTN_SWEEP = [None,
               dict(BLOCK_M=64, BLOCK_N=64, BLOCK_N_WINDOW=64, num_warps=8),
               dict(BLOCK_M=64, BLOCK_N=64, BLOCK_N_WINDOW=64, num_warps=4),

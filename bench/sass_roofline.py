@@ -46,12 +46,21 @@ MUFU_PER_SM_CYCLE = 0.5  # warp-instructions of the special-function unit (ex2, 
 C20, I20, EXPERTS_PER_TOKEN = 2880, 2880, 4  # gpt-oss-20b and 120b share these
 
 
-def sweep_configs():
-    """bench/gpu.py's MOE_SWEEP (what a GPU session times), read from that file."""
+def _bench_gpu():
     spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(ROOT, "bench", "gpu.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.MOE_SWEEP
+    return module
+
+
+def sweep_configs():
+    """bench/gpu.py's MOE_SWEEP (what a GPU session times), read from that file."""
+    return _bench_gpu().MOE_SWEEP
+
+
+def attention_sweep_tiles():
+    """bench/gpu.py's ATTN_SWEEP without the engine's own tile (None there: counted by --configs prefill)."""
+    return [t for t in _bench_gpu().ATTN_SWEEP if t is not None]
 
 
 def count(kernel, cfg, work_dir):
@@ -146,15 +155,19 @@ def count_attention(work_dir, keys=8192):
         BN * (4 * D + 8), K * -(-keys // chunk)
 
 
-def count_attention_prefill(work_dir, tokens=2048, window=0):
+def count_attention_prefill(work_dir, tokens=2048, window=0, tile=None):
     """The flash-attention prefill kernel on a `tokens` prompt (gpt-oss's heads; window 0: a full layer, else a
     sliding one attending [ring | new]): each iteration is two MMAs over BLOCK_M (token, head) rows x BLOCK_N keys x
     head_dim, and an exp2 per score. Its ceiling is over the bf16 tensor-core rate, bounded by the issue rate and by
-    the special-function unit's exp2 rate."""
+    the special-function unit's exp2 rate. tile: a PREFILL_TILE to count instead of the engine's."""
     from optimized.kernels import aot
     attn = importlib.import_module("optimized.kernels.attention")
     H, K, D, G = 64, 8, 64, 8
-    BM, BN, warps = attn.tiles(tokens, G, torch.bfloat16, window)  # the engine's bf16 prefill tile
+    saved, attn.PREFILL_TILE = attn.PREFILL_TILE, tile or attn.PREFILL_TILE
+    try:
+        BM, BN, warps = attn.tiles(tokens, G, torch.bfloat16, window)  # the engine's bf16 prefill tile
+    finally:
+        attn.PREFILL_TILE = saved
     S = tokens + (window if window else 0)
     slots, qkv, slot = (S if window else 4096), (H + 2 * K) * D, K * D
     consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=window > 0, SPLIT=False,
@@ -163,8 +176,8 @@ def count_attention_prefill(work_dir, tokens=2048, window=0):
                 sk_s=slot, sv_b=slots * slot, sv_s=slot, sqp_b=tokens, skp_b=slots)
     compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
                                   dict(num_warps=warps, num_stages=2), ints=ints)
-    cfg = dict(path=f"prefill {tokens // 1024}k" + (" window" if window else ""), BLOCK_M=BM, BLOCK_N=BN, D=D,
-               num_warps=warps, num_stages=2)
+    label = f"prefill {tokens // 1024}k" + (" window" if window else "") + (f" {BM}x{BN}w{warps}" if tile else "")
+    cfg = dict(path=label, BLOCK_M=BM, BLOCK_N=BN, D=D, num_warps=warps, num_stages=2)
     return compiled, cfg, BN * (4 * D + 8), K * -(-tokens // (BM // G)), 4 * BM * BN * D
 
 
@@ -240,9 +253,12 @@ def main(argv=None):
         if "attention" in args.kernels.split(","):
             compiled, cfg, nbytes, programs = count_attention(work)
             rows.append(row("attn", cfg, compiled, nbytes, programs, work, full_blocks=True))
-            if "prefill" in parts:  # a full layer's prompt and a sliding one's; each unmasked and masked loop
+            # a full layer's prompt and a sliding one's, each unmasked and masked loop: the engine's tile (prefill),
+            # bench/gpu.py's ATTN_SWEEP tiles (sweep)
+            tiles = ([None] if "prefill" in parts else []) + (attention_sweep_tiles() if "sweep" in parts else [])
+            for tile in tiles:
                 for window in (0, 128):
-                    compiled, cfg, nbytes, programs, flops = count_attention_prefill(work, window=window)
+                    compiled, cfg, nbytes, programs, flops = count_attention_prefill(work, window=window, tile=tile)
                     for masked in (False, True):
                         rows.append(row("attn", cfg, compiled, nbytes, programs, work, flops, full_blocks=True,
                                         masked=masked))
@@ -257,14 +273,14 @@ def main(argv=None):
                                          for k, (s, g, t, f) in CARDS.items())
           + f"; at most {ISSUE_PER_SM_CYCLE} warp-instructions per SM per cycle")
     cards = list(CARDS)
-    print(f"{'kernel':6s} {'path':25s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
+    print(f"{'kernel':6s} {'path':34s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
           f"{'regs':>4s} {'spill':>5s} {'bytes/it':>8s} {'instr/B':>7s} {'progs':>5s} {'balance':>7s} "
           + " ".join(f"{'ceil ' + c:>13s}" for c in cards) + "  most issued in the loop")
     for r in rows:
         c = r["config"]
         bn = c["BLOCK_N_UP"] if r["kernel"] == "up" else c.get("BLOCK_N_DOWN", c.get("BLOCK_N"))
         label = c["path"] + (" prefill" if c.get("regime") == "prefill" else "")
-        print(f"{r['kernel']:6s} {label:25s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
+        print(f"{r['kernel']:6s} {label:34s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
               f"{c['num_stages']:6d} "
               f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)

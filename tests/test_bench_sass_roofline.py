@@ -45,22 +45,32 @@ def test_sass_roofline_counts_the_main_loops(tmp_path):
 
 
 def test_sass_roofline_prefill_attention_is_bounded_by_issue_and_exp2(tmp_path):
-    """The prefill attention rows (a full layer's prompt and a sliding one's, each loop: unmasked and masked): each
-    loop holds the two MMAs and the exp2s (MUFU), the masked one more; the tile is attention.tiles' for bf16; the
+    """The prefill attention rows (a full layer's prompt and a sliding one's, each loop: unmasked and masked), for the
+    engine's tile and then each of bench/gpu.py's ATTN_SWEEP tiles: each loop holds the two MMAs and the exp2s
+    (MUFU), the masked one more; the tile is attention.tiles' for bf16 (with PREFILL_TILE set to the sweep's); the
     ceiling is over the tensor-core rate, at most what the issue rate and the exp2 rate each allow."""
     pytest.importorskip("triton.backends.nvidia")
     out = tmp_path / "roofline.json"
-    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "prefill", "--kernels", "attention",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "bench/sass_roofline.py", "--configs", "sweep,prefill", "--kernels",
+                           "attention", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     decode, *prefill = data["rows"]
     assert decode["config"]["path"] == "decode 8k"
-    assert [r["config"]["path"] for r in prefill] == ["prefill 2k", "prefill 2k masked", "prefill 2k window",
-                                                      "prefill 2k window masked"]
-    assert [(r["config"]["BLOCK_M"], r["config"]["BLOCK_N"], r["config"]["num_warps"]) for r in prefill] == \
-        [(128, 128, 8)] * 2 + [(128, 64, 8)] * 2
-    for plain, masked in (prefill[:2], prefill[2:]):
+    assert [r["config"]["path"] for r in prefill[:4]] == ["prefill 2k", "prefill 2k masked", "prefill 2k window",
+                                                          "prefill 2k window masked"]
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.pop(0)
+    want = [(128, 128, 8)] * 2 + [(128, 64, 8)] * 2  # the engine's: 64 keys a step on windowed layers
+    for t in gpu.ATTN_SWEEP[1:]:
+        want += [(t["BLOCK_M"], t["BLOCK_N"], t["num_warps"])] * 2 + [(t["BLOCK_M"], t["BLOCK_N_WINDOW"],
+                                                                        t["num_warps"])] * 2
+    assert [(r["config"]["BLOCK_M"], r["config"]["BLOCK_N"], r["config"]["num_warps"]) for r in prefill] == want
+    for plain, masked in zip(prefill[::2], prefill[1::2]):
+        assert masked["config"]["path"] == plain["config"]["path"] + " masked"
         assert masked["loop"] > plain["loop"] and masked["regs"] == plain["regs"]  # one kernel, its two loops
     for r in prefill:
         c, ops = r["config"], r["ops"]

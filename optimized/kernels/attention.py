@@ -213,11 +213,12 @@ def _combine(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, pid_bk, T, n_splits,
 BLOCK_N = 64  # keys per step (decode, few tokens, fp32)
 PREFILL_ROWS = 64  # (token, head) rows per program at most in fp32 (its IEEE dot): 8 tokens x 8 heads for gpt-oss
 # bf16/fp16 prefill: 128 rows on 8 warps, two warpgroups of 64 rows. With 64 rows on 8 warps both warpgroups computed
-# the whole score tile and its softmax (each then half the output's columns). sm_90 SASS (triton 3.6, 2k prompt,
-# bench/sass_roofline.py), warp-instructions issued an iteration over its MMA cycles, unmasked / masked loop:
-# 64 x 64 on 8 warps 2.21 / 4.32, 128 x 64 1.12 / 2.30 (windowed 1.13 / 3.05), 128 x 128 0.90 / 2.62 (windowed:
-# 255 registers and a spill). A full layer's prompt is mostly unmasked blocks: 128 keys a step; a windowed layer's
-# band (128 keys) is mostly masked blocks, each 128-key block half outside it: 64 keys a step.
+# the whole score tile and its softmax (each then half the output's columns). sm_90 SASS, 2k prompt, ceiling of the
+# bf16 MMA rate by issue count, unmasked / masked loop (`bench/sass_roofline.py --configs sweep,prefill --kernels
+# attention`, triton 3.6): 64 x 64 on 8 warps 0.44 / 0.23, on 4 warps 0.80 / 0.41, 128 x 64 0.87 / 0.45, 128 x 128
+# 1.00 / 0.45 (windowed layers alike). A full layer's prompt is mostly unmasked blocks: 128 keys a step. A windowed
+# layer's band (~144 keys for 16 tokens) covers ~3 blocks of 64 keys, one of them unmasked, but 2 masked blocks of
+# 128: ~1.6x the issue time at 128, so 64 keys a step there.
 PREFILL_TILE = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_N_WINDOW=64, num_warps=8)
 MIN_SPLIT_KEYS = 256  # split-KV decode: keys per split at least
 
