@@ -145,10 +145,11 @@ def count_attention(work_dir, keys=8192):
     H, K, D, G = 64, 8, 64, 8
     BM, BN, warps = attn.tiles(1, G, torch.bfloat16)  # the engine's decode tile
     chunk = attn.MIN_SPLIT_KEYS
-    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=True, IEEE=False)
+    consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=False, SPLIT=True, IEEE=False,
+                  BOUNDS=False)  # one query token: no block bounds (attention.py)
     slots, qkv, slot = keys, (H + 2 * K) * D, K * D  # q a view of the fused qkv row, k/v/positions of the cache
     ints = dict(T=1, S=keys, window=0, chunk=chunk, sq_b=qkv, sq_t=qkv, sk_b=slots * slot, sk_s=slot,
-                sv_b=slots * slot, sv_s=slot, sqp_b=1, skp_b=slots)
+                sv_b=slots * slot, sv_s=slot, sqp_b=1, skp_b=slots, s_bnd_b=0)
     compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
                                   dict(num_warps=warps, num_stages=2), ints=ints)
     return compiled, dict(path=f"decode {keys // 1024}k", BLOCK_N=BN, D=D, num_warps=warps, num_stages=2), \
@@ -171,8 +172,9 @@ def count_attention_prefill(work_dir, tokens=2048, window=0, tile=None):
     S = tokens + (window if window else 0)
     slots, qkv, slot = (S if window else 4096), (H + 2 * K) * D, K * D
     consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=window > 0, SPLIT=False,
-                  IEEE=False)
+                  IEEE=False, BOUNDS=True)  # several query tokens: the blocks' position bounds (attention.py)
     ints = dict(T=tokens, S=S, window=window, chunk=S, sq_b=tokens * qkv, sq_t=qkv, sk_b=slots * slot,
+                s_bnd_b=3 * (-(-S // BN) + 1),  # attention.block_bounds' rows
                 sk_s=slot, sv_b=slots * slot, sv_s=slot, sqp_b=tokens, skp_b=slots)
     compiled = aot.compile_kernel(attn._attn_fwd_kernel, "_attn_fwd_kernel", "bf16", consts,
                                   dict(num_warps=warps, num_stages=2), ints=ints)

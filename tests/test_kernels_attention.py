@@ -180,6 +180,46 @@ def test_empty_slots_and_skipped_blocks_are_not_read(num_splits):
     torch.testing.assert_close(out, attention_ref(q, clean_k, clean_v, *args), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_prefill_skips_blocks_by_their_bounds(dtype):
+    """Several queries a row (the kernel tests blocks by block_bounds' min/max): NaN keys and values in whole blocks
+    of 64 slots wholly before every query's window or wholly after every query, and in empty slots, never reach the
+    output, in a plain cache and in a ring whose slots are out of position order. (A block whose positions straddle
+    the band is read: its keys are real keys, finite in any cache the engine fills.)"""
+    S, W, BN = 320, 64, 64  # 3 queries of G = 2 heads: 16-row tiles, 64 keys a step (attention.tiles)
+    q, k, v, sinks = make_qkv(2, 3, S, 4, 2, 16, dtype, seed=9)
+    k_pos = torch.arange(S).repeat(2, 1)
+    k_pos[1] = torch.roll(k_pos[1], 77)  # row 1: a ring, slots out of position order
+    k_pos[1, 10:20] = -1  # and some empty slots
+    q_pos = torch.tensor([[197, 198, 199], [297, 298, 299]])
+    lo, hi = q_pos.min(1, keepdim=True).values - W + 1, q_pos.max(1, keepdim=True).values
+    empty = (k_pos < 0).view(2, S // BN, BN)
+    before, after = ((k_pos < lo).view(2, S // BN, BN) | empty), ((k_pos > hi).view(2, S // BN, BN) | empty)
+    whole = (before.all(-1, keepdim=True) | after.all(-1, keepdim=True)).expand(2, S // BN, BN).reshape(2, S)
+    nan = whole | (k_pos < 0)
+    assert whole[1, 64:128].sum() == 0 and (k_pos[1, 64:128] > hi[1]).any()  # the ring's straddling block: read
+    assert whole.sum() >= 2 * BN and (whole[1] != whole[0]).any()  # blocks skipped in both rows, not the same ones
+    clean_k, clean_v = k.clone(), v.clone()
+    for t, c in ((k, clean_k), (v, clean_v)):
+        t[nan.to(DEVICE)] = torch.nan
+        c[nan.to(DEVICE)] = 0
+    args = (sinks, 0.25, W, q_pos.to(DEVICE), k_pos.to(DEVICE))
+    out = attention(q, k, v, *args)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.float(), attention_ref(q, clean_k, clean_v, *args).float(),
+                               rtol=4 * ATOL[dtype], atol=4 * ATOL[dtype])
+
+
+def test_block_bounds():
+    """Per block of BN slots: min position (-1: an empty slot or past S), min over the keys, max; then the sentinel."""
+    from optimized.kernels.attention import block_bounds
+    k_pos = torch.tensor([[0, 1, 2, 3, 4], [7, -1, 5, -1, -1]])
+    want = [[[0, 0, 1], [2, 2, 3], [-1, 4, 4], [-1, 2**31 - 1, -1]],
+            [[-1, 7, 7], [-1, 5, 5], [-1, 2**31 - 1, -1], [-1, 2**31 - 1, -1]]]
+    got = block_bounds(k_pos, 2)
+    assert got.dtype == torch.int32 and got.tolist() == want
+
+
 @pytest.mark.parametrize("T,num_splits", [(1, 1), (1, 2), (5, 1)])
 def test_strided_views_are_read_in_place(T, num_splits):
     """The engine passes q as a view of its fused qkv output and k/v/positions as slices of its cache."""

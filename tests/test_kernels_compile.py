@@ -26,7 +26,8 @@ def _attn_ints(T, S, window, chunk, slots):
     """The int arguments of one _attn_fwd_kernel launch by the engine: q a view of the fused qkv output, k/v
     and positions slices of a cache of `slots` slots."""
     return dict(T=T, S=S, window=window, chunk=chunk, sq_b=T * _QKV, sq_t=_QKV, sk_b=slots * _SLOT, sk_s=_SLOT,
-                sv_b=slots * _SLOT, sv_s=_SLOT, sqp_b=T, skp_b=slots)
+                sv_b=slots * _SLOT, sv_s=_SLOT, sqp_b=T, skp_b=slots,
+                s_bnd_b=3 * (-(-S // 64) + 1) if T > 1 else 0)  # attention.block_bounds' rows (T > 1 only)
 
 
 def triton_next_pow2(n):
@@ -64,7 +65,7 @@ def cases():
         for split, T in ((False, 2048), (False, 7), (True, 1)):
             bm, bn, warps = attn_mod.tiles(T, 8, TORCH_DTYPES[dt], window=128)
             c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
-                     IEEE=dt == "fp32")
+                     IEEE=dt == "fp32", BOUNDS=T > 1)
             out.append(("attention", "_attn_fwd_kernel", dt, c, dict(num_warps=warps, num_stages=2), None))
     # the engine's attention launches (attention.tiles): BLOCK_M = 16 (T <= 2), 32 (T = 3, 4), 64 (T <= 8), then
     # 128 rows x 128 keys (64 windowed); full layers (no window) and sliding ones (at prefill [ring | new]); split-KV where one
@@ -80,7 +81,7 @@ def cases():
     for T, split, window, ints in attn:
         bm, bn, warps = attn_mod.tiles(T, 8, torch.bfloat16, ints["window"])
         c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64, HAS_WINDOW=window, SPLIT=split,
-                 IEEE=False)
+                 IEEE=False, BOUNDS=T > 1)
         out.append(("attention", "_attn_fwd_kernel", "bf16", c, dict(num_warps=warps, num_stages=2), ints))
     group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
     no_x = dict(X_OUT=False, NORM=False, BLOCK_C=1024)

@@ -21,7 +21,7 @@ TYPES = {"ids_ptr": "*i32", "order_ptr": "*i32", "pair_ptr": "*i32", "tile_exper
          "y_ptr": "*fp32", "sinks_ptr": "*fp32", "qpos_ptr": "*i64", "kpos_ptr": "*i64", "pm_ptr": "*fp32",
          "pl_ptr": "*fp32", "pacc_ptr": "*fp32", "limit": "fp32", "qk_scale": "fp32", "cos_ptr": "*fp32",
          "sin_ptr": "*fp32", "pos_ptr": "*i64", "pc_ptr": "*i64", "scale_ptr": "*fp32", "eps": "fp32",
-         "xs_ptr": "*fp32", "cnt_ptr": "*i32"}
+         "xs_ptr": "*fp32", "cnt_ptr": "*i32", "bnd_ptr": "*i32"}
 ACT = ("x_ptr", "b_ptr", "h_ptr", "q_ptr", "k_ptr", "v_ptr", "o_ptr", "out_ptr", "res_ptr", "logits_ptr", "qkv_ptr",
        "kc_ptr", "vc_ptr", "kn_ptr", "vn_ptr")  # activation dtype
 

@@ -61,13 +61,20 @@ def attention_ref(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
 
 
 @triton.jit
-def _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr):
+def _block_full(kp_row, bnd_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                BOUNDS: tl.constexpr):
     """Whether every key of the block at n0 (slots n0..n0+BLOCK_N, all below hi) is visible to every query of
-    positions qp_lo..qp_hi: none empty (position >= 0), none after qp_lo, none out of qp_hi's window."""
-    offs_n = n0 + tl.arange(0, BLOCK_N)
-    kp = tl.load(kp_row + offs_n, mask=offs_n < hi, other=-1).to(tl.int32)
-    kp_lo = tl.min(kp, 0)
-    full = (kp_lo >= 0) & (tl.max(kp, 0) <= qp_lo)
+    positions qp_lo..qp_hi: none empty (position >= 0), none after qp_lo, none out of qp_hi's window.
+    BOUNDS: from the block's position bounds (block_bounds: 2 scalar loads), else from its positions."""
+    if BOUNDS:
+        bl = bnd_row + (n0 // BLOCK_N) * 3  # (min, min of the keys, max); n0 <= S: the sentinel block at worst
+        kp_lo = tl.load(bl)
+        full = (n0 + BLOCK_N <= hi) & (kp_lo >= 0) & (tl.load(bl + 2) <= qp_lo)
+    else:
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        kp = tl.load(kp_row + offs_n, mask=offs_n < hi, other=-1).to(tl.int32)
+        kp_lo = tl.min(kp, 0)
+        full = (kp_lo >= 0) & (tl.max(kp, 0) <= qp_lo)
     if HAS_WINDOW:
         full = full & (qp_hi - kp_lo < window)
     return full
@@ -90,11 +97,13 @@ def _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE: tl.constexpr):
 
 @triton.jit
 def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr,
-                     T, S, qk_scale, window, chunk,
+                     bnd_ptr, T, S, qk_scale, window, chunk,
                      sq_b, sq_t, sk_b, sk_s, sv_b, sv_s, sqp_b, skp_b,  # strides: views of the cache need no copy
+                     s_bnd_b,
                      H: tl.constexpr, K: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
+                     HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr, BOUNDS: tl.constexpr,
+                     PDL: tl.constexpr):
     _pdl_enter(PDL)  # PDL: pdl.py
     pid_t = tl.program_id(0)
     pid_bk = tl.program_id(1)
@@ -130,8 +139,9 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     qp_lo = tl.min(tl.where(row_ok, qp, 2147483647), 0)
     qp_hi = tl.max(tl.where(row_ok, qp, -1), 0)
     kp_row = kpos_ptr + b.to(tl.int64) * skp_b
+    bnd_row = bnd_ptr + b.to(tl.int64) * s_bnd_b
     n0 = lo
-    full = _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW)
+    full = _block_full(kp_row, bnd_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW, BOUNDS)
     while full:
         offs_n = n0 + tl.arange(0, BLOCK_N)
         kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None], mask=d_ok[:, None], other=0.0)
@@ -139,7 +149,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
         vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :], mask=d_ok[None, :], other=0.0)
         m_i, l_i, acc = _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE)
         n0 += BLOCK_N
-        full = _block_full(kp_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW)
+        full = _block_full(kp_row, bnd_row, n0, hi, qp_lo, qp_hi, window, BLOCK_N, HAS_WINDOW, BOUNDS)
     # visible iff 0 <= q_pos - k_pos <= lim, one unsigned compare a score: a negative distance (the future, or an
     # empty slot read as position 2**31 - 1, or a padding row's q_pos -1) wraps past lim
     if HAS_WINDOW:  # the last `window` positions, the query's own included
@@ -149,14 +159,21 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     for n1 in range(n0, hi, BLOCK_N):  # the rest, masked per score
         offs_n = n1 + tl.arange(0, BLOCK_N)
         col_ok = offs_n < hi
-        kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
-        kq = tl.where(kp >= 0, kp, 2147483647)  # empty slots (and past hi): in no query's past
         # a block wholly after every query (a causal prefill's future: half its blocks), or with a window wholly
         # before every query's window, is skipped before any work per score: its K/V are not read
-        in_band = tl.min(kq, 0) <= qp_hi
+        if BOUNDS:  # the min of its keys' positions and their max: 2 scalar loads (a prefill skips many blocks)
+            bl = bnd_row + (n1 // BLOCK_N) * 3
+            k_min, k_max = tl.load(bl + 1), tl.load(bl + 2)
+        else:
+            kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
+            k_min, k_max = tl.min(tl.where(kp >= 0, kp, 2147483647), 0), tl.max(kp, 0)
+        in_band = k_min <= qp_hi
         if HAS_WINDOW:
-            in_band = in_band & (tl.max(kp, 0) > qp_lo - window)
+            in_band = in_band & (k_max > qp_lo - window)
         if in_band:  # the visibility of each score decides (a row that sees none of the block gains nothing)
+            if BOUNDS:
+                kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
+            kq = tl.where(kp >= 0, kp, 2147483647)  # empty slots (and past hi): in no query's past
             vis = (qp[:, None] - kq[None, :]).to(tl.uint32) <= lim
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
             kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None],
@@ -215,8 +232,8 @@ PREFILL_ROWS = 64  # (token, head) rows per program at most in fp32 (its IEEE do
 # bf16/fp16 prefill: 128 rows on 8 warps, two warpgroups of 64 rows. With 64 rows on 8 warps both warpgroups computed
 # the whole score tile and its softmax (each then half the output's columns). sm_90 SASS, 2k prompt, ceiling of the
 # bf16 MMA rate by issue count, unmasked / masked loop (`bench/sass_roofline.py --configs sweep,prefill --kernels
-# attention`, triton 3.6): 64 x 64 on 8 warps 0.44 / 0.23, on 4 warps 0.80 / 0.41, 128 x 64 0.87 / 0.45, 128 x 128
-# 1.00 / 0.45 (windowed layers alike). A full layer's prompt is mostly unmasked blocks: 128 keys a step. A windowed
+# attention`, triton 3.6): 64 x 64 on 8 warps 0.47 / 0.22, on 4 warps 0.86 / 0.42, 128 x 64 0.94 / 0.47, 128 x 128
+# 1.00 / 0.48 (windowed layers alike). A full layer's prompt is mostly unmasked blocks: 128 keys a step. A windowed
 # layer's band (~144 keys for 16 tokens) covers ~3 blocks of 64 keys, one of them unmasked, but 2 masked blocks of
 # 128: ~1.6x the issue time at 128, so 64 keys a step there.
 PREFILL_TILE = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_N_WINDOW=64, num_warps=8)
@@ -233,6 +250,22 @@ def tiles(T: int, G: int, dtype, window: int = 0) -> tuple[int, int, int]:
     if dtype != torch.float32 and BLOCK_M == PREFILL_TILE["BLOCK_M"]:
         return BLOCK_M, PREFILL_TILE["BLOCK_N_WINDOW" if window else "BLOCK_N"], PREFILL_TILE["num_warps"]
     return BLOCK_M, BLOCK_N, 8
+
+
+def block_bounds(k_pos: torch.Tensor, BN: int) -> torch.Tensor:
+    """k_pos (B, S) -> int32 (B, cdiv(S, BN) + 1, 3): for each block of BN slots the min of its positions (-1 if a
+    slot is empty or past S), the min over its keys (2**31 - 1 if none) and the max; then a sentinel block past the
+    end (-1, 2**31 - 1, -1). The kernel's block tests at prefill read these 3 scalars instead of BN positions and
+    their reductions (most blocks of a prompt are skipped: a windowed layer's chunk of 1024 tokens looks at ~18
+    blocks of 64 keys a query block and attends 3). A few torch ops, no host sync."""
+    B, S = k_pos.shape
+    nb = triton.cdiv(S, BN)
+    kp = torch.nn.functional.pad(k_pos.long(), (0, nb * BN - S), value=-1).view(B, nb, BN)
+    keys_min = torch.where(kp >= 0, kp, 2**31 - 1).amin(-1)
+    out = torch.stack([kp.amin(-1), keys_min, kp.amax(-1)], dim=-1)
+    sentinel = torch.full((B, 1, 3), -1, dtype=out.dtype, device=out.device)  # filled on the device: no copy
+    sentinel[:, :, 1] = 2**31 - 1
+    return torch.cat([out, sentinel], dim=1).to(torch.int32)
 
 
 def _check(q, k, v, sinks, window, q_pos, k_pos):
@@ -314,13 +347,15 @@ def _attention(q, k, v, sinks, sm_scale, window, q_pos, k_pos, num_splits=None):
     else:
         pm = pl = pacc = sinks  # unused
         cnt = q_pos
+    bounds = block_bounds(k_pos, BN) if T > 1 else None  # one query token a row: every block is looked at anyway
     grid = (n_tblocks, B * K, num_splits)
-    _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, cnt, T, S, qk_scale, int(window), chunk,
+    _attn_fwd_kernel[grid](q, k, v, sinks, q_pos, k_pos, out, pm, pl, pacc, cnt,
+                           bounds if bounds is not None else cnt, T, S, qk_scale, int(window), chunk,
                            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                           q_pos.stride(0), k_pos.stride(0),
+                           q_pos.stride(0), k_pos.stride(0), bounds.stride(0) if bounds is not None else 0,
                            H=H, K=K, D=D, G=G, BLOCK_M=BLOCK_M, BLOCK_N=BN, BLOCK_D=BLOCK_D,
-                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, num_warps=warps, num_stages=2,
-                           **launch_args(q.device))
+                           HAS_WINDOW=int(window) > 0, SPLIT=split, IEEE=ieee, BOUNDS=bounds is not None,
+                           num_warps=warps, num_stages=2, **launch_args(q.device))
     return out
 
 
