@@ -166,14 +166,15 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
             k_min, k_max = tl.load(bl + 1), tl.load(bl + 2)
         else:
             kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
-            k_min, k_max = tl.min(tl.where(kp >= 0, kp, 2147483647), 0), tl.max(kp, 0)
+            kq = tl.where(kp >= 0, kp, 2147483647)  # empty slots (and past hi): in no query's past
+            k_min, k_max = tl.min(kq, 0), tl.max(kp, 0)
         in_band = k_min <= qp_hi
         if HAS_WINDOW:
             in_band = in_band & (k_max > qp_lo - window)
         if in_band:  # the visibility of each score decides (a row that sees none of the block gains nothing)
-            if BOUNDS:
+            if BOUNDS:  # the positions themselves, only for a block in the band
                 kp = tl.load(kp_row + offs_n, mask=col_ok, other=-1).to(tl.int32)
-            kq = tl.where(kp >= 0, kp, 2147483647)  # empty slots (and past hi): in no query's past
+                kq = tl.where(kp >= 0, kp, 2147483647)
             vis = (qp[:, None] - kq[None, :]).to(tl.uint32) <= lim
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
             kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None],
