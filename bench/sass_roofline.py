@@ -164,11 +164,8 @@ def count_attention_prefill(work_dir, tokens=2048, window=0, tile=None):
     from optimized.kernels import aot
     attn = importlib.import_module("optimized.kernels.attention")
     H, K, D, G = 64, 8, 64, 8
-    saved, attn.PREFILL_TILE = attn.PREFILL_TILE, tile or attn.PREFILL_TILE
-    try:
-        BM, BN, warps = attn.tiles(tokens, G, torch.bfloat16, window)  # the engine's bf16 prefill tile
-    finally:
-        attn.PREFILL_TILE = saved
+    with _bench_gpu().attention_tile(tile):  # the engine's bf16 prefill tile, or the sweep's
+        BM, BN, warps = attn.tiles(tokens, G, torch.bfloat16, window)
     S = tokens + (window if window else 0)
     slots, qkv, slot = (S if window else 4096), (H + 2 * K) * D, K * D
     consts = dict(H=H, K=K, D=D, G=G, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D, HAS_WINDOW=window > 0, SPLIT=False,
