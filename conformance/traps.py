@@ -66,6 +66,8 @@ SWIGLU = [
      lambda h, L: _swiglu(h, L, split=True)),
     ("gate/linear swapped (gate = even columns)", lambda h, L: _swiglu(np.stack([h[..., 1::2], h[..., 0::2]], -1).reshape(h.shape), L)),
     ("SiLU with alpha 1 instead of 1.702", lambda h, L: _swiglu(h, L, alpha=1.0)),
+    ("SwiGLU limit fixed at 7.0 (gpt-oss's value) instead of the config's swiglu_limit (transformers 5.17 "
+     "hard-codes it)", lambda h, L: _swiglu(h, 7.0)),
 ]
 
 

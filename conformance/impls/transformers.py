@@ -31,8 +31,15 @@ def load_hf_model(path, dtype, **kw):
     from transformers import GptOssForCausalLM, Mxfp4Config
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
     key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    return GptOssForCausalLM.from_pretrained(path, device_map="cpu", quantization_config=Mxfp4Config(dequantize=True),
-                                             **{key: dtype}, **kw)
+    model = GptOssForCausalLM.from_pretrained(path, device_map="cpu", quantization_config=Mxfp4Config(dequantize=True),
+                                              **{key: dtype}, **kw)
+    # quirk: transformers 5.17 dequantizes the experts to bf16 whatever dtype is asked (5.25 honours it), and its
+    # grouped_mm then rounds the activations to the weights' bf16: a "float32" model off by ~1e-2. Widening them
+    # to the dtype asked for is exact (every MXFP4 value times its power-of-two scale is a bf16).
+    for p in model.parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+    return model
 
 
 def to_hf(src, dst) -> Path:

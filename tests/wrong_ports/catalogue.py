@@ -135,6 +135,7 @@ def window_on_odd_layers(self, layer):
 RMS_MODULES = [norm, attention, moe]
 OPS = "conformance/test_ops.py"
 TINY = "conformance/test_model.py::test_logits[tiny]"
+GQA2 = "conformance/test_model.py::test_logits[gqa2-top2]"  # the golden checkpoint with swiglu_limit 3
 
 # name -> (bug, patches, hidden capabilities, expected message fragments, checks to run)
 BUGS = {
@@ -161,6 +162,11 @@ BUGS = {
                         ["without the clamp"], [OPS + "::test_op_swiglu", TINY]),
     "swiglu_split_halves": ("gate/linear split in halves", [(moe, "swiglu", swiglu_variant(split=True))], (),
                             ["split in halves", "block.0.mlp"], [OPS + "::test_op_swiglu", TINY]),
+    # transformers 5.17's GptOssExperts: self.limit = 7.0 whatever the config says (5.25 reads swiglu_limit)
+    "swiglu_limit_fixed": ("SwiGLU limit hard-coded to 7", [(moe, "swiglu", lambda h, limit, alpha=moe.SWIGLU_ALPHA:
+                                                             swiglu_variant()(h, 7.0, alpha))], (),
+                           ["limit fixed at 7.0", "first diverging stage: block.0.mlp"],
+                           [OPS + "::test_op_swiglu", GQA2]),
     "nibble_order": ("high nibble first", [(mxfp4, "decode", decode_high_nibble_first)], (),
                      ["nibble order", "first diverging stage: block.0.mlp"], [OPS + "::test_op_mxfp4", TINY]),
     "e8m0_bias": ("E8M0 bias 128", [(mxfp4, "decode", decode_bias_128)], (),
