@@ -4,7 +4,8 @@
 #   OUT=/some/dir bash bench/device_check.sh        (from the repository root; $OUT defaults to ./device_out)
 #
 # Assumes the lent image: torch (CUDA) and triton preinstalled, no network, this repository as the cwd; nothing
-# is installed. Stages, each with its own time limit (cut further so the total stays under BUDGET seconds):
+# is installed. Run bench/device_prepare.sh first where the repository is checked out and carry .device (the
+# tokenizer's vocabulary, which the image lacks). Stages, each with its own time limit (cut further so the total stays under BUDGET seconds):
 #   1. environment: GPU, driver, torch/triton versions
 #   2. kernel tests on the GPU that only a GPU can run (bf16, real 20b/120b shapes, CUDA-graph capture)
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1), and
@@ -28,7 +29,8 @@ WORK=${WORK:-$(mktemp -d)}
 mkdir -p "$OUT" "$WORK"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python}
+# the lent image's interpreter with torch is python3 (/opt/torch/.venv/bin/python3); a bare `python` may not exist
+PY=${PYTHON:-$(command -v python3 >/dev/null && echo python3 || echo python)}
 BUDGET=${BUDGET:-355}
 START=$SECONDS
 declare -A STATUS
@@ -53,6 +55,16 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with min(limit, what is le
 }
 
 stage env 20 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true"
+
+# the kit's text checks need o200k_base.tiktoken; the image has no bpe-openai and no network:
+# bench/device_prepare.sh, run where the repository was checked out, writes it to .device/ for the run to carry
+if [[ -z "${GPT_OSS_KIT_O200K_BASE:-}" && -f .device/o200k_base.tiktoken ]]; then
+    export GPT_OSS_KIT_O200K_BASE=$PWD/.device/o200k_base.tiktoken
+fi
+$PY -c "from reference.tokenizer import o200k_base_bytes; o200k_base_bytes()" >"$WORK/tokenizer.log" 2>&1 \
+    && STATUS[tokenizer]="found" \
+    || STATUS[tokenizer]="MISSING: the kit's text checks fail; run bench/device_prepare.sh and carry .device"
+echo "== tokenizer vocabulary: ${STATUS[tokenizer]}"
 
 KERNEL_TESTS="tests/test_kernels_route.py tests/test_kernels_moe.py tests/test_kernels_attention.py"
 KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_rms_norm.py tests/test_kernels_linear.py"

@@ -120,7 +120,8 @@ def row(kernel, cfg, compiled, nbytes, programs, work_dir, flops=0, full_blocks=
     per_byte = len(loop) * cfg["num_warps"] / nbytes
     out = dict(kernel=kernel, config=cfg, loop=len(loop), warps=cfg["num_warps"], bytes=nbytes, per_byte=per_byte,
                programs=programs, ops=ops, top=sorted(ops.items(), key=lambda kv: -kv[1])[:6], ceiling={},
-               regs=res.get("REG"), spill=res.get("LOCAL", 0) + res.get("STACK", 0))
+               regs=res.get("REG"), spill=res.get("LOCAL", 0) + res.get("STACK", 0),
+               smem=compiled.metadata.shared)  # bytes; over 227 KiB a Hopper launch fails (test_kernels_compile)
     for card, (sms, ghz, tbs, tflops) in CARDS.items():
         balance = (programs / sms) / math.ceil(programs / sms)
         issue = ISSUE_PER_SM_CYCLE * sms * ghz * 1e9  # warp-instructions a second
@@ -273,7 +274,7 @@ def main(argv=None):
           + f"; at most {ISSUE_PER_SM_CYCLE} warp-instructions per SM per cycle")
     cards = list(CARDS)
     print(f"{'kernel':6s} {'path':34s} {'BN':>3s} {'BK':>4s} {'warps':>5s} {'stages':>6s} {'loop':>5s} "
-          f"{'regs':>4s} {'spill':>5s} {'bytes/it':>8s} {'instr/B':>7s} {'progs':>5s} {'balance':>7s} "
+          f"{'regs':>4s} {'spill':>5s} {'smem':>6s} {'bytes/it':>8s} {'instr/B':>7s} {'progs':>5s} {'balance':>7s} "
           + " ".join(f"{'ceil ' + c:>13s}" for c in cards) + "  most issued in the loop")
     for r in rows:
         c = r["config"]
@@ -281,7 +282,7 @@ def main(argv=None):
         label = c["path"] + (" prefill" if c.get("regime") == "prefill" else "")
         print(f"{r['kernel']:6s} {label:34s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
               f"{c['num_stages']:6d} "
-              f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
+              f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['smem']:6d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)
               + "  " + " ".join(f"{op} {n}" for op, n in r["top"]))
     if args.json:

@@ -154,6 +154,9 @@ def cases():
     return out
 
 
+# H100 / H200: cudaDevAttrMaxSharedMemoryPerBlockOptin, 227 KiB (the 228 KiB an SM less 1 KiB the driver keeps)
+HOPPER_MAX_SHARED = 227 * 1024
+
 PDL_KERNELS = ("_qkv_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
                "_moe_up_gemv_kernel", "_moe_down_gemv_kernel")
 
@@ -171,6 +174,11 @@ def compile_all():
         gdc = [op in compiled.asm["ptx"] for op in ("griddepcontrol.launch_dependents", "griddepcontrol.wait")]
         if gdc != [bool(consts.get("PDL"))] * 2:
             raise AssertionError(f"{name} PDL={consts.get('PDL')}: griddepcontrol in the PTX {gdc}")
+        # triton refuses a launch whose shared memory exceeds the card's opt-in maximum a block (OutOfResources):
+        # on a lent GPU that would cost the whole device check's stage, so it is checked here, without one
+        if compiled.metadata.shared > HOPPER_MAX_SHARED:
+            raise AssertionError(f"{name} {consts} {launch}: {compiled.metadata.shared} bytes of shared memory, "
+                                 f"over Hopper's {HOPPER_MAX_SHARED} a block")
         how = "plain" if ints is None else f"specialized {ints}"
         print(f"compiled {mod}.{name} {dt} {consts} {how}", flush=True)
 
