@@ -617,23 +617,32 @@ def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, ba
         engine._cache, engine._graphs = None, {}
     if not args.prefill:
         return
+    from optimized.generate import PREFILL_CHUNK
     engine = Engine(model, context=max(args.prefill) + 8, max_batch=1)
+    # the engine's chunk (default_prefill_chunk: grown so the MoE's tiles fill) and, where it differs, the old
+    # fixed 1024 beside it: the A/B for default_prefill_chunk
+    chunks = [engine.prefill_chunk] + ([PREFILL_CHUNK] if engine.prefill_chunk != PREFILL_CHUNK else [])
     for T in args.prefill:
         prompt = [(i * 7919) % V for i in range(T)]
-        if clock.cuda:
-            torch.cuda.reset_peak_memory_stats(clock.device)
-        try:
-            s = clock.time(lambda: engine.run(engine.fresh_cache(1), [prompt]), 1, 1)
-        except Exception as e:
-            engine._cache = None
-            report.add(model=name, what="engine prefill", backend=backend, setting=f"{T} tokens", ms=float("nan"),
-                       bytes=0, floor_ms=float("nan"), fraction=float("nan"),
-                       note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
-            continue
-        fl = prefill_flops(config, T)
-        report.add(model=name, what="engine prefill", backend=backend, setting=f"{T} tokens", ms=s * 1e3,
-                   bytes=0, floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s,
-                   note=f"{T / s:.0f} tok/s" + peak_note(clock))
+        for chunk in chunks:
+            if chunk != chunks[0] and chunk >= T:
+                continue  # one chunk either way: the same run
+            engine.prefill_chunk = chunk
+            setting = f"{T} tokens" + ("" if chunk == chunks[0] else f" chunk {chunk}")
+            if clock.cuda:
+                torch.cuda.reset_peak_memory_stats(clock.device)
+            try:
+                s = clock.time(lambda: engine.run(engine.fresh_cache(1), [prompt]), 1, 1)
+            except Exception as e:
+                engine._cache = None
+                report.add(model=name, what="engine prefill", backend=backend, setting=setting, ms=float("nan"),
+                           bytes=0, floor_ms=float("nan"), fraction=float("nan"),
+                           note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
+                continue
+            fl = prefill_flops(config, T)
+            report.add(model=name, what="engine prefill", backend=backend, setting=setting, ms=s * 1e3,
+                       bytes=0, floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s,
+                       note=f"{T / s:.0f} tok/s, chunks of {chunk}" + peak_note(clock))
     engine._cache = None
 
 

@@ -21,6 +21,25 @@ from optimized.model import Model
 from optimized.sampling import Sampling, sample
 
 
+PREFILL_CHUNK = 1024  # tokens a prefill step takes at least (the torch backend's attention holds its T x S scores)
+PREFILL_CHUNK_MAX = 8192
+
+
+def default_prefill_chunk(model: Model) -> int:
+    """Tokens a prefill step takes. A backend whose MoE runs tensor-core tiles of one expert's rows
+    (`ops.moe_tile_rows`: 128 for the Triton kernels in bf16) decodes each expert's FP4 weights once a tile: a
+    chunk of N tokens gives each of E experts about N*A/E rows, and with 1024-token chunks gpt-oss-120b's 128
+    experts get 32 rows, a quarter of a tile (the decode and the MMA of all 128 paid). Chunks double from
+    PREFILL_CHUNK up to PREFILL_CHUNK_MAX until an expert's expected rows fill two tiles: 20b 2048 tokens (256
+    rows an expert), 120b 8192 (256). Expected tile fill at random routing, (rows) / (128 x tiles): 0.67 -> 0.8
+    (20b), 0.25 -> 0.8 (120b). A backend without it (torch) keeps PREFILL_CHUNK."""
+    rows = model.ops.moe_tile_rows(model.dtype) if getattr(model.ops, "moe_tile_rows", None) else 0
+    c, chunk = model.config, PREFILL_CHUNK
+    while rows and chunk < PREFILL_CHUNK_MAX and chunk * c.experts_per_token < 2 * rows * c.num_experts:
+        chunk *= 2
+    return chunk
+
+
 class RequestError(ValueError):
     """A request the engine refuses before doing any work; the message names the problem."""
 
@@ -36,9 +55,14 @@ class Result:
 
 
 class Engine:
-    def __init__(self, model: Model, context: int = 4096, max_batch: int = 64, prefill_chunk: int = 1024,
+    def __init__(self, model: Model, context: int = 4096, max_batch: int = 64, prefill_chunk: int | None = None,
                  cuda_graphs: bool | None = None):
         self.model, self.config = model, model.config
+        if prefill_chunk is None:
+            prefill_chunk = default_prefill_chunk(model)
+        if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be a positive integer (tokens a prefill step takes), got "
+                             f"{prefill_chunk!r}")
         self.context, self.max_batch, self.prefill_chunk = context, max_batch, prefill_chunk
         self.cuda_graphs = (model.device.type == "cuda") if cuda_graphs is None else cuda_graphs
         self._cache = None

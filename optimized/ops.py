@@ -30,6 +30,8 @@ Optional (None when a backend has none; attention.py then runs its torch steps):
       w2_scales, b2, limit, residual=None) -> (out [N, C], router_logits [N, E], ids int32 [N, k], weights fp32
       [N, k]): the MoE block after its input in one call (moe.py `moe_block` runs norm, router, route, moe where
       it is None)
+  moe_tile_rows(dtype) -> int: rows of one expert a prefill tile of `moe` holds (each tile decodes its expert's
+      weights once); generate.py grows prefill chunks until an expert's expected rows fill two such tiles
 """
 import importlib
 from types import SimpleNamespace
@@ -38,7 +40,7 @@ from optimized.attention import attention, attention_cpu
 from optimized.moe import moe, route
 
 OPS = ("route", "moe", "attention")
-OPTIONAL = ("rope_cache_write", "qkv_rope_cache_write", "rms_norm", "linear", "routed_moe")
+OPTIONAL = ("rope_cache_write", "qkv_rope_cache_write", "rms_norm", "linear", "routed_moe", "moe_tile_rows")
 BACKENDS = ("torch", "triton")
 
 
@@ -50,7 +52,7 @@ def get_backend(name: str = "torch") -> SimpleNamespace:
     if name == "torch":
         return SimpleNamespace(name="torch", route=route, moe=moe, attention=attention_cpu,  # C at CPU decode
                                rope_cache_write=None, qkv_rope_cache_write=None, rms_norm=None, linear=None,
-                               routed_moe=None)
+                               routed_moe=None, moe_tile_rows=None)
     if name == "triton":
         try:
             kernels = importlib.import_module("optimized.kernels")

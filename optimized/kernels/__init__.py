@@ -32,10 +32,10 @@ if not torch.cuda.is_available():
 
 from optimized.kernels.attention import attention  # noqa: E402
 from optimized.kernels.linear import linear  # noqa: E402
-from optimized.kernels.moe import moe, routed_moe  # noqa: E402
+from optimized.kernels.moe import moe, prefill_tile_rows as moe_tile_rows, routed_moe  # noqa: E402
 from optimized.kernels.rms_norm import rms_norm  # noqa: E402
 from optimized.kernels.rope_cache import qkv_rope_cache_write, rope_cache_write  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 
-__all__ = ["attention", "linear", "moe", "qkv_rope_cache_write", "rms_norm", "rope_cache_write", "route",
+__all__ = ["attention", "linear", "moe", "moe_tile_rows", "qkv_rope_cache_write", "rms_norm", "rope_cache_write", "route",
            "routed_moe"]

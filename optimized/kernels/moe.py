@@ -580,6 +580,13 @@ SUM_BLOCK = 1024
 LINEAR_MAX_ROWS_FUSED = 16  # tokens up to which routed_moe's router kernel runs (its last program routes them all)
 
 
+def prefill_tile_rows(dtype: torch.dtype) -> int:
+    """Rows a prefill tile holds, all (token, slot) pairs of one expert: each tile decodes its expert's FP4 codes
+    once for them all, so an expert that receives fewer rows pays the whole decode (and MMA) of a tile anyway.
+    The engine sizes its prefill chunks by it (optimized/generate.py `default_prefill_chunk`)."""
+    return (PREFILL_CONFIG_FP32 if dtype == torch.float32 else PREFILL_CONFIG)["BLOCK_M"]
+
+
 def gemv_pays(N: int, A: int, E: int) -> bool:
     """Whether N tokens with A experts each take the GEMV kernels: the N*A pairs against the distinct experts they
     are expected to hit at random, E * (1 - (1 - 1/E)**(N*A)). A host-side rule on shapes only (no sync, the same
