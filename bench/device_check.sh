@@ -75,11 +75,11 @@ stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TEST
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
 stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
 # the A/Bs (issue 7, 8): engine decode with programmatic dependent launch (triton-pdl: kernels/pdl.py, off by
-# default), with the qkv projection and RoPE + cache write as two kernels
+# default; triton-pdl-noprefetch: without the projections' L2 weight prefetch before the wait), with the qkv projection and RoPE + cache write as two kernels
 # (triton-split-qkv), with the projections as cuBLAS + separate RMSNorm and residual add (triton-cublas), then also
 # RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's "engine kernels" line counts its launches
-stage bench_unfused 70 $PY bench/gpu.py --models 20b \
-    --backends triton-pdl,triton-split-qkv,triton-cublas,triton-unfused --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
+stage bench_unfused 85 $PY bench/gpu.py --models 20b \
+    --backends triton-pdl,triton-pdl-noprefetch,triton-split-qkv,triton-cublas,triton-unfused --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
 
 # the kit on CUDA with the Triton ops (`--impl optimized --device cuda` alone would certify the torch ops)
 if [[ -d conformance ]]; then

@@ -559,21 +559,23 @@ VARIANTS = {
     # and RoPE + cache write and RMSNorm too: what all the fused kernels save
     "unfused": ("qkv_rope_cache_write", "rope_cache_write", "rms_norm", "linear", "routed_moe"),
     # every fused op on, and the decode kernels launched with programmatic dependent launch (kernels/pdl.py: off by
-    # default until this A/B says it pays)
+    # default until this A/B says it pays), the projections' weight prefetch before the wait included
     "pdl": (),
+    # PDL without that prefetch: the A/B for pdl.PREFETCH
+    "pdl-noprefetch": (),
 }
 
 
 def bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
     """The engine rows of one backend (a VARIANTS name after "triton-" switches fused ops off, or PDL on)."""
-    pdl = importlib.import_module("optimized.kernels.pdl") if backend == "triton-pdl" else None
+    pdl = importlib.import_module("optimized.kernels.pdl") if backend.startswith("triton-pdl") else None
     if pdl is not None:
-        pdl.ENABLED = True
+        pdl.ENABLED, pdl.PREFETCH = True, backend != "triton-pdl-noprefetch"
     try:
         _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend)
     finally:
         if pdl is not None:
-            pdl.ENABLED = False
+            pdl.ENABLED, pdl.PREFETCH = False, True
 
 
 def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, backend):
@@ -719,7 +721,8 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny config (checks that the harness runs)")
     ap.add_argument("--models", default="20b,120b")
     ap.add_argument("--backends", default="triton,torch", help="engine backends to measure, first = main; "
-                    "triton-pdl: the Triton backend with programmatic dependent launch (kernels/pdl.py); "
+                    "triton-pdl: the Triton backend with programmatic dependent launch (kernels/pdl.py), "
+                    "triton-pdl-noprefetch: the same without the projections' weight prefetch before the wait; "
                     "triton-split-qkv: the Triton backend with the qkv projection and the RoPE + cache write as two "
                     "kernels; triton-cublas: with the projections as torch steps (cuBLAS, the RMSNorm "
                     "and the residual add on their own); triton-unfused: also the decode RoPE + cache write and "

@@ -169,3 +169,19 @@ def test_prefill_flops_counts_what_the_engine_must_compute():
                                                               + c.experts_per_token * 3 * I * C)
             want += 4 * H * D * pairs
         assert gpu.prefill_flops(c, T) == want, (T, gpu.prefill_flops(c, T), want)
+
+
+def test_device_check_asks_only_for_backends_the_bench_has():
+    """Each engine backend bench/device_check.sh names (--backends) is one bench/gpu.py runs: a misspelt A/B variant
+    would only show on a lent GPU, as a stage that measured nothing."""
+    import importlib.util
+    import re
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    named = [b for group in re.findall(r"--backends ([\w,-]+)", (ROOT / "bench" / "device_check.sh").read_text())
+             for b in group.split(",")]
+    assert "triton-pdl-noprefetch" in named and len(named) >= 6, named
+    for b in named:
+        base, _, variant = b.partition("-")
+        assert base in ("triton", "torch") and (variant in gpu.VARIANTS if base == "triton" else not variant), b

@@ -147,10 +147,12 @@ def cases():
     out.append(("rms_norm", "_rms_norm_kernel", "bf16", dict(BLOCK_C=4096), dict(num_warps=4), dict(C=2880)))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=128, BLOCK_A=4), {}, None))
     out.append(("route", "_route_kernel", "bf16", dict(A=4, BLOCK_E=32, BLOCK_A=4), {}, dict(E=32, stride_row=32)))
-    # programmatic dependent launch on (kernels/pdl.py): each decode-step kernel's first specialized bf16 case again
+    # programmatic dependent launch on (kernels/pdl.py): each decode-step kernel's first specialized bf16 case again,
+    # and with the weight prefetch (PDL=2) for those that have one
     for case in [c for c in out if c[1] in PDL_KERNELS and c[2] == "bf16" and c[5] is not None]:
-        if not any(c[1] == case[1] and c[3].get("PDL") for c in out):
-            out.append(case[:3] + (dict(case[3], PDL=True),) + case[4:])
+        for level in (1, 2) if case[1] in PREFETCH_KERNELS else (1,):
+            if not any(c[1] == case[1] and c[3].get("PDL") == level for c in out):
+                out.append(case[:3] + (dict(case[3], PDL=level),) + case[4:])
     return out
 
 
@@ -159,6 +161,7 @@ HOPPER_MAX_SHARED = 227 * 1024
 
 PDL_KERNELS = ("_qkv_rope_cache_kernel", "_attn_fwd_kernel", "_linear_kernel", "_moe_router_kernel",
                "_moe_up_gemv_kernel", "_moe_down_gemv_kernel")
+PREFETCH_KERNELS = ("_qkv_rope_cache_kernel", "_linear_kernel", "_moe_router_kernel")  # read-only weights (pdl.py)
 
 
 def compile_all():
@@ -171,9 +174,14 @@ def compile_all():
         if "_gemv_" in name and re.search(r"\.ftz\.f32", compiled.asm["ptx"]):
             raise AssertionError(f"{name}: flush-to-zero fp32 ops in the PTX")
         # PDL: the grid dependency control instructions exactly where asked for (none in a kernel without it)
-        gdc = [op in compiled.asm["ptx"] for op in ("griddepcontrol.launch_dependents", "griddepcontrol.wait")]
+        ptx = compiled.asm["ptx"]
+        gdc = [op in ptx for op in ("griddepcontrol.launch_dependents", "griddepcontrol.wait")]
         if gdc != [bool(consts.get("PDL"))] * 2:
             raise AssertionError(f"{name} PDL={consts.get('PDL')}: griddepcontrol in the PTX {gdc}")
+        # PDL=2: the weight prefetch, all of it before the wait (and none in any other launch)
+        pf = [m.start() for m in re.finditer(r"prefetch\.global\.L2", ptx)]
+        if bool(pf) != (consts.get("PDL") == 2) or (pf and max(pf) > ptx.index("griddepcontrol.wait")):
+            raise AssertionError(f"{name} PDL={consts.get('PDL')}: {len(pf)} L2 prefetches, not all before the wait")
         # triton refuses a launch whose shared memory exceeds the card's opt-in maximum a block (OutOfResources):
         # on a lent GPU that would cost the whole device check's stage, so it is checked here, without one
         if compiled.metadata.shared > HOPPER_MAX_SHARED:

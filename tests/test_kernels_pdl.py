@@ -2,7 +2,8 @@
 compute. CPU: it is never on (the interpreter has no grid dependency control), whatever ENABLED says, and the
 kernels run as without it. GPU (Hopper): a batch-1 decode replayed from CUDA graphs gives the same logits bitwise
 with PDL on and off, step after step (a missing wait would read a previous kernel's output early: a race).
-tests/test_kernels_compile.py checks that PDL=True puts griddepcontrol in each decode kernel's PTX, and only then."""
+tests/test_kernels_compile.py checks that PDL puts griddepcontrol in each decode kernel's PTX, and only then, and that
+PDL=2 puts the projections' L2 weight prefetch before the wait."""
 import importlib
 
 import pytest
@@ -53,7 +54,9 @@ def test_pdl_cuda_graph_decode_is_bitwise_the_same(dtype, monkeypatch):
     off, engine = decode_steps(weights, steps, graphs=True)
     assert engine._graphs, "the decode steps were not captured"
     monkeypatch.setattr(pdl, "ENABLED", True)
-    assert pdl.pdl_on(DEVICE) and pdl.launch_args(DEVICE) == {"PDL": True, "launch_pdl": True}
-    on, engine = decode_steps(weights, steps, graphs=True)
-    assert engine._graphs, "the decode steps with PDL were not captured"
-    assert torch.equal(on, off), (on - off).abs().max()
+    for prefetch in (True, False):  # PDL with the projections' L2 weight prefetch before the wait, and without
+        monkeypatch.setattr(pdl, "PREFETCH", prefetch)
+        assert pdl.pdl_on(DEVICE) and pdl.launch_args(DEVICE) == {"PDL": 2 if prefetch else 1, "launch_pdl": True}
+        on, engine = decode_steps(weights, steps, graphs=True)
+        assert engine._graphs, "the decode steps with PDL were not captured"
+        assert torch.equal(on, off), (prefetch, (on - off).abs().max())

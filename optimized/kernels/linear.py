@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from optimized.kernels.pdl import _pdl_enter, launch_args
+from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from optimized.kernels.rms_norm import rms_norm
 from optimized.linear import linear as torch_linear
 from optimized.norm import rms_norm as torch_rms_norm
@@ -101,11 +101,12 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, N, eps,
     """Program (o block, row n): out[n, o] = [res[n, o] +] (sum over c of t[n, c] w[o, c] [+ b[o]]), t = x or its
     RMSNorm. Rows vary fastest: a block's N programs run side by side, so its weights come from HBM once and from
     L2 for the other rows (the unembedding's 1.16 GB would otherwise stream N times). PDL: pdl.py."""
-    _pdl_enter(PDL)
     pid = tl.program_id(0)
     n = (pid % N).to(tl.int64)
     offs_o = (pid // N) * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_o = offs_o < O
+    _prefetch_rows(PDL, w_ptr, offs_o, mask_o, C)  # PDL == 2: this program's weight rows into L2 before the wait
+    _pdl_enter(PDL)
     y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps, C, O, HAS_BIAS, NORM, BLOCK_O, BLOCK_C)
     # one rounding of acc + b, as cuBLAS's epilogue; then the residual add as torch's
     y = _round_add(y, res_ptr + n * O + offs_o, mask_o, HAS_RES, out_ptr.dtype.element_ty)

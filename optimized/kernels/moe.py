@@ -63,7 +63,7 @@ import triton.language as tl
 from optimized.kernels.grid_sync import _last_to_arrive, counters
 from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, _block_o, _inv_rms, _project_rows, _round_add
 from optimized.kernels.linear import linear as project_linear
-from optimized.kernels.pdl import _pdl_enter, launch_args
+from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from optimized.kernels.rms_norm import rms_norm
 from optimized.kernels.route import _top_k_softmax
 from optimized.kernels.route import route as route_op
@@ -506,10 +506,11 @@ def _moe_router_kernel(x_ptr, gw_ptr, gb_ptr, scale_ptr, logits_ptr, cnt_ptr, id
     rounded to x's dtype as the torch linear rounds them. The last program to finish (grid_sync) then routes every
     token (route.py's top-k + softmax over the k chosen), groups the pairs by expert, one pair a tile (what
     _group_kernel does) and lays rms_norm(x) out for the GEMV kernels (_x_out)."""
-    _pdl_enter(PDL)  # PDL: pdl.py
     n = tl.program_id(1).to(tl.int64)
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_o = offs_o < E
+    _prefetch_rows(PDL, gw_ptr, offs_o, mask_o, C)  # PDL == 2: the gate's rows into L2 before the wait (pdl.py)
+    _pdl_enter(PDL)  # PDL: pdl.py
     y = _project_rows(x_ptr, gw_ptr, gb_ptr, scale_ptr, n, offs_o, mask_o, eps, C, E, True, True, BLOCK_O, BLOCK_C)
     tl.store(logits_ptr + n * E + offs_o, y.to(logits_ptr.dtype.element_ty), mask=mask_o)
     if _last_to_arrive(cnt_ptr, tl.num_programs(0) * tl.num_programs(1)):

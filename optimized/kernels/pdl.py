@@ -11,6 +11,11 @@ computation is the stream's order, as without PDL: a kernel's wait returns only 
 whose own wait returned only after its predecessor completed, and so on; a kernel launched the ordinary way
 (torch's, cuBLAS) waits for everything before it as always, and one before a PDL kernel that never signals just
 lets it start when it completes.
+Weight prefetch (PREFETCH, on with PDL unless GPT_OSS_KIT_PDL_PREFETCH=0): a kernel whose weights no kernel writes
+(the qkv, out, router and unembedding projections) asks L2 for its programs' weight rows before it waits
+(`_prefetch_rows`), so that its first bytes stream while the kernel before it finishes instead of after. A prefetch
+is a hint that returns nothing and waits for nothing, and it cannot read stale data (L2 is where every kernel's
+writes land), so it changes no result; PDL's value is 2 in those launches.
 Off by default (GPT_OSS_KIT_PDL=1 or `ENABLED = True` turns it on): never measured yet. bench/gpu.py's variant
 `triton-pdl` is the A/B the device check runs; CUDA-graph capture keeps the programmatic edges from CUDA 12.3.
 The kernels using it: qkv_rope_cache_write's, the attention's, the linear's, routed_moe's router and the GEMV up
@@ -28,6 +33,7 @@ except ImportError:  # pragma: no cover - older triton: PDL unavailable
     gdc_launch_dependents = gdc_wait = None
 
 ENABLED = os.environ.get("GPT_OSS_KIT_PDL", "0") == "1"
+PREFETCH = os.environ.get("GPT_OSS_KIT_PDL_PREFETCH", "1") == "1"  # only with PDL on (bench variant triton-pdl-noprefetch)
 
 
 def pdl_on(device) -> bool:
@@ -43,7 +49,9 @@ def pdl_on(device) -> bool:
 def launch_args(device) -> dict:
     """A PDL kernel's launch arguments on `device`: its PDL constexpr and, when on, the launch keyword that asks the
     driver for a programmatic dependent launch."""
-    return dict(PDL=True, launch_pdl=True) if pdl_on(device) else dict(PDL=False)
+    if not pdl_on(device):
+        return dict(PDL=False)
+    return dict(PDL=2 if PREFETCH else 1, launch_pdl=True)  # 2: with the weight prefetch (kernels that have one)
 
 
 @triton.jit
@@ -52,3 +60,26 @@ def _pdl_enter(PDL: tl.constexpr):
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
+
+
+# the 128-byte lines of a weight row _prefetch_rows asks for, one every PREFETCH_STRIDE elements (bf16: every line
+# of a row of up to 64 x 64 = 4096 features, gpt-oss's widest input; wider or fp32 rows are prefetched in part: a hint)
+PREFETCH_LINES, PREFETCH_STRIDE = tl.constexpr(64), tl.constexpr(64)
+
+
+@triton.jit
+def _prefetch_l2(ptrs):
+    """prefetch.global.L2 of the line at each of ptrs: a hint, no data returned, nothing waited for."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
+def _prefetch_rows(PDL: tl.constexpr, w_ptr, offs_o, mask_o, C: tl.constexpr):
+    """With PDL == 2, before _pdl_enter: L2 prefetch of weight rows offs_o (C elements each, row-major; masked rows
+    ask for row 0), read-only weights only (see the module)."""
+    if PDL == 2:
+        col = tl.minimum(tl.arange(0, PREFETCH_LINES) * PREFETCH_STRIDE, C - 1)
+        rows = tl.where(mask_o, offs_o, 0).to(tl.int64)
+        _prefetch_l2(w_ptr + rows[:, None] * C + col[None, :])
+

@@ -32,7 +32,7 @@ import triton.language as tl
 from optimized.attention import rope_qkv
 from optimized.cache import last_slots_only, write_decode, write_tokens
 from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, check_args, linear, linear_ref
-from optimized.kernels.pdl import _pdl_enter, launch_args
+from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from reference.norm import EPS
 
 
@@ -128,7 +128,6 @@ def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos
     RoPE's partner) computed as kernels/linear.py's kernel computes them (its _project_rows: the same sums, rounded
     once to the activation dtype), then rotated and stored as _rope_cache_kernel does (its _rope_store).
     Rows vary fastest, as in the linear kernel (a block of weight rows from HBM once). PDL: pdl.py."""
-    _pdl_enter(PDL)
     n = (tl.program_id(0) % N).to(tl.int64)
     pid = tl.program_id(0) // N
     j = pid // (F // P)  # the head
@@ -136,6 +135,8 @@ def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos
     r = tl.arange(0, 2 * P)
     offs_o = j * D + i0 + r // 2 + (r % 2) * F  # interleaved: row 2i is pair i's first half, 2i + 1 its second
     W: tl.constexpr = (H + 2 * K) * D
+    _prefetch_rows(PDL, w_ptr, offs_o, offs_o < W, C)  # PDL == 2: this program's weight rows into L2 before the wait
+    _pdl_enter(PDL)
     y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, offs_o < W, eps, C, W, HAS_BIAS, NORM, 2 * P,
                       BLOCK_C)
     x1, x2 = tl.split(tl.reshape(y.to(q_ptr.dtype.element_ty), [P, 2]))  # qkv rounded, as linear's output is
