@@ -117,26 +117,33 @@ class Engine:
             return self._decode(cache, rows)
         lengths = [len(r) for r in rows]
         T = max(lengths)
+        starts = range(0, T, self.prefill_chunk)
+        # every chunk's inputs made here and moved in one go (on CUDA pinned and asynchronous: a blocking copy would
+        # wait for all the work queued before it), so the chunks run back to back with no host sync between them.
+        # tok, pos (B, T): the rows left-aligned, padding at position -1; idx, ends (chunks, B): where each row's last
+        # token falls in each chunk (clamped into the chunk) and whether it falls in that chunk
+        tok = torch.zeros(B, T, dtype=torch.int64)
+        pos = torch.full((B, T), -1, dtype=torch.int64)
+        for b, r in enumerate(rows):
+            tok[b, :len(r)] = torch.tensor(r, dtype=torch.int64)
+            pos[b, :len(r)] = torch.arange(cache.lengths[b], cache.lengths[b] + len(r))
+        idx = torch.tensor([[min(max(n - 1 - t0, 0), min(T, t0 + self.prefill_chunk) - t0 - 1) for n in lengths]
+                            for t0 in starts], dtype=torch.int64)
+        ends = torch.tensor([[t0 <= n - 1 < t0 + self.prefill_chunk for n in lengths] for t0 in starts])
+        tok, pos, idx, ends = (t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+                               for t in (tok, pos, idx, ends))
         last = torch.zeros(B, self.config.vocab_size, device=dev)
         outs = [[] for _ in range(B)]
-        for t0 in range(0, T, self.prefill_chunk):
+        for k, t0 in enumerate(starts):
             t1 = min(T, t0 + self.prefill_chunk)
-            tok = torch.zeros(B, t1 - t0, dtype=torch.int64)
-            pos = torch.full((B, t1 - t0), -1, dtype=torch.int64)
-            for b, r in enumerate(rows):
-                n = max(0, min(len(r), t1) - t0)
-                tok[b, :n] = torch.tensor(r[t0:t0 + n], dtype=torch.int64)
-                pos[b, :n] = torch.arange(cache.lengths[b], cache.lengths[b] + n)
-            tok, pos = tok.to(dev), pos.to(dev)
             if all_logits:
-                logits = self.model.forward(tok, pos, cache)  # (B, Tc, V)
+                logits = self.model.forward(tok[:, t0:t1].contiguous(), pos[:, t0:t1].contiguous(), cache)  # (B, Tc, V)
                 for b in range(B):
                     outs[b].append(logits[b, :max(0, min(lengths[b], t1) - t0)])
             else:
-                idx = torch.tensor([min(max(lengths[b] - 1 - t0, 0), t1 - t0 - 1) for b in range(B)], device=dev)
-                logits = self.model.forward(tok, pos, cache, last=idx)  # (B, V)
-                ends_here = torch.tensor([t0 <= lengths[b] - 1 < t1 for b in range(B)], device=dev)
-                last = torch.where(ends_here[:, None], logits, last)
+                logits = self.model.forward(tok[:, t0:t1].contiguous(), pos[:, t0:t1].contiguous(), cache,
+                                            last=idx[k])  # (B, V)
+                last = torch.where(ends[k][:, None], logits, last)
             for b in range(B):
                 cache.lengths[b] += max(0, min(lengths[b], t1) - t0)
         return [torch.cat(o) for o in outs] if all_logits else last

@@ -117,3 +117,27 @@ def test_prefill_has_no_host_sync():
         model.forward(tokens, pos, cache)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="host syncs are a CUDA matter")
+def test_engine_prefill_has_no_host_sync():
+    """Engine.run's chunked prefill (ragged rows, chunks of 3 tokens: 3 chunks) runs under torch's sync debug mode on
+    "error": its inputs go to the GPU once, pinned and asynchronously, so nothing waits between chunks (a blocking
+    copy a chunk waited for all queued work). Its logits are those of the same prefill without the debug mode."""
+    synthetic = pytest.importorskip("optimized.synthetic")
+    from optimized.generate import Engine
+    from optimized.model import Model
+    weights = synthetic.synthetic_weights(TINY, device=DEVICE, dtype=torch.bfloat16, seed=4)
+    engine = Engine(Model(weights, backend="triton"), context=32, prefill_chunk=3)
+    rows = [[5, 17, 3], [4, 5, 6, 7, 8, 9, 10]]
+    want = [engine.run(engine.fresh_cache(2), rows), engine.run(engine.fresh_cache(2), rows, all_logits=True)]
+    got = []
+    for all_logits in (False, True):
+        cache = engine.fresh_cache(2)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got.append(engine.run(cache, rows, all_logits=all_logits))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
