@@ -71,7 +71,7 @@ KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_rope_cache.py tests/test_kernels_
 KERNEL_TESTS="$KERNEL_TESTS tests/test_kernels_pdl.py"
 # bf16, real shapes, CUDA graphs and the sync-free prefill first (what only a GPU can check); fp32 after the benchmark
 stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TESTS \
-    tests/test_kernels_engine.py::test_prefill_has_no_host_sync tests/test_kernels_engine.py::test_engine_prefill_has_no_host_sync \
+    tests/test_kernels_engine.py::test_prefill_has_no_host_sync tests/test_kernels_engine.py::test_engine_run_has_no_host_sync \
     -k "bfloat16 or real_shapes or cuda_graph or host_sync"
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
 stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"

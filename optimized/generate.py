@@ -118,8 +118,8 @@ class Engine:
         lengths = [len(r) for r in rows]
         T = max(lengths)
         starts = range(0, T, self.prefill_chunk)
-        # every chunk's inputs made here and moved in one go (on CUDA pinned and asynchronous: a blocking copy would
-        # wait for all the work queued before it), so the chunks run back to back with no host sync between them.
+        # every chunk's inputs made here and moved in one go (_upload), so the chunks run back to back with no host
+        # sync between them.
         # tok, pos (B, T): the rows left-aligned, padding at position -1; idx, ends (chunks, B): where each row's last
         # token falls in each chunk (clamped into the chunk) and whether it falls in that chunk
         tok = torch.zeros(B, T, dtype=torch.int64)
@@ -130,8 +130,7 @@ class Engine:
         idx = torch.tensor([[min(max(n - 1 - t0, 0), min(T, t0 + self.prefill_chunk) - t0 - 1) for n in lengths]
                             for t0 in starts], dtype=torch.int64)
         ends = torch.tensor([[t0 <= n - 1 < t0 + self.prefill_chunk for n in lengths] for t0 in starts])
-        tok, pos, idx, ends = (t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
-                               for t in (tok, pos, idx, ends))
+        tok, pos, idx, ends = (self._upload(t) for t in (tok, pos, idx, ends))
         last = torch.zeros(B, self.config.vocab_size, device=dev)
         outs = [[] for _ in range(B)]
         for k, t0 in enumerate(starts):
@@ -154,10 +153,16 @@ class Engine:
         c, el = self.config, torch.empty((), dtype=self.model.dtype).element_size()
         return batch * c.experts_per_token * 3 * c.intermediate_size * c.hidden_size * el <= moe_mod.GATHER_BYTES
 
+    def _upload(self, t: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the model's device; on CUDA through pinned memory and asynchronously, since a blocking copy
+        waits for all the work queued before it: a host sync, the GPU idle while the host prepares what comes next."""
+        dev = self.model.device
+        return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+
     def _decode(self, cache, rows) -> torch.Tensor:
         dev = self.model.device
-        tok = torch.tensor([r[0] for r in rows], dtype=torch.int64, device=dev)[:, None]
-        pos = torch.tensor(cache.lengths, dtype=torch.int64, device=dev)[:, None]
+        tok = self._upload(torch.tensor([r[0] for r in rows], dtype=torch.int64)[:, None])
+        pos = self._upload(torch.tensor(cache.lengths, dtype=torch.int64)[:, None])
         if self.cuda_graphs and dev.type == "cuda" and self._graphable(cache.batch):
             logits = self._graph_step(cache, tok, pos)
         else:

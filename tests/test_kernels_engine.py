@@ -120,24 +120,33 @@ def test_prefill_has_no_host_sync():
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host syncs are a CUDA matter")
-def test_engine_prefill_has_no_host_sync():
-    """Engine.run's chunked prefill (ragged rows, chunks of 3 tokens: 3 chunks) runs under torch's sync debug mode on
-    "error": its inputs go to the GPU once, pinned and asynchronously, so nothing waits between chunks (a blocking
-    copy a chunk waited for all queued work). Its logits are those of the same prefill without the debug mode."""
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_engine_run_has_no_host_sync(graphs):
+    """Engine.run's chunked prefill (ragged rows, chunks of 3 tokens: 3 chunks) and decode steps run under torch's
+    sync debug mode on "error": their inputs go to the GPU pinned and asynchronously (Engine._upload), so nothing
+    waits between chunks or steps (blocking copies did: the host waited for all queued work, the GPU then idled
+    while it prepared the next). The logits are those of the same run without the debug mode."""
     synthetic = pytest.importorskip("optimized.synthetic")
     from optimized.generate import Engine
     from optimized.model import Model
     weights = synthetic.synthetic_weights(TINY, device=DEVICE, dtype=torch.bfloat16, seed=4)
-    engine = Engine(Model(weights, backend="triton"), context=32, prefill_chunk=3)
+    engine = Engine(Model(weights, backend="triton"), context=32, prefill_chunk=3, cuda_graphs=graphs)
     rows = [[5, 17, 3], [4, 5, 6, 7, 8, 9, 10]]
-    want = [engine.run(engine.fresh_cache(2), rows), engine.run(engine.fresh_cache(2), rows, all_logits=True)]
-    got = []
-    for all_logits in (False, True):
+
+    def run():
+        out = [engine.run(engine.fresh_cache(2), rows, all_logits=True)]
         cache = engine.fresh_cache(2)
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            got.append(engine.run(cache, rows, all_logits=all_logits))
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+        out.append(engine.run(cache, rows))
+        out += [engine.run(cache, [[t], [t + 1]]) for t in (88, 41, 2)]  # decode steps (graph captured the 1st time)
+        return out
+
+    want = run()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert not graphs or engine._graphs, "the decode steps were not captured"
+    assert all(torch.equal(a, b) for a, b in zip(got[0], want[0]))
+    assert all(torch.equal(a, b) for a, b in zip(got[1:], want[1:]))
