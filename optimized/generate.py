@@ -8,6 +8,9 @@ behind either.
 CUDA graphs (torch.cuda.graphs): the decode step for a given cache is captured once and replayed; it is only
 used on CUDA, with the Triton backend always, with the torch backend when its MoE op takes the gather path (no host
 sync) for that batch size. CPU never touches it.
+No host sync inside a prefill, and no GPU idle waiting for the host between decode steps: inputs go to the GPU pinned
+and asynchronously (`_upload`), and `generate` launches each step before the previous step's tokens reach the host (the chosen tokens feed it on the
+device; the host reads them, streams them and checks for stops while the GPU computes the next step).
 
 Legend: B rows, T tokens, V vocabulary.
 """
@@ -159,9 +162,24 @@ class Engine:
         dev = self.model.device
         return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
+    def _download(self, t: torch.Tensor):
+        """Start copying a device tensor to the host without waiting; returns a function that waits for that copy
+        only (not for work queued after it) and gives its values as a list."""
+        if t.device.type != "cuda":
+            return t.tolist
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return lambda: (done.synchronize(), host.tolist())[1]
+
     def _decode(self, cache, rows) -> torch.Tensor:
+        return self._decode_step(cache, self._upload(torch.tensor([r[0] for r in rows], dtype=torch.int64)))
+
+    def _decode_step(self, cache, tok: torch.Tensor) -> torch.Tensor:
+        """One token a row, tok (B,) int64 on the device, at the positions cache.lengths; returns logits (B, V)."""
         dev = self.model.device
-        tok = self._upload(torch.tensor([r[0] for r in rows], dtype=torch.int64)[:, None])
+        tok = tok[:, None]
         pos = self._upload(torch.tensor(cache.lengths, dtype=torch.int64)[:, None])
         if self.cuda_graphs and dev.type == "cuda" and self._graphable(cache.batch):
             logits = self._graph_step(cache, tok, pos)
@@ -216,8 +234,20 @@ class Engine:
         result.prefill_s, result.prefill_tokens = time.perf_counter() - t, sum(map(len, rows))
         t = time.perf_counter()
         frozen = {}
+        chosen = sample(logits, sampling, gen)  # (B,) on the device
         for step in range(max_new_tokens):
-            nxt = sample(logits, sampling, gen).tolist()
+            arriving = self._download(chosen)  # this step's tokens, on their way to the host
+            more = step < max_new_tokens - 1
+            if more:
+                # the next step is launched before this step's tokens reach the host, with them as its input, so the
+                # GPU does not idle while the host reads them, calls on_token and checks for stops. A row that stops
+                # at this step (its output ignored from then on) is fed its chosen token once more, then keeps
+                # rewriting that one slot of its own (frozen), as rows that stopped earlier do
+                for b, p in frozen.items():
+                    cache.lengths[b] = p
+                logits = self._decode_step(cache, chosen)
+                chosen = sample(logits, sampling, gen)
+            nxt = arriving()
             for b in range(B):
                 if result.stopped[b]:
                     continue
@@ -226,12 +256,9 @@ class Engine:
                     on_token(b, nxt[b])
                 if nxt[b] in stops:
                     result.stopped[b] = True
-                    frozen[b] = cache.lengths[b]
-            if all(result.stopped) or step == max_new_tokens - 1:
+                    frozen[b] = cache.lengths[b] - more  # the slot the step already launched wrote
+            if all(result.stopped) or not more:
                 break
-            for b, p in frozen.items():  # a finished row keeps rewriting one slot of its own; its output is ignored
-                cache.lengths[b] = p
-            logits = self.run(cache, [[nxt[b] if not result.stopped[b] else 0] for b in range(B)])
             result.decode_tokens += sum(not s for s in result.stopped)
         sync()
         result.decode_s = time.perf_counter() - t

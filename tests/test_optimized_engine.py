@@ -255,6 +255,18 @@ def test_generate_greedy_batch_stops_and_streams(ckpts):
     assert [t for b, t in seen if b == 0] == r.tokens[0] and [t for b, t in seen if b == 1] == r.tokens[1]
     s1 = engine.generate([TOKENS[:4]], 8, Sampling(0.8, 0.9, seed=11)).tokens
     assert s1 == engine.generate([TOKENS[:4]], 8, Sampling(0.8, 0.9, seed=11)).tokens
+    # each step is launched before the previous step's tokens are read (generate's look-ahead): up to the last
+    # position of the cache, and with a row stopping, the tokens are those of plain step-by-step decoding
+    full = Engine(engine.model, context=11)  # 5 + 7 - 1 positions: the prompt, then all but the last new token
+    r = full.generate([TOKENS[:5], TOKENS[:2]], 7, stop_tokens=[toks[2]])
+    cache, steps = full.fresh_cache(1), []
+    logits = full.run(cache, [TOKENS[:2]])
+    while len(steps) < 7 and toks[2] not in steps:
+        steps.append(int(logits[0].argmax()))
+        logits = full.run(cache, [[steps[-1]]])
+    assert r.tokens == [toks[:3], steps] and r.stopped == [True, toks[2] in steps]
+    stop_step = [2, len(steps) - 1 if toks[2] in steps else 7]  # a row is fed while it has not stopped
+    assert r.decode_tokens == sum(s < stop for s in range(min(6, max(stop_step))) for stop in stop_step)
 
 
 def test_bad_input_rejected_and_engine_still_works(ckpts):
