@@ -282,7 +282,8 @@ def main(argv=None):
         label = c["path"] + (" prefill" if c.get("regime") == "prefill" else "")
         print(f"{r['kernel']:6s} {label:34s} {bn:3d} {c.get('BLOCK_K', c.get('D')):4d} {c['num_warps']:5d} "
               f"{c['num_stages']:6d} "
-              f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['smem']:6d} {r['bytes']:8d} {r['per_byte']:7.3f} {r['programs']:5d} "
+              f"{r['loop']:5d} {r['regs']:4d} {r['spill']:5d} {r['smem']:6d} {r['bytes']:8d} {r['per_byte']:7.3f} "
+              f"{r['programs']:5d} "
               f"{r['balance']:7.2f} " + " ".join(f"{r['ceiling'][k]:13.2f}" for k in cards)
               + "  " + " ".join(f"{op} {n}" for op, n in r["top"]))
     if args.json:

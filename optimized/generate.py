@@ -9,8 +9,9 @@ CUDA graphs (torch.cuda.graphs): the decode step for a given cache is captured o
 used on CUDA, with the Triton backend always, with the torch backend when its MoE op takes the gather path (no host
 sync) for that batch size. CPU never touches it.
 No host sync inside a prefill, and no GPU idle waiting for the host between decode steps: inputs go to the GPU pinned
-and asynchronously (`_upload`), and `generate` launches each step before the previous step's tokens reach the host (the chosen tokens feed it on the
-device; the host reads them, streams them and checks for stops while the GPU computes the next step).
+and asynchronously (`_upload`), and `generate` launches each step before the previous step's tokens reach the host
+(the chosen tokens feed it on the device; the host reads them, streams them and checks for stops while the GPU
+computes the next step).
 
 Legend: B rows, T tokens, V vocabulary.
 """
@@ -138,13 +139,13 @@ class Engine:
         outs = [[] for _ in range(B)]
         for k, t0 in enumerate(starts):
             t1 = min(T, t0 + self.prefill_chunk)
+            inputs = tok[:, t0:t1].contiguous(), pos[:, t0:t1].contiguous(), cache
             if all_logits:
-                logits = self.model.forward(tok[:, t0:t1].contiguous(), pos[:, t0:t1].contiguous(), cache)  # (B, Tc, V)
+                logits = self.model.forward(*inputs)  # (B, Tc, V)
                 for b in range(B):
                     outs[b].append(logits[b, :max(0, min(lengths[b], t1) - t0)])
             else:
-                logits = self.model.forward(tok[:, t0:t1].contiguous(), pos[:, t0:t1].contiguous(), cache,
-                                            last=idx[k])  # (B, V)
+                logits = self.model.forward(*inputs, last=idx[k])  # (B, V)
                 last = torch.where(ends[k][:, None], logits, last)
             for b in range(B):
                 cache.lengths[b] += max(0, min(lengths[b], t1) - t0)

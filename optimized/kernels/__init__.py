@@ -37,5 +37,5 @@ from optimized.kernels.rms_norm import rms_norm  # noqa: E402
 from optimized.kernels.rope_cache import qkv_rope_cache_write, rope_cache_write  # noqa: E402
 from optimized.kernels.route import route  # noqa: E402
 
-__all__ = ["attention", "linear", "moe", "moe_tile_rows", "qkv_rope_cache_write", "rms_norm", "rope_cache_write", "route",
-           "routed_moe"]
+__all__ = ["attention", "linear", "moe", "moe_tile_rows", "qkv_rope_cache_write", "rms_norm", "rope_cache_write",
+           "route", "routed_moe"]

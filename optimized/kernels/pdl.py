@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - older triton: PDL unavailable
     gdc_launch_dependents = gdc_wait = None
 
 ENABLED = os.environ.get("GPT_OSS_KIT_PDL", "0") == "1"
-PREFETCH = os.environ.get("GPT_OSS_KIT_PDL_PREFETCH", "1") == "1"  # only with PDL on (bench variant triton-pdl-noprefetch)
+PREFETCH = os.environ.get("GPT_OSS_KIT_PDL_PREFETCH", "1") == "1"  # with PDL only (bench: triton-pdl-noprefetch)
 
 
 def pdl_on(device) -> bool:
