@@ -621,9 +621,9 @@ def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, ba
         return
     from optimized.generate import PREFILL_CHUNK
     engine = Engine(model, context=max(args.prefill) + 8, max_batch=1)
-    # the engine's chunk (default_prefill_chunk: grown so the MoE's tiles fill) and, where it differs, the old
-    # fixed 1024 beside it: the A/B for default_prefill_chunk
-    chunks = [engine.prefill_chunk] + ([PREFILL_CHUNK] if engine.prefill_chunk != PREFILL_CHUNK else [])
+    # the engine's chunk (default_prefill_tokens: grown so the MoE's tiles fill) and, where it differs, the old
+    # fixed 1024 beside it: the A/B for default_prefill_tokens
+    chunks = [engine.chunk_for(1)] + ([PREFILL_CHUNK] if engine.chunk_for(1) != PREFILL_CHUNK else [])
     for T in args.prefill:
         prompt = [(i * 7919) % V for i in range(T)]
         for chunk in chunks:

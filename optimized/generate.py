@@ -29,19 +29,19 @@ PREFILL_CHUNK = 1024  # tokens a prefill step takes at least (the torch backend'
 PREFILL_CHUNK_MAX = 8192
 
 
-def default_prefill_chunk(model: Model) -> int:
-    """Tokens a prefill step takes. A backend whose MoE runs tensor-core tiles of one expert's rows
-    (`ops.moe_tile_rows`: 128 for the Triton kernels in bf16) decodes each expert's FP4 weights once a tile: a
-    chunk of N tokens gives each of E experts about N*A/E rows, and with 1024-token chunks gpt-oss-120b's 128
-    experts get 32 rows, a quarter of a tile (the decode and the MMA of all 128 paid). Chunks double from
-    PREFILL_CHUNK up to PREFILL_CHUNK_MAX until an expert's expected rows fill two tiles: 20b 2048 tokens (256
-    rows an expert), 120b 8192 (256). Expected tile fill at random routing, (rows) / (128 x tiles): 0.67 -> 0.8
-    (20b), 0.25 -> 0.8 (120b). A backend without it (torch) keeps PREFILL_CHUNK."""
+def default_prefill_tokens(model: Model) -> int:
+    """Tokens a prefill step takes, all rows together (Engine.chunk_for shares them among a batch's rows). A backend
+    whose MoE runs tensor-core tiles of one expert's rows (`ops.moe_tile_rows`: 128 for the Triton kernels in bf16)
+    decodes each expert's FP4 weights once a tile: a step of N tokens gives each of E experts about N*A/E rows, and
+    with 1024-token steps gpt-oss-120b's 128 experts get 32 rows, a quarter of a tile (the decode and the MMA of all
+    128 paid). Steps double from PREFILL_CHUNK up to PREFILL_CHUNK_MAX until an expert's expected rows fill two
+    tiles: 20b 2048 tokens (256 rows an expert), 120b 8192 (256). Expected tile fill at random routing, (rows) /
+    (128 x tiles): 0.67 -> 0.8 (20b), 0.25 -> 0.8 (120b). A backend without it (torch) keeps PREFILL_CHUNK."""
     rows = model.ops.moe_tile_rows(model.dtype) if getattr(model.ops, "moe_tile_rows", None) else 0
-    c, chunk = model.config, PREFILL_CHUNK
-    while rows and chunk < PREFILL_CHUNK_MAX and chunk * c.experts_per_token < 2 * rows * c.num_experts:
-        chunk *= 2
-    return chunk
+    c, tokens = model.config, PREFILL_CHUNK
+    while rows and tokens < PREFILL_CHUNK_MAX and tokens * c.experts_per_token < 2 * rows * c.num_experts:
+        tokens *= 2
+    return tokens
 
 
 class RequestError(ValueError):
@@ -62,12 +62,12 @@ class Engine:
     def __init__(self, model: Model, context: int = 4096, max_batch: int = 64, prefill_chunk: int | None = None,
                  cuda_graphs: bool | None = None):
         self.model, self.config = model, model.config
-        if prefill_chunk is None:
-            prefill_chunk = default_prefill_chunk(model)
-        if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
-            raise ValueError(f"prefill_chunk must be a positive integer (tokens a prefill step takes), got "
-                             f"{prefill_chunk!r}")
+        if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                          or prefill_chunk < 1):
+            raise ValueError(f"prefill_chunk must be a positive integer (tokens of a row a prefill step takes) or "
+                             f"None (the engine's choice), got {prefill_chunk!r}")
         self.context, self.max_batch, self.prefill_chunk = context, max_batch, prefill_chunk
+        self.prefill_tokens = default_prefill_tokens(model)
         self.cuda_graphs = (model.device.type == "cuda") if cuda_graphs is None else cuda_graphs
         self._cache = None
         self._graphs = {}
@@ -104,6 +104,12 @@ class Engine:
             out.append(ids)
         return out
 
+    def chunk_for(self, batch: int) -> int:
+        """Tokens of each row a prefill step of `batch` rows takes: prefill_chunk if it was given, else the
+        backend's prefill_tokens shared among the rows (the step's activations and MoE rows stay those of
+        prefill_tokens tokens whatever the batch)."""
+        return self.prefill_chunk if self.prefill_chunk is not None else max(1, self.prefill_tokens // batch)
+
     # -- the cache and the raw steps --------------------------------------------------------------------
     def fresh_cache(self, batch: int):
         if self._cache is None or self._cache.batch != batch:
@@ -121,7 +127,8 @@ class Engine:
             return self._decode(cache, rows)
         lengths = [len(r) for r in rows]
         T = max(lengths)
-        starts = range(0, T, self.prefill_chunk)
+        chunk = self.chunk_for(B)
+        starts = range(0, T, chunk)
         # every chunk's inputs made here and moved in one go (_upload), so the chunks run back to back with no host
         # sync between them.
         # tok, pos (B, T): the rows left-aligned, padding at position -1; idx, ends (chunks, B): where each row's last
@@ -131,14 +138,14 @@ class Engine:
         for b, r in enumerate(rows):
             tok[b, :len(r)] = torch.tensor(r, dtype=torch.int64)
             pos[b, :len(r)] = torch.arange(cache.lengths[b], cache.lengths[b] + len(r))
-        idx = torch.tensor([[min(max(n - 1 - t0, 0), min(T, t0 + self.prefill_chunk) - t0 - 1) for n in lengths]
+        idx = torch.tensor([[min(max(n - 1 - t0, 0), min(T, t0 + chunk) - t0 - 1) for n in lengths]
                             for t0 in starts], dtype=torch.int64)
-        ends = torch.tensor([[t0 <= n - 1 < t0 + self.prefill_chunk for n in lengths] for t0 in starts])
+        ends = torch.tensor([[t0 <= n - 1 < t0 + chunk for n in lengths] for t0 in starts])
         tok, pos, idx, ends = (self._upload(t) for t in (tok, pos, idx, ends))
         last = torch.zeros(B, self.config.vocab_size, device=dev)
         outs = [[] for _ in range(B)]
         for k, t0 in enumerate(starts):
-            t1 = min(T, t0 + self.prefill_chunk)
+            t1 = min(T, t0 + chunk)
             inputs = tok[:, t0:t1].contiguous(), pos[:, t0:t1].contiguous(), cache
             if all_logits:
                 logits = self.model.forward(*inputs)  # (B, Tc, V)

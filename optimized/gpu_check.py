@@ -125,7 +125,7 @@ def part_real(config, label, context, device, rows):
             torch.cuda.synchronize()
             r = engine.generate(prompts, 65)
             kv = engine._cache.nbytes()
-            plan_b = memory.plan_memory(config, context, batch, "bf16", prefill_chunk=engine.prefill_chunk)
+            plan_b = memory.plan_memory(config, context, batch, "bf16", prefill_chunk=engine.chunk_for(batch))
             check(f"{label} kv bytes == plan (batch {batch})", kv == plan_b["kv_cache"], f"{kv}")
             rows.append((label, context, batch, graphs, r.prefill_tokens / r.prefill_s, r.decode_tokens / r.decode_s,
                          torch.cuda.max_memory_allocated() / 2**30, plan_b["total"] / 2**30))

@@ -183,37 +183,50 @@ def test_plan_memory_real_shapes_fit():
     assert grow == 12 * 32768 * (2 * 8 * 64 * 2 + 8)  # only the 12 full layers grow
 
 
-def test_default_prefill_chunk_fills_the_moe_tiles():
-    """The engine's prefill chunk grows until an expert's expected rows fill two of the MoE kernel's prefill tiles
+def test_default_prefill_tokens_fill_the_moe_tiles():
+    """A prefill step's tokens grow until an expert's expected rows fill two of the MoE kernel's prefill tiles
     (each tile decodes its expert's weights once): 20b 2048 tokens, 120b 8192; the torch backend keeps 1024.
-    A chunk of half the size would not fill them, and 120b at 32k context still fits one 80 GB card with it."""
+    Half as many would not fill them, and 120b at 32k context still fits one 80 GB card with them."""
     from types import SimpleNamespace
 
-    from optimized.generate import PREFILL_CHUNK, PREFILL_CHUNK_MAX, default_prefill_chunk
+    from optimized.generate import PREFILL_CHUNK, PREFILL_CHUNK_MAX, default_prefill_tokens
     from optimized.ops import get_backend
     triton_ops = get_backend("triton")
     assert triton_ops.moe_tile_rows(torch.bfloat16) == 128 and triton_ops.moe_tile_rows(torch.float32) == 64
     want = {("20b", torch.bfloat16): 2048, ("120b", torch.bfloat16): 8192, ("20b", torch.float32): 1024,
             ("120b", torch.float32): 4096}
-    for (label, dt), chunk in want.items():
+    for (label, dt), tokens in want.items():
         cfg = GPT_OSS_20B if label == "20b" else GPT_OSS_120B
         model = SimpleNamespace(config=cfg, ops=triton_ops, dtype=dt)
-        assert default_prefill_chunk(model) == chunk, (label, dt)
+        assert default_prefill_tokens(model) == tokens, (label, dt)
         rows = lambda n: n * cfg.experts_per_token / cfg.num_experts  # an expert's expected rows in n tokens
         tile = triton_ops.moe_tile_rows(dt)
-        assert rows(chunk) >= 2 * tile and (chunk == PREFILL_CHUNK or rows(chunk // 2) < 2 * tile)
-        assert default_prefill_chunk(SimpleNamespace(config=cfg, ops=get_backend("torch"), dtype=dt)) == PREFILL_CHUNK
-    assert default_prefill_chunk(SimpleNamespace(config=dataclasses.replace(GPT_OSS_120B, num_experts=4096),
-                                                 ops=triton_ops, dtype=torch.bfloat16)) == PREFILL_CHUNK_MAX
+        assert rows(tokens) >= 2 * tile and (tokens == PREFILL_CHUNK or rows(tokens // 2) < 2 * tile)
+        torch_model = SimpleNamespace(config=cfg, ops=get_backend("torch"), dtype=dt)
+        assert default_prefill_tokens(torch_model) == PREFILL_CHUNK
+    assert default_prefill_tokens(SimpleNamespace(config=dataclasses.replace(GPT_OSS_120B, num_experts=4096),
+                                                  ops=triton_ops, dtype=torch.bfloat16)) == PREFILL_CHUNK_MAX
     assert memory.plan_memory(GPT_OSS_120B, 32768, 1, "bf16", prefill_chunk=8192)["total"] < 80e9
 
 
-def test_engine_refuses_a_bad_prefill_chunk(ckpts):
+def test_engine_prefill_chunk_per_row(ckpts):
+    """Engine.chunk_for: the tokens a prefill step gives each row. By default the backend's prefill tokens shared
+    among the rows (a batch's step stays as big as one row's, its memory too); a given prefill_chunk as is; a bad
+    one refused."""
     model = Model.load(ckpts["original"], "cpu", torch.float32)
-    assert Engine(model, context=32).prefill_chunk == 1024  # the torch backend
+    engine = Engine(model, context=32)
+    assert engine.prefill_tokens == 1024  # the torch backend
+    assert [engine.chunk_for(b) for b in (1, 2, 3, 64, 4096)] == [1024, 512, 341, 16, 1]
+    assert [Engine(model, context=32, prefill_chunk=3).chunk_for(b) for b in (1, 64)] == [3, 3]
     for bad in (0, -4, 2.5, True, "64"):
         with pytest.raises(ValueError, match="prefill_chunk must be a positive integer"):
             Engine(model, context=32, prefill_chunk=bad)
+    rows = [TOKENS[:9], TOKENS[:4], TOKENS]  # ragged, in 3 chunks a row at chunk_for(3) = 5 (as 15 // 3)
+    engine.prefill_tokens = 15
+    many = engine.run(engine.fresh_cache(3), rows, all_logits=True)
+    one = Engine(model, context=32, prefill_chunk=32)
+    assert all(torch.allclose(a, one.run(one.fresh_cache(1), [r], all_logits=True)[0], atol=1e-5, rtol=0)
+               for a, r in zip(many, rows))
 
 
 def test_sampling_properties():

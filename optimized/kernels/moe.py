@@ -584,7 +584,7 @@ LINEAR_MAX_ROWS_FUSED = 16  # tokens up to which routed_moe's router kernel runs
 def prefill_tile_rows(dtype: torch.dtype) -> int:
     """Rows a prefill tile holds, all (token, slot) pairs of one expert: each tile decodes its expert's FP4 codes
     once for them all, so an expert that receives fewer rows pays the whole decode (and MMA) of a tile anyway.
-    The engine sizes its prefill chunks by it (optimized/generate.py `default_prefill_chunk`)."""
+    The engine sizes its prefill steps by it (optimized/generate.py `default_prefill_tokens`)."""
     return (PREFILL_CONFIG_FP32 if dtype == torch.float32 else PREFILL_CONFIG)["BLOCK_M"]
 
 
