@@ -23,17 +23,17 @@ Small batches (`gemv_pays`: batch 1 always) have their own two kernels, `_moe_up
 `_moe_down_gemv_kernel`: at batch 1 each routed expert receives exactly one token, so a tensor-core tile of 16
 rows would be 15/16 padding, and what bounds the kernel is not the MMA but the instructions that decode FP4 (a
 Hopper SM issues 4 warp-instructions a cycle against ~18-25 bytes a cycle of HBM share). They read the codes as
-int32 words, decode them two at a time in 6 integer ops with no select (`_fp4_pair`: codes j and j + 4 of a
-word as a bf16 pair, fp4 * 2**-126, subnormals included, widened to fp32) and multiply in fp32 FMAs, the E8M0
-scale applied once per 32 values. x (and h between the two) comes pre-scaled in fp32 and code-major
+int32 words, decode them two at a time in 5 integer ops with no select (`_fp4_pair`: codes j and j + 4 of a
+word as fp32 equal to fp4 * 2**-126, subnormals included, by a masked multiply each) and multiply in fp32 FMAs,
+the E8M0 scale applied once per 32 values. x (and h between the two) comes pre-scaled in fp32 and code-major
 (`gemv_x_ref`; `_group_kernel` writes x so, in the launch it makes anyway), so code j of 4 words meets 4 floats
 in one 16-byte load, with no conversion or multiply per element; no masks in the main K loop. The down kernel
 runs per (token, block of C rows) and reads the token's A experts in each K step, h arriving already times the
 routing weight: the weighted sum over the k experts (and the residual add) happen in its epilogue, so a batch-1
 MoE is 3 launches (group, up, down), where it was 4 plus the RMSNorm before and the residual add after.
-By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.28 / 0.31 warp-instructions per weight byte
+By the SASS count of bench/sass_roofline.py (triton 3.6, sm_90): 0.26 / 0.30 warp-instructions per weight byte
 (up / down) against 0.83 / 0.88 with tl.dot_scaled and 0.92 / 1.00 with the decode + tl.dot, i.e. issue-bound
-ceilings of 1.00 / 0.90 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.71 / 0.63 instead of
+ceilings of 1.00 / 0.95 of an H100's HBM bandwidth instead of 0.34 / 0.32 (H200: 0.75 / 0.66 instead of
 0.24 / 0.23). Bounds, not measurements: bench/gpu.py --moe-sweep times the three paths on a GPU.
 Weight layout: the release layout is used as is ((E, rows, C//32, 16) bytes, i.e. each output row's
 codes are contiguous along the reduction axis, which is what a coalesced load wants), so there is no
@@ -278,20 +278,22 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
 @triton.jit
 def _fp4_pair(words, j: tl.constexpr):
     """Codes j and j + 4 (j = 0..3) of uint32 words of packed FP4 (8 codes a word, the earlier in the lower nibble:
-    the release's bytes read little-endian) as two fp32 tensors equal to fp4 * 2**-126, in 6 integer ops for the
-    two and no select. The two codes sit 16 bits apart, as the two halves of a bf16 pair do, so one shift puts both
-    codes' e1 e0 m bits at 8..6 and 24..22 and another both signs at 15 and 31: a bf16 pair whose halves are each
-    exponent field e, mantissa m, i.e. 2**(e-127) * (1 + m/2) = fp4 * 2**-126 for e >= 1 and the subnormal
-    m * 2**-127 = fp4 * 2**-126 for e == 0 (0.5 is code 1). A bf16 is the top half of the fp32 of the same value,
-    so the pair's halves are widened by a shift and a mask.
-    Needs subnormals kept, not flushed: Triton emits no .ftz (tests/test_kernels_compile.py checks the PTX)."""
-    if j < 2:  # code j's e1 e0 m at 4j+2..4j -> 8..6 (and code j+4's, 16 bits up, -> 24..22)
-        mag = words << (6 - 4 * j)
-    else:
-        mag = words >> (4 * j - 6)
-    pair = (mag & 0x01C001C0) | ((words << (12 - 4 * j)) & 0x80008000)  # signs: bit 4j+3 -> 15, 4j+19 -> 31
-    lo = (pair << 16).to(tl.float32, bitcast=True)  # code j
-    hi = (pair & 0xFFFF0000).to(tl.float32, bitcast=True)  # code j + 4
+    the release's bytes read little-endian) as two fp32 tensors equal to fp4 * 2**-126, in 5 integer ops for the
+    two (and a shift a word for j >= 2) and no select. Each fp32 wants its code's e1 e0 m at bits 24..22 and its
+    sign at 31: then its exponent field is e and its mantissa m, i.e. 2**(e-127) * (1 + m/2) = fp4 * 2**-126 for
+    e >= 1 and the subnormal m * 2**-127 = fp4 * 2**-126 for e == 0 (0.5 is code 1). The two codes, 16 bits apart,
+    are masked out of the word, then one multiply by 2**a + 2**b writes each twice, shifted by a (the magnitude's
+    place) and by b (the sign's), into bits that do not overlap (no carries): times (2**a + 2**b) << 16 for code
+    j, whose partner overflows past bit 31; times 2**a + 2**b for code j + 4, whose partner stays below bit 16.
+    A mask keeps the four bits. Needs subnormals kept, not flushed: Triton emits no .ftz (tests/test_kernels_compile.py
+    checks the PTX)."""
+    if j >= 2:  # codes 2, 3 (6, 7) moved down to where codes 0, 1 (4, 5) sit; the shift is shared by j = 2 and 3
+        words = words >> 8
+    jj: tl.constexpr = j % 2
+    t = words & (0x000F000F << (4 * jj))  # code jj at bits 4jj..4jj+3, code jj + 4 16 bits up
+    MUL: tl.constexpr = (1 << (6 - 4 * jj)) + (1 << (12 - 4 * jj))  # e1 e0 m -> 8..6 of its half, sign -> 15
+    lo = ((t * (MUL << 16)) & 0x81C00000).to(tl.float32, bitcast=True)  # code j
+    hi = ((t * MUL) & 0x81C00000).to(tl.float32, bitcast=True)  # code j + 4
     return lo, hi
 
 
@@ -572,7 +574,7 @@ GEMV_MAX_TOKENS = 16
 GEMV_PAIRS_PER_EXPERT = 2.0
 # up: the lowest instructions a byte in bench/sass_roofline.py's candidates without spills (116 registers). down
 # (a token's A experts a program): 8 rows, so a batch-1 grid is 360 programs (balance 0.91 over 132 SMs) instead
-# of 180 (0.68): 0.314 warp-instructions a byte against 0.293 at 16 rows, ceiling 0.90 vs 0.73 of an H100's HBM
+# of 180 (0.68): 0.299 warp-instructions a byte against 0.278 at 16 rows, ceiling 0.95 vs 0.77 of an H100's HBM
 GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=4, num_stages=2)
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 MX_DOT_FORMATS = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # x dtypes tl.dot_scaled takes (not fp32)
