@@ -5,7 +5,8 @@
 #
 # Assumes the lent image: torch (CUDA) and triton preinstalled, no network, this repository as the cwd; nothing
 # is installed. Run bench/device_prepare.sh first where the repository is checked out and carry .device (the
-# tokenizer's vocabulary, which the image lacks). Stages, each with its own time limit (cut further so the total stays under BUDGET seconds):
+# tokenizer's vocabulary, which the image lacks). Stages, each with its own time limit (cut further so the total
+# stays under BUDGET seconds):
 #   1. environment: GPU, driver, torch/triton versions
 #   2. kernel tests on the GPU that only a GPU can run (bf16, real 20b/120b shapes, CUDA-graph capture)
 #   3. bench/gpu.py: both models with the Triton backend; then the MoE decode tile sweep (20b, batch 1), and
@@ -76,9 +77,10 @@ stage kernel_tests_gpu 100 $PY -m pytest -q -rs -p no:cacheprovider $KERNEL_TEST
 stage bench_triton 130 $PY bench/gpu.py --models 20b,120b --backends triton --json "$WORK/bench_triton.json"
 stage moe_sweep 50 $PY bench/gpu.py --models 20b --skip attention,engine --moe-sweep --json "$WORK/bench_sweep.json"
 # the A/Bs (issue 7, 8): engine decode with programmatic dependent launch (triton-pdl: kernels/pdl.py, off by
-# default; triton-pdl-noprefetch: without the projections' L2 weight prefetch before the wait), with the qkv projection and RoPE + cache write as two kernels
-# (triton-split-qkv), with the projections as cuBLAS + separate RMSNorm and residual add (triton-cublas), then also
-# RoPE + cache write and RMSNorm as torch steps (triton-unfused); each row's "engine kernels" line counts its launches
+# default; triton-pdl-noprefetch: without the projections' L2 weight prefetch before the wait), with the qkv
+# projection and RoPE + cache write as two kernels (triton-split-qkv), with the projections as cuBLAS + separate
+# RMSNorm and residual add (triton-cublas), then also RoPE + cache write and RMSNorm as torch steps
+# (triton-unfused); each row's "engine kernels" line counts its launches
 stage bench_unfused 85 $PY bench/gpu.py --models 20b \
     --backends triton-pdl,triton-pdl-noprefetch,triton-split-qkv,triton-cublas,triton-unfused --skip moe,attention --batches 1 --contexts 1024 --prefill "" --json "$WORK/bench_unfused.json"
 

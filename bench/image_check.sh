@@ -27,7 +27,6 @@ versions() {
     $PY -c "import torch, triton, numpy, transformers; print('image venv: torch', torch.__version__, 'triton', \
 triton.__version__, 'numpy', numpy.__version__, 'transformers', transformers.__version__)"
 }
-mkdir -p .device
 [[ -f .device/o200k_base.tiktoken ]] || PYTHON=${PYTHON:-python3} bash bench/device_prepare.sh
 export GPT_OSS_KIT_O200K_BASE=$PWD/.device/o200k_base.tiktoken PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 rc=0
