@@ -160,3 +160,53 @@ def diagnose(variants, args, got, bound_fn) -> str:
         except Exception:  # noqa: BLE001 - a variant that cannot run on these inputs matches nothing
             continue
     return ("; matches known trap: " + " | ".join(hits)) if hits else ""
+
+
+# -- harmony prompts: chat templates that go wrong in known ways (each renders the same conversation JSON) -------
+def _prompt(conversation_json, drop_analysis=True):
+    from harmony import Conversation, RenderConversationConfig, Role, load_harmony_encoding
+    enc = load_harmony_encoding("HarmonyGptOss")
+    return enc.render_conversation_for_completion(Conversation.from_json(conversation_json), Role.ASSISTANT,
+                                                  RenderConversationConfig(auto_drop_analysis=drop_analysis))
+
+
+def _history_returns(conversation_json):
+    """The prompt with every assistant final answer closed by <|return|> instead of <|end|>."""
+    from harmony import load_harmony_encoding
+    from harmony.render import END, MESSAGE, RETURN, START
+    enc = load_harmony_encoding("HarmonyGptOss")
+    tokens, header, start = list(_prompt(conversation_json)), "", None
+    for i, t in enumerate(tokens):
+        if t == START:
+            start = i
+        elif t == MESSAGE and start is not None:
+            header = enc.decode(tokens[start + 1:i])
+        elif t == END and header.startswith("assistant") and header.endswith("<|channel|>final"):
+            tokens[i] = RETURN
+    return tokens
+
+
+def _without_constrain(conversation_json):
+    """The prompt with ` <|constrain|>json` dropped from tool calls' headers."""
+    from harmony.render import CONSTRAIN, MESSAGE
+    tokens, out, i = list(_prompt(conversation_json)), [], 0
+    while i < len(tokens):
+        if tokens[i] == CONSTRAIN:  # drop it, the words up to <|message|>, and the space before it
+            if out and out[-1] == 220:
+                out.pop()
+            while i < len(tokens) and tokens[i] != MESSAGE:
+                i += 1
+            continue
+        out.append(tokens[i])
+        i += 1
+    return out
+
+
+HARMONY_RENDER = [
+    ("earlier turns' analysis kept (an assistant turn's analysis is dropped once it ended in a final answer)",
+     lambda c: _prompt(c, drop_analysis=False)),
+    ("no generation prompt: the prompt must end with <|start|>assistant", lambda c: _prompt(c)[:-2]),
+    ("earlier final answers closed with <|return|> (only the model's own last message ends so; in a prompt "
+     "they end with <|end|>)", _history_returns),
+    ("tool-call headers without <|constrain|>json (the message's content_type)", _without_constrain),
+]

@@ -284,34 +284,6 @@ def ops_rms_norm() -> dict:
 OPS = {"mxfp4": ops_mxfp4, "rope": ops_rope, "attention": ops_attention, "route": ops_route,
        "swiglu": ops_swiglu, "rms_norm": ops_rms_norm}
 
-# -- text vectors (tokenizer, harmony) ------------------------------------------------------------------
-TEXTS = ["Hello, world!", "  leading and trailing spaces  ", "tabs\tand\nnewlines\r\n\n\n", "1234567890 3.14159",
-         "naïve café, Straße, Ελληνικά, русский, 日本語のテキスト, 한국어", "emoji 🤖🚀👍🏽 and ZWJ 👨‍👩‍👧",
-         "def f(x):\n    return x ** 2  # comment\n", "<|start|> looks special but is plain text",
-         "'s 't 're 've 'm 'll 'd CONTRACTIONS'S", "a" * 200, ""]
-
-
-def text_vectors() -> dict:
-    from harmony import (Conversation, DeveloperContent, Message, ReasoningEffort, Role, SystemContent,
-                         load_harmony_encoding)
-    enc = load_harmony_encoding("HarmonyGptOss")
-    tok = [{"text": t, "tokens": enc.encode(t, allowed_special=set(), disallowed_special=())} for t in TEXTS]
-    sysmsg = Message.from_role_and_content(Role.SYSTEM, SystemContent.new())
-    convs = [
-        Conversation.from_messages([sysmsg, Message.from_role_and_content(Role.USER, "What is 2+2?")]),
-        Conversation.from_messages([
-            Message.from_role_and_content(Role.SYSTEM, SystemContent.new().with_reasoning_effort(ReasoningEffort.HIGH)),
-            Message.from_role_and_content(Role.DEVELOPER, DeveloperContent.new().with_instructions("Answer in French.")),
-            Message.from_role_and_content(Role.USER, "Bonjour ?"),
-            Message.from_role_and_content(Role.ASSISTANT, "Thinking about it.").with_channel("analysis"),
-            Message.from_role_and_content(Role.ASSISTANT, "Bonjour !").with_channel("final"),
-            Message.from_role_and_content(Role.USER, "Et encore ?")]),
-    ]
-    harm = [{"conversation": c.to_json(), "tokens": enc.render_conversation_for_completion(c, Role.ASSISTANT)}
-            for c in convs]
-    return {"tokenizer": tok, "harmony": harm}
-
-
 # -- driver ---------------------------------------------------------------------------------------------
 def write_derived(root: Path, manifest: dict, rel: str) -> None:
     parts = Path(rel).parts  # derived/hf/<name>/<file>
@@ -347,6 +319,7 @@ def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: boo
             save_npz(root / "ops" / f"{op}.npz", fn())
             done += 1
         progress(done, steps, "text vectors")
+        from golden.text import text_vectors  # harmony and the vocabulary, only when text vectors are made
         write_json(root / "text" / "vectors.json", text_vectors())
         done += 1
     progress(done, steps, "manifest")

@@ -71,10 +71,18 @@ class OptimizedImpl:
     def tokenize(self, text: str) -> list[int]:
         return self._encoding().encode(text, allowed_special=set(), disallowed_special=())  # specials as text
 
+    def detokenize(self, tokens) -> bytes:
+        from harmony.tokenizer import get_tokenizer
+        return get_tokenizer().decode_bytes(tokens)
+
     def render(self, conversation_json: str) -> list[int]:
         from harmony import Conversation, Role
         return self._encoding().render_conversation_for_completion(Conversation.from_json(conversation_json),
                                                                    Role.ASSISTANT)
+
+    def parse(self, tokens) -> list[dict]:
+        from harmony import Role
+        return [m.to_dict() for m in self._encoding().parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)]
 
     # -- op-level --------------------------------------------------------------------------------------
     def op_mxfp4_decode(self, blocks, scales):

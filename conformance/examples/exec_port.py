@@ -15,7 +15,7 @@ import numpy as np
 from conformance.impls.reference import ReferenceImpl
 
 CAPABILITIES = ["logits", "decode_logits", "batch_logits", "op_mxfp4_decode", "op_rms_norm", "op_swiglu",
-                "op_route", "op_rope_cos_sin", "op_attention"]
+                "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "detokenize", "render", "parse"]
 
 
 def to_wire(a):
@@ -44,7 +44,12 @@ def answer(req):
     ckpt = req["checkpoint"]
     if ckpt not in models:
         models[ckpt] = ReferenceImpl(ckpt)
-    return to_wire(getattr(models[ckpt], req["op"])(*[from_wire(a) for a in req["args"]]))
+    result = getattr(models[ckpt], req["op"])(*[from_wire(a) for a in req["args"]])
+    if req["op"] == "parse":  # messages travel as plain JSON: a list of harmony Message.to_dict() objects
+        return result
+    if req["op"] == "detokenize":  # bytes travel as an array of byte values
+        return to_wire(np.frombuffer(result, dtype=np.uint8))
+    return to_wire(result)
 
 
 for line in sys.stdin:

@@ -69,10 +69,19 @@ class ReferenceImpl:
         from reference.tokenizer import get_tokenizer
         return get_tokenizer().encode_ordinary(text)
 
+    def detokenize(self, tokens):
+        from reference.tokenizer import get_tokenizer
+        return get_tokenizer().decode_bytes(tokens)
+
     def render(self, conversation_json):
         from harmony import Conversation, Role, load_harmony_encoding
         enc = load_harmony_encoding("HarmonyGptOss")
         return enc.render_conversation_for_completion(Conversation.from_json(conversation_json), Role.ASSISTANT)
+
+    def parse(self, tokens):
+        from harmony import Role, load_harmony_encoding
+        enc = load_harmony_encoding("HarmonyGptOss")
+        return [m.to_dict() for m in enc.parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)]
 
 
 def factory(checkpoint_dir: str) -> ReferenceImpl:

@@ -215,9 +215,108 @@ class BatchPadsRight(ReferenceImpl):
         return [self.model.logits([0] * (T - len(t)) + list(t))[T - len(t):] for t in batch]
 
 
+def _harmony():
+    from harmony import load_harmony_encoding
+    return load_harmony_encoding("HarmonyGptOss")
+
+
+class RenderKeepsAnalysis(ReferenceImpl):
+    """A chat template that renders every message it is given: earlier turns' analysis stays in the prompt."""
+
+    name = "wrong port: harmony prompt keeps earlier analysis"
+
+    def render(self, conversation_json):
+        from harmony import Conversation, RenderConversationConfig, Role
+        keep = RenderConversationConfig(auto_drop_analysis=False)
+        return _harmony().render_conversation_for_completion(Conversation.from_json(conversation_json), Role.ASSISTANT,
+                                                             keep)
+
+
+class RenderHistoryReturn(ReferenceImpl):
+    """A text template that closes every assistant final answer with <|return|>, as the model ends its own."""
+
+    name = "wrong port: <|return|> in the prompt's history"
+
+    def render(self, conversation_json):
+        import re
+        enc = _harmony()
+        text = enc.decode(super().render(conversation_json))
+        text = re.sub(r"(<\|start\|>assistant<\|channel\|>final<\|message\|>.*?)<\|end\|>", r"\1<|return|>", text,
+                      flags=re.S)
+        return enc.encode(text, allowed_special="all")
+
+
+class RenderNoGenerationPrompt(ReferenceImpl):
+    """A template without the generation prompt: the conversation, but no `<|start|>assistant` after it."""
+
+    name = "wrong port: prompt without <|start|>assistant"
+
+    def render(self, conversation_json):
+        from harmony import Conversation
+        return _harmony().render_conversation(Conversation.from_json(conversation_json))
+
+
+class RenderDropsConstrain(ReferenceImpl):
+    """A template that ignores messages' content_type: tool calls lose ` <|constrain|>json`."""
+
+    name = "wrong port: tool calls without <|constrain|>"
+
+    def render(self, conversation_json):
+        from harmony import Conversation, Role
+        conv = Conversation.from_json(conversation_json)
+        for m in conv.messages:
+            m.content_type = None
+        return _harmony().render_conversation_for_completion(conv, Role.ASSISTANT)
+
+
+class ParseLenient(ReferenceImpl):
+    """A parser that never fails: malformed model output becomes no messages, silently."""
+
+    name = "wrong port: lenient harmony parser"
+
+    def parse(self, tokens):
+        try:
+            return super().parse(tokens)
+        except Exception:  # noqa: BLE001 - the planted bug
+            return []
+
+
+class ParseDropsRecipient(ReferenceImpl):
+    """A parser that reads channel and content but not `to=`: tool calls look like ordinary messages."""
+
+    name = "wrong port: harmony parser ignores recipients"
+
+    def parse(self, tokens):
+        return [{k: v for k, v in m.items() if k != "recipient"} for m in super().parse(tokens)]
+
+
+class DetokenizeLossy(ReferenceImpl):
+    """A detokenizer that decodes each call to text (U+FFFD for a character split across tokens)."""
+
+    name = "wrong port: lossy detokenizer"
+
+    def detokenize(self, tokens):
+        return _harmony().decode(tokens)
+
+
+TEXT = "conformance/test_text.py::"
 CLASSES = {
     "kv_ring_buffer_everywhere": (RingBufferEverywhere, ["decode/tiny"], ["conformance/test_model.py::test_decode[tiny]"]),
     "batch_unmasked_padding": (BatchPadsRight, ["batch/tiny"], ["conformance/test_model.py::test_batch[tiny]"]),
+    "render_keeps_analysis": (RenderKeepsAnalysis, ["harmony_render", "earlier turns' analysis kept"],
+                              [TEXT + "test_harmony_render"]),
+    "render_history_return": (RenderHistoryReturn, ["harmony_render", "closed with <|return|>"],
+                              [TEXT + "test_harmony_render"]),
+    "render_no_generation_prompt": (RenderNoGenerationPrompt, ["harmony_render", "no generation prompt"],
+                                    [TEXT + "test_harmony_render"]),
+    "render_drops_constrain": (RenderDropsConstrain, ["harmony_render", "without <|constrain|>json"],
+                               [TEXT + "test_harmony_render"]),
+    "parse_lenient": (ParseLenient, ["harmony_parse_rejects", "accepted, 0 messages"],
+                      [TEXT + "test_harmony_parse_rejects_malformed", TEXT + "test_harmony_parse"]),
+    "parse_drops_recipient": (ParseDropsRecipient,
+                              ["harmony_parse", "recipient None, expected 'functions.get_weather'"],
+                              [TEXT + "test_harmony_parse"]),
+    "detokenize_lossy": (DetokenizeLossy, ["detokenize", "first difference at byte"], [TEXT + "test_detokenize"]),
 }
 
 
