@@ -60,6 +60,20 @@ def conversations() -> list[Conversation]:
                        "score": {"type": "number"}},
         "required": ["query"]})
     no_args = h.function("get_time", "The current UTC time.")
+    booking = h.function("book_flight", "Book a flight; prices in EUR.", {  # the schema features harmony renders
+        "type": "object",
+        "properties": {
+            "passengers": {"type": "array", "description": "Who flies",
+                           "items": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                      "age": {"type": "integer"}},
+                                     "required": ["name"]}},
+            "seat": {"type": "string", "enum": ["aisle", "window"], "nullable": True},
+            "when": {"oneOf": [{"type": "string", "description": "ISO date"},
+                               {"type": "number", "description": "Unix time"}]},
+            "options": {"type": "object", "properties": {"meal": {"type": "boolean", "default": False}}},
+            "fare": {"type": ["string", "null"], "default": "economy"},
+            "stops": {"type": "integer", "enum": [0, 1, 2]}},
+        "required": ["passengers", "when"]})
     base = SystemContent.new()
     convs = [
         # the first two as before 2026-12-06
@@ -80,6 +94,7 @@ def conversations() -> list[Conversation]:
         # developer messages: instructions, function tools (with and without arguments), tools without instructions
         [_sys(), h.developer("Be brief.", functions=[weather]), h.user("Weather in Tokyo?")],
         [_sys(), h.developer(functions=[weather, search, no_args]), h.user("Search for 'install'.")],
+        [_sys(reasoning="low"), h.developer("Book what is asked.", functions=[booking]), h.user("Two seats to Oslo.")],
         [_sys(), h.developer("Only instructions."), h.user("")],
         # history: an earlier turn's analysis is dropped once it ended on a final answer
         [_sys(), h.user("First question"), h.assistant("Let me think.", channel="analysis"),
