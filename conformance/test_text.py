@@ -5,6 +5,9 @@ tokenize(text) -> ids: o200k_harmony, special-token text encoded as plain text.
 detokenize(ids) -> bytes: the tokens' bytes (specials as their names), not decoded: a token may end inside a
     UTF-8 character. bytes, a str (its UTF-8), or an array of byte values.
 render(conversation_json) -> ids: harmony's render_conversation_for_completion(conversation, Role.ASSISTANT).
+parse_stream(ids) -> states: after each token, [role, channel, recipient, content_type, delta] as openai-harmony's
+    StreamableParser(encoding, Role.ASSISTANT) reports them (current_role, current_channel, current_recipient,
+    current_content_type, last_content_delta): a list or a dict with those keys per token.
 parse(ids) -> messages: harmony's parse_messages_from_completion_tokens(ids, Role.ASSISTANT), the ids being what
     the model wrote after the prompt's `<|start|>assistant`; each message as harmony's Message.to_dict() (an object
     with to_dict() or a JSON string of the list will do); malformed completions must raise (an exec port answers
@@ -152,6 +155,43 @@ def test_harmony_parse(kit, request):
         if diff:
             bad.append(f"vector {i}: {diff}")
     _report(request, "harmony_parse", bad, len(cases))
+
+
+STATE_FIELDS = ("role", "channel", "recipient", "content_type", "delta")
+
+
+def as_states(x) -> list[tuple]:
+    """A parse_stream result -> one (role, channel, recipient, content_type, delta) tuple per token; each state a
+    5-list in that order or a dict with those keys (absent keys are None); a JSON string of the list will do."""
+    if isinstance(x, str):
+        x = json.loads(x)
+    if not isinstance(x, (list, tuple)):
+        raise TypeError(f"parse_stream returned {type(x).__name__}: expected a list with one state per token")
+    out = []
+    for i, s in enumerate(x):
+        if isinstance(s, dict):
+            s = [s.get(k) for k in STATE_FIELDS]
+        if not isinstance(s, (list, tuple)) or len(s) != len(STATE_FIELDS):
+            raise TypeError(f"parse_stream: state {i} is {str(s)[:80]}: expected [role, channel, recipient, "
+                            f"content_type, delta] or a dict with those keys")
+        out.append(tuple(getattr(v, "value", v) for v in s))  # a Role enum counts as its name
+    return out
+
+
+def test_harmony_parse_stream(kit, request):
+    cases = _vectors(kit, "harmony_stream")
+    fn = need(kit.op_impl(), "parse_stream")
+    bad = []
+    for i, c in enumerate(cases):
+        got, want = as_states(fn(list(c["tokens"]))), as_states(c["states"])
+        if len(got) != len(want):
+            bad.append(f"vector {i}: {len(got)} states for {len(want)} tokens")
+            continue
+        j = next((j for j, (g, w) in enumerate(zip(got, want)) if g != w), None)
+        if j is not None:
+            field, a, b = next((f, a, b) for f, a, b in zip(STATE_FIELDS, got[j], want[j]) if a != b)
+            bad.append(f"vector {i}: after token {j} ({c['tokens'][j]}): {field} {_show(a)}, expected {_show(b)}")
+    _report(request, "harmony_stream", bad, len(cases))
 
 
 def test_harmony_parse_rejects_malformed(kit, request):

@@ -1,6 +1,6 @@
 """Text vectors (golden/data/text/vectors.json): what a port's tokenizer and harmony layer must reproduce.
 
-Five lists, each checked by conformance/test_text.py against a port's optional methods:
+Six lists, each checked by conformance/test_text.py against a port's optional methods:
   tokenizer      {text, tokens}       tokenize(text): o200k_harmony, special-token text encoded as plain text
   detokenize     {tokens, bytes_hex}  detokenize(tokens): the tokens' bytes, specials as their names; bytes, not
                                       str: a token may end inside a UTF-8 character (streaming decoders split it)
@@ -8,6 +8,9 @@ Five lists, each checked by conformance/test_text.py against a port's optional m
                                       Role.ASSISTANT), earlier turns' analysis dropped as openai-harmony drops it
   harmony_parse  {tokens, messages}   parse(tokens): parse_messages_from_completion_tokens(tokens, Role.ASSISTANT),
                                       tokens being what the model writes after the prompt's `<|start|>assistant`
+  harmony_stream {tokens, states}     parse_stream(tokens): after each token, openai-harmony's StreamableParser's
+                                      [current_role, current_channel, current_recipient, current_content_type,
+                                      last_content_delta] (a character split across tokens is emitted whole, once)
   harmony_parse_errors {tokens, why}  parse(tokens) must raise: malformed completions openai-harmony (strict,
                                       its default) rejects. Accepting one is a silent wrong answer.
 Every value comes from harmony/ and reference/tokenizer.py, which tests/ hold token-identical to OpenAI's
@@ -15,7 +18,7 @@ openai-harmony and to tiktoken (tests/test_golden_text.py checks these very vect
 installed). Messages are stored as harmony's Message.to_dict(). Deterministic: no randomness, no clock.
 """
 from harmony import build as h
-from harmony import (Conversation, DeveloperContent, HarmonyError, Message, Role, SystemContent,
+from harmony import (Conversation, DeveloperContent, HarmonyError, Message, Role, StreamableParser, SystemContent,
                      load_harmony_encoding)
 from harmony.chat import Author, ReasoningEffort
 from harmony.render import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START
@@ -227,12 +230,24 @@ def text_vectors() -> dict:
         if enc.render_conversation_for_completion(Conversation.from_json(c.to_json()), Role.ASSISTANT) != tokens:
             raise ValueError(f"golden/text.py conversation {i} does not survive its JSON round trip")
         harm.append({"conversation": c.to_json(), "tokens": tokens})
-    parse = []
+    parse, stream = [], []
     for msgs in completions():
         stop = None if msgs[-1].recipient is not None else RETURN  # a tool call ends with <|call|>, kept
         tokens = _completion_tokens(enc, msgs, stop)
         parsed = enc.parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)
         parse.append({"tokens": tokens, "messages": [m.to_dict() for m in parsed]})
+        stream.append({"tokens": tokens, "states": stream_states(enc, tokens)})
     errors = [{"tokens": tokens, "why": why} for tokens, why in malformed(enc)]
-    return {"tokenizer": tok, "detokenize": detok, "harmony": harm, "harmony_parse": parse,
+    return {"tokenizer": tok, "detokenize": detok, "harmony": harm, "harmony_parse": parse, "harmony_stream": stream,
             "harmony_parse_errors": errors}
+
+
+def stream_states(enc, tokens) -> list[list]:
+    """[role, channel, recipient, content_type, delta] after each token, as StreamableParser reports them."""
+    parser, out = StreamableParser(enc, Role.ASSISTANT), []
+    for t in tokens:
+        parser.process(t)
+        role = parser.current_role
+        out.append([None if role is None else role.value, parser.current_channel, parser.current_recipient,
+                    parser.current_content_type, parser.last_content_delta])
+    return out

@@ -65,6 +65,23 @@ def test_parse_vectors_match_openai_harmony(oracle):  # noqa: F811
     assert {"functions.get_weather", "browser.search", "python"} <= recipients
 
 
+def test_stream_vectors_match_openai_harmony(oracle):  # noqa: F811
+    """Per token, the oracle's StreamableParser state; the vectors hold characters split across tokens (no delta
+    for the first part, then the whole character)."""
+    oh, enc = oracle
+    split = 0
+    for i, c in enumerate(VECTORS["harmony_stream"]):
+        parser = oh.StreamableParser(enc, oh.Role.ASSISTANT)
+        for j, (t, want) in enumerate(zip(c["tokens"], c["states"], strict=True)):
+            parser.process(t)
+            role = parser.current_role
+            got = [None if role is None else role.value, parser.current_channel, parser.current_recipient,
+                   parser.current_content_type, parser.last_content_delta]
+            assert got == want, f"completion {i}, token {j}"
+            split += t < 199999 and want[1] is not None and want[4] is None  # content token, nothing emitted
+    assert split >= 1, "the vectors must hold a character split across tokens"
+
+
 def test_parse_error_vectors_rejected_by_openai_harmony(oracle):  # noqa: F811
     oh, enc = oracle
     for c in VECTORS["harmony_parse_errors"]:

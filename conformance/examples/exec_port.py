@@ -15,7 +15,8 @@ import numpy as np
 from conformance.impls.reference import ReferenceImpl
 
 CAPABILITIES = ["logits", "decode_logits", "batch_logits", "op_mxfp4_decode", "op_rms_norm", "op_swiglu",
-                "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "detokenize", "render", "parse"]
+                "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "detokenize", "render", "parse",
+                "parse_stream"]
 
 
 def to_wire(a):
@@ -45,7 +46,7 @@ def answer(req):
     if ckpt not in models:
         models[ckpt] = ReferenceImpl(ckpt)
     result = getattr(models[ckpt], req["op"])(*[from_wire(a) for a in req["args"]])
-    if req["op"] == "parse":  # messages travel as plain JSON: a list of harmony Message.to_dict() objects
+    if req["op"] in ("parse", "parse_stream"):  # plain JSON: message objects / one state object per token
         return result
     if req["op"] == "detokenize":  # bytes travel as an array of byte values
         return to_wire(np.frombuffer(result, dtype=np.uint8))

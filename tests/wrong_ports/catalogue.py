@@ -290,6 +290,26 @@ class ParseDropsRecipient(ReferenceImpl):
         return [{k: v for k, v in m.items() if k != "recipient"} for m in super().parse(tokens)]
 
 
+class StreamDecodesEachToken(ReferenceImpl):
+    """A streaming parser that turns each content token into text on its own: a character split across tokens
+    comes out as U+FFFD pieces instead of once, whole, when its last byte arrives."""
+
+    name = "wrong port: streaming deltas decoded token by token"
+
+    def parse_stream(self, tokens):
+        from harmony.render import CALL, END, MESSAGE, RETURN
+        enc, out, in_content = _harmony(), [], False
+        for t, state in zip(tokens, super().parse_stream(tokens)):
+            if t == MESSAGE:
+                in_content = True
+            elif t in (END, RETURN, CALL):
+                in_content = False
+            elif in_content:
+                state = dict(state, delta=enc.decode([t]))
+            out.append(state)
+        return out
+
+
 class DetokenizeLossy(ReferenceImpl):
     """A detokenizer that decodes each call to text (U+FFFD for a character split across tokens)."""
 
@@ -316,6 +336,8 @@ CLASSES = {
     "parse_drops_recipient": (ParseDropsRecipient,
                               ["harmony_parse", "recipient None, expected 'functions.get_weather'"],
                               [TEXT + "test_harmony_parse"]),
+    "stream_decodes_each_token": (StreamDecodesEachToken, ["harmony_stream", "delta '\ufffd', expected None"],
+                                  [TEXT + "test_harmony_parse_stream"]),
     "detokenize_lossy": (DetokenizeLossy, ["detokenize", "first difference at byte"], [TEXT + "test_detokenize"]),
 }
 
