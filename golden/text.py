@@ -18,7 +18,7 @@ openai-harmony and to tiktoken (tests/test_golden_text.py checks these very vect
 installed). Messages are stored as harmony's Message.to_dict(). Deterministic: no randomness, no clock.
 """
 from harmony import build as h
-from harmony import (Conversation, DeveloperContent, HarmonyError, Message, Role, StreamableParser, SystemContent,
+from harmony import (Conversation, DeveloperContent, HarmonyError, Message, Role, SystemContent,
                      load_harmony_encoding)
 from harmony.chat import Author, ReasoningEffort
 from harmony.render import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START
@@ -236,18 +236,12 @@ def text_vectors() -> dict:
         tokens = _completion_tokens(enc, msgs, stop)
         parsed = enc.parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)
         parse.append({"tokens": tokens, "messages": [m.to_dict() for m in parsed]})
-        stream.append({"tokens": tokens, "states": stream_states(enc, tokens)})
+        stream.append({"tokens": tokens, "states": stream_states(tokens)})
     errors = [{"tokens": tokens, "why": why} for tokens, why in malformed(enc)]
     return {"tokenizer": tok, "detokenize": detok, "harmony": harm, "harmony_parse": parse, "harmony_stream": stream,
             "harmony_parse_errors": errors}
 
 
-def stream_states(enc, tokens) -> list[list]:
+def stream_states(tokens) -> list[list]:
     """[role, channel, recipient, content_type, delta] after each token, as StreamableParser reports them."""
-    parser, out = StreamableParser(enc, Role.ASSISTANT), []
-    for t in tokens:
-        parser.process(t)
-        role = parser.current_role
-        out.append([None if role is None else role.value, parser.current_channel, parser.current_recipient,
-                    parser.current_content_type, parser.last_content_delta])
-    return out
+    return [[s["role"], s["channel"], s["recipient"], s["content_type"], s["delta"]] for s in h.stream(tokens)]

@@ -127,3 +127,20 @@ def parse(tokens: Sequence[int], *, role: Optional[str] = "assistant", strict: b
     return _encoding().parse_messages_from_completion_tokens(
         tokens, None if role is None else Role(role), strict=strict
     )
+
+
+def stream(tokens: Sequence[int], *, role: Optional[str] = "assistant", strict: bool = True) -> list[dict]:
+    """A completion fed to StreamableParser one token at a time: after each token, who is speaking (`role`), on
+    which `channel`, to whom (`recipient`), its `content_type`, and the text that token added (`delta`; None when
+    it added none, as for the first bytes of a character split across tokens)."""
+    from .parse import StreamableParser
+
+    parser = StreamableParser(_encoding(), None if role is None else Role(role), strict=strict)
+    out = []
+    for token in tokens:
+        parser.process(token)
+        who = parser.current_role
+        out.append({"role": None if who is None else who.value, "channel": parser.current_channel,
+                    "recipient": parser.current_recipient, "content_type": parser.current_content_type,
+                    "delta": parser.last_content_delta})
+    return out

@@ -84,15 +84,9 @@ class OptimizedImpl:
         from harmony import Role
         return [m.to_dict() for m in self._encoding().parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)]
 
-    def parse_stream(self, tokens) -> list[list]:
-        from harmony import Role, StreamableParser
-        parser, out = StreamableParser(self._encoding(), Role.ASSISTANT), []
-        for t in tokens:
-            parser.process(t)
-            role = parser.current_role
-            out.append([None if role is None else role.value, parser.current_channel, parser.current_recipient,
-                        parser.current_content_type, parser.last_content_delta])
-        return out
+    def parse_stream(self, tokens) -> list[dict]:
+        from harmony import build
+        return build.stream(tokens)
 
     # -- op-level --------------------------------------------------------------------------------------
     def op_mxfp4_decode(self, blocks, scales):

@@ -85,15 +85,8 @@ class ReferenceImpl:
 
 
     def parse_stream(self, tokens):
-        from harmony import Role, StreamableParser, load_harmony_encoding
-        parser, out = StreamableParser(load_harmony_encoding("HarmonyGptOss"), Role.ASSISTANT), []
-        for t in tokens:
-            parser.process(t)
-            role = parser.current_role
-            out.append({"role": None if role is None else role.value, "channel": parser.current_channel,
-                        "recipient": parser.current_recipient, "content_type": parser.current_content_type,
-                        "delta": parser.last_content_delta})
-        return out
+        from harmony import build
+        return build.stream(tokens)
 
 
 def factory(checkpoint_dir: str) -> ReferenceImpl:
