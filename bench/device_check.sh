@@ -21,8 +21,9 @@
 #      tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF transformers (20b, dense
 #      bf16 experts) if the budget has room
 # Works in $WORK (a temporary folder unless set): one log per stage, bench_*.json, the certificate, summary.json.
-# $OUT receives three files, since the device tool brings back at most 8: summary.json (stage statuses, test
-# counts, every bench row), status.txt, and device_logs.tar.gz (all of $WORK). Prints a short table last.
+# $OUT receives four files, since the device tool brings back at most 8: summary.json (stage statuses, test
+# counts, every bench row), status.txt, decisions.txt (bench/decide.py: BENCHMARKS.md's waiting switches decided
+# from the rows, also printed before the table) and device_logs.tar.gz (all of $WORK). Prints a short table last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device_out}
@@ -158,6 +159,16 @@ for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_linear", "be
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
+try:  # the switches BENCHMARKS.md leaves to this run, decided from the rows (bench/decide.py); never loses the table
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("decide", os.path.join("bench", "decide.py"))
+    decide = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decide)
+    text = decide.report(summary)
+except Exception as e:  # noqa: BLE001
+    text = f"bench/decide.py failed: {type(e).__name__}: {e}"
+open(os.path.join(out, "decisions.txt"), "w").write(text + "\n")
+print("\n" + text)
 print("\n==== device check summary ====")
 for k, v in sorted(status.items()):
     print(f"{k:14s} {v}  {summary['tests'].get(k, '')}")
@@ -180,6 +191,7 @@ if bt:
         print(f"anchor {m}: floor {a['floor_gb_per_token']} GB/token -> {h['copy_GBps'] / a['floor_gb_per_token']:.0f} "
               f"tok/s on this card; SGLang {a['sglang_tok_s']} tok/s")
 EOF
-cp "$WORK/summary.json" "$WORK/status.txt" "$OUT/" 2>/dev/null
+cp "$WORK/summary.json" "$WORK/status.txt" "$WORK/decisions.txt" "$OUT/" 2>/dev/null
 tar czf "$OUT/device_logs.tar.gz" -C "$WORK" .
-echo "total $((SECONDS - START))s; summary.json, status.txt and device_logs.tar.gz (every log and JSON) in $OUT"
+echo "total $((SECONDS - START))s; summary.json, status.txt, decisions.txt and device_logs.tar.gz (every log and JSON)" \
+    "in $OUT"
