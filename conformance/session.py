@@ -122,20 +122,28 @@ class Kit:
         return self._factory
 
     def impl(self, checkpoint_dir) -> object:
+        """The port for a golden checkpoint (made once). The model checks need its logits(): model_impl."""
         key = str(checkpoint_dir)
         if key not in self._impls:
             impl = self.factory(key)
-            if not callable(getattr(impl, "logits", None)):
-                raise plugin.ImplError(f"--impl {self.impl_name}: the object from the factory has no logits() "
-                                       f"method (the one required capability)")
             self._impls[key] = impl
             if not self.identity.get("name"):
+                has_logits = callable(getattr(impl, "logits", None))
                 self.identity |= {"impl": self.impl_name, "name": str(getattr(impl, "name", self.impl_name)),
                                   "declared_dtype": getattr(impl, "dtype", None),
                                   "device": str(getattr(impl, "device", None) or "unknown"),
-                                  "capabilities": ["logits", *plugin.capabilities(impl)]}
+                                  "capabilities": ["logits"] * has_logits + plugin.capabilities(impl)}
                 self.identity["dtype"] = self._dtype(impl)
         return self._impls[key]
+
+    def model_impl(self, checkpoint_dir) -> object:
+        """impl(), which must have logits(): the one capability a model port must have. A port without it (a
+        tokenizer, a chat template) can still run the op and text checks, and fails every model check."""
+        impl = self.impl(checkpoint_dir)
+        if not callable(getattr(impl, "logits", None)):
+            raise plugin.ImplError(f"--impl {self.impl_name}: the object from the factory has no logits() "
+                                   f"method (the one required capability of a model port)")
+        return impl
 
     def _dtype(self, impl) -> str:
         if self.dtype_opt:

@@ -102,7 +102,7 @@ def _setup(kit, case_name):
     case = kit.golden.case(case_name)
     ckpt = kit.golden.checkpoint_dir(case_name)
     config = kit.golden.manifest["checkpoints"][case_name]["config"]
-    return case, kit.impl(ckpt), config
+    return case, kit.model_impl(ckpt), config
 
 
 def _logits_array(x, T, V, what):

@@ -189,6 +189,27 @@ def test_logits_only_port_is_not_supported_not_passed(tmp_path, monkeypatch):
     assert "declares no dtype" in cert["implementation"]["dtype_note"]
 
 
+def test_text_only_port_runs_the_text_checks_and_fails_the_model_ones(tmp_path, monkeypatch):
+    """A chat-template / tokenizer library (no logits) certifies its text side; any model check fails, saying why."""
+    port = tmp_path / "chat.py"
+    port.write_text("from harmony import Conversation, Role, build, load_harmony_encoding\n"
+                    "class Chat:\n"
+                    "    def __init__(self, d): self.enc = load_harmony_encoding('HarmonyGptOss')\n"
+                    "    def render(self, c):\n"
+                    "        return self.enc.render_conversation_for_completion(Conversation.from_json(c), Role.ASSISTANT)\n"
+                    "    def parse_stream(self, tokens): return build.stream(tokens)\n"
+                    "def factory(d): return Chat(d)\n")
+    rc, cert = run_kit(["conformance/test_text.py", "--impl", f"{port}:factory"], tmp_path / "a", monkeypatch)
+    assert rc == 0, failures(cert)
+    status = {c["check"].split("::")[-1]: c["status"] for c in cert["checks"]}
+    assert status["test_harmony_render"] == status["test_harmony_parse_stream"] == "pass"
+    assert status["test_tokenizer"] == status["test_harmony_parse"] == "not_supported"
+    assert "logits" not in cert["implementation"]["capabilities"]
+    rc, cert = run_kit(["conformance/test_model.py::test_logits[tiny]", "--impl", f"{port}:factory"], tmp_path / "b",
+                       monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED and "no logits() method" in failures(cert)
+
+
 def test_golden_from_a_user_checkpoint(tmp_path, monkeypatch):
     """python -m golden --checkpoint on an HF-layout checkpoint; the kit runs against it with --golden and
     refuses it once the checkpoint's config changes."""
