@@ -196,7 +196,8 @@ def test_text_only_port_runs_the_text_checks_and_fails_the_model_ones(tmp_path, 
                     "class Chat:\n"
                     "    def __init__(self, d): self.enc = load_harmony_encoding('HarmonyGptOss')\n"
                     "    def render(self, c):\n"
-                    "        return self.enc.render_conversation_for_completion(Conversation.from_json(c), Role.ASSISTANT)\n"
+                    "        conv = Conversation.from_json(c)\n"
+                    "        return self.enc.render_conversation_for_completion(conv, Role.ASSISTANT)\n"
                     "    def parse_stream(self, tokens): return build.stream(tokens)\n"
                     "def factory(d): return Chat(d)\n")
     rc, cert = run_kit(["conformance/test_text.py", "--impl", f"{port}:factory"], tmp_path / "a", monkeypatch)
