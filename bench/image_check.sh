@@ -33,7 +33,8 @@ rc=0
 $PY -m pip install -q numpy==2.5.2 && versions
 # not here: tests named triton (the interpreter), test_resolution_order (it checks bpe-openai's place in the order)
 $PY -m pytest -q -p no:cacheprovider tests/test_ref_*.py tests/test_optimized_*.py tests/test_conformance*.py \
-    tests/test_tokenizer.py tests/test_harmony_*.py -k "not triton and not resolution_order" || rc=1
+    tests/test_tokenizer.py tests/test_harmony_*.py tests/test_golden_text.py tests/test_bench_decide.py \
+    -k "not triton and not resolution_order" || rc=1
 $PY -m pip install -q numpy==2.3.5 && versions
 $PY -m pytest -q -p no:cacheprovider tests/test_bench_gpu_smoke.py tests/test_kernels_engine.py \
     tests/test_optimized_engine.py tests/test_kernels_pdl.py tests/test_kernels_route.py \
