@@ -1,17 +1,17 @@
 """Tokenizer and harmony vectors (golden/data/text/vectors.json, made by golden/text.py), for ports with
-`tokenize` / `detokenize` / `render` / `parse`.
+`tokenize` / `detokenize` / `render` / `parse` / `parse_stream`.
 
 tokenize(text) -> ids: o200k_harmony, special-token text encoded as plain text.
 detokenize(ids) -> bytes: the tokens' bytes (specials as their names), not decoded: a token may end inside a
     UTF-8 character. bytes, a str (its UTF-8), or an array of byte values.
 render(conversation_json) -> ids: harmony's render_conversation_for_completion(conversation, Role.ASSISTANT).
-parse_stream(ids) -> states: after each token, [role, channel, recipient, content_type, delta] as openai-harmony's
-    StreamableParser(encoding, Role.ASSISTANT) reports them (current_role, current_channel, current_recipient,
-    current_content_type, last_content_delta): a list or a dict with those keys per token.
 parse(ids) -> messages: harmony's parse_messages_from_completion_tokens(ids, Role.ASSISTANT), the ids being what
     the model wrote after the prompt's `<|start|>assistant`; each message as harmony's Message.to_dict() (an object
     with to_dict() or a JSON string of the list will do); malformed completions must raise (an exec port answers
     with an error).
+parse_stream(ids) -> states: after each token, [role, channel, recipient, content_type, delta] as openai-harmony's
+    StreamableParser(encoding, Role.ASSISTANT) reports them (current_role, current_channel, current_recipient,
+    current_content_type, last_content_delta): a list or a dict with those keys per token.
 """
 import json
 
