@@ -145,6 +145,18 @@ def completions() -> list[list[Message]]:
     ]
 
 
+# Completions as the model writes them, which is not always as the renderer would: the recipient after the channel
+# (`<|channel|>commentary to=functions.get_weather <|constrain|>json`), a content type on a built-in tool's call
+MODEL_COMPLETIONS = [
+    '<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary '
+    'to=functions.get_weather <|constrain|>json<|message|>{"location": "Paris, France"}<|call|>',
+    '<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{}<|call|>',
+    '<|channel|>analysis to=python code<|message|>print(sum(range(10)))<|call|>',
+    '<|channel|>commentary<|message|>Let me check.<|end|><|start|>assistant<|channel|>commentary '
+    'to=functions.search_docs <|constrain|>json<|message|>{"query": "install", "limit": 3}<|call|>',
+]
+
+
 def _completion_tokens(enc, messages: list[Message], last_stop: int | None) -> list[int]:
     """The messages rendered back to back, less the leading `<|start|>assistant` the prompt already holds; the
     last message's <|end|> becomes last_stop (the model ends a turn's final answer with <|return|>)."""
@@ -227,9 +239,11 @@ def text_vectors() -> dict:
             raise ValueError(f"golden/text.py conversation {i} does not survive its JSON round trip")
         harm.append({"conversation": c.to_json(), "tokens": tokens})
     parse, stream = [], []
-    for msgs in completions():
-        stop = None if msgs[-1].recipient is not None else RETURN  # a tool call ends with <|call|>, kept
-        tokens = _completion_tokens(enc, msgs, stop)
+    # completions() rendered (a tool call keeps its <|call|>, a final answer ends in <|return|>), then
+    # MODEL_COMPLETIONS as the model writes them
+    rendered = [_completion_tokens(enc, m, None if m[-1].recipient is not None else RETURN) for m in completions()]
+    written = [enc.encode(text, allowed_special="all") for text in MODEL_COMPLETIONS]
+    for tokens in rendered + written:
         parsed = enc.parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)
         parse.append({"tokens": tokens, "messages": [m.to_dict() for m in parsed]})
         stream.append({"tokens": tokens, "states": stream_states(tokens)})
