@@ -194,29 +194,44 @@ def test_harmony_parse_stream(kit, request):
     _report(request, "harmony_stream", bad, len(cases))
 
 
-def test_harmony_parse_rejects_malformed(kit, request):
-    """Each malformed completion must raise. A parser that raises on everything cannot pass: it must first parse
-    the well-formed vectors' first completion."""
-    cases = _vectors(kit, "harmony_parse_errors")
-    fn = need(kit.op_impl(), "parse")
-    good = kit.golden.text().get("harmony_parse") or []
-    if good:
+def _rejection_check(request, name, fn, cases, key, good, unit):
+    """Each case must raise (an exec port answers with an error). `good` must not raise first, so a function that
+    raises on everything cannot pass. unit: what a result holds, for the message ("messages", "tokens")."""
+    if good is not None:
         try:
-            fn(list(good[0]["tokens"]))
-        except ImplError:
+            fn(good)
+        except ImplError:  # the exec port died or broke the protocol
             raise
         except Exception as e:  # noqa: BLE001
-            record(request, check="harmony_parse_rejects", measured=len(cases), bound=0, ok=False, vectors=len(cases))
-            pytest.fail(f"harmony_parse_rejects: parse raised on a well-formed completion ({type(e).__name__}: "
-                        f"{str(e)[:120]}), so its rejections say nothing", pytrace=False)
+            record(request, check=name, measured=len(cases), bound=0, ok=False, vectors=len(cases))
+            pytest.fail(f"{name}: raised on a well-formed input ({type(e).__name__}: {str(e)[:120]}), so its "
+                        f"rejections say nothing", pytrace=False)
     bad = []
     for i, c in enumerate(cases):
         try:
-            got = fn(list(c["tokens"]))
-        except ImplError:  # the exec port died or broke the protocol: that is no rejection
+            got = fn(c[key])
+        except ImplError:  # that is no rejection
             raise
         except Exception:  # noqa: BLE001 - any error is a rejection
             continue
         n = len(got) if hasattr(got, "__len__") else "?"
-        bad.append(f"vector {i} ({c['why']}): accepted, {n} messages returned")
-    _report(request, "harmony_parse_rejects", bad, len(cases))
+        bad.append(f"vector {i} ({c['why']}): accepted, {n} {unit} returned")
+    _report(request, name, bad, len(cases))
+
+
+def test_harmony_render_rejects_unrenderable(kit, request):
+    """Conversations openai-harmony refuses to render must be refused: system or developer content from a role that
+    may not carry it (a template that renders it lets a user speak as the system), unknown roles and content."""
+    cases = _vectors(kit, "harmony_render_errors")
+    fn = need(kit.op_impl(), "render")
+    good = kit.golden.text().get("harmony") or []
+    _rejection_check(request, "harmony_render_rejects", fn, cases, "conversation",
+                     good[0]["conversation"] if good else None, "tokens")
+
+
+def test_harmony_parse_rejects_malformed(kit, request):
+    cases = _vectors(kit, "harmony_parse_errors")
+    fn = need(kit.op_impl(), "parse")
+    good = kit.golden.text().get("harmony_parse") or []
+    _rejection_check(request, "harmony_parse_rejects", lambda tokens: fn(list(tokens)), cases, "tokens",
+                     good[0]["tokens"] if good else None, "messages")

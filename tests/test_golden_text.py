@@ -25,6 +25,7 @@ def test_vector_lists_are_there():
     counts = {k: len(v) for k, v in VECTORS.items()}
     assert counts["tokenizer"] >= 28 and counts["harmony"] >= 18 and counts["harmony_parse"] >= 10, counts
     assert counts["harmony_parse_errors"] >= 5 and counts["detokenize"] >= 10, counts
+    assert counts["harmony_render_errors"] >= 5 and counts["harmony_stream"] == counts["harmony_parse"], counts
 
 
 def test_tokenizer_vectors_match_tiktoken(o200k):
@@ -80,6 +81,15 @@ def test_stream_vectors_match_openai_harmony(oracle):  # noqa: F811
             assert got == want, f"completion {i}, token {j}"
             split += t < 199999 and want[1] is not None and want[4] is None  # content token, nothing emitted
     assert split >= 1, "the vectors must hold a character split across tokens"
+
+
+def test_render_error_vectors_refused_by_openai_harmony(oracle):  # noqa: F811
+    oh, enc = oracle
+    for c in VECTORS["harmony_render_errors"]:
+        with pytest.raises(Exception):
+            enc.render_conversation_for_completion(oh.Conversation.from_json(c["conversation"]), oh.Role.ASSISTANT)
+        assert c["why"]
+    assert any("system content in a user message" in c["why"] for c in VECTORS["harmony_render_errors"])
 
 
 def test_parse_error_vectors_rejected_by_openai_harmony(oracle):  # noqa: F811

@@ -269,6 +269,26 @@ class RenderDropsConstrain(ReferenceImpl):
         return _harmony().render_conversation_for_completion(conv, Role.ASSISTANT)
 
 
+class RenderDropsWhatItCannot(ReferenceImpl):
+    """A template that renders the messages it can and silently leaves out the rest (a user message carrying
+    system content, a tool message with no name, an unknown role)."""
+
+    name = "wrong port: template that drops unrenderable messages"
+
+    def render(self, conversation_json):
+        import json
+        from harmony import Conversation, Role
+        enc, kept = _harmony(), []
+        for m in json.loads(conversation_json)["messages"]:
+            try:
+                enc.render_conversation(Conversation.from_json(json.dumps({"messages": [m]})))
+            except Exception:  # noqa: BLE001 - the planted bug: skip it, say nothing
+                continue
+            kept.append(m)
+        conv = Conversation.from_json(json.dumps({"messages": kept}))
+        return enc.render_conversation_for_completion(conv, Role.ASSISTANT)
+
+
 class ParseLenient(ReferenceImpl):
     """A parser that never fails: malformed model output becomes no messages, silently."""
 
@@ -331,6 +351,9 @@ CLASSES = {
                                     [TEXT + "test_harmony_render"]),
     "render_drops_constrain": (RenderDropsConstrain, ["harmony_render", "without <|constrain|>json"],
                                [TEXT + "test_harmony_render"]),
+    "render_drops_unrenderable": (RenderDropsWhatItCannot,
+                                  ["harmony_render_rejects", "system content in a user message"],
+                                  [TEXT + "test_harmony_render_rejects_unrenderable", TEXT + "test_harmony_render"]),
     "parse_lenient": (ParseLenient, ["harmony_parse_rejects", "accepted, 0 messages"],
                       [TEXT + "test_harmony_parse_rejects_malformed", TEXT + "test_harmony_parse"]),
     "parse_drops_recipient": (ParseDropsRecipient,
