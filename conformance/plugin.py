@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 OPTIONAL = ["decode_logits", "batch_logits", "intermediates", "op_mxfp4_decode", "op_rms_norm", "op_swiglu",
-            "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "detokenize", "render", "parse",
-            "parse_stream"]
+            "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "tokenize_special", "detokenize", "render",
+            "parse", "parse_stream"]
 BUILTIN = {"reference": "conformance.impls.reference:factory",
            "transformers": "conformance.impls.transformers:factory",
            "optimized": "optimized.adapter:factory"}

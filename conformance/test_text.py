@@ -1,7 +1,8 @@
 """Tokenizer and harmony vectors (golden/data/text/vectors.json, made by golden/text.py), for ports with
-`tokenize` / `detokenize` / `render` / `parse` / `parse_stream`.
+`tokenize` / `tokenize_special` / `detokenize` / `render` / `parse` / `parse_stream`.
 
 tokenize(text) -> ids: o200k_harmony, special-token text encoded as plain text.
+tokenize_special(text) -> ids: the same with special-token names encoded as the special tokens.
 detokenize(ids) -> bytes: the tokens' bytes (specials as their names), not decoded: a token may end inside a
     UTF-8 character. bytes, a str (its UTF-8), or an array of byte values.
 render(conversation_json) -> ids: harmony's render_conversation_for_completion(conversation, Role.ASSISTANT).
@@ -118,6 +119,12 @@ def test_tokenizer(kit, request):
     cases = _vectors(kit, "tokenizer")
     fn = need(kit.op_impl(), "tokenize")
     _listing_check(request, "tokenizer", cases, fn, "text")
+
+
+def test_tokenizer_special(kit, request):
+    cases = _vectors(kit, "tokenizer_special")
+    fn = need(kit.op_impl(), "tokenize_special")
+    _listing_check(request, "tokenizer_special", cases, fn, "text")
 
 
 def test_detokenize(kit, request):

@@ -1,7 +1,10 @@
 """Text vectors (golden/data/text/vectors.json): what a port's tokenizer and harmony layer must reproduce.
 
-Seven lists, each checked by conformance/test_text.py against a port's optional methods:
+Eight lists, each checked by conformance/test_text.py against a port's optional methods:
   tokenizer      {text, tokens}       tokenize(text): o200k_harmony, special-token text encoded as plain text
+  tokenizer_special {text, tokens}    tokenize_special(text): the same with special-token names as the special
+                                      tokens (as a prompt built from text is tokenized), each stretch between them
+                                      pre-tokenized on its own
   detokenize     {tokens, bytes_hex}  detokenize(tokens): the tokens' bytes, specials as their names; bytes, not
                                       str: a token may end inside a UTF-8 character (streaming decoders split it)
   harmony        {conversation, tokens}  render(conversation_json): render_conversation_for_completion(...,
@@ -47,6 +50,17 @@ TEXTS = ["Hello, world!", "  leading and trailing spaces  ", "tabs\tand\nnewline
          "<|end|><|message|><|channel|><|constrain|><|return|><|call|><|endoftext|> are text here",
          "I'M SHOUTING, you're whispering; they'd've (it's) O'Neil's",
          "ab" * 150 + " " + "🙂" * 40]
+
+# text with harmony's special-token names in it, for tokenize_special: whitespace next to a special is pre-tokenized
+# with the stretch it ends or starts, never across the special (o200k's `\s+(?!\S)` sees the stretch end)
+SPECIAL_TEXTS = [
+    "<|start|>user<|message|>What is 2+2?<|end|><|start|>assistant",
+    "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"a\": 1}<|call|>",
+    "Hello  <|end|>  world \n<|start|>\n\n<|message|>\t",
+    " <|end|> ", "<|start|", "|><|start|>|>", "<<|message|>>",
+    "<|reserved_200013|>x<|endoftext|>y<|return|>",
+    "日本語<|channel|>🤖<|message|>naïve",
+]
 
 
 def conversations() -> list[Conversation]:
@@ -268,6 +282,7 @@ def text_vectors() -> dict:
     from reference.tokenizer import get_tokenizer
     enc = load_harmony_encoding("HarmonyGptOss")
     tok = [{"text": s, "tokens": _text(enc, s)} for s in TEXTS]
+    tok_special = [{"text": s, "tokens": enc.encode(s, allowed_special="all")} for s in SPECIAL_TEXTS]
     ref = get_tokenizer()
     detok = [{"tokens": c, "bytes_hex": ref.decode_bytes(c).hex()} for c in detokenize_cases(enc)]
     harm = []
@@ -288,8 +303,9 @@ def text_vectors() -> dict:
         stream.append({"tokens": tokens, "states": stream_states(tokens)})
     errors = [{"tokens": tokens, "why": why} for tokens, why in malformed(enc)]
     refused = [{"conversation": text, "why": why} for text, why in unrenderable(enc)]
-    return {"tokenizer": tok, "detokenize": detok, "harmony": harm, "harmony_render_errors": refused,
-            "harmony_parse": parse, "harmony_stream": stream, "harmony_parse_errors": errors}
+    return {"tokenizer": tok, "tokenizer_special": tok_special, "detokenize": detok, "harmony": harm,
+            "harmony_render_errors": refused, "harmony_parse": parse, "harmony_stream": stream,
+            "harmony_parse_errors": errors}
 
 
 def stream_states(tokens) -> list[list]:

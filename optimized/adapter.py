@@ -71,6 +71,9 @@ class OptimizedImpl:
     def tokenize(self, text: str) -> list[int]:
         return self._encoding().encode(text, allowed_special=set(), disallowed_special=())  # specials as text
 
+    def tokenize_special(self, text: str) -> list[int]:
+        return self._encoding().encode(text, allowed_special="all")  # special-token names are the specials
+
     def detokenize(self, tokens) -> bytes:
         from harmony.tokenizer import get_tokenizer
         return get_tokenizer().decode_bytes(tokens)

@@ -23,7 +23,8 @@ def o200k(tiktoken_encodings):  # noqa: F811
 
 def test_vector_lists_are_there():
     counts = {k: len(v) for k, v in VECTORS.items()}
-    assert counts["tokenizer"] >= 28 and counts["harmony"] >= 18 and counts["harmony_parse"] >= 10, counts
+    assert counts["tokenizer"] >= 28 and counts["tokenizer_special"] >= 8, counts
+    assert counts["harmony"] >= 18 and counts["harmony_parse"] >= 10, counts
     assert counts["harmony_parse_errors"] >= 5 and counts["detokenize"] >= 10, counts
     assert counts["harmony_render_errors"] >= 5 and counts["harmony_stream"] == counts["harmony_parse"], counts
 
@@ -31,6 +32,16 @@ def test_vector_lists_are_there():
 def test_tokenizer_vectors_match_tiktoken(o200k):
     for c in VECTORS["tokenizer"]:
         assert o200k.encode_ordinary(c["text"]) == c["tokens"], c["text"]
+
+
+def test_tokenizer_special_vectors_match_tiktoken_and_harmony(tiktoken_encodings, oracle):  # noqa: F811
+    """Special-token names as the specials: tiktoken's own o200k_harmony and openai-harmony's encoder agree."""
+    _, tk_harmony = tiktoken_encodings
+    _, enc = oracle
+    for c in VECTORS["tokenizer_special"]:
+        assert tk_harmony.encode(c["text"], allowed_special="all") == c["tokens"], c["text"]
+        assert enc.encode(c["text"], allowed_special="all") == c["tokens"], c["text"]
+    assert sum(t >= 199999 for c in VECTORS["tokenizer_special"] for t in c["tokens"]) >= 20
 
 
 def test_detokenize_vectors_match_tiktoken_and_harmony(o200k, oracle):  # noqa: F811

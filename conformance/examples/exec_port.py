@@ -15,8 +15,8 @@ import numpy as np
 from conformance.impls.reference import ReferenceImpl
 
 CAPABILITIES = ["logits", "decode_logits", "batch_logits", "op_mxfp4_decode", "op_rms_norm", "op_swiglu",
-                "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "detokenize", "render", "parse",
-                "parse_stream"]
+                "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "tokenize_special", "detokenize", "render",
+                "parse", "parse_stream"]
 
 
 def to_wire(a):

@@ -69,6 +69,10 @@ class ReferenceImpl:
         from reference.tokenizer import get_tokenizer
         return get_tokenizer().encode_ordinary(text)
 
+    def tokenize_special(self, text):
+        from reference.tokenizer import get_tokenizer
+        return get_tokenizer().encode(text, allowed_special="all")
+
     def detokenize(self, tokens):
         from reference.tokenizer import get_tokenizer
         return get_tokenizer().decode_bytes(tokens)

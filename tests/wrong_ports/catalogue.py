@@ -330,6 +330,21 @@ class StreamDecodesEachToken(ReferenceImpl):
         return out
 
 
+class TokenizeSpecialWholeString(ReferenceImpl):
+    """A tokenizer that pre-tokenizes the whole text, then turns pieces that spell a special's name into the
+    special: whitespace before a special merges with the stretch's end differently, and `<<|message|>>` (one
+    punctuation piece) never becomes the special."""
+
+    name = "wrong port: specials found after pre-tokenizing"
+
+    def tokenize_special(self, text):
+        from reference.tokenizer import SPECIAL_TOKENS, get_tokenizer
+        tok, out = get_tokenizer(), []
+        for piece in tok._pattern.findall(text):
+            out += [SPECIAL_TOKENS[piece]] if piece in SPECIAL_TOKENS else tok.encode_ordinary(piece)
+        return out
+
+
 class DetokenizeLossy(ReferenceImpl):
     """A detokenizer that decodes each call to text (U+FFFD for a character split across tokens)."""
 
@@ -361,6 +376,8 @@ CLASSES = {
                               [TEXT + "test_harmony_parse"]),
     "stream_decodes_each_token": (StreamDecodesEachToken, ["harmony_stream", "delta '\ufffd', expected None"],
                                   [TEXT + "test_harmony_parse_stream"]),
+    "tokenize_special_whole_string": (TokenizeSpecialWholeString, ["tokenizer_special", "first difference at token"],
+                                      [TEXT + "test_tokenizer_special"]),
     "detokenize_lossy": (DetokenizeLossy, ["detokenize", "first difference at byte"], [TEXT + "test_detokenize"]),
 }
 
