@@ -177,7 +177,7 @@ def decide_attention_tile(rows) -> list[str]:
     return out or ["* attention prefill tile: no 'attention sweep' rows; nothing decided"]
 
 
-def goals(rows) -> list[str]:
+def goals(rows, fit=None) -> list[str]:
     out = ["* goals (fraction of the floor each row reached; bench/gpu.py's floors)"]
     for what, goal in GOALS.items():
         for r in pick(rows, what=what, backend="triton"):
@@ -191,6 +191,8 @@ def goals(rows) -> list[str]:
                 continue
             out.append(f"    {r['model']} {what} {r['setting']}: {f:.3f} (goal >= {goal:.2f}: "
                        f"{'met' if f >= goal else 'NOT met'})")
+    # issue 8: gpt-oss-120b with a 32k context on one card (optimized.gpu_check --fit, stage fit_120b_32k)
+    out += [f"    {line}" for line in fit] if fit else ["    120b at 32k context: no fit_120b_32k result"]
     return out
 
 
@@ -198,7 +200,7 @@ def report(summary: dict) -> str:
     rows = all_rows(summary)
     lines = ["==== decisions (bench/decide.py; BENCHMARKS.md 'Decisions waiting on the first GPU run') ===="]
     for part in (decide_engine_variants(rows), decide_moe_tiles(rows), decide_linear_tiles(rows),
-                 decide_prefill_step(rows), decide_attention_tile(rows), goals(rows)):
+                 decide_prefill_step(rows), decide_attention_tile(rows), goals(rows, summary.get("fit"))):
         lines += part
     return "\n".join(lines)
 

@@ -128,6 +128,8 @@ fi
 
 # the engine's own GPU checks: CUDA-graph decode == eager, triton backend == torch, plan_memory == allocated
 stage engine_gpu_check 60 $PY -m optimized.gpu_check --device cuda
+# issue 8's memory goal: gpt-oss-120b through a whole 32768-token context on this one card (peak vs card vs plan)
+stage fit_120b_32k 60 $PY -m optimized.gpu_check --device cuda --fit
 # the decode projections alone at batch 1 (qkv, out, router, unembedding): the linear kernel's tiles against the
 # torch steps (what LINEAR_CONFIG and the fused RMSNorm should be), qkv + RoPE + cache write in one kernel or two
 stage linear_sweep 30 $PY bench/gpu.py --models 20b --skip moe,attention,engine --linear-sweep \
@@ -158,6 +160,9 @@ for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_linear", "be
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
+p = os.path.join(out, "fit_120b_32k.log")  # optimized.gpu_check --fit's FIT line: peak memory vs the card
+if os.path.exists(p):
+    summary["fit"] = [line.strip() for line in open(p, errors="replace") if line.startswith(("FIT ", "FAIL "))]
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 try:  # the switches BENCHMARKS.md leaves to this run, decided from the rows (bench/decide.py); never loses the table
     import importlib.util

@@ -1,6 +1,7 @@
 """GPU check of the engine (a script, not a test): run it on a CUDA machine as one short job.
 
     python -m optimized.gpu_check [--device cuda] [--big]        # add --big for gpt-oss-120b shapes
+    python -m optimized.gpu_check --fit                          # gpt-oss-120b, a full 32768-token context
 
 1. tiny checkpoints (written by reference.writer to a temp folder): fp32/bf16 logits vs the reference, decode
    with CUDA graphs == decode without (same greedy tokens, logits within 1e-5 fp32), ragged batch == alone,
@@ -9,6 +10,9 @@
 2. gpt-oss-20b real shapes (synthetic weights built on the device, bf16): allocated bytes vs plan_memory,
    peak memory, prefill tok/s (2048 tokens) and decode tok/s at batch 1 and 8, graphs on and off;
 3. with --big, the same for gpt-oss-120b at a 32768-token context.
+With --fit, only issue 8's memory goal: gpt-oss-120b (synthetic, bf16) fed a whole 32768-token context, a prompt
+of 32764 tokens in the engine's prefill steps then 4 decode steps, its peak memory against the card's and
+plan_memory's; a `FIT ...` line that bench/device_check.sh puts in its summary (on cpu: the tiny config, a smoke).
 Prints PASS/FAIL lines and a markdown table; exit status 1 if any check fails. On --device cpu it runs part 1
 without graphs (a smoke run of the script itself).
 """
@@ -135,12 +139,53 @@ def part_real(config, label, context, device, rows):
     torch.cuda.empty_cache()
 
 
+def part_fit(config, label, context, device, decode=4):
+    """A whole context through the engine: the weights, the KV cache of `context` slots, a prompt of context - decode
+    tokens in the engine's prefill steps, then `decode` steps. Checks it runs and, on CUDA, that its peak memory
+    fits the card; prints the FIT line (peak, card, plan, prefill tok/s)."""
+    cuda = device == "cuda"
+    dt = torch.bfloat16 if cuda else torch.float32
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = Model(synthetic_weights(config, device, dt))
+    engine = Engine(model, context=context, cuda_graphs=cuda, max_batch=1)
+    prompt = [(i * 7919) % config.vocab_size for i in range(context - decode)]
+    try:
+        r = engine.generate([prompt], decode)
+    except torch.OutOfMemoryError as e:  # the finding itself, not a crash of the check
+        check(f"{label} context {context}: prompt and decode fit the card", False, str(e).splitlines()[0])
+        return
+    plan = memory.plan_memory(config, context, 1, "bf16" if cuda else "fp32", prefill_chunk=engine.chunk_for(1),
+                              device=device)
+    check(f"{label} context {context}: a {len(prompt)}-token prompt, then {decode} decode steps",
+          r.prefill_tokens == len(prompt) and len(r.tokens[0]) == decode, f"{r.prefill_tokens} + {len(r.tokens[0])}")
+    gib = 2 ** 30
+    peak = torch.cuda.max_memory_allocated() / gib if cuda else float("nan")
+    card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / gib if cuda else float("nan")
+    if cuda:
+        check(f"{label} context {context}: peak memory fits the card", peak < card, f"{peak:.1f} of {card:.1f} GiB")
+    print(f"FIT {label} context {context}: peak {peak:.1f} GiB, card {card:.1f} GiB, plan {plan['total'] / gib:.1f} "
+          f"GiB, prefill {r.prefill_tokens / r.prefill_s:.0f} tok/s in steps of {engine.chunk_for(1)}", flush=True)
+    del engine, model
+    if cuda:
+        torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--fit", action="store_true", help="only gpt-oss-120b through a whole 32768-token context")
     args = ap.parse_args()
     t = time.time()
+    if args.fit:
+        if args.device == "cuda":
+            part_fit(GPT_OSS_120B, "gpt-oss-120b", 32768, "cuda")
+        else:
+            part_fit(TINY, "tiny (cpu smoke)", 64, "cpu")
+        print(f"\n{len(failures)} failed checks {failures} in {time.time() - t:.0f} s")
+        sys.exit(1 if failures else 0)
     part_tiny(args.device)
     rows = []
     if args.device == "cuda":

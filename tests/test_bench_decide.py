@@ -95,6 +95,10 @@ def test_each_decision_reads_its_rows():
     assert "20b engine decode batch 1, ctx 1024: 0.620 (goal >= 0.70: NOT met)" in g
     assert "120b engine decode batch 1, ctx 1024: 0.550" in g and "batch 8" not in g
     assert "20b engine prefill 2048 tokens: 0.410 (goal >= 0.50: NOT met)" in g and "chunk 1024:" not in g
+    assert "120b at 32k context: no fit_120b_32k result" in g
+    s = summary()
+    s["fit"] = ["FIT gpt-oss-120b context 32768: peak 70.1 GiB, card 79.2 GiB, plan 69.6 GiB, prefill 9000 tok/s"]
+    assert "    FIT gpt-oss-120b context 32768: peak 70.1 GiB" in _block(decide.report(s), "goals")
 
 
 def test_missing_or_failed_default_decides_nothing():

@@ -54,6 +54,16 @@ def test_gpu_check_script_runs_its_cpu_part():
         assert f"PASS tiny {name}" in proc.stdout, name
 
 
+def test_gpu_check_fit_runs_a_whole_context_on_cpu():
+    """`python -m optimized.gpu_check --device cpu --fit`: the memory-goal part (on a GPU: gpt-oss-120b through a
+    32768-token context) runs on the tiny config: the prompt fills the context, the decode steps follow, FIT line."""
+    proc = subprocess.run([sys.executable, "-m", "optimized.gpu_check", "--device", "cpu", "--fit"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PASS tiny (cpu smoke) context 64: a 60-token prompt, then 4 decode steps" in proc.stdout
+    assert "FIT tiny (cpu smoke) context 64: peak nan GiB" in proc.stdout and "0 failed checks" in proc.stdout
+
+
 def test_bench_gpu_moe_sweep_runs_each_path(tmp_path):
     """`bench/gpu.py --moe-sweep` switches optimized.kernels.moe between its batch-1 paths (on CPU: the GEMV
     entry and the first tensor-core one; a GPU runs every MOE_SWEEP entry), one row each, none failed."""
