@@ -94,7 +94,8 @@ def decide_engine_variants(rows, model="20b", setting="batch 1, ctx 1024") -> li
 
 
 def _config_of(note: str) -> str:
-    """'...; path=gemv BLOCK_N_UP=16 ...' -> 'path=gemv BLOCK_N_UP=16 ...' (a sweep row's configuration)."""
+    """'...; path=gemv BLOCK_N_UP=16 ...' -> 'path=gemv BLOCK_N_UP=16 ...' (a sweep row's configuration: the MoE
+    sweep's path and tiles, the linear sweep's 'kernel BLOCK_O=...' or torch steps)."""
     return note.split("; ", 1)[-1]
 
 
@@ -121,7 +122,7 @@ def decide_linear_tiles(rows, model="20b") -> list[str]:
     if not sweep:
         return ["* decode projection tile (optimized/kernels/linear.py LINEAR_CONFIG): no 'linear sweep (graph)' rows"]
     settings = list(dict.fromkeys(r["setting"] for r in sweep))
-    tiles = list(dict.fromkeys(r["note"].split("; ", 1)[-1] for r in sweep if "; kernel " in r["note"]))
+    tiles = list(dict.fromkeys(_config_of(r["note"]) for r in sweep if "; kernel " in r["note"]))
     total = {}
     for tile in tiles:
         times = [_first(pick(sweep, setting=s, note_has="; " + tile)) for s in settings]

@@ -80,15 +80,20 @@ def _text_of(content, where):
                     f"{str(content)[:80]}")
 
 
-def as_messages(x) -> list[tuple]:
-    """A parse result -> one (role, name, channel, recipient, content_type, text) tuple per message. Accepts a list
-    of harmony Message.to_dict() dicts (absent keys are None), objects with to_dict(), or a JSON string of the list."""
+def _json_list(x, what: str, expected: str) -> list:
+    """A port's list result, or the same list as JSON text (what an exec port or a JSON-minded port returns)."""
     if isinstance(x, str):
         x = json.loads(x)
     if not isinstance(x, (list, tuple)):
-        raise TypeError(f"parse returned {type(x).__name__}: expected a list of messages")
+        raise TypeError(f"{what} returned {type(x).__name__}: expected {expected}")
+    return x
+
+
+def as_messages(x) -> list[tuple]:
+    """A parse result -> one (role, name, channel, recipient, content_type, text) tuple per message. Accepts a list
+    of harmony Message.to_dict() dicts (absent keys are None), objects with to_dict(), or a JSON string of the list."""
     out = []
-    for i, m in enumerate(x):
+    for i, m in enumerate(_json_list(x, "parse", "a list of messages")):
         if hasattr(m, "to_dict"):
             m = m.to_dict()
         if not isinstance(m, dict):
@@ -170,12 +175,8 @@ STATE_FIELDS = ("role", "channel", "recipient", "content_type", "delta")
 def as_states(x) -> list[tuple]:
     """A parse_stream result -> one (role, channel, recipient, content_type, delta) tuple per token; each state a
     5-list in that order or a dict with those keys (absent keys are None); a JSON string of the list will do."""
-    if isinstance(x, str):
-        x = json.loads(x)
-    if not isinstance(x, (list, tuple)):
-        raise TypeError(f"parse_stream returned {type(x).__name__}: expected a list with one state per token")
     out = []
-    for i, s in enumerate(x):
+    for i, s in enumerate(_json_list(x, "parse_stream", "a list with one state per token")):
         if isinstance(s, dict):
             s = [s.get(k) for k in STATE_FIELDS]
         if not isinstance(s, (list, tuple)) or len(s) != len(STATE_FIELDS):
