@@ -8,7 +8,11 @@ gpt_oss/torch/weights.py, and HF transformers' convert_gpt_oss_weights_to_hf.py 
   HF:       config.json (model_type gpt_oss) + *.safetensors named model.embed_tokens.weight,
             model.layers.N.{input_layernorm,self_attn.{q,k,v,o}_proj,self_attn.sinks,post_attention_layernorm,
             mlp.router,mlp.experts.{gate_up,down}_proj_{blocks,scales,bias}}, model.norm.weight, lm_head.weight
-The layout is detected from the tensor names. Every tensor the config implies must be present with its
+  HF dense: the same with the experts as plain float matrices, mlp.experts.gate_up_proj (E, C, 2I) and
+            mlp.experts.down_proj (E, I, C) instead of _blocks/_scales: what transformers writes when it saves
+            a gpt-oss loaded with Mxfp4Config(dequantize=True), i.e. every bf16 fine-tune. Transposed against
+            the original layout (HF multiplies x @ W); gate_up's columns interleave gate and linear as mlp1's rows.
+The layout and the expert format ("mxfp4" or "dense") are detected from the tensor names. Every tensor the config implies must be present with its
 exact shape and a compatible dtype, and nothing else may be: a mismatch raises CheckpointError naming it.
 Tensors stay on disk (memory-mapped per access) and are widened to float64 only when read.
 Not here: any math. Callers use canonical (original-layout) names.
@@ -23,8 +27,14 @@ from reference.config import Config, ConfigError
 from reference.tensorfile import FLOAT_DTYPES, CheckpointError
 
 
-def expected_tensors(c: Config) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Canonical name -> (shape, 'float' | 'u8') for every tensor of a model with config c."""
+EXPERT_FORMATS = ("mxfp4", "dense")
+
+
+def expected_tensors(c: Config, experts: str = "mxfp4") -> dict[str, tuple[tuple[int, ...], str]]:
+    """Canonical name -> (shape, 'float' | 'u8') for every tensor of a model with config c. experts="dense":
+    mlp1_weight (E, 2I, C) and mlp2_weight (E, C, I) as floats (gpt_oss.torch's MLPBlock parameters) instead of
+    the packed .blocks/.scales."""
+    assert experts in EXPERT_FORMATS, experts
     C, V, E, I, H, K, D = (c.hidden_size, c.vocab_size, c.num_experts, c.intermediate_size,
                            c.num_attention_heads, c.num_key_value_heads, c.head_dim)
     out = {"embedding.weight": ((V, C), "float"), "norm.scale": ((C,), "float"),
@@ -40,6 +50,10 @@ def expected_tensors(c: Config) -> dict[str, tuple[tuple[int, ...], str]]:
                 m + "mlp1_weight.scales": ((E, 2 * I, C // 32), "u8"), m + "mlp1_bias": ((E, 2 * I), "float"),
                 m + "mlp2_weight.blocks": ((E, C, I // 32, 16), "u8"),
                 m + "mlp2_weight.scales": ((E, C, I // 32), "u8"), m + "mlp2_bias": ((E, C), "float")}
+        if experts == "dense":
+            for w, shape in (("mlp1_weight", (E, 2 * I, C)), ("mlp2_weight", (E, C, I))):
+                del out[m + w + ".blocks"], out[m + w + ".scales"]
+                out[m + w] = (shape, "float")
     return out
 
 
@@ -59,7 +73,14 @@ def hf_name(name: str) -> str:
                 "mlp.mlp1_bias": "mlp.experts.gate_up_proj_bias",
                 "mlp.mlp2_weight.blocks": "mlp.experts.down_proj_blocks",
                 "mlp.mlp2_weight.scales": "mlp.experts.down_proj_scales",
-                "mlp.mlp2_bias": "mlp.experts.down_proj_bias"}[rest]
+                "mlp.mlp2_bias": "mlp.experts.down_proj_bias", "mlp.mlp1_weight": "mlp.experts.gate_up_proj",
+                "mlp.mlp2_weight": "mlp.experts.down_proj"}[rest]
+
+
+def hf_transposed(name: str) -> bool:
+    """Dense experts are stored transposed in the HF layout: mlp1_weight (E, 2I, C) as gate_up_proj (E, C, 2I),
+    mlp2_weight (E, C, I) as down_proj (E, I, C)."""
+    return name.endswith(("mlp.mlp1_weight", "mlp.mlp2_weight"))
 
 
 def hf_qkv_names(layer: int, what: str) -> list[str]:
@@ -150,7 +171,23 @@ class Checkpoint:
         else:
             raise CheckpointError(f"{self.path}: neither embedding.weight (original layout) nor "
                                   f"model.embed_tokens.weight (HF layout) is present")
+        self.experts = self._expert_format()
         self._validate()
+
+    def _expert_format(self) -> str:
+        dense = sorted(n for n in self.entries if n.endswith((".mlp1_weight", ".mlp2_weight", ".experts.gate_up_proj",
+                                                               ".experts.down_proj")))
+        if not dense:
+            return "mxfp4"
+        if self.layout == "original":
+            raise CheckpointError(f"{self.path}: dense expert tensors {dense[:2]} in the original layout, which holds "
+                                  f"MXFP4 experts only (mlp1_weight.blocks/.scales); dense experts are read in the "
+                                  f"HF layout (mlp.experts.gate_up_proj, down_proj), as transformers saves them")
+        packed = sorted(n for n in self.entries if n.endswith(("_proj_blocks", "_proj_scales")))
+        if packed:
+            raise CheckpointError(f"{self.path}: experts both dense ({dense[0]!r}) and MXFP4 ({packed[0]!r}); "
+                                  f"a checkpoint holds one format")
+        return "dense"
 
     def _sources(self, name: str) -> list[str]:
         if self.layout == "original":
@@ -162,11 +199,13 @@ class Checkpoint:
     def _validate(self):
         c = self.config
         seen = set()
-        for name, (shape, kind) in expected_tensors(c).items():
+        for name, (shape, kind) in expected_tensors(c, self.experts).items():
             srcs = self._sources(name)
             if len(srcs) == 3:  # HF's q/k/v: rows H*D, K*D, K*D
                 rows = [c.num_attention_heads * c.head_dim] + [c.num_key_value_heads * c.head_dim] * 2
                 shapes = [(r, *shape[1:]) for r in rows]
+            elif self.layout == "hf" and hf_transposed(name):
+                shapes = [(shape[0], shape[2], shape[1])]
             else:
                 shapes = [shape]
             for src, want in zip(srcs, shapes):
@@ -213,6 +252,8 @@ class Checkpoint:
         m = f"block.{layer}.mlp."
 
         def dequant(w):
+            if self.experts == "dense":  # HF's (C, 2I) and (I, C): transposed to the original's orientation
+                return np.ascontiguousarray(self.rows(m + w, e).T)
             blocks, scales = (self.entries[self._sources(m + w + s)[0]] for s in (".blocks", ".scales"))
             sc = np.asarray(scales.memmap()[e])
             if np.any(sc == mxfp4.SCALE_NAN):

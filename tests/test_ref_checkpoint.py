@@ -16,7 +16,7 @@ from reference.config import ConfigError
 from reference.model import Model
 from reference.tensorfile import CheckpointError
 
-from helpers import TINY, read_raw, write_raw, write_tiny
+from helpers import TINY, read_raw, tiny_config, write_raw, write_tiny
 
 TOKENS = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38]  # 10 > sliding_window 4
 
@@ -363,3 +363,108 @@ def test_non_finite_weights_are_named(tmp_path, name, value, layout):
         "model.layers.1.self_attn.q_proj.weight"
     with pytest.raises(CheckpointError, match=f"tensor '{src}' holds non-finite values"):
         Model(path).logits(TOKENS)
+
+
+# -- dense experts (HF layout: gate_up_proj (E, C, 2I), down_proj (E, I, C), as transformers saves a fine-tune) --
+
+@pytest.fixture(scope="module")
+def dense(base, tmp_path_factory):
+    """The dense twin of the tiny checkpoint (its MXFP4 experts decoded; every other tensor byte-identical)."""
+    from reference.writer import write_dequantized
+    return write_dequantized(base["orig"], tmp_path_factory.mktemp("dense") / "dense")
+
+
+def test_dense_experts_are_detected_and_read_as_the_same_model(base, dense):
+    ck = Checkpoint(dense)
+    assert (ck.layout, ck.experts) == ("hf", "dense") and Checkpoint(base["hf"]).experts == "mxfp4"
+    assert "quantization_config" not in json.loads((dense / "config.json").read_text())
+    E, C, I = TINY.num_experts, TINY.hidden_size, TINY.intermediate_size
+    assert ck.entries["model.layers.1.mlp.experts.gate_up_proj"].shape == (E, C, 2 * I)
+    assert ck.entries["model.layers.1.mlp.experts.down_proj"].shape == (E, I, C)
+    packed = Checkpoint(base["orig"])
+    for got, want in zip(ck.expert(1, 3), packed.expert(1, 3)):  # W1 (2I, C), b1, W2 (C, I), b2
+        assert got.shape == want.shape and np.array_equal(got, want)
+    assert np.array_equal(Model(dense).logits(TOKENS), base["logits"])
+
+
+def test_dense_written_at_random_is_read_in_original_orientation(tmp_path):
+    """Random dense experts (not on the MXFP4 grid): expert() returns W1 (2I, C) = gate_up_proj[e].T."""
+    from reference.writer import write_checkpoint
+    path = write_tiny(tmp_path / "d", layout="hf", experts="dense", seed=4)
+    ck = Checkpoint(path)
+    gate_up = tensorfile.bf16_bits_to_f32(ck.entries["model.layers.0.mlp.experts.gate_up_proj"].memmap()[2])
+    down = tensorfile.bf16_bits_to_f32(ck.entries["model.layers.0.mlp.experts.down_proj"].memmap()[2])
+    W1, _, W2, _ = ck.expert(0, 2)
+    assert np.array_equal(W1, gate_up.T) and np.array_equal(W2, down.T)
+    with pytest.raises(AssertionError, match="HF layout only"):
+        write_checkpoint(tmp_path / "o", TINY, experts="dense")
+
+
+def test_dense_experts_in_the_original_layout_are_refused(base, tmp_path):
+    path = copy(base["orig"], tmp_path)
+    E, C, I = TINY.num_experts, TINY.hidden_size, TINY.intermediate_size
+    rewrite(path / "model.safetensors",
+            lambda t: t.update({"block.0.mlp.mlp1_weight": ("BF16", np.zeros((E, 2 * I, C), np.uint16))}))
+    with pytest.raises(CheckpointError, match="original layout, which holds MXFP4 experts only"):
+        Checkpoint(path)
+
+
+def test_mixed_expert_formats_are_refused(base, dense, tmp_path):
+    path = copy(dense, tmp_path)
+    packed = tensors_of(base["hf"] / "model.safetensors")
+    name = "model.layers.1.mlp.experts.down_proj_blocks"
+    rewrite(path / "model.safetensors", lambda t: t.update({name: packed[name]}))
+    with pytest.raises(CheckpointError, match="experts both dense .* and MXFP4"):
+        Checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["model.layers.0.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"])
+def test_dense_expert_in_original_orientation_is_named(tmp_path, name):
+    """gate_up_proj stored as mlp1's (E, 2I, C) instead of HF's (E, C, 2I): the shape error says which. Only
+    where the matrix is not square: tiny's gate_up (C = 2I = 64) and the release's down_proj (I = C = 2880)
+    are, and there the orientation is checked by numbers alone (tests/test_ref_hf.py, against transformers)."""
+    path = write_tiny(tmp_path / "d", tiny_config(intermediate_size=96), layout="hf", experts="dense")
+    rewrite(path / "model.safetensors",
+            lambda t: t.update({name: (t[name][0], np.ascontiguousarray(t[name][1].swapaxes(1, 2)))}))
+    with pytest.raises(CheckpointError, match=f"tensor '{name}' has shape"):
+        Checkpoint(path)
+
+
+def test_dense_expert_wrong_dtype_and_non_finite_are_named(dense, tmp_path):
+    name = "model.layers.0.mlp.experts.down_proj"
+    path = copy(dense, tmp_path)
+    rewrite(path / "model.safetensors", lambda t: t.update({name: ("U8", t[name][1].astype(np.uint8))}))
+    with pytest.raises(CheckpointError, match=f"tensor '{name}' has dtype U8"):
+        Checkpoint(path)
+    path = copy(dense, tmp_path, "nan")
+
+    def plant_nan(t):
+        bits = t[name][1].copy()
+        bits[1, 3, 5] = 0x7FC0  # a bf16 NaN in expert 1
+        t[name] = ("BF16", bits)
+
+    rewrite(path / "model.safetensors", plant_nan)
+    ck = Checkpoint(path)
+    ck.expert(0, 0)  # other experts read fine
+    with pytest.raises(CheckpointError, match=f"'{name}' holds non-finite values"):
+        ck.expert(0, 1)
+
+
+def test_dequantizing_refuses_a_dense_checkpoint_and_scales_beyond_bf16(base, dense, tmp_path):
+    from reference.writer import write_dequantized
+    with pytest.raises(ValueError, match="already dense"):
+        write_dequantized(dense, tmp_path / "again")
+    path = copy(base["orig"], tmp_path)
+    name = "block.0.mlp.mlp2_weight.scales"
+
+    def huge_scale(t):
+        s = t[name][1].copy()
+        s[0, 0, 0] = 254  # 2^127: an FP4 6.0 times it is beyond bf16's largest value
+        t[name] = ("U8", s)
+
+    rewrite(path / "model.safetensors", huge_scale)
+    blocks = tensors_of(path / "model.safetensors")["block.0.mlp.mlp2_weight.blocks"][1]
+    if not np.any((blocks[0, 0, 0] & 0x0F) >= 0x6) and not np.any((blocks[0, 0, 0] >> 4) >= 0x6):
+        pytest.skip("no FP4 code >= 4.0 in the planted block")  # seeded data: does not happen
+    with pytest.raises(ValueError, match="beyond bf16's range"):
+        write_dequantized(path, tmp_path / "huge")

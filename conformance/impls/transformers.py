@@ -2,8 +2,9 @@
 
 The kit hands every port an original-layout checkpoint; transformers reads the HF layout, so this adapter
 first writes an HF-layout copy (the same stored bytes under HF names, q/k/v split, HF config.json; see
-`to_hf`), cached by the source's config and file sizes/mtimes. transformers dequantizes MXFP4 on CPU and runs
-in float32 (`dtype` below). Needs `transformers` >= 4.56 and `accelerate`; nothing is downloaded.
+`to_hf`), cached by the source's config and file sizes/mtimes. An HF-layout folder (a user's own checkpoint
+behind `python -m golden --checkpoint`, MXFP4 or dense experts) is read as it is. transformers dequantizes
+MXFP4 on CPU and runs in float32 (`dtype` below). Needs `transformers` >= 4.56 and `accelerate`; nothing is downloaded.
 Capabilities: logits, decode_logits (HF's own KV cache, sliding-window layers included), batch_logits (left
 padding with an attention mask), intermediates (the residual stream after each decoder layer).
 """
@@ -24,15 +25,17 @@ CACHE = Path(os.environ.get("GPT_OSS_KIT_CACHE", Path(tempfile.gettempdir()) / "
 
 def load_hf_model(path, dtype, **kw):
     """GptOssForCausalLM from an HF-layout checkpoint, on CPU, its MXFP4 experts dequantized at load (dense, in
-    dtype). Asked for explicitly: transformers 5.25 keeps them packed on CPU too when triton >= 3.5 and its
+    dtype); a checkpoint with dense experts (no quantization_config) is loaded as it is. Dequantizing is asked
+    for explicitly: transformers 5.25 keeps them packed on CPU too when triton >= 3.5 and its
     `kernels` dependency are installed, and fetches Triton kernels from the Hub for that
     (kernels-community/gpt-oss-triton-kernels), which fails offline; earlier versions dequantized on CPU."""
     import transformers
     from transformers import GptOssForCausalLM, Mxfp4Config
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
     key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    model = GptOssForCausalLM.from_pretrained(path, device_map="cpu", quantization_config=Mxfp4Config(dequantize=True),
-                                              **{key: dtype}, **kw)
+    if "quantization_config" in json.loads((Path(path) / "config.json").read_text()):
+        kw = {"quantization_config": Mxfp4Config(dequantize=True), **kw}
+    model = GptOssForCausalLM.from_pretrained(path, device_map="cpu", **{key: dtype}, **kw)
     # quirk: transformers 5.17 dequantizes the experts to bf16 whatever dtype is asked (5.25 honours it), and its
     # grouped_mm then rounds the activations to the weights' bf16: a "float32" model off by ~1e-2. Widening them
     # to the dtype asked for is exact (every MXFP4 value times its power-of-two scale is a bf16).
@@ -86,7 +89,7 @@ class TransformersImpl:
 
         self.torch = torch
         src = Path(checkpoint_dir).resolve()
-        hf_dir = CACHE / _cache_key(src)
+        hf_dir = src if Checkpoint(src).layout == "hf" else CACHE / _cache_key(src)
         if not (hf_dir / "config.json").is_file():
             tmp = Path(tempfile.mkdtemp(dir=CACHE.parent if CACHE.parent.exists() else None))
             to_hf(src, tmp)
