@@ -331,13 +331,11 @@ def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: boo
 
 
 def generate_from_checkpoint(path: Path, out: Path, prompts: list[list[int]], steps: int) -> dict:
-    """Golden data from a user's own checkpoint (e.g. gpt-oss-20b): cases only, the checkpoint referenced
-    by path and its files' sha256 recorded (the kit refuses to run if they change)."""
+    """Golden data from a user's own checkpoint (e.g. gpt-oss-20b's original/ folder, or an HF-layout folder such
+    as a bf16 fine-tune with dense experts): cases only, the checkpoint referenced by path and its files' sha256
+    recorded (the kit refuses to run if they change). Ports are handed this folder as it is."""
     path, out = Path(path).resolve(), Path(out)
     model = Model(path)
-    if model.ckpt.layout != "original":
-        raise SystemExit(f"{path} is an HF-layout checkpoint; pass its original/ folder (the kit hands every port "
-                         f"an original-layout checkpoint, as the plugin protocol says)")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
     hashes = {}
     n_total = len(files) + len(prompts) * (steps + len(BASELINE_DTYPES))
@@ -355,7 +353,8 @@ def generate_from_checkpoint(path: Path, out: Path, prompts: list[list[int]], st
         save_npz(out / "cases" / f"{name}-{i}.npz", model_case(path, tokens, steps, baseline_cache=False,
                                                                   report=report))
     progress(n_total, n_total, "manifest")
-    entry = {"path": str(path), "layout": model.ckpt.layout, "config": model.config.to_json(), "files": hashes}
+    entry = {"path": str(path), "layout": model.ckpt.layout, "experts": model.ckpt.experts,
+             "config": model.config.to_json(), "files": hashes}
     return write_manifest(out, {}, {"checkpoints": {f"{name}-{i}": entry for i in range(len(prompts))},
                                     "kind": "user-checkpoint"})
 

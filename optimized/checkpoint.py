@@ -3,7 +3,9 @@
 Validation (layout detection, config, every tensor's name, shape and dtype) is reference/checkpoint.py's,
 shared; only the placement is here. Each tensor is read from its memory map, converted once and moved to the
 device before the next one is touched, so host memory holds at most one tensor. Placement:
-  - MoE experts stay packed: uint8 blocks and E8M0 scales (a 0xFF NaN scale is refused here);
+  - MoE experts stay packed: uint8 blocks and E8M0 scales (a 0xFF NaN scale is refused here); a checkpoint with
+    dense experts (HF's gate_up_proj/down_proj, a dequantized or bf16 fine-tuned model) has them in the compute
+    dtype, in the original orientation (mlp1_weight (E, 2I, C), mlp2_weight (E, C, I): transposed once here);
   - norm scales and attention sinks in float32 (tiny; used in float32 math);
   - everything else (embedding, qkv/out, router, expert biases, unembedding) in the compute dtype, except that
     a float32 model on CPU keeps the big matrices the file stores in bf16 (embedding, qkv/out, router,
@@ -15,7 +17,7 @@ Out of device memory while loading raises LoadError naming the tensor, its size 
 import numpy as np
 import torch
 
-from reference.checkpoint import Checkpoint, expected_tensors, hf_name, hf_qkv_names
+from reference.checkpoint import Checkpoint, expected_tensors, hf_name, hf_qkv_names, hf_transposed
 from reference.mxfp4 import SCALE_NAN
 from reference.tensorfile import CheckpointError
 
@@ -24,6 +26,7 @@ NARROW_LEAVES = ("embedding.weight", "qkv.weight", "out.weight", "gate.weight") 
 ATTN = ("norm.scale", "qkv.weight", "qkv.bias", "sinks", "out.weight", "out.bias")
 MLP = ("norm.scale", "gate.weight", "gate.bias", "mlp1_weight.blocks", "mlp1_weight.scales", "mlp1_bias",
        "mlp2_weight.blocks", "mlp2_weight.scales", "mlp2_bias")
+MLP_DENSE = ("norm.scale", "gate.weight", "gate.bias", "mlp1_weight", "mlp1_bias", "mlp2_weight", "mlp2_bias")
 OOM_ERRORS = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
 
 
@@ -48,9 +51,11 @@ class Weights:
 
     def __init__(self, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype):
         self.config, self.tensors, self.dtype = config, tensors, dtype  # dtype: the compute dtype
+        self.experts = "dense" if "block.0.mlp.mlp1_weight" in tensors else "mxfp4"
         L = config.num_hidden_layers
         self.attn = [{n: tensors[f"block.{i}.attn.{n}"] for n in ATTN} for i in range(L)]
-        self.mlp = [{n: tensors[f"block.{i}.mlp.{n}"] for n in MLP} for i in range(L)]
+        self.mlp = [{n: tensors[f"block.{i}.mlp.{n}"] for n in (MLP_DENSE if self.experts == "dense" else MLP)}
+                    for i in range(L)]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
@@ -71,6 +76,8 @@ def _host_tensor(ckpt: Checkpoint, name: str) -> torch.Tensor:
     if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):  # HF splits qkv into q, k, v
         parts = hf_qkv_names(int(name.split(".")[1]), name.rsplit(".", 1)[1])
         return torch.cat([_stored(ckpt, p) for p in parts], dim=0)
+    if hf_transposed(name):  # HF's dense experts (E, C, 2I) / (E, I, C) -> the original's (E, 2I, C) / (E, C, I)
+        return _stored(ckpt, hf_name(name)).transpose(1, 2).contiguous()
     return _stored(ckpt, hf_name(name))
 
 
@@ -85,12 +92,12 @@ def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
     tensors, placed = {}, 0
     if device.type == "cuda":  # refuse up front rather than after minutes of copying
         need = sum(torch.Size(shape).numel() * torch.empty((), dtype=placed_dtype(n, k, dtype, device)).element_size()
-                   for n, (shape, k) in expected_tensors(config).items())
+                   for n, (shape, k) in expected_tensors(config, ckpt.experts).items())
         free, _ = torch.cuda.mem_get_info(device)
         if need > free:
             raise LoadError(f"{ckpt.path}: the weights need {need / 2**30:.2f} GiB on {device}, "
                             f"only {free / 2**30:.2f} GiB is free")
-    for name, (shape, kind) in expected_tensors(config).items():
+    for name, (shape, kind) in expected_tensors(config, ckpt.experts).items():
         host = _host_tensor(ckpt, name)
         assert tuple(host.shape) == shape, (name, tuple(host.shape), shape)  # validated by Checkpoint already
         if kind == "u8" and name.endswith(".scales") and bool((host == SCALE_NAN).any()):

@@ -159,7 +159,7 @@ class Engine:
         return [torch.cat(o) for o in outs] if all_logits else last
 
     def _graphable(self, batch: int) -> bool:
-        if self.model.ops.name == "triton":
+        if self.model.ops.name == "triton" and self.model.weights.experts == "mxfp4":
             return True  # the Triton MoE reads the packed experts in place: no gather scratch, no host sync
         c, el = self.config, torch.empty((), dtype=self.model.dtype).element_size()
         return batch * c.experts_per_token * 3 * c.intermediate_size * c.hidden_size * el <= moe_mod.GATHER_BYTES

@@ -29,20 +29,22 @@ def _size(dtype) -> int:
 
 
 def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: int = 1024,
-                device="cuda") -> dict[str, int]:
+                device="cuda", experts: str = "mxfp4") -> dict[str, int]:
+    """experts: "mxfp4" (packed, as released) or "dense" (a dequantized / bf16 fine-tuned checkpoint); the
+    "experts_packed" entry is the experts' bytes in either case."""
     dt = DTYPES[dtype]
     el = _size(dt)
     c = config
     C, I, E, A, V = c.hidden_size, c.intermediate_size, c.num_experts, c.experts_per_token, c.vocab_size
     H, K, D = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-    experts = weights = 0
-    for name, (shape, kind) in expected_tensors(c).items():
+    expert_sum = weights = 0
+    for name, (shape, kind) in expected_tensors(c, experts).items():
         n = 1
         for s in shape:
             n *= s
         size = n * _size(placed_dtype(name, kind, dt, device))
         weights += size
-        experts += size if kind == "u8" else 0
+        expert_sum += size if kind == "u8" or name.endswith(("mlp1_weight", "mlp2_weight")) else 0
     slots = sum(layer_slots(c, n, context) for n in range(c.num_hidden_layers))
     kv = slots * batch * (2 * K * D * el + 8)
     S_full = context
@@ -57,7 +59,7 @@ def plan_memory(config, context: int, batch: int, dtype="bf16", prefill_chunk: i
     kv_cat = 2 * batch * (c.sliding_window + min(prefill_chunk, context)) * K * D * 4  # ring layers: [cache | new]
     prefill = acts + 3 * I * C * el + 3 * SCORE_BYTES + kv_cat + batch * V * 4
     rope = 2 * context * (D // 2) * 4  # the model's cos and sin tables for every position of the cache (float32)
-    out = {"weights": weights, "experts_packed": experts, "kv_cache": kv, "workspace": max(decode, prefill) + rope}
+    out = {"weights": weights, "experts_packed": expert_sum, "kv_cache": kv, "workspace": max(decode, prefill) + rope}
     out["total"] = out["weights"] + out["kv_cache"] + out["workspace"]
     return out
 

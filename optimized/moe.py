@@ -95,26 +95,66 @@ def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, li
         return y.to(out_dtype)
     # CPUs emulate bf16 matmuls slowly: there the experts are decoded and applied in float32 (more exact, faster)
     dt = torch.float32 if x.device.type == "cpu" else x.dtype
-    x = x.to(dt)
-    b1, b2 = b1.to(dt), b2.to(dt)
-    if R * 3 * I * C * torch.empty((), dtype=dt).element_size() <= GATHER_BYTES:
+    if _gathers(R, I, C, dt) and x.device.type == "cpu" and CPU_MATVEC:
+        # no C kernel: gather-and-sum from the packed bytes in torch
+        x, b1, b2 = x.to(dt), b1.to(dt), b2.to(dt)
         e = ids.reshape(R).long()
         xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
-        if x.device.type == "cpu" and CPU_MATVEC:  # no C kernel: gather-and-sum from the packed bytes in torch
-            rows = e.tolist()  # host ids are free on CPU; stacking views copies faster than index_select on uint8
-            pick = lambda t: torch.stack([t[i] for i in rows])  # noqa: E731
-            h = mxfp4.matvec(pick(w1_blocks), pick(w1_scales), xr) + b1.index_select(0, e)  # (R, 2I)
-            y = mxfp4.matvec(pick(w2_blocks), pick(w2_scales), swiglu(h, limit)) + b2.index_select(0, e)  # (R, C)
-        else:
-            W1 = mxfp4.decode(w1_blocks.index_select(0, e), w1_scales.index_select(0, e), dt)  # (R, 2I, C)
-            W2 = mxfp4.decode(w2_blocks.index_select(0, e), w2_scales.index_select(0, e), dt)  # (R, C, I)
-            h = torch.bmm(W1, xr[:, :, None])[:, :, 0] + b1.index_select(0, e)  # (R, 2I)
-            y = torch.bmm(W2, swiglu(h, limit).to(dt)[:, :, None])[:, :, 0] + b2.index_select(0, e)  # (R, C)
+        rows = e.tolist()  # host ids are free on CPU; stacking views copies faster than index_select on uint8
+        pick = lambda t: torch.stack([t[i] for i in rows])  # noqa: E731
+        h = mxfp4.matvec(pick(w1_blocks), pick(w1_scales), xr) + b1.index_select(0, e)  # (R, 2I)
+        y = mxfp4.matvec(pick(w2_blocks), pick(w2_scales), swiglu(h, limit)) + b2.index_select(0, e)  # (R, C)
+        return torch.einsum("na,nac->nc", weights, y.float().reshape(N, A, C)).to(out_dtype)
+    W1_of = lambda i: mxfp4.decode(_take(w1_blocks, i), _take(w1_scales, i), dt)  # noqa: E731
+    W2_of = lambda i: mxfp4.decode(_take(w2_blocks, i), _take(w2_scales, i), dt)  # noqa: E731
+    return _apply_experts(x, ids, weights, W1_of, b1, W2_of, b2, limit, dt)
+
+
+def moe_dense(x, ids, weights, w1, b1, w2, b2, limit: float, residual=None, norm_scale=None) -> torch.Tensor:
+    """The MoE op over dense experts (a dequantized or bf16 fine-tuned checkpoint; not a release format, so no
+    kernel: the torch steps on every backend): w1 (E, 2I, C), w2 (E, C, I) as mlp1/mlp2 in the original layout;
+    otherwise `moe`'s arguments and result."""
+    t = x if norm_scale is None else rms_norm(x, norm_scale)
+    N, C = t.shape
+    E, I2, C1 = w1.shape
+    A = ids.shape[1]
+    assert C1 == C and tuple(w2.shape) == (E, C, I2 // 2) and tuple(b1.shape) == (E, I2) and tuple(b2.shape) == (E, C)
+    assert tuple(ids.shape) == tuple(weights.shape) == (N, A)
+    dt = torch.float32 if t.device.type == "cpu" else t.dtype
+    y = _apply_experts(t, ids, weights, lambda i: _take(w1, i).to(dt), b1, lambda i: _take(w2, i).to(dt), b2,
+                       limit, dt).to(x.dtype)
+    return y if residual is None else residual + y
+
+
+def _take(t: torch.Tensor, i):
+    """Expert i's slice (an int) or the slices of a LongTensor of experts (R,), stacked."""
+    return t[i] if isinstance(i, int) else t.index_select(0, i)
+
+
+def _gathers(R: int, I: int, C: int, dt) -> bool:
+    """Whether the R routed rows' expert weights may be gathered at once (GATHER_BYTES), or go expert by expert."""
+    return R * 3 * I * C * torch.empty((), dtype=dt).element_size() <= GATHER_BYTES
+
+
+def _apply_experts(x, ids, weights, W1_of, b1, W2_of, b2, limit: float, dt) -> torch.Tensor:
+    """The torch steps of the MoE op, whatever stores the experts: W1_of(i) / W2_of(i) give expert i's (2I, C) /
+    (C, I) weights in dt, or for a LongTensor i (R,) theirs stacked. Few rows: every routed row's weights at once
+    (no host sync: CUDA-graph safe); many: one expert at a time over its rows. Returns (N, C) in x's dtype."""
+    N, C = x.shape
+    A = ids.shape[1]
+    R, I = N * A, b1.shape[1] // 2
+    out_dtype = x.dtype
+    x, b1, b2 = x.to(dt), b1.to(dt), b2.to(dt)
+    if _gathers(R, I, C, dt):
+        e = ids.reshape(R).long()
+        xr = x.repeat_interleave(A, dim=0)  # (R, C): token n's copy for each of its A experts
+        h = torch.bmm(W1_of(e), xr[:, :, None])[:, :, 0] + b1.index_select(0, e)  # (R, 2I)
+        y = torch.bmm(W2_of(e), swiglu(h, limit).to(dt)[:, :, None])[:, :, 0] + b2.index_select(0, e)  # (R, C)
         return torch.einsum("na,nac->nc", weights, y.float().reshape(N, A, C)).to(out_dtype)
     out = torch.zeros(N, C, dtype=torch.float32, device=x.device)
     flat = ids.reshape(R).long()
     order = torch.argsort(flat, stable=True)  # routed rows grouped by expert
-    counts = torch.bincount(flat, minlength=E).tolist()
+    counts = torch.bincount(flat, minlength=b1.shape[0]).tolist()
     start = 0
     for expert, n in enumerate(counts):
         if n == 0:
@@ -122,21 +162,23 @@ def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, li
         rows = order[start:start + n]
         start += n
         tok, wgt = rows // A, weights.reshape(R)[rows]  # (n,) token of each routed row, and its weight
-        W1 = mxfp4.decode(w1_blocks[expert], w1_scales[expert], dt)  # (2I, C)
-        W2 = mxfp4.decode(w2_blocks[expert], w2_scales[expert], dt)  # (C, I)
-        h = torch.nn.functional.linear(x[tok], W1, b1[expert])  # (n, 2I)
-        y = torch.nn.functional.linear(swiglu(h, limit).to(dt), W2, b2[expert])  # (n, C)
+        h = torch.nn.functional.linear(x[tok], W1_of(expert), b1[expert])  # (n, 2I)
+        y = torch.nn.functional.linear(swiglu(h, limit).to(dt), W2_of(expert), b2[expert])  # (n, C)
         out.index_add_(0, tok, y.float() * wgt[:, None])
     return out.to(out_dtype)
 
 
 def moe_block(x, w, config, ops, trace=None):
-    """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts)."""
+    """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts, or dense ones: moe_dense)."""
     B, T, C = x.shape
     x2, scale = x.reshape(B * T, C), w["norm.scale"]
-    experts = (w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"], w["mlp2_weight.blocks"],
-               w["mlp2_weight.scales"], w["mlp2_bias"])
-    fused = getattr(ops, "routed_moe", None)
+    dense = "mlp1_weight" in w
+    if dense:  # no kernel reads dense experts: the router and route from the backend, the experts in torch
+        experts, moe_op = (w["mlp1_weight"], w["mlp1_bias"], w["mlp2_weight"], w["mlp2_bias"]), moe_dense
+    else:
+        experts, moe_op = (w["mlp1_weight.blocks"], w["mlp1_weight.scales"], w["mlp1_bias"], w["mlp2_weight.blocks"],
+                           w["mlp2_weight.scales"], w["mlp2_bias"]), ops.moe
+    fused = None if dense else getattr(ops, "routed_moe", None)
     if fused is not None:  # the whole block in one call (the Triton backend: 3 launches at decode)
         out, router_logits, ids, weights = fused(x2, w["gate.weight"], w["gate.bias"], scale,
                                                  config.experts_per_token, *experts, config.swiglu_limit, residual=x2)
@@ -148,8 +190,8 @@ def moe_block(x, w, config, ops, trace=None):
             t, t_scale = norm_for(ops)(x2, scale), None
             router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])
         ids, weights = ops.route(router_logits, config.experts_per_token)
-        out = ops.moe(t, ids, weights, *experts, config.swiglu_limit,
-                      residual=x2, norm_scale=t_scale)  # x + MoE(norm(x)), the add in the op's last kernel
+        out = moe_op(t, ids, weights, *experts, config.swiglu_limit,
+                     residual=x2, norm_scale=t_scale)  # x + MoE(norm(x)), the add in the op's last kernel
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)
     return out.reshape(B, T, C)

@@ -212,7 +212,7 @@ def test_text_only_port_runs_the_text_checks_and_fails_the_model_ones(tmp_path, 
 
 
 def test_golden_from_a_user_checkpoint(tmp_path, monkeypatch):
-    """python -m golden --checkpoint on an HF-layout checkpoint; the kit runs against it with --golden and
+    """python -m golden --checkpoint on an original-layout checkpoint; the kit runs against it with --golden and
     refuses it once the checkpoint's config changes."""
     from reference.writer import write_checkpoint
     from reference.config import Config
@@ -231,6 +231,28 @@ def test_golden_from_a_user_checkpoint(tmp_path, monkeypatch):
     rc, cert = run_kit(["conformance/test_model.py::test_logits", "--impl", "reference", "--golden", str(out)],
                        tmp_path / "c2", monkeypatch)
     assert rc == pytest.ExitCode.TESTS_FAILED and "config.json changed" in failures(cert)
+
+
+def test_golden_from_a_dense_fine_tune(tmp_path, monkeypatch):
+    """A bf16 fine-tune as transformers saves it (HF layout, dense experts, no quantization_config): golden data
+    from it, and the reference and the optimized engine certified against it, each handed that folder as is."""
+    from reference.config import Config
+    from reference.writer import write_checkpoint
+    cfg = Config.from_json(json.loads((DATA_DIR / "checkpoints" / "gqa2-top2" / "config.json").read_text()))
+    ckpt = write_checkpoint(tmp_path / "fine-tune", cfg, seed=6, layout="hf", experts="dense", shards=2)
+    out = tmp_path / "golden-ft"
+    proc = subprocess.run([sys.executable, "-m", "golden", "--checkpoint", str(ckpt), "--out", str(out),
+                           "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "--steps", "2"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads((out / "manifest.json").read_text())["checkpoints"]["fine-tune-0"]
+    assert (entry["layout"], entry["experts"]) == ("hf", "dense")
+    assert "model.safetensors.index.json" in entry["files"]
+    for impl in ("reference", "optimized"):
+        rc, cert = run_kit(["conformance/test_model.py", "--impl", impl, "--golden", str(out)], tmp_path / impl,
+                           monkeypatch)
+        assert rc == 0, failures(cert)
+        assert cert["summary"]["pass"] >= 4 and cert["summary"].get("fail", 0) == 0
 
 
 def test_broken_ports_fail_with_clear_messages(tmp_path, monkeypatch):

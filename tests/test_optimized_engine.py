@@ -468,3 +468,72 @@ def test_static_decode_equals_dynamic_decode(ckpts, monkeypatch, backend):
             cache.lengths = [n + 1 for n in cache.lengths]
         runs.append(torch.stack(steps))
     torch.testing.assert_close(runs[1], runs[0], atol=TOL["fp32"], rtol=0)
+
+
+# -- dense experts (a dequantized or bf16 fine-tuned checkpoint: HF's gate_up_proj / down_proj) ----------------
+
+@pytest.fixture(scope="module")
+def dense_ckpts(tmp_path_factory, ckpts):
+    """The MXFP4 checkpoint's dense twin (same model) and random dense experts (off the MXFP4 grid)."""
+    from reference.writer import write_dequantized
+    root = tmp_path_factory.mktemp("dense")
+    return {"twin": write_dequantized(ckpts["original"], root / "twin"),
+            "random": write_checkpoint(root / "random", CFG, seed=8, layout="hf", experts="dense")}
+
+
+@pytest.mark.parametrize("which", ["twin", "random"])
+def test_dense_experts_match_reference(dense_ckpts, ckpts, which, monkeypatch):
+    """fp32 logits against the reference's (1e-4, as the packed model), through the gather path (few rows) and
+    the expert-by-expert path (GATHER_BYTES 0), incremental decode and a ragged batch as for the packed model;
+    the twin gives the packed model's logits; bf16 within the packed model's bounds."""
+    from optimized import moe as moe_mod
+    path = dense_ckpts[which]
+    ref = RefModel(path).logits(TOKENS)
+    im = OptimizedImpl(str(path), "fp32", context=64)
+    assert im.engine.model.weights.experts == "dense" and "mlp1_weight" in im.engine.model.weights.mlp[0]
+    assert im.engine.model.weights.mlp[0]["mlp1_weight"].shape == (CFG.num_experts, 2 * CFG.intermediate_size,
+                                                            CFG.hidden_size)
+    got = im.logits(TOKENS)
+    assert np.abs(got - ref).max() < 1e-4
+    np.testing.assert_allclose(im.decode_logits(TOKENS, 3), got, atol=TOL["fp32"], rtol=0)
+    batch = [TOKENS, TOKENS[:3], [9]]
+    for row, out in zip(batch, im.batch_logits(batch)):
+        np.testing.assert_allclose(out, im.logits(row), atol=TOL["fp32"], rtol=0)
+    monkeypatch.setattr(moe_mod, "GATHER_BYTES", 0)
+    np.testing.assert_allclose(im.logits(TOKENS), got, atol=TOL["fp32"], rtol=0)
+    monkeypatch.undo()
+    if which == "twin":
+        np.testing.assert_allclose(got, OptimizedImpl(str(ckpts["original"]), "fp32").logits(TOKENS),
+                                   atol=TOL["fp32"], rtol=0)
+    bf16 = OptimizedImpl(str(path), "bf16", context=64).logits(TOKENS)
+    err = np.abs(bf16 - ref).max(axis=-1)
+    assert np.median(err) < 0.05 and err.max() < 1.5, err
+
+
+def test_dense_plan_memory_and_graph_eligibility(dense_ckpts):
+    from types import SimpleNamespace
+    from optimized import moe as moe_mod
+    model = Model.load(dense_ckpts["random"], "cpu", torch.bfloat16)
+    plan = memory.plan_memory(CFG, 16, 1, "bf16", device="cpu", experts="dense")
+    assert plan["weights"] == model.weights.nbytes()
+    dense = sum(t.nbytes for n, t in model.weights.tensors.items() if n.endswith(("mlp1_weight", "mlp2_weight")))
+    assert plan["experts_packed"] == dense > memory.plan_memory(CFG, 16, 1, "bf16", device="cpu")["experts_packed"]
+    engine = Engine(model, context=16)
+    c = engine.config
+    too_many = moe_mod.GATHER_BYTES // (c.experts_per_token * 3 * c.intermediate_size * c.hidden_size * 2) + 1
+    engine.model.ops = SimpleNamespace(name="triton")  # no kernel reads dense experts: the torch bound holds
+    assert engine._graphable(1) and not engine._graphable(too_many)
+
+
+def test_dense_experts_on_the_triton_backend(dense_ckpts):
+    """Backend "triton" with dense experts: its router, route and projections, the experts in torch (moe_dense);
+    the torch backend's logits. Skipped where optimized.kernels cannot be imported."""
+    from optimized import ops
+    try:
+        ops.get_backend("triton")
+    except ops.BackendError as e:
+        pytest.skip(str(e))
+    model = Model.load(dense_ckpts["random"], "cpu", torch.float32, backend="triton")
+    tri = Engine(model, context=16).logits(TOKENS[:6])
+    ref = Engine(Model(model.weights), context=16).logits(TOKENS[:6])
+    torch.testing.assert_close(tri, ref, atol=1e-4, rtol=0)
