@@ -62,7 +62,8 @@ def render_md(cert: dict) -> str:
     lines = [f"# gpt-oss conformance certificate: {s['verdict']}", "",
              f"- implementation: `{imp.get('name')}` (`--impl {imp.get('impl')}`, factory `{imp.get('factory')}`)",
              f"- dtype (bounds): {imp.get('dtype')}; device: {imp.get('device')}; "
-             f"capabilities: {', '.join(imp.get('capabilities', []))}",
+             f"capabilities: {', '.join(imp.get('capabilities', []))}; "
+             f"checkpoints handed in the {imp.get('checkpoint_layout', 'original')} layout",
              f"- kit {cert['kit']['version']} at git {cert['kit']['git']}; golden format "
              f"{cert['golden']['format_version']}, manifest sha256 `{cert['golden']['manifest_sha256']}`",
              f"- {s['pass']} pass, {s['fail']} fail, {s['not_supported']} not supported, {s['skipped']} skipped; "

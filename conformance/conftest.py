@@ -24,6 +24,10 @@ def pytest_addoption(parser):
                      "device in its factory")
     g.addoption("--golden", default=None, help="golden data folder (default: golden/data; or one written by "
                                                "python -m golden --checkpoint)")
+    g.addoption("--layout", default="original", choices=["original", "hf", "hf-dense"],
+                help="the form of the golden checkpoints the port is handed: original (OpenAI's release layout, "
+                     "default), hf (HF names, q/k/v split, MXFP4 experts) or hf-dense (HF layout, experts dense "
+                     "bf16: how a fine-tune is saved); the same model, so the same golden logits")
     g.addoption("--certificate", default=None, help="write certificate.json and certificate.md to this folder")
 
 

@@ -15,9 +15,14 @@ from golden import format as gformat
 _CACHE: dict = {}  # (root, manifest sha256, what) -> loaded data
 
 
+LAYOUTS = ("original", "hf", "hf-dense")  # --layout: the checkpoint form a port is handed
+
+
 class Golden:
-    def __init__(self, root):
+    def __init__(self, root, layout: str = "original"):
+        assert layout in LAYOUTS, layout
         self.root = Path(root).resolve()
+        self.layout = layout  # synthetic golden data: the form of the checkpoint folder a port is handed
         self._manifest = None
         self._error = None
 
@@ -90,8 +95,24 @@ class Golden:
             for f, _ in entry["files"].items():
                 if not (path / f).is_file():
                     raise gformat.GoldenError(f"checkpoint file {path / f} is missing")
+            if self.layout != "original":
+                raise gformat.GoldenError(f"--layout {self.layout} gives a port another form of the kit's synthetic "
+                                          f"checkpoints; this golden data's checkpoint is your own {path} "
+                                          f"({entry.get('layout')} layout, {entry.get('experts', 'mxfp4')} experts), "
+                                          f"handed to the port as it is: drop --layout")
             return path
-        return self.root / "checkpoints" / case
+        if self.layout == "original":
+            return self.root / "checkpoints" / case
+        # a derived form (HF names, or the dense twin): the same model, so the same golden logits; written on
+        # first use and hash-checked against the manifest, file by file
+        prefix = f"derived/{self.layout}/{case}/"
+        rels = [rel for rel in self.manifest["derived"] if rel.startswith(prefix)]
+        if not rels:
+            raise gformat.GoldenError(f"golden manifest has no {self.layout} form of checkpoint {case!r} "
+                                      f"(regenerate with python -m golden)")
+        for rel in rels:
+            gformat.derived_path(self.root, rel)
+        return self.root / prefix
 
     def first_checkpoint(self) -> Path:
         return self.checkpoint_dir(sorted(self.listing()["cases"])[0])
@@ -107,7 +128,8 @@ class Kit:
         self.dtype_opt = config.getoption("--dtype")
         self.device_opt = config.getoption("--device")
         golden = config.getoption("--golden")
-        self.golden = Golden(golden or gformat.DATA_DIR)
+        self.layout = config.getoption("--layout")
+        self.golden = Golden(golden or gformat.DATA_DIR, self.layout)
         self.certificate = config.getoption("--certificate")
         self._factory = None
         self._impls: dict[str, object] = {}
@@ -132,7 +154,8 @@ class Kit:
                 self.identity |= {"impl": self.impl_name, "name": str(getattr(impl, "name", self.impl_name)),
                                   "declared_dtype": getattr(impl, "dtype", None),
                                   "device": str(getattr(impl, "device", None) or "unknown"),
-                                  "capabilities": ["logits"] * has_logits + plugin.capabilities(impl)}
+                                  "capabilities": ["logits"] * has_logits + plugin.capabilities(impl),
+                                  "checkpoint_layout": self.layout}
                 self.identity["dtype"] = self._dtype(impl)
         return self._impls[key]
 

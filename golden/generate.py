@@ -22,7 +22,7 @@ from reference.model import Model
 from reference.moe import route, swiglu
 from reference.norm import rms_norm
 from reference.rope import cos_sin, inv_freq_and_concentration
-from reference.writer import write_checkpoint
+from reference.writer import write_checkpoint, write_dequantized
 
 BASELINE_DTYPES = ("float32", "bfloat16")
 TOP_LOGPROBS = 5  # |Δlogprob| is measured on the reference's top tokens at each position
@@ -285,13 +285,23 @@ OPS = {"mxfp4": ops_mxfp4, "rope": ops_rope, "attention": ops_attention, "route"
        "swiglu": ops_swiglu, "rms_norm": ops_rms_norm}
 
 # -- driver ---------------------------------------------------------------------------------------------
+DERIVED_LAYOUTS = ("hf", "hf-dense")  # the forms `pytest conformance/ --layout` hands a port besides "original"
+
+
 def write_derived(root: Path, manifest: dict, rel: str) -> None:
-    parts = Path(rel).parts  # derived/hf/<name>/<file>
-    if len(parts) != 4 or parts[:2] != ("derived", "hf"):
+    """Write the derived copy that holds file rel (derived/<form>/<name>/<file>) from the golden checkpoint:
+    "hf" the same weights under HF names (writer, same seed), "hf-dense" its dense twin (write_dequantized)."""
+    parts = Path(rel).parts
+    if len(parts) != 4 or parts[0] != "derived" or parts[1] not in DERIVED_LAYOUTS:
         raise ValueError(f"unknown derived file {rel}")
-    spec = manifest["checkpoints"][parts[2]]
-    write_checkpoint(root / "derived" / "hf" / parts[2], Config.from_json(spec["config"]), seed=spec["seed"],
-                     layout="hf")
+    _write_form(root, parts[1], parts[2], manifest["checkpoints"][parts[2]])
+
+
+def _write_form(root: Path, form: str, name: str, spec: dict) -> Path:
+    dst = root / "derived" / form / name
+    if form == "hf":
+        return write_checkpoint(dst, Config.from_json(spec["config"]), seed=spec["seed"], layout="hf")
+    return write_dequantized(root / "checkpoints" / name, dst)
 
 
 def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: bool = False) -> dict:
@@ -309,9 +319,9 @@ def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: boo
         d = write_checkpoint(root / "checkpoints" / name, config, seed=seed)
         tokens = pick_prompt(Model(d), T, seed)
         save_npz(root / "cases" / f"{name}.npz", model_case(d, tokens, greedy))
-        hf = write_checkpoint(root / "derived" / "hf" / name, config, seed=seed, layout="hf")
-        for f in sorted(hf.iterdir()):
-            derived[f"derived/hf/{name}/{f.name}"] = sha256(f)
+        for form in DERIVED_LAYOUTS:
+            for f in sorted(_write_form(root, form, name, checkpoints[name]).iterdir()):
+                derived[f"derived/{form}/{name}/{f.name}"] = sha256(f)
         done += 1
     if not skip_ops:
         for op, fn in OPS.items():

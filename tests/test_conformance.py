@@ -107,8 +107,10 @@ def test_regeneration_reproduces_committed_data(tmp_path):
     assert (tmp_path / "text/vectors.json").read_text() == (DATA_DIR / "text/vectors.json").read_text()
     manifest = verify(tmp_path)
     committed = json.loads((DATA_DIR / "manifest.json").read_text())
-    assert manifest["derived"]["derived/hf/gqa2-top3-wide/model.safetensors"] == \
-        committed["derived"]["derived/hf/gqa2-top3-wide/model.safetensors"]
+    for form in ("hf", "hf-dense"):
+        for f in ("model.safetensors", "config.json"):
+            rel = f"derived/{form}/gqa2-top3-wide/{f}"
+            assert manifest["derived"][rel] == committed["derived"][rel], rel
 
 
 def test_hf_copy_matches_derived_golden_and_reference(tmp_path):
@@ -253,6 +255,38 @@ def test_golden_from_a_dense_fine_tune(tmp_path, monkeypatch):
                            monkeypatch)
         assert rc == 0, failures(cert)
         assert cert["summary"]["pass"] >= 4 and cert["summary"].get("fail", 0) == 0
+
+
+def test_layout_hands_ports_the_checkpoint_in_that_form(tmp_path, monkeypatch):
+    """--layout hf / hf-dense: the port gets the golden checkpoint under HF names, or its dense twin (written on
+    first use, hash-checked), and the same golden logits hold; the certificate says which form. With golden data
+    from a user's own checkpoint the option is refused (that folder is handed as it is)."""
+    from reference.checkpoint import Checkpoint
+    from reference.config import Config
+    from reference.writer import write_checkpoint
+    seen = tmp_path / "seen.txt"
+    port = tmp_path / "port.py"
+    port.write_text("import pathlib\n"
+                    "from conformance.impls.reference import ReferenceImpl\n"
+                    f"def factory(d):\n    pathlib.Path({str(seen)!r}).write_text(str(d))\n"
+                    "    return ReferenceImpl(d)\n")
+    for layout, experts in (("hf", "mxfp4"), ("hf-dense", "dense")):
+        rc, cert = run_kit(["conformance/test_model.py::test_logits[gqa1-top1-odd]", "--impl", f"{port}:factory",
+                            "--layout", layout], tmp_path / layout,
+                           monkeypatch)
+        assert rc == 0, failures(cert)
+        assert cert["implementation"]["checkpoint_layout"] == layout
+        assert f"checkpoints handed in the {layout} layout" in (tmp_path / layout / "certificate.md").read_text()
+        handed = Path(seen.read_text())
+        assert handed.parts[-3:] == ("derived", layout, "gqa1-top1-odd")
+        ck = Checkpoint(handed)
+        assert (ck.layout, ck.experts) == ("hf", experts)
+    cfg = Config.from_json(json.loads((DATA_DIR / "checkpoints" / "gqa2-top2" / "config.json").read_text()))
+    out = tmp_path / "golden-mine"
+    G.generate_from_checkpoint(write_checkpoint(tmp_path / "mine", cfg, seed=5), out, [[1, 2, 3, 4]], 1)
+    rc, cert = run_kit(["conformance/test_model.py::test_logits", "--impl", "reference", "--golden", str(out),
+                        "--layout", "hf-dense"], tmp_path / "u", monkeypatch)
+    assert rc == pytest.ExitCode.TESTS_FAILED and "drop --layout" in failures(cert)
 
 
 def test_broken_ports_fail_with_clear_messages(tmp_path, monkeypatch):

@@ -110,3 +110,18 @@ def test_hf_dense_experts_match(tmp_path, ckpt, source):
     with torch.no_grad():
         got = hf(torch.tensor([TOKENS])).logits[0].double().numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
+def test_transformers_adapter_reads_hf_folders_as_they_are(tmp_path):
+    """conformance/impls/transformers.py handed an HF-layout folder (--layout hf / hf-dense, or a user's own
+    checkpoint) loads it in place, no copy; the golden logits hold for the dense form."""
+    from conformance.impls.transformers import TransformersImpl
+    from golden.format import DATA_DIR, derived_path, load_npz, verify
+    name = "gqa2-top2"
+    rels = [r for r in verify(DATA_DIR)["derived"] if r.startswith(f"derived/hf-dense/{name}/")]
+    folder = [derived_path(DATA_DIR, r) for r in rels][0].parent
+    impl = TransformersImpl(str(folder))
+    case = load_npz(DATA_DIR / "cases" / f"{name}.npz")
+    got = impl.logits(case["tokens"].tolist())
+    np.testing.assert_allclose(got, case["logits"], rtol=0, atol=2e-5)
+    assert impl.model.model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
