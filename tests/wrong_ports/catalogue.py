@@ -215,6 +215,24 @@ class BatchPadsRight(ReferenceImpl):
         return [self.model.logits([0] * (T - len(t)) + list(t))[T - len(t):] for t in batch]
 
 
+class DenseDownProjUntransposed(ReferenceImpl):
+    """Reads a dense checkpoint's down_proj (E, I, C) as mlp2's (E, C, I) by reshaping, not transposing: no shape
+    error wherever I == C (gpt-oss-20b and -120b: 2880 both), every expert's output wrong. Certified with
+    --layout hf-dense (the original layout has no dense experts)."""
+
+    name = "wrong port: dense down_proj reshaped, not transposed"
+
+    def __init__(self, checkpoint_dir):
+        super().__init__(checkpoint_dir)
+        ckpt, read = self.model.ckpt, self.model.ckpt.expert
+        assert ckpt.experts == "dense", "run with --layout hf-dense"
+
+        def expert(layer, e):
+            W1, b1, W2, b2 = read(layer, e)
+            return W1, b1, np.ascontiguousarray(W2.T).reshape(W2.shape), b2  # W2.T: as stored, (I, C)
+        ckpt.expert = expert
+
+
 def _harmony():
     from harmony import load_harmony_encoding
     return load_harmony_encoding("HarmonyGptOss")
@@ -358,6 +376,8 @@ TEXT = "conformance/test_text.py::"
 CLASSES = {
     "kv_ring_buffer_everywhere": (RingBufferEverywhere, ["decode/tiny"], ["conformance/test_model.py::test_decode[tiny]"]),
     "batch_unmasked_padding": (BatchPadsRight, ["batch/tiny"], ["conformance/test_model.py::test_batch[tiny]"]),
+    "dense_down_proj_untransposed": (DenseDownProjUntransposed, ["logits/tiny", "first diverging stage: block.0.mlp"],
+                                     [TINY, "--layout", "hf-dense"]),
     "render_keeps_analysis": (RenderKeepsAnalysis, ["harmony_render", "earlier turns' analysis kept"],
                               [TEXT + "test_harmony_render"]),
     "render_history_return": (RenderHistoryReturn, ["harmony_render", "closed with <|return|>"],
