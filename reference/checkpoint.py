@@ -24,6 +24,7 @@ import numpy as np
 
 from reference import mxfp4, tensorfile
 from reference.config import Config, ConfigError
+from reference.moe import SWIGLU_ALPHA
 from reference.tensorfile import FLOAT_DTYPES, CheckpointError
 
 
@@ -93,7 +94,7 @@ _HF_IGNORED = {"architectures", "torch_dtype", "dtype", "transformers_version", 
                "pad_token_id", "eos_token_id", "bos_token_id", "_name_or_path", "quantization_config",
                "hidden_act", "model_type", "rope_scaling", "rope_parameters", "layer_types", "attention_bias",
                "rms_norm_eps", "tie_word_embeddings", "num_local_experts", "num_experts_per_tok",
-               "experts_per_token", "initial_context_length"}
+               "experts_per_token", "initial_context_length", "swiglu_alpha"}
 _HF_SAME = ["num_hidden_layers", "vocab_size", "hidden_size", "intermediate_size", "swiglu_limit", "head_dim",
             "num_attention_heads", "num_key_value_heads", "sliding_window", "rope_theta"]
 
@@ -115,13 +116,15 @@ def config_from_hf_json(d: dict) -> Config:
         raise ConfigError(f"HF config.json rope scaling must be YaRN, got {rope!r}")
     if rope.get("truncate", False):
         raise ConfigError("HF config.json rope_scaling.truncate=true rounds the YaRN ramp bounds; gpt-oss does not")
-    checks = {"attention_bias": True, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
+    # swiglu_alpha: written by transformers >= 5.2x (GptOssConfig); gpt-oss's is the constant 1.702 (moe.py)
+    checks = {"attention_bias": True, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "swiglu_alpha": SWIGLU_ALPHA}
     for key, want in checks.items():
         if key in d and d[key] != want:
             raise ConfigError(f"HF config.json {key}={d[key]!r}; gpt-oss has {want!r}")
     if "quantization_config" in d and (d["quantization_config"] or {}).get("quant_method") != "mxfp4":
         raise ConfigError(f"HF config.json quantization_config {d['quantization_config']!r}: only mxfp4 is read")
-    fields = {k: need(k) for k in _HF_SAME}
+    # transformers >= 5 writes rope_theta inside rope_parameters only
+    fields = {k: need(k) if k != "rope_theta" or "rope_theta" not in rope else d.get(k, rope[k]) for k in _HF_SAME}
     fields["num_experts"] = need("num_local_experts")
     fields["experts_per_token"] = d.get("num_experts_per_tok", d.get("experts_per_token"))
     if "num_experts_per_tok" in d and "experts_per_token" in d and d["num_experts_per_tok"] != d["experts_per_token"]:

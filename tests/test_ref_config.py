@@ -76,6 +76,15 @@ def test_config_is_frozen():
 @pytest.mark.parametrize("config", [GPT_OSS_20B, GPT_OSS_120B, TINY], ids=["20b", "120b", "tiny"])
 def test_hf_config_maps_back_to_the_same_model(config):
     assert config_from_hf_json(json.loads(json.dumps(hf_config_json(config)))) == config
+    # transformers >= 5.2x writes swiglu_alpha (gpt-oss's constant) into the configs it saves
+    assert config_from_hf_json(hf_config_json(config) | {"swiglu_alpha": 1.702}) == config
+    # ... and keeps rope_theta inside rope_parameters only
+    v5 = hf_config_json(config)
+    v5["rope_parameters"] = v5.pop("rope_scaling") | {"rope_theta": v5.pop("rope_theta")}
+    assert config_from_hf_json(v5) == config
+    del v5["rope_parameters"]["rope_theta"]
+    with pytest.raises(ConfigError, match="missing key 'rope_theta'"):
+        config_from_hf_json(v5)
 
 
 @pytest.mark.parametrize("change,words", [
@@ -83,6 +92,7 @@ def test_hf_config_maps_back_to_the_same_model(config):
     ({"rope_scaling": {"rope_type": "linear", "factor": 32.0}}, "YaRN"),
     ({"rms_norm_eps": 1e-6}, "rms_norm_eps"),
     ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+    ({"swiglu_alpha": 1.0}, "swiglu_alpha=1.0; gpt-oss has 1.702"),
     ({"layer_types": ["full_attention", "sliding_attention"]}, "layer_types"),
     ({"surprise": 1}, "unknown keys: \\['surprise'\\]"),
     ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),

@@ -125,3 +125,16 @@ def test_transformers_adapter_reads_hf_folders_as_they_are(tmp_path):
     got = impl.logits(case["tokens"].tolist())
     np.testing.assert_allclose(got, case["logits"], rtol=0, atol=2e-5)
     assert impl.model.model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
+
+
+def test_a_checkpoint_transformers_saved_after_dequantizing(tmp_path, ckpt):
+    """What a fine-tune starts from: the MXFP4 checkpoint loaded with Mxfp4Config(dequantize=True) and written back
+    by transformers' own save_pretrained (its config keys, tensor names, dtypes and orientation, whatever this
+    transformers version writes). The reference reads it as dense experts and as the same model: bitwise equal
+    float64 logits (every dequantized value is exact in bf16)."""
+    from reference.checkpoint import Checkpoint
+    path, want = ckpt
+    load_hf(path, torch.bfloat16).save_pretrained(tmp_path / "saved")
+    ck = Checkpoint(tmp_path / "saved")
+    assert (ck.layout, ck.experts) == ("hf", "dense")
+    assert np.array_equal(Model(ck).logits(TOKENS), want)
