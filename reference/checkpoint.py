@@ -10,12 +10,12 @@ gpt_oss/torch/weights.py, and HF transformers' convert_gpt_oss_weights_to_hf.py 
             mlp.router,mlp.experts.{gate_up,down}_proj_{blocks,scales,bias}}, model.norm.weight, lm_head.weight
   HF dense: the same with the experts as plain float matrices, mlp.experts.gate_up_proj (E, C, 2I) and
             mlp.experts.down_proj (E, I, C) instead of _blocks/_scales: what transformers writes when it saves
-            a gpt-oss loaded with Mxfp4Config(dequantize=True), i.e. every bf16 fine-tune. Transposed against
+            a gpt-oss loaded with Mxfp4Config(dequantize=True), as bf16 fine-tunes are saved. Transposed against
             the original layout (HF multiplies x @ W); gate_up's columns interleave gate and linear as mlp1's rows.
-The layout and the expert format ("mxfp4" or "dense") are detected from the tensor names. Every tensor the config implies must be present with its
-exact shape and a compatible dtype, and nothing else may be: a mismatch raises CheckpointError naming it.
-Tensors stay on disk (memory-mapped per access) and are widened to float64 only when read.
-Not here: any math. Callers use canonical (original-layout) names.
+The layout and the expert format ("mxfp4" or "dense") are detected from the tensor names. Every tensor the config
+implies must be present with its exact shape and a compatible dtype, and nothing else may be: a mismatch raises
+CheckpointError naming it. Tensors stay on disk (memory-mapped per access) and are widened to float64 only when
+read. Not here: any math. Callers use canonical (original-layout) names.
 """
 import json
 from pathlib import Path

@@ -1,0 +1,128 @@
+"""`python -m conformance.quality --impl NAME`: how far a port's next-token distribution is from the reference's.
+
+For ports that are not meant to be exact (a re-quantized model: int4, GGUF Q4/Q8, FP8; a pruned one), which
+the kit's bounds fail by design: instead of pass/fail, the distance, measured the way quantizers compare models,
+beside the yardstick of an honest bf16 implementation (the golden data's bf16 baseline). Every golden case: the
+port's logits() on the prompt followed by the reference's greedy continuation (as test_greedy feeds it), each
+position against the reference's float64 logits. Per case and over all positions:
+
+  KL      KL(P_ref || P_port) in nats, mean and max over positions (llama.cpp's KLD statistic)
+  top-1   fraction of positions where the port's argmax is the reference's (ties in the reference are rare)
+  dp      mean |p_ref(t) - p_port(t)| for the reference's top token t
+  dlogp   max |log p_ref(t) - log p_port(t)| over the reference's top-5 tokens (the kit's logprob measure)
+  bf16    the golden bf16 baseline's dlogp on the same case (an honest bf16 implementation's error)
+
+  python -m conformance.quality --impl mypkg.q4:factory                       # the kit's synthetic golden data
+  python -m conformance.quality --impl mypkg.q4:factory --golden g20b/        # from your real checkpoint
+  python -m conformance.quality --impl NAME --json out.json                   # the numbers, per position too
+
+On random synthetic weights only relative statements hold (yours against the bf16 row); on golden data from a real
+checkpoint (`python -m golden --checkpoint`, with your own prompts via --tokens) the numbers are the real model's.
+Legend: T positions, V vocabulary.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conformance import plugin
+from conformance.session import LAYOUTS, Golden
+from golden import format as gformat
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """(T, V) logits -> (T, V) log-probabilities, float64."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def distance(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Per-position distances of got (T, V) from ref (T, V), both logits."""
+    assert ref.shape == got.shape and ref.ndim == 2, (ref.shape, got.shape)
+    lr, lg = log_softmax(ref.astype(np.float64)), log_softmax(got.astype(np.float64))
+    pr = np.exp(lr)
+    kl = np.maximum((pr * (lr - lg)).sum(axis=-1), 0.0)  # >= 0 up to rounding
+    top = np.argmax(ref, axis=-1)
+    rows = np.arange(ref.shape[0])
+    top5 = np.argsort(-ref, axis=-1, kind="stable")[:, :5]
+    return {"kl": kl, "top1": np.argmax(got, axis=-1) == top,
+            "dp": np.abs(pr[rows, top] - np.exp(lg[rows, top])),
+            "dlogp": np.abs(np.take_along_axis(lr, top5, -1) - np.take_along_axis(lg, top5, -1)).max(axis=-1)}
+
+
+def sequence(case: dict) -> tuple[list[int], np.ndarray]:
+    """The prompt then the reference's greedy continuation (its last token not fed), and the reference's logits
+    at every position of that sequence."""
+    T = len(case["tokens"])
+    greedy = case["greedy.tokens"].tolist() if "greedy.tokens" in case else []
+    seq = case["tokens"].tolist() + greedy[:-1]
+    ref = np.concatenate([case["logits"][:T - 1], case["greedy.logits"]]) if greedy else case["logits"]
+    assert ref.shape[0] == len(seq), (ref.shape, len(seq))
+    return seq, ref
+
+
+def measure(factory, golden: Golden) -> list[dict]:
+    """One row per golden case (and the port made once per checkpoint, as the kit does)."""
+    out, impls = [], {}
+    for name in golden.listing()["cases"]:
+        case = golden.case(name)
+        key = str(golden.checkpoint_dir(name))
+        impl = impls[key] = impls[key] if key in impls else factory(key)
+        if not callable(getattr(impl, "logits", None)):
+            raise plugin.ImplError("the object from the factory has no logits() method")
+        seq, ref = sequence(case)
+        got = plugin.to_numpy(impl.logits(list(seq)), "logits")
+        if got.shape != ref.shape:
+            raise plugin.ImplError(f"logits: returned shape {got.shape} for {len(seq)} tokens, expected "
+                                   f"{list(ref.shape)}")
+        if not np.all(np.isfinite(got)):
+            raise plugin.ImplError(f"logits: non-finite values for case {name}")
+        d = distance(ref, got)
+        bf16 = case.get("baseline.bfloat16.logprob")
+        out.append({"case": name, "positions": len(seq), "per_position": {k: v.tolist() for k, v in d.items()},
+                    **summary(d), "bf16_dlogp": None if bf16 is None else float(bf16)})
+    return out
+
+
+def summary(d: dict) -> dict:
+    return {"kl_mean": float(d["kl"].mean()), "kl_max": float(d["kl"].max()), "top1": float(d["top1"].mean()),
+            "dp_mean": float(d["dp"].mean()), "dlogp_max": float(d["dlogp"].max())}
+
+
+def table(rows: list[dict]) -> str:
+    pooled = {k: np.concatenate([np.asarray(r["per_position"][k]) for r in rows]) for k in rows[0]["per_position"]}
+    lines = ["| case | positions | KL mean | KL max | top-1 | dp mean | dlogp max | bf16 dlogp |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows + [{"case": "**all**", "positions": len(pooled["kl"]), **summary(pooled), "bf16_dlogp": None}]:
+        bf16 = "" if r["bf16_dlogp"] is None else f"{r['bf16_dlogp']:.3g}"
+        lines.append(f"| {r['case']} | {r['positions']} | {r['kl_mean']:.3g} | {r['kl_max']:.3g} | "
+                     f"{100 * r['top1']:.1f}% | {r['dp_mean']:.3g} | {r['dlogp_max']:.3g} | {bf16} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m conformance.quality", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--impl", required=True, help="as the kit's --impl (package.module:factory, file.py:factory, "
+                                                  "exec:COMMAND, or a built-in: reference, optimized, transformers)")
+    ap.add_argument("--golden", default=None, help="golden data folder (default golden/data)")
+    ap.add_argument("--layout", default="original", choices=LAYOUTS, help="the checkpoint form the port is handed")
+    ap.add_argument("--dtype", default=None, help="for the built-in impls: selects their bf16 factory")
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda"], help="for the built-in impls")
+    ap.add_argument("--json", type=Path, default=None, help="also write every number (per position too) here")
+    args = ap.parse_args(argv)
+    try:
+        factory, spec = plugin.resolve(args.impl, args.dtype, args.device)
+        rows = measure(factory, Golden(args.golden or gformat.DATA_DIR, args.layout))
+    except (plugin.ImplError, gformat.GoldenError, TypeError, ValueError) as e:
+        sys.exit(f"conformance.quality: {type(e).__name__}: {e}")
+    print(f"distance from the reference: --impl {args.impl} ({spec}), golden {args.golden or gformat.DATA_DIR}")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"impl": args.impl, "layout": args.layout, "cases": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
