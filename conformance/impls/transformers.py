@@ -1,9 +1,10 @@
 """`--impl transformers`: Hugging Face transformers' GptOssForCausalLM, an independent third-party port.
 
-The kit hands every port an original-layout checkpoint; transformers reads the HF layout, so this adapter
-first writes an HF-layout copy (the same stored bytes under HF names, q/k/v split, HF config.json; see
-`to_hf`), cached by the source's config and file sizes/mtimes. An HF-layout folder (a user's own checkpoint
-behind `python -m golden --checkpoint`, MXFP4 or dense experts) is read as it is. transformers dequantizes
+The kit hands a port an original-layout checkpoint unless --layout says otherwise; transformers reads the HF
+layout, so from an original one this adapter first writes an HF-layout copy (the same stored bytes under HF names,
+q/k/v split, HF config.json; see `to_hf`), cached by the source's config and file sizes/mtimes. An HF-layout
+folder (--layout hf or hf-dense, or a user's own checkpoint behind `python -m golden --checkpoint`, MXFP4 or
+dense experts) is read as it is. transformers dequantizes
 MXFP4 on CPU and runs in float32 (`dtype` below). Needs `transformers` >= 4.56 and `accelerate`; nothing is downloaded.
 Capabilities: logits, decode_logits (HF's own KV cache, sliding-window layers included), batch_logits (left
 padding with an attention mask), intermediates (the residual stream after each decoder layer).
