@@ -371,3 +371,19 @@ def test_headroom_reads_a_folder_or_its_json_and_names_bad_input(tmp_path, capsy
     (tmp_path / "other.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="without a certificate's checks"):
         headroom.main([str(tmp_path / "other.json")])
+
+
+def test_golden_cli_refuses_prompts_beyond_the_vocabulary(tmp_path):
+    """The default (o200k_harmony) prompts on a checkpoint with a small vocabulary: refused before any work,
+    saying which id and why; a broken checkpoint is named, not a traceback."""
+    from reference.config import Config
+    from reference.writer import write_checkpoint
+    cfg = Config.from_json(json.loads((DATA_DIR / "checkpoints" / "gqa2-top2" / "config.json").read_text()))
+    ckpt = write_checkpoint(tmp_path / "small", cfg, seed=1)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "golden", "--checkpoint", *a], cwd=REPO,  # noqa: E731
+                                    capture_output=True, text=True)
+    proc = run(str(ckpt), "--out", str(tmp_path / "g"))
+    assert proc.returncode != 0 and f"beyond this checkpoint's vocabulary ({cfg.vocab_size} ids)" in proc.stderr, proc.stderr
+    (ckpt / "config.json").write_text("{")
+    proc = run(str(ckpt), "--out", str(tmp_path / "g"), "--tokens", "1,2")
+    assert proc.returncode != 0 and "not valid JSON" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

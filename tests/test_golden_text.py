@@ -131,3 +131,15 @@ def test_result_normalization():
     assert as_bytes("ü") == b"\xc3\xbc"
     with pytest.raises(TypeError, match="byte values"):
         as_bytes([256])
+
+
+def test_golden_cli_prompts_are_what_they_say(oracle):  # noqa: F811
+    """`python -m golden --checkpoint`'s --chat and --text prompts (and its defaults): openai-harmony's rendering
+    of the default system message and the user message, and the text's own tokens (they decode back to it)."""
+    from golden.__main__ import DEFAULT_CHAT, DEFAULT_TEXT, real_prompts
+    oh, enc = oracle
+    chat, text = real_prompts(DEFAULT_CHAT, DEFAULT_TEXT)
+    conv = oh.Conversation.from_messages([oh.Message.from_role_and_content(oh.Role.SYSTEM, oh.SystemContent.new()),
+                                          oh.Message.from_role_and_content(oh.Role.USER, DEFAULT_CHAT[0])])
+    assert chat == enc.render_conversation_for_completion(conv, oh.Role.ASSISTANT)
+    assert enc.decode_utf8(text) == DEFAULT_TEXT[0] and enc.decode_utf8(chat).endswith("<|start|>assistant")
