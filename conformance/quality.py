@@ -12,9 +12,14 @@ position against the reference's float64 logits. Per case and over all positions
   dlogp   max |log p_ref(t) - log p_port(t)| over the reference's top-5 tokens (the kit's logprob measure)
   bf16    the golden bf16 baseline's dlogp on the same case (an honest bf16 implementation's error)
 
+With --stages and a port that exposes intermediates(): where the distance grows, layer by layer, on the prompt:
+each stage's relative error ||port - ref|| / ||ref|| (the residual stream after each attention and MoE block, the
+final norm; a quantization's damage shows where it enters), and the share of tokens routed to the same experts.
+
   python -m conformance.quality --impl mypkg.q4:factory                       # the kit's synthetic golden data
   python -m conformance.quality --impl mypkg.q4:factory --golden g20b/        # from your real checkpoint
   python -m conformance.quality --impl NAME --json out.json                   # the numbers, per position too
+  python -m conformance.quality --impl NAME --stages                          # and layer by layer
 
 On random synthetic weights only relative statements hold (yours against the bf16 row); on golden data from a real
 checkpoint (`python -m golden --checkpoint`, with your own prompts via --tokens) the numbers are the real model's.
@@ -63,7 +68,25 @@ def sequence(case: dict) -> tuple[list[int], np.ndarray]:
     return seq, ref
 
 
-def measure(factory, golden: Golden) -> list[dict]:
+def stage_distance(case: dict, got: dict) -> dict:
+    """{stage: relative error} for every stage both have, and {block.N.mlp.expert_ids: share of tokens whose
+    chosen experts (as sets) are the reference's}."""
+    out = {}
+    for key, value in got.items():
+        ref = case.get("stage." + key)
+        if ref is None or key.endswith(("expert_weights", "router_logits")):
+            continue
+        a = plugin.to_numpy(value, f"intermediates[{key!r}]")
+        if a.shape != ref.shape:
+            raise plugin.ImplError(f"intermediates[{key!r}]: shape {a.shape}, expected {list(ref.shape)}")
+        if key.endswith("expert_ids"):
+            out[key] = float(np.all(np.sort(a.astype(np.int64), -1) == np.sort(ref, -1), -1).mean())
+        else:
+            out[key] = float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-300))
+    return out
+
+
+def measure(factory, golden: Golden, stages: bool = False) -> list[dict]:
     """One row per golden case (and the port made once per checkpoint, as the kit does)."""
     out, impls = [], {}
     for name in golden.listing()["cases"]:
@@ -83,7 +106,31 @@ def measure(factory, golden: Golden) -> list[dict]:
         bf16 = case.get("baseline.bfloat16.logprob")
         out.append({"case": name, "positions": len(seq), "per_position": {k: v.tolist() for k, v in d.items()},
                     **summary(d), "bf16_dlogp": None if bf16 is None else float(bf16)})
+        if stages:
+            if not callable(getattr(impl, "intermediates", None)):
+                raise plugin.ImplError("--stages needs the port's intermediates() (see the plugin protocol)")
+            out[-1]["stages"] = stage_distance(case, impl.intermediates(case["tokens"].tolist()))
     return out
+
+
+def _stage_order(key: str) -> tuple:
+    parts = key.split(".")
+    if parts[0] == "block":
+        return (1, int(parts[1]), parts[2] != "attn", key)
+    return ({"embedding": 0, "norm": 2, "logits": 3}.get(parts[0], 4), 0, False, key)
+
+
+def stage_table(rows: list[dict]) -> str:
+    """Rows: stages in model order; columns: cases; relative errors (expert_ids: same-experts share)."""
+    keys = sorted({k for r in rows for k in r["stages"]}, key=_stage_order)
+    lines = ["| stage | " + " | ".join(r["case"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for k in keys:
+        cells = []
+        for r in rows:
+            v = r["stages"].get(k)
+            cells.append("" if v is None else f"{100 * v:.1f}% same" if k.endswith("expert_ids") else f"{v:.3g}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summary(d: dict) -> dict:
@@ -112,14 +159,19 @@ def main(argv=None):
     ap.add_argument("--dtype", default=None, help="for the built-in impls: selects their bf16 factory")
     ap.add_argument("--device", default=None, choices=["cpu", "cuda"], help="for the built-in impls")
     ap.add_argument("--json", type=Path, default=None, help="also write every number (per position too) here")
+    ap.add_argument("--stages", action="store_true", help="also each stage's relative error (needs intermediates())")
     args = ap.parse_args(argv)
     try:
         factory, spec = plugin.resolve(args.impl, args.dtype, args.device)
-        rows = measure(factory, Golden(args.golden or gformat.DATA_DIR, args.layout))
+        rows = measure(factory, Golden(args.golden or gformat.DATA_DIR, args.layout), args.stages)
     except (plugin.ImplError, gformat.GoldenError, TypeError, ValueError) as e:
         sys.exit(f"conformance.quality: {type(e).__name__}: {e}")
     print(f"distance from the reference: --impl {args.impl} ({spec}), golden {args.golden or gformat.DATA_DIR}")
     print(table(rows))
+    if args.stages:
+        print("\nrelative error of each stage on the prompt (||port - ref|| / ||ref||); expert_ids: tokens routed to "
+              "the same experts")
+        print(stage_table(rows))
     if args.json:
         args.json.write_text(json.dumps({"impl": args.impl, "layout": args.layout, "cases": rows}, indent=1) + "\n")
 

@@ -76,3 +76,32 @@ def test_cli_table_json_and_errors(tmp_path, capsys):
         quality.main(["--impl", f"{port}:short"])
     with pytest.raises(SystemExit, match="cannot import 'no_such_module'"):
         quality.main(["--impl", "no_such_module:factory"])
+
+
+def test_stages_show_where_the_distance_enters(tmp_path, capsys):
+    """--stages: a port that rounds only layer 1's attention weights is exact up to block.0.mlp and departs at
+    block.1.attn; the reference is exact everywhere; a port without intermediates() is told it needs them."""
+    golden = Golden(DATA_DIR)
+
+    class Layer1Rounded(RoundedAttention):
+        def __init__(self, d):
+            super().__init__(d, 3)
+            rounded, exact = self.model.ckpt.layer_weights, ReferenceImpl(d).model.ckpt.layer_weights
+            self.model.ckpt.layer_weights = lambda n, part, names: (rounded if n == 1 else exact)(n, part, names)
+
+    rows = quality.measure(Layer1Rounded, golden, stages=True)
+    for r in rows:
+        s = r["stages"]
+        assert s["embedding"] == s["block.0.attn"] == s["block.0.mlp"] == 0.0, (r["case"], s)
+        assert s["block.1.attn"] > 1e-4 and s["block.0.mlp.expert_ids"] == 1.0, (r["case"], s)
+    exact = quality.measure(ReferenceImpl, golden, stages=True)
+    assert all(v < 1e-12 or k.endswith("expert_ids") and v == 1.0 for r in exact for k, v in r["stages"].items())
+    assert "| block.1.attn |" in quality.stage_table(rows)
+    port = tmp_path / "bare.py"
+    port.write_text("from conformance.impls.reference import ReferenceImpl\n"
+                    "class Bare:\n"
+                    "    def __init__(self, d): self.inner = ReferenceImpl(d)\n"
+                    "    def logits(self, tokens): return self.inner.logits(tokens)\n"
+                    "bare = Bare\n")
+    with pytest.raises(SystemExit, match=r"--stages needs the port's intermediates\(\)"):
+        quality.main(["--impl", f"{port}:bare", "--stages"])
