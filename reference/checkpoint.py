@@ -181,6 +181,11 @@ class Checkpoint:
         dense = sorted(n for n in self.entries if n.endswith((".mlp1_weight", ".mlp2_weight", ".experts.gate_up_proj",
                                                                ".experts.down_proj")))
         if not dense:
+            packed = any(n.endswith(("_proj_blocks", ".mlp1_weight.blocks")) for n in self.entries)
+            if not packed and any(n.endswith((".gate_up_proj_bias", ".mlp1_bias")) for n in self.entries):
+                raise CheckpointError(f"{self.path}: the experts' weights are missing, only their biases are here: "
+                                      f"neither MXFP4 blocks/scales nor dense gate_up_proj/down_proj (transformers "
+                                      f"5.17's save_pretrained writes a dequantized gpt-oss without them)")
             return "mxfp4"
         if self.layout == "original":
             raise CheckpointError(f"{self.path}: dense expert tensors {dense[:2]} in the original layout, which holds "

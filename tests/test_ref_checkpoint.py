@@ -409,6 +409,15 @@ def test_dense_experts_in_the_original_layout_are_refused(base, tmp_path):
         Checkpoint(path)
 
 
+def test_expert_weights_missing_altogether_are_named(base, tmp_path):
+    """Biases but no expert weights in either format (what transformers 5.17 saves from a dequantized model)."""
+    path = copy(base["hf"], tmp_path)
+    rewrite(path / "model.safetensors",
+            lambda t: [t.pop(n) for n in list(t) if n.endswith(("_proj_blocks", "_proj_scales"))])
+    with pytest.raises(CheckpointError, match="experts' weights are missing, only their biases are here"):
+        Checkpoint(path)
+
+
 def test_mixed_expert_formats_are_refused(base, dense, tmp_path):
     path = copy(dense, tmp_path)
     packed = tensors_of(base["hf"] / "model.safetensors")
