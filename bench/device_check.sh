@@ -19,7 +19,7 @@
 #   5. the engine's GPU check (optimized.gpu_check), the decode projections alone (bench/gpu.py --linear-sweep:
 #      linear kernel tiles vs the torch steps), the attention prefill tiles (--attn-sweep), the remaining kernel
 #      tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF transformers (20b, dense
-#      bf16 experts) if the budget has room
+#      bf16 experts), then the kit's model checks on the dense-expert form (--layout hf-dense) if the budget has room
 # Works in $WORK (a temporary folder unless set): one log per stage, bench_*.json, the certificate, summary.json.
 # $OUT receives four files, since the device tool brings back at most 8: summary.json (stage statuses, test
 # counts, every bench row), status.txt, decisions.txt (bench/decide.py: BENCHMARKS.md's waiting switches decided
@@ -143,6 +143,9 @@ stage bench_torch 30 $PY bench/gpu.py --models 20b --backends torch --skip moe,a
     --contexts 1024 --prefill 2048 --json "$WORK/bench_torch.json"
 stage bench_hf 40 $PY bench/gpu.py --models 20b --backends triton --skip moe,attention,engine --hf --contexts 1024 \
     --prefill 2048 --json "$WORK/bench_hf.json"
+# a fine-tune's dense bf16 experts on CUDA (the torch MoE steps, CUDA graphs within the gather bound): the model checks
+stage conformance_dense 20 $PY -m pytest -q -p no:cacheprovider conformance/test_model.py --impl optimized \
+    --device cuda --dtype bfloat16 --layout hf-dense
 
 # -- summary: stage statuses, test counts, the headline numbers ----------------------------------------------
 for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done >"$WORK/status.txt"
@@ -151,7 +154,7 @@ import json, os, re, sys
 out = sys.argv[1]
 status = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(out, "status.txt")) if "=" in line)
 summary = {"stages": status, "tests": {}, "bench": {}}
-for name in ("kernel_tests_gpu", "kernel_tests_rest", "conformance"):
+for name in ("kernel_tests_gpu", "kernel_tests_rest", "conformance", "conformance_dense"):
     p = os.path.join(out, name + ".log")
     if os.path.exists(p):
         tail = open(p, errors="replace").read()[-4000:]
