@@ -91,7 +91,11 @@ ROUTE = [
 ]
 
 
-def _rope(pos, D, theta, f, icl, a, b, rounded=False, concentration=True, yarn=True, swapped=False):
+def _rope(pos, D, theta, f, icl, a, b, rounded=False, concentration=True, yarn=True, swapped=False, dynamic=False):
+    if dynamic:  # plain RoPE at positions before the initial context, YaRN from there on
+        short = (np.asarray(pos) < icl)[:, None]
+        plain, scaled = _rope(pos, D, theta, f, icl, a, b, yarn=False), _rope(pos, D, theta, f, icl, a, b)
+        return np.where(short, plain[0], scaled[0]), np.where(short, plain[1], scaled[1])
     if swapped:
         a, b = b, a
     freq = theta ** (np.arange(0, D, 2, dtype=np.float64) / D)
@@ -113,6 +117,8 @@ ROPE = [
     ("YaRN concentration 0.1*ln(factor)+1 not applied to cos and sin", lambda *p: _rope(*p, concentration=False)),
     ("plain RoPE without YaRN scaling", lambda *p: _rope(*p, yarn=False)),
     ("YaRN ntk_alpha/ntk_beta swapped", lambda *p: _rope(*p, swapped=True)),
+    ("YaRN only beyond initial_context_length (dynamic scaling; gpt-oss scales every position, so plain RoPE on a "
+     "short prompt is wrong)", lambda *p: _rope(*p, dynamic=True)),
 ]
 
 

@@ -215,6 +215,43 @@ class BatchPadsRight(ReferenceImpl):
         return [self.model.logits([0] * (T - len(t)) + list(t))[T - len(t):] for t in batch]
 
 
+class YarnOnlyBeyondContext(ReferenceImpl):
+    """Dynamic YaRN: plain RoPE (no frequency scaling, no concentration) at positions before
+    initial_context_length, YaRN from there on. gpt-oss's YaRN table applies at every position, so every prompt
+    shorter than 4096 tokens is run with the wrong angles."""
+
+    name = "wrong port: YaRN only beyond the initial context"
+
+    def __init__(self, checkpoint_dir):
+        super().__init__(checkpoint_dir)
+        c = self.model.config
+        self._params = (c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length, c.rope_ntk_alpha,
+                        c.rope_ntk_beta)
+
+    @staticmethod
+    def _table(positions, D, theta, f, icl, a, b):
+        pos = np.asarray(positions, dtype=np.int64)
+        scaled = rope.cos_sin(pos, *_invfreq(int(D), theta, f, icl, a, b))
+        plain = rope.cos_sin(pos, *_invfreq(int(D), theta, 1.0, icl, a, b))  # factor 1: no YaRN
+        short = (pos < icl)[:, None]
+        return np.where(short, plain[0], scaled[0]), np.where(short, plain[1], scaled[1])
+
+    def op_rope_cos_sin(self, positions, head_dim, rope_theta, rope_scaling_factor, initial_context_length,
+                        rope_ntk_alpha, rope_ntk_beta):
+        return self._table(positions, head_dim, rope_theta, rope_scaling_factor, initial_context_length,
+                           rope_ntk_alpha, rope_ntk_beta)
+
+    def _with_table(self, method, *args):
+        with mock.patch.object(model, "cos_sin", lambda pos, inv, conc: self._table(pos, *self._params)):
+            return getattr(super(), method)(*args)
+
+    def logits(self, tokens):
+        return self._with_table("logits", tokens)
+
+    def intermediates(self, tokens):
+        return self._with_table("intermediates", tokens)
+
+
 class DenseDownProjUntransposed(ReferenceImpl):
     """Reads a dense checkpoint's down_proj (E, I, C) as mlp2's (E, C, I) by reshaping, not transposing: no shape
     error wherever I == C (gpt-oss-20b and -120b: 2880 both), every expert's output wrong. Certified with
@@ -376,6 +413,9 @@ TEXT = "conformance/test_text.py::"
 CLASSES = {
     "kv_ring_buffer_everywhere": (RingBufferEverywhere, ["decode/tiny"], ["conformance/test_model.py::test_decode[tiny]"]),
     "batch_unmasked_padding": (BatchPadsRight, ["batch/tiny"], ["conformance/test_model.py::test_batch[tiny]"]),
+    "yarn_only_beyond_context": (YarnOnlyBeyondContext, ["YaRN only beyond initial_context_length", "logits/tiny",
+                                                         "first diverging stage: block.0.attn"],
+                                 [OPS + "::test_op_rope", TINY]),
     "dense_down_proj_untransposed": (DenseDownProjUntransposed, ["logits/tiny", "first diverging stage: block.0.mlp"],
                                      [TINY, "--layout", "hf-dense"]),
     "render_keeps_analysis": (RenderKeepsAnalysis, ["harmony_render", "earlier turns' analysis kept"],
