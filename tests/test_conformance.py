@@ -383,7 +383,8 @@ def test_golden_cli_refuses_prompts_beyond_the_vocabulary(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "golden", "--checkpoint", *a], cwd=REPO,  # noqa: E731
                                     capture_output=True, text=True)
     proc = run(str(ckpt), "--out", str(tmp_path / "g"))
-    assert proc.returncode != 0 and f"beyond this checkpoint's vocabulary ({cfg.vocab_size} ids)" in proc.stderr, proc.stderr
+    assert proc.returncode != 0, proc.stderr
+    assert f"beyond this checkpoint's vocabulary ({cfg.vocab_size} ids)" in proc.stderr, proc.stderr
     (ckpt / "config.json").write_text("{")
     proc = run(str(ckpt), "--out", str(tmp_path / "g"), "--tokens", "1,2")
     assert proc.returncode != 0 and "not valid JSON" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
