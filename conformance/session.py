@@ -23,6 +23,7 @@ class Golden:
         assert layout in LAYOUTS, layout
         self.root = Path(root).resolve()
         self.layout = layout  # synthetic golden data: the form of the checkpoint folder a port is handed
+        self._derived: set[str] = set()  # derived forms written and hash-checked in this run
         self._manifest = None
         self._error = None
 
@@ -106,12 +107,14 @@ class Golden:
         # a derived form (HF names, or the dense twin): the same model, so the same golden logits; written on
         # first use and hash-checked against the manifest, file by file
         prefix = f"derived/{self.layout}/{case}/"
-        rels = [rel for rel in self.manifest["derived"] if rel.startswith(prefix)]
-        if not rels:
-            raise gformat.GoldenError(f"golden manifest has no {self.layout} form of checkpoint {case!r} "
-                                      f"(regenerate with python -m golden)")
-        for rel in rels:
-            gformat.derived_path(self.root, rel)
+        if prefix not in self._derived:  # checked once per run (derived_path re-verifies the whole golden folder)
+            rels = [rel for rel in self.manifest["derived"] if rel.startswith(prefix)]
+            if not rels:
+                raise gformat.GoldenError(f"golden manifest has no {self.layout} form of checkpoint {case!r} "
+                                          f"(regenerate with python -m golden)")
+            for rel in rels:
+                gformat.derived_path(self.root, rel)
+            self._derived.add(prefix)
         return self.root / prefix
 
     def first_checkpoint(self) -> Path:

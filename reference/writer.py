@@ -131,15 +131,16 @@ def write_checkpoint(path, config: Config, seed: int = 0, layout: str = "origina
     return path
 
 
-def write_dequantized(src, dst, float_dtype: str = "BF16") -> Path:
-    """The dense twin of a checkpoint with MXFP4 experts (either layout): an HF-layout folder whose experts are
-    the packed ones decoded (gate_up_proj, down_proj; exact in BF16: a FP4 value times a power of two, for the
-    scales a trained or synthetic checkpoint holds), every other tensor byte-identical. The same model: what
-    transformers saves after loading it with Mxfp4Config(dequantize=True)."""
+def write_hf(src, dst, dense: bool = False, float_dtype: str = "BF16") -> Path:
+    """An HF-layout copy of a checkpoint with MXFP4 experts (either layout): every stored tensor byte-identical
+    under its HF name (q/k/v split), config.json as transformers writes it. dense=True: its dense twin instead,
+    the experts decoded into gate_up_proj / down_proj (exact in BF16: a FP4 value times a power of two, for the
+    scales a trained or synthetic checkpoint holds), no quantization_config: the same model, what transformers
+    saves after loading it with Mxfp4Config(dequantize=True)."""
     ck = Checkpoint(src)
     if ck.experts != "mxfp4":
         raise ValueError(f"{src}: its experts are already {ck.experts}")
-    c, dst = ck.config, Path(dst)
+    c, dst, experts = ck.config, Path(dst), "dense" if dense else "mxfp4"
     dst.mkdir(parents=True, exist_ok=True)
     specs, produce = {}, {}
 
@@ -149,7 +150,7 @@ def write_dequantized(src, dst, float_dtype: str = "BF16") -> Path:
         specs[dst_name] = (e.dtype, shape)
         produce[dst_name] = lambda: np.asarray(e.memmap() if rows is None else e.memmap()[rows[0]:rows[1]])
 
-    for name, (shape, kind) in expected_tensors(c, "dense").items():
+    for name, (shape, kind) in expected_tensors(c, experts).items():
         if hf_transposed(name):
             specs[hf_name(name)] = (float_dtype, (shape[0], shape[2], shape[1]))
             produce[hf_name(name)] = lambda name=name: _dense_expert(ck, name, float_dtype)
@@ -164,8 +165,13 @@ def write_dequantized(src, dst, float_dtype: str = "BF16") -> Path:
         else:
             copy(name, hf_name(name))
     tensorfile.write_streaming(dst / "model.safetensors", specs, lambda n: produce[n](), metadata={"format": "pt"})
-    (dst / "config.json").write_text(json.dumps(hf_config_json(c, "dense"), indent=2) + "\n")
+    (dst / "config.json").write_text(json.dumps(hf_config_json(c, experts), indent=2) + "\n")
     return dst
+
+
+def write_dequantized(src, dst, float_dtype: str = "BF16") -> Path:
+    """The dense twin of a checkpoint with MXFP4 experts: write_hf(src, dst, dense=True)."""
+    return write_hf(src, dst, dense=True, float_dtype=float_dtype)
 
 
 def _dense_expert(ck, name: str, float_dtype: str) -> np.ndarray:

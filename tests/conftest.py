@@ -9,3 +9,11 @@ settings.register_profile("ci", deadline=None, derandomize=True, suppress_health
 # CI (which sets CI, as .ci/run and most CI systems do) runs the same examples every time, so a red run can be
 # reproduced; a developer's run explores new ones. HYPOTHESIS_PROFILE overrides both.
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+# The Triton interpreter must be on before anything imports triton (it reads TRITON_INTERPRET then): kernel_env.py
+# switches it on where there is no CUDA, but a test module that imports transformers (which imports triton) may be
+# collected first. So the same decision here, before any test module is imported.
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

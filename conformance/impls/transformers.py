@@ -15,11 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from reference import tensorfile
-from reference.checkpoint import Checkpoint, hf_name, hf_qkv_names
-from reference.writer import hf_config_json
+from reference.checkpoint import Checkpoint
+from reference.writer import write_hf
 
 CACHE = Path(os.environ.get("GPT_OSS_KIT_CACHE", Path(tempfile.gettempdir()) / "gpt-oss-kit-hf"))
 
@@ -51,23 +48,7 @@ def to_hf(src, dst) -> Path:
     ck = Checkpoint(src)
     if ck.layout != "original":
         raise ValueError(f"{src}: expected an original-layout checkpoint, found {ck.layout}")
-    c = ck.config
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    specs, produce = {}, {}
-    for name, e in ck.entries.items():
-        if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
-            q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-            for hname, (a, b) in zip(hf_qkv_names(int(name.split(".")[1]), name.rsplit(".", 1)[1]),
-                                     [(0, q), (q, q + kv), (q + kv, q + 2 * kv)]):
-                specs[hname] = (e.dtype, (b - a, *e.shape[1:]))
-                produce[hname] = lambda e=e, a=a, b=b: np.asarray(e.memmap()[a:b])
-        else:
-            specs[hf_name(name)] = (e.dtype, e.shape)
-            produce[hf_name(name)] = lambda e=e: np.asarray(e.memmap())
-    tensorfile.write_streaming(dst / "model.safetensors", specs, lambda n: produce[n](), metadata={"format": "pt"})
-    (dst / "config.json").write_text(json.dumps(hf_config_json(c), indent=2) + "\n")
-    return dst
+    return write_hf(ck.path, dst)
 
 
 def _cache_key(src: Path) -> str:
