@@ -57,10 +57,11 @@ def main(argv=None):
             prompts = [[int(t) for t in p.split(",") if t.strip()] for p in args.tokens or []]
         except ValueError:
             sys.exit("--tokens must be comma-separated integers")
-        if args.chat or args.text or not prompts:
-            defaults = not (args.chat or args.text or prompts)
-            prompts += real_prompts(DEFAULT_CHAT if defaults else args.chat or [],
-                                    DEFAULT_TEXT if defaults else args.text or [])
+        chats, texts = args.chat or [], args.text or []
+        if not (chats or texts or prompts):
+            chats, texts = DEFAULT_CHAT, DEFAULT_TEXT
+        if chats or texts:
+            prompts += real_prompts(chats, texts)
         if any(not p for p in prompts):
             sys.exit("an empty prompt (--tokens, --chat or --text gave no tokens)")
         try:

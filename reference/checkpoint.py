@@ -123,8 +123,9 @@ def config_from_hf_json(d: dict) -> Config:
             raise ConfigError(f"HF config.json {key}={d[key]!r}; gpt-oss has {want!r}")
     if "quantization_config" in d and (d["quantization_config"] or {}).get("quant_method") != "mxfp4":
         raise ConfigError(f"HF config.json quantization_config {d['quantization_config']!r}: only mxfp4 is read")
+    fields = {k: need(k) for k in _HF_SAME if k != "rope_theta"}
     # transformers >= 5 writes rope_theta inside rope_parameters only
-    fields = {k: need(k) if k != "rope_theta" or "rope_theta" not in rope else d.get(k, rope[k]) for k in _HF_SAME}
+    fields["rope_theta"] = d["rope_theta"] if "rope_theta" in d else need("rope_theta", rope)
     fields["num_experts"] = need("num_local_experts")
     fields["experts_per_token"] = d.get("num_experts_per_tok", d.get("experts_per_token"))
     if "num_experts_per_tok" in d and "experts_per_token" in d and d["num_experts_per_tok"] != d["experts_per_token"]:
@@ -180,8 +181,8 @@ class Checkpoint:
     def _expert_format(self) -> str:
         dense = sorted(n for n in self.entries if n.endswith((".mlp1_weight", ".mlp2_weight", ".experts.gate_up_proj",
                                                                ".experts.down_proj")))
+        packed = sorted(n for n in self.entries if n.endswith(("_blocks", "_scales", ".blocks", ".scales")))
         if not dense:
-            packed = any(n.endswith(("_proj_blocks", ".mlp1_weight.blocks")) for n in self.entries)
             if not packed and any(n.endswith((".gate_up_proj_bias", ".mlp1_bias")) for n in self.entries):
                 raise CheckpointError(f"{self.path}: the experts' weights are missing, only their biases are here: "
                                       f"neither MXFP4 blocks/scales nor dense gate_up_proj/down_proj (transformers "
@@ -191,7 +192,6 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: dense expert tensors {dense[:2]} in the original layout, which holds "
                                   f"MXFP4 experts only (mlp1_weight.blocks/.scales); dense experts are read in the "
                                   f"HF layout (mlp.experts.gate_up_proj, down_proj), as transformers saves them")
-        packed = sorted(n for n in self.entries if n.endswith(("_proj_blocks", "_proj_scales")))
         if packed:
             raise CheckpointError(f"{self.path}: experts both dense ({dense[0]!r}) and MXFP4 ({packed[0]!r}); "
                                   f"a checkpoint holds one format")
