@@ -1,23 +1,31 @@
 """`python -m reference`: run the reference on a checkpoint (default: the bundled tiny one) and print
-greedy continuations and the top logits, so a porter can compare by eye before running the kit."""
-import argparse
-import sys
+greedy continuations and the top logits, so a porter can compare by eye before running the kit.
+Errors (arguments, the checkpoint, the tokens) are one line on stderr and exit status 2; --debug shows the traceback."""
 import time
 from pathlib import Path
 
 import numpy as np
 
+from reference import cli
 from reference.model import Model
+from reference.tokens import check_tokens
 
 BUNDLED = Path(__file__).resolve().parent.parent / "golden" / "data" / "checkpoints" / "tiny"
+PROG = "python -m reference"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m reference", description=__doc__)
+    ap = cli.ArgumentParser(prog=PROG, description=__doc__)
     ap.add_argument("--checkpoint", default=None, help="checkpoint folder (original or HF layout)")
-    ap.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="comma-separated prompt token ids")
-    ap.add_argument("--steps", type=int, default=8, help="greedy tokens to generate")
+    ap.add_argument("--tokens", type=cli.token_ids, default="1,2,3,4,5,6,7,8", help="comma-separated prompt token ids")
+    ap.add_argument("--steps", type=cli.integer(0), default=8, help="greedy tokens to generate")
+    cli.add_debug(ap)
     args = ap.parse_args(argv)
+    with cli.reported(PROG, args.debug):
+        run(args)
+
+
+def run(args):
     path = Path(args.checkpoint) if args.checkpoint else BUNDLED
     if args.checkpoint is None:
         print(f"no --checkpoint given: using the bundled tiny checkpoint {path} (random weights)")
@@ -25,10 +33,7 @@ def main(argv=None):
     c = model.config
     print(f"{path}: {model.ckpt.layout} layout, {c.num_hidden_layers} layers, {c.num_experts} experts, "
           f"vocab {c.vocab_size}, hidden {c.hidden_size}")
-    try:
-        prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
-    except ValueError:
-        sys.exit(f"--tokens must be comma-separated integers, got {args.tokens!r}")
+    prompt = check_tokens(args.tokens, c.vocab_size, what="--tokens").tolist()
     cache = model.new_cache()
     t0 = time.perf_counter()
     logits = model.forward(prompt, cache)

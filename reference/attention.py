@@ -7,7 +7,8 @@ Quirks, each where it happens below:
   - the sink is one extra logit per query head, joined to the softmax and dropped after it: it takes
     probability mass but contributes no value. It is NOT scaled by 1/sqrt(D) (it is added after scaling).
   - sliding window on even layers only: query at position p sees keys at positions p-W+1 .. p (W keys).
-Not here: the KV cache policy (model.py keeps every key; ring buffers are a port's choice).
+Not here: the KV cache policy (model.py keeps every key; ring buffers are a port's choice). Queries are taken in
+chunks only to bound memory (query_chunk); each query's row is computed alone, so no number depends on it.
 
 Legend: T query tokens, S key positions, C hidden, H query heads, K kv heads, G = H // K, D head_dim.
 """
@@ -19,22 +20,45 @@ from reference.norm import rms_norm
 from reference.rope import apply_rope
 
 
+SCORES_AT_ONCE = 2**24  # float64 scores held at once (128 MiB): queries are taken in chunks that fit it
+
+
+def query_chunk(K: int, G: int, S: int) -> int:
+    """Queries per chunk: the (K, G, chunk, S) scores of a chunk stay within SCORES_AT_ONCE, so attention's memory
+    grows linearly with the keys instead of as T x S (a 20,000-token prompt of gpt-oss-20b: chunks of 13 queries
+    and a few 128 MiB arrays at a time, where one block would hold 190 GiB of scores)."""
+    return max(1, SCORES_AT_ONCE // (K * G * S))
+
+
 def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, sinks: np.ndarray,
-         q_pos: np.ndarray, k_pos: np.ndarray, window: int | None) -> np.ndarray:
+         q_pos: np.ndarray, k_pos: np.ndarray, window: int | None, chunk: int | None = None) -> np.ndarray:
+    """Attention of T queries over S keys, `chunk` queries at a time (default: query_chunk). Each query's row is
+    computed alone, so the chunking cannot change a bit of the result (tested against one block)."""
     T, K, G, D = q.shape
     S = k.shape[0]
     assert k.shape == v.shape == (S, K, D) and sinks.shape == (K, G), (k.shape, v.shape, sinks.shape)
     assert q_pos.shape == (T,) and k_pos.shape == (S,)
+    chunk = chunk or query_chunk(K, G, S)
+    return np.concatenate([sdpa_chunk(q[t:t + chunk], k, v, sinks, q_pos[t:t + chunk], k_pos, window)
+                           for t in range(0, T, chunk)])  # (T, K, G, D)
+
+
+def sdpa_chunk(q, k, v, sinks, q_pos, k_pos, window) -> np.ndarray:
+    """sdpa for a chunk of T queries (shapes as sdpa's, checked there)."""
+    T, K, G, D = q.shape
+    S = k.shape[0]
     scores = np.einsum("tkgd,skd->kgts", q, k) / math.sqrt(D)  # (K, G, T, S)
     visible = k_pos[None, :] <= q_pos[:, None]  # causal, (T, S)
     if window is not None:
-        visible &= q_pos[:, None] - k_pos[None, :] < window  # the last W positions, the query's own included
+        # quirk: sliding window (even layers): the last W positions, the query's own included
+        visible &= q_pos[:, None] - k_pos[None, :] < window
     scores = np.where(visible, scores, -np.inf)
     sink = np.broadcast_to(sinks[:, :, None, None], (K, G, T, 1))
+    # quirk: the sink is one extra logit per head, not scaled by 1/sqrt(D), joined to the softmax ...
     logits = np.concatenate([scores, sink], axis=-1)  # (K, G, T, S+1): one extra column for the sink
     p = np.exp(logits - logits.max(axis=-1, keepdims=True))
     p = p / p.sum(axis=-1, keepdims=True)
-    p = p[..., :S]  # the sink's share is dropped: rows sum to less than 1
+    p = p[..., :S]  # ... and dropped after it: it takes mass, gives no value (rows sum to less than 1)
     return np.einsum("kgts,skd->tkgd", p, v)  # (T, K, G, D)
 
 

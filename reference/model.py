@@ -21,6 +21,7 @@ from reference.checkpoint import Checkpoint
 from reference.moe import moe_block
 from reference.norm import rms_norm
 from reference.rope import cos_sin, inv_freq_and_concentration
+from reference.tokens import check_tokens
 
 UNEMBED_CHUNK = 16384  # vocabulary rows widened to float64 at a time (bounded memory for V = 201088)
 
@@ -44,27 +45,6 @@ class Cache:
         self.layers = [LayerCache(config.num_key_value_heads, config.head_dim)
                        for _ in range(config.num_hidden_layers)]
         self.length = 0  # the position of the next token
-
-
-def check_tokens(tokens, vocab_size: int) -> np.ndarray:
-    """Token ids -> int64 array, or a ValueError naming the first bad id and its position."""
-    arr = np.asarray(tokens)
-    if arr.dtype == object and arr.ndim == 1:  # Python ints beyond int64 land here: name the first one
-        for i, t in enumerate(arr):
-            if isinstance(t, int) and not isinstance(t, bool) and not 0 <= t < vocab_size:
-                raise ValueError(f"token id {t} at position {i} is outside the vocabulary [0, {vocab_size})")
-    if arr.ndim != 1:
-        raise ValueError(f"tokens must be a 1-D sequence of ids, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("tokens is empty: the model needs at least one token")
-    integral_floats = arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
-    if arr.dtype.kind not in "iu" and not integral_floats:
-        raise ValueError(f"tokens must be integers, got dtype {arr.dtype}")
-    bad = np.nonzero((arr < 0) | (arr >= vocab_size))[0]
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"token id {int(arr[i])} at position {i} is outside the vocabulary [0, {vocab_size})")
-    return arr.astype(np.int64)
 
 
 class Model:

@@ -13,6 +13,7 @@ Every tensor is opened as its own np.memmap on first use and dropped by the call
 checkpoint costs only the pages actually touched, and they are unmapped again when the array dies.
 """
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -92,21 +93,25 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    except RecursionError:  # the spec's header is flat (name -> entry); only a crafted file nests this deep
+        raise CheckpointError(f"{path}: corrupt safetensors header: its JSON nests too deeply") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header is not a JSON object")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", {})
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(f"{path}: corrupt safetensors header: __metadata__ must map strings to strings")
     data_start = 8 + n
     entries, spans = {}, []
     for name, info in header.items():
         try:
             dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         except (TypeError, KeyError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from None
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {info!r:.200}") from None
         if dtype not in DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, not one of {sorted(DTYPES)}")
         if not all(type(d) is int and d >= 0 for d in (*shape, begin, end)) or begin > end:
             raise CheckpointError(f"{path}: tensor {name!r} has invalid shape {shape} or offsets {begin, end}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1]
+        nbytes = math.prod(shape) * DTYPES[dtype][1]  # Python ints: int64 would wrap [2**62 + 16, 4] to 128
         if end - begin != nbytes:
             raise CheckpointError(f"{path}: tensor {name!r} {dtype}{list(shape)} needs {nbytes} bytes, offsets give {end - begin}")
         if data_start + end > size:
@@ -143,7 +148,7 @@ def write_streaming(path, specs: dict[str, tuple[str, tuple[int, ...]]], produce
     names = sorted(specs)
     for name in names:
         dtype, shape = specs[name]
-        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1]
+        nbytes = math.prod(int(d) for d in shape) * DTYPES[dtype][1]
         header[name] = {"dtype": dtype, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     if metadata:

@@ -9,6 +9,8 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
+
 from reference.config import Config
 from reference.writer import write_checkpoint
 
@@ -38,3 +40,32 @@ def write_raw(path, header: dict, data: bytes):
     """Write a header dict and data bytes as a safetensors file, with no checks (to build corrupt files)."""
     head = json.dumps(header).encode()
     Path(path).write_bytes(struct.pack("<Q", len(head)) + head + data)
+
+
+# Token ids that the reference and the engine must refuse alike (reference/tokens.py, one rule for both), with the
+# words the error must carry (vocabulary 97); the engine prefixes "prompt 0" where the reference says "tokens".
+BAD_TOKENS = [
+    ([True, False], r"must be integers: token True at position 0 is a bool"),
+    ([1, True], r"must be integers: token True at position 1 is a bool"),
+    ([1, 2.0], r"must be integers: token 2.0 at position 1 is a float"),
+    ([1e20], r"must be integers: token 1e\+20 at position 0 is a float"),
+    (["a", "b"], r"must be integers: token 'a' at position 0 is a str"),
+    ((t for t in [1, 2]), r"must be a sequence \(list, tuple, NumPy array or torch tensor\) of integer ids, got "
+                          r"generator"),
+    (iter([1, 2]), r"got list_iterator"),
+    ("123", r"got str"),
+    (7, r"got int"),
+    ([[1, 2]], r"must be a 1-D sequence of ids: position 0 holds a list"),
+    (np.zeros((1, 2), dtype=np.int64), r"must be a 1-D sequence of ids, got shape \(1, 2\)"),
+    (np.int64(3), r"got int64"),
+    ([], r"is empty"),
+    (np.array([], dtype=np.int64), r"is empty"),
+    (np.array([1.0, 2.0]), r"must be integers: token 1.0 at position 0 is a float64"),
+    (np.array([True]), r"must be integers: token True at position 0 is a bool"),
+    ([1, 2, 97], r"token id 97 at position 2 is outside the vocabulary \[0, 97\)"),
+    ([-1], r"token id -1 at position 0 is outside the vocabulary"),
+    (np.array([5, 2**40], dtype=np.int64), r"token id 1099511627776 at position 1 is outside"),
+    (np.array([2**64 - 1], dtype=np.uint64), r"token id 18446744073709551615 at position 0"),
+    ([1, 2**70], r"token id 1180591620717411303424 at position 1"),
+]
+GOOD_TOKENS = [[1, 2, 3], (1, 2, 3), range(1, 4), np.array([1, 2, 3], dtype=np.uint8), [np.int32(1), 2, np.uint64(3)]]

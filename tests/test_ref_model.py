@@ -80,7 +80,7 @@ def test_each_position_depends_only_on_its_prefix(model):
     ([[1, 2]], "1-D"),
     (np.array([3.0, np.nan]), "must be integers"),
     (np.array([2**40], dtype=np.int64), "token id 1099511627776"),
-    ([1e20], "token id 100000000000000000000 at position 0"),  # range checked before any cast to int64
+    ([1e20], "must be integers: token 1e\\+20 at position 0 is a float"),  # floats are refused, even integral
     (np.array([2**64 - 1], dtype=np.uint64), "token id 18446744073709551615"),
     ([1, 2**70], "token id 1180591620717411303424 at position 1"),  # a Python int beyond int64
 ])
@@ -89,10 +89,12 @@ def test_bad_tokens_are_named(model, tokens, words):
         model.logits(tokens)
 
 
-def test_integral_floats_and_numpy_ints_are_accepted(model):
+def test_numpy_ints_are_accepted_integral_floats_are_not(model):
+    """reference/tokens.py's rule, shared with the engine (tests/test_ref_hardening.py has every case)."""
     want = model.logits([1, 2, 3])
-    assert np.array_equal(model.logits(np.array([1.0, 2.0, 3.0])), want)
     assert np.array_equal(model.logits(np.array([1, 2, 3], dtype=np.uint8)), want)
+    with pytest.raises(ValueError, match="must be integers: token 1.0 at position 0 is a float64"):
+        model.logits(np.array([1.0, 2.0, 3.0]))
 
 
 # -- independent dense re-implementation ------------------------------------------------------------------
