@@ -14,7 +14,7 @@ from reference.moe import SWIGLU_ALPHA
 from reference.rope import cos_sin, yarn_ramp_bounds
 
 
-def _decode(blocks, scales, high_first=False, bias=127, table=mxfp4.FP4_VALUES):
+def decode_variant(blocks, scales, high_first=False, bias=127, table=mxfp4.FP4_VALUES):
     lo, hi = blocks & 0x0F, blocks >> 4
     first, second = (hi, lo) if high_first else (lo, hi)
     codes = np.stack([first, second], axis=-1).reshape(*blocks.shape[:-1], 32)
@@ -26,15 +26,15 @@ _INT_TABLE = np.array([0, 1, 2, 3, 4, 5, 6, 7, -0.0, -1, -2, -3, -4, -5, -6, -7]
 
 MXFP4 = [
     ("nibble order: HIGH nibble taken as the earlier element (the release packs the LOW nibble first)",
-     lambda b, s: _decode(b, s, high_first=True)),
-    ("E8M0 bias 128 instead of 127 (scale = 2**(s - 127))", lambda b, s: _decode(b, s, bias=128)),
-    ("E8M0 bias 126 instead of 127 (scale = 2**(s - 127))", lambda b, s: _decode(b, s, bias=126)),
+     lambda b, s: decode_variant(b, s, high_first=True)),
+    ("E8M0 bias 128 instead of 127 (scale = 2**(s - 127))", lambda b, s: decode_variant(b, s, bias=128)),
+    ("E8M0 bias 126 instead of 127 (scale = 2**(s - 127))", lambda b, s: decode_variant(b, s, bias=126)),
     ("FP4 codes read as integers (E2M1 values are 0, 0.5, 1, 1.5, 2, 3, 4, 6)",
-     lambda b, s: _decode(b, s, table=_INT_TABLE)),
+     lambda b, s: decode_variant(b, s, table=_INT_TABLE)),
 ]
 
 
-def _rms(x, scale, eps, center=False, use_scale=True):
+def rms_variant(x, scale, eps, center=False, use_scale=True):
     if center:
         x = x - x.mean(-1, keepdims=True)
     y = x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps)
@@ -42,14 +42,14 @@ def _rms(x, scale, eps, center=False, use_scale=True):
 
 
 RMS_NORM = [
-    ("RMSNorm eps 1e-6 instead of 1e-5", lambda x, s, eps: _rms(x, s, 1e-6)),
+    ("RMSNorm eps 1e-6 instead of 1e-5", lambda x, s, eps: rms_variant(x, s, 1e-6)),
     ("RMSNorm eps 1e-5 added outside the square root", lambda x, s, eps: x / (np.sqrt(np.mean(x * x, -1, keepdims=True)) + eps) * s),
-    ("LayerNorm (mean subtracted) instead of RMSNorm", lambda x, s, eps: _rms(x, s, eps, center=True)),
-    ("RMSNorm scale not applied", lambda x, s, eps: _rms(x, s, eps, use_scale=False)),
+    ("LayerNorm (mean subtracted) instead of RMSNorm", lambda x, s, eps: rms_variant(x, s, eps, center=True)),
+    ("RMSNorm scale not applied", lambda x, s, eps: rms_variant(x, s, eps, use_scale=False)),
 ]
 
 
-def _swiglu(h, limit, split=False, plus_one=True, clamp=True, gate_both=False, alpha=SWIGLU_ALPHA):
+def swiglu_variant(h, limit, split=False, plus_one=True, clamp=True, gate_both=False, alpha=SWIGLU_ALPHA):
     I = h.shape[-1] // 2
     gate, lin = (h[..., :I], h[..., I:]) if split else (h[..., 0::2], h[..., 1::2])
     if clamp:
@@ -59,42 +59,42 @@ def _swiglu(h, limit, split=False, plus_one=True, clamp=True, gate_both=False, a
 
 
 SWIGLU = [
-    ("SwiGLU without the +1 on the linear half", lambda h, L: _swiglu(h, L, plus_one=False)),
-    ("SwiGLU without the clamp (gate <= limit, linear in [-limit, limit])", lambda h, L: _swiglu(h, L, clamp=False)),
-    ("SwiGLU gate clamped on both sides (gpt-oss clamps the gate above only)", lambda h, L: _swiglu(h, L, gate_both=True)),
+    ("SwiGLU without the +1 on the linear half", lambda h, L: swiglu_variant(h, L, plus_one=False)),
+    ("SwiGLU without the clamp (gate <= limit, linear in [-limit, limit])", lambda h, L: swiglu_variant(h, L, clamp=False)),
+    ("SwiGLU gate clamped on both sides (gpt-oss clamps the gate above only)", lambda h, L: swiglu_variant(h, L, gate_both=True)),
     ("gate/linear split in halves (mlp1 INTERLEAVES them: gate = even columns, linear = odd)",
-     lambda h, L: _swiglu(h, L, split=True)),
-    ("gate/linear swapped (gate = even columns)", lambda h, L: _swiglu(np.stack([h[..., 1::2], h[..., 0::2]], -1).reshape(h.shape), L)),
-    ("SiLU with alpha 1 instead of 1.702", lambda h, L: _swiglu(h, L, alpha=1.0)),
+     lambda h, L: swiglu_variant(h, L, split=True)),
+    ("gate/linear swapped (gate = even columns)", lambda h, L: swiglu_variant(np.stack([h[..., 1::2], h[..., 0::2]], -1).reshape(h.shape), L)),
+    ("SiLU with alpha 1 instead of 1.702", lambda h, L: swiglu_variant(h, L, alpha=1.0)),
     ("SwiGLU limit fixed at 7.0 (gpt-oss's value) instead of the config's swiglu_limit (transformers 5.17 "
-     "hard-codes it)", lambda h, L: _swiglu(h, 7.0)),
+     "hard-codes it)", lambda h, L: swiglu_variant(h, 7.0)),
 ]
 
 
-def _route_all(logits, k):
+def route_softmax_all(logits, k):
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     ids = np.argsort(-logits, -1, kind="stable")[:, :k]
     return ids, np.take_along_axis(p, ids, -1)
 
 
-def _route_renorm_all(logits, k):
-    ids, w = _route_all(logits, k)
+def route_softmax_all_renorm(logits, k):
+    ids, w = route_softmax_all(logits, k)
     return ids, w / w.sum(-1, keepdims=True)
 
 
 ROUTE = [
-    ("softmax over ALL experts, then top-k (gpt-oss: softmax over the k chosen logits only)", _route_all),
-    ("softmax over all experts, top-k, renormalized", _route_renorm_all),
+    ("softmax over ALL experts, then top-k (gpt-oss: softmax over the k chosen logits only)", route_softmax_all),
+    ("softmax over all experts, top-k, renormalized", route_softmax_all_renorm),
     ("routing weights are the raw top-k logits (no softmax)",
      lambda l, k: (np.argsort(-l, -1, kind="stable")[:, :k], -np.sort(-l, -1)[:, :k])),
 ]
 
 
-def _rope(pos, D, theta, f, icl, a, b, rounded=False, concentration=True, yarn=True, swapped=False, dynamic=False):
+def rope_variant(pos, D, theta, f, icl, a, b, rounded=False, concentration=True, yarn=True, swapped=False, dynamic=False):
     if dynamic:  # plain RoPE at positions before the initial context, YaRN from there on
         short = (np.asarray(pos) < icl)[:, None]
-        plain, scaled = _rope(pos, D, theta, f, icl, a, b, yarn=False), _rope(pos, D, theta, f, icl, a, b)
+        plain, scaled = rope_variant(pos, D, theta, f, icl, a, b, yarn=False), rope_variant(pos, D, theta, f, icl, a, b)
         return np.where(short, plain[0], scaled[0]), np.where(short, plain[1], scaled[1])
     if swapped:
         a, b = b, a
@@ -113,16 +113,16 @@ def _rope(pos, D, theta, f, icl, a, b, rounded=False, concentration=True, yarn=T
 
 ROPE = [
     ("YaRN ramp bounds rounded to integers (floor/ceil, HF's truncate=True; gpt-oss keeps them unrounded)",
-     lambda *p: _rope(*p, rounded=True)),
-    ("YaRN concentration 0.1*ln(factor)+1 not applied to cos and sin", lambda *p: _rope(*p, concentration=False)),
-    ("plain RoPE without YaRN scaling", lambda *p: _rope(*p, yarn=False)),
-    ("YaRN ntk_alpha/ntk_beta swapped", lambda *p: _rope(*p, swapped=True)),
+     lambda *p: rope_variant(*p, rounded=True)),
+    ("YaRN concentration 0.1*ln(factor)+1 not applied to cos and sin", lambda *p: rope_variant(*p, concentration=False)),
+    ("plain RoPE without YaRN scaling", lambda *p: rope_variant(*p, yarn=False)),
+    ("YaRN ntk_alpha/ntk_beta swapped", lambda *p: rope_variant(*p, swapped=True)),
     ("YaRN only beyond initial_context_length (dynamic scaling; gpt-oss scales every position, so plain RoPE on a "
-     "short prompt is wrong)", lambda *p: _rope(*p, dynamic=True)),
+     "short prompt is wrong)", lambda *p: rope_variant(*p, dynamic=True)),
 ]
 
 
-def _attn(q, k, v, sinks, sm, W, qp, kp, mode=""):
+def attention_variant(q, k, v, sinks, sm, W, qp, kp, mode=""):
     T, H, D = q.shape
     K = k.shape[1]
     G = H // K
@@ -146,12 +146,12 @@ def _attn(q, k, v, sinks, sm, W, qp, kp, mode=""):
 
 ATTENTION = [
     ("attention sinks ignored (the sink is one extra logit per head in the softmax denominator)",
-     lambda *a: _attn(*a, mode="no_sink")),
-    ("sink logit scaled by sm_scale (it is added unscaled, after q.k is scaled)", lambda *a: _attn(*a, mode="sink_scaled")),
-    ("sliding window off by one: query sees W+1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: _attn(*a, mode="window+1")),
-    ("sliding window off by one: query sees W-1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: _attn(*a, mode="window-1")),
-    ("sliding window not applied", lambda *a: _attn(*a, mode="no_window")),
-    ("GQA heads interleaved: query head h read kv head h % K (gpt-oss: kv head h // (H/K), heads grouped contiguously)", lambda *a: _attn(*a, mode="interleaved")),
+     lambda *a: attention_variant(*a, mode="no_sink")),
+    ("sink logit scaled by sm_scale (it is added unscaled, after q.k is scaled)", lambda *a: attention_variant(*a, mode="sink_scaled")),
+    ("sliding window off by one: query sees W+1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: attention_variant(*a, mode="window+1")),
+    ("sliding window off by one: query sees W-1 keys (gpt-oss: positions p-W+1 .. p)", lambda *a: attention_variant(*a, mode="window-1")),
+    ("sliding window not applied", lambda *a: attention_variant(*a, mode="no_window")),
+    ("GQA heads interleaved: query head h read kv head h % K (gpt-oss: kv head h // (H/K), heads grouped contiguously)", lambda *a: attention_variant(*a, mode="interleaved")),
 ]
 
 

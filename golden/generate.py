@@ -22,7 +22,8 @@ from reference.model import Model
 from reference.moe import route, swiglu
 from reference.norm import rms_norm
 from reference.rope import cos_sin, inv_freq_and_concentration
-from reference.writer import write_checkpoint, write_dequantized
+from reference.checkpoint import expected_tensors
+from reference.writer import random_tensor, write_checkpoint, write_dequantized
 
 BASELINE_DTYPES = ("float32", "bfloat16")
 TOP_LOGPROBS = 5  # |Δlogprob| is measured on the reference's top tokens at each position
@@ -57,7 +58,60 @@ CHECKPOINTS = {
     # G=4 with one kv head, top-2 of 4, a 48-token prompt through a 16-token window
     "mqa-long": (_cfg(num_hidden_layers=2, num_experts=4, experts_per_token=2, num_attention_heads=4,
                       num_key_value_heads=1, sliding_window=16, vocab_size=256), 4, 48, 6),
+    # conditioned so that each known trap moves bf16 logits well past the bf16 bound (SPEC.md section 4, "bf16
+    # margin"): a 512-token prompt (RoPE frequency errors grow with position), YaRN ramp bounds far from integers
+    # (3.43, 6.51) and every YaRN value unlike the release's, a SwiGLU clamp that bites (limit 1; see CONDITIONING),
+    # a window shorter than the prompt, routing decided by the router bias (no bf16 near-ties in 1024 decisions)
+    "traps": (_cfg(num_hidden_layers=2, num_experts=4, experts_per_token=2, num_attention_heads=4,
+                   num_key_value_heads=2, sliding_window=32, vocab_size=256, head_dim=32, rope_theta=50000.0,
+                   rope_scaling_factor=16.0, initial_context_length=1024, rope_ntk_alpha=2.0, rope_ntk_beta=16.0,
+                   swiglu_limit=1.0), 5, 512, 4),
 }
+EPS_TOKEN = 7  # in "traps": an embedding row of RMS ~3e-3, so RMSNorm's eps (1e-5) decides its first norm
+EPS_EVERY = 61  # ... planted at every 61st position of the prompt
+
+
+def _bf16_bits(x: np.ndarray) -> np.ndarray:
+    return (np.asarray(x, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _bits_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def conditioning(name: str, config: Config, seed: int) -> dict:
+    """Stored tensors that replace a golden checkpoint's random ones (writer overrides), deterministic in
+    (config, seed). Only "traps" has any: experts' first matrix x4 (a tenth and more of gate and linear values
+    beyond the limit, some beyond twice it), router weights /4 with a bias of 3, 1, -1, -3 (rolled per layer),
+    sinks x3, expert biases x5, and one tiny embedding row (EPS_TOKEN)."""
+    if name != "traps":
+        return {}
+    exp = expected_tensors(config)
+
+    def scaled(tensor, k):
+        shape, kind = exp[tensor]
+        return _bf16_bits(_bits_f32(random_tensor(config, tensor, shape, kind, seed)) * np.float32(k))
+
+    ov = {"embedding.weight": scaled("embedding.weight", 1.0)}
+    emb = _bits_f32(ov["embedding.weight"]).copy()
+    emb[EPS_TOKEN] *= np.float32(3e-3)
+    ov["embedding.weight"] = _bf16_bits(emb)
+    for n in range(config.num_hidden_layers):
+        m = f"block.{n}.mlp."
+        shape, kind = exp[m + "mlp1_weight.scales"]
+        ov[m + "mlp1_weight.scales"] = random_tensor(config, m + "mlp1_weight.scales", shape, kind, seed) + np.uint8(2)
+        ov[m + "gate.weight"] = scaled(m + "gate.weight", 0.25)
+        ov[m + "gate.bias"] = _bf16_bits(np.roll(np.array([3.0, 1.0, -1.0, -3.0]), n))
+        ov[m + "mlp1_bias"], ov[m + "mlp2_bias"] = scaled(m + "mlp1_bias", 5.0), scaled(m + "mlp2_bias", 5.0)
+        ov[f"block.{n}.attn.sinks"] = scaled(f"block.{n}.attn.sinks", 3.0)
+    return ov
+
+
+def prompt_of(name: str, model: Model, T: int, seed: int) -> list[int]:
+    tokens = pick_prompt(model, T, seed, candidates=1 if name == "traps" else 12)
+    if name == "traps":
+        tokens[::EPS_EVERY] = [EPS_TOKEN] * len(tokens[::EPS_EVERY])
+    return tokens
 
 
 def progress(i: int, n: int, what: str) -> None:
@@ -300,7 +354,9 @@ def write_derived(root: Path, manifest: dict, rel: str) -> None:
 def _write_form(root: Path, form: str, name: str, spec: dict) -> Path:
     dst = root / "derived" / form / name
     if form == "hf":
-        return write_checkpoint(dst, Config.from_json(spec["config"]), seed=spec["seed"], layout="hf")
+        config = Config.from_json(spec["config"])
+        return write_checkpoint(dst, config, seed=spec["seed"], layout="hf",
+                                overrides=conditioning(name, config, spec["seed"]))
     return write_dequantized(root / "checkpoints" / name, dst)
 
 
@@ -316,8 +372,9 @@ def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: boo
         if name not in names:
             continue
         progress(done, steps, f"checkpoint {name}")
-        d = write_checkpoint(root / "checkpoints" / name, config, seed=seed)
-        tokens = pick_prompt(Model(d), T, seed)
+        d = write_checkpoint(root / "checkpoints" / name, config, seed=seed,
+                             overrides=conditioning(name, config, seed))
+        tokens = prompt_of(name, Model(d), T, seed)
         save_npz(root / "cases" / f"{name}.npz", model_case(d, tokens, greedy))
         for form in DERIVED_LAYOUTS:
             for f in sorted(_write_form(root, form, name, checkpoints[name]).iterdir()):
