@@ -4,7 +4,8 @@ metric   err(a, r) = max |a - r| / rms(r)     over a check's whole output (r: th
 bound    FACTOR * baseline[dtype] + FLOOR[dtype]
          baseline[dtype]: the measured err of golden/baseline.py (a plain port, same dtype) on the same data,
          stored in the golden files; float64 ports have no baseline and get FLOOR alone.
-MXFP4 decode is bit-exact (no metric); RoPE tables have an analytic dtype-aware bound (rope_bound).
+MXFP4 decode is exact in value (-0 equals +0; no metric); RoPE tables have an analytic dtype-aware bound
+(rope_bound), measured as a ratio to it, so a rope/* bound is 1.
 SPEC.md gives each number's measurement; change a number there and here together.
 """
 import math
@@ -50,6 +51,30 @@ def bound(dtype: str, baseline: dict[str, float] | None) -> float:
     return FACTOR * base + FLOOR[dtype]
 
 
+def case_bound(case: dict, dtype: str, stage: str) -> float:
+    """The bound of one model output on a golden case: stage "logits", "logprob", "norm", "block.0.attn"..."""
+    return bound(dtype, {dt: float(case[f"baseline.{dt}.{stage}"]) for dt in ("float32", "bfloat16")})
+
+
+def op_bound(vectors: dict, dtype: str) -> float:
+    """The bound of an op case (its golden vectors, keys without the case prefix)."""
+    return bound(dtype, {dt: float(vectors[f"baseline.{dt}"]) for dt in ("float32", "bfloat16")})
+
+
+# what the model checks compare, beside their bounds (conformance/test_model.py; verify recomputes from these)
+LOGPROB_TOP = 5  # |Δ log p| over the reference's top-5 tokens
+
+
+def decode_prefills(T: int) -> list[int]:
+    """decode/*: prefill 1 token, and half the prompt (crosses the sliding window)."""
+    return sorted({1, T // 2})
+
+
+def batch_lengths(T: int) -> list[int]:
+    """batch/*: three ragged prefixes of the prompt in one call."""
+    return [T, max(1, T - 3), max(1, T // 3)]
+
+
 def rope_bound(angles: np.ndarray, concentration: float, dtype: str) -> np.ndarray:
     """Elementwise bound on cos/sin tables: the angle may be computed in float32 (as gpt-oss does) by any
     port that is not float64, then the table rounded to the port's dtype."""
@@ -76,7 +101,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def logprob_err(logits: np.ndarray, ref: np.ndarray, top: int = 5) -> float:
+def logprob_err(logits: np.ndarray, ref: np.ndarray, top: int = LOGPROB_TOP) -> float:
     """max |Δ log p| over the reference's `top` tokens at each position."""
     ids = np.argsort(-ref, axis=-1, kind="stable")[:, :top]
     d = np.take_along_axis(log_softmax(logits), ids, -1) - np.take_along_axis(log_softmax(ref), ids, -1)
