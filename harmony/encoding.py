@@ -10,6 +10,7 @@ a RuntimeError); `<|reserved_201088|>` is out of range (the model's embedding ha
 methods also accept a plain list of messages and roles as strings.
 """
 
+import operator
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -52,6 +53,9 @@ class RenderOptions:
     conversation_has_function_tools: bool = False
 
 
+_INTEGER_DTYPES = frozenset(f"{u}int{bits}" for u in ("", "u") for bits in (8, 16, 32, 64))
+
+
 class _Vocab:
     """The tokenizer as the renderer and parser need it: errors become HarmonyError with a position."""
 
@@ -59,13 +63,41 @@ class _Vocab:
         self.tokenizer = tokenizer
         self.n_vocab = tokenizer.n_vocab
         self.encode_ordinary = tokenizer.encode_ordinary
+        self.decode_single = tokenizer.decode_single_token_bytes
 
     def check_id(self, token, pos) -> int:
-        if isinstance(token, bool) or not isinstance(token, int):
-            raise HarmonyError(f"token must be an int, not {type(token).__name__} ({token!r})", pos)
+        """A token id as openai-harmony reads one (PyO3's u32): anything with __index__ (int, bool, numpy
+        integer scalars, integer tensors of one element) in [0, 2**32); ids past the vocabulary are content."""
+        if type(token) is not int:
+            try:
+                token = operator.index(token)
+            except TypeError:
+                shown = " ".join(repr(token).split())[:60]  # one line, even for a tensor
+                raise HarmonyError(f"token must be an integer, not {type(token).__name__} ({shown})", pos) from None
         if token < 0 or token >= 2**32:  # what a u32 can hold; larger ids are out-of-vocabulary content
-            raise HarmonyError(f"token id {token} is not a valid token id", pos)
-        return int(token)
+            raise HarmonyError(f"token id {token} is not a valid token id (not in [0, 2**32))", pos)
+        return token
+
+    def check_ids(self, tokens) -> list[int]:
+        """A whole completion as token ids, checked before any is parsed (as openai-harmony converts first)."""
+        if getattr(tokens, "ndim", None) == 1 and str(tokens.dtype).removeprefix("torch.") in _INTEGER_DTYPES:
+            tokens = tokens.tolist()  # a numpy array or torch tensor of integers: one call, not one per element
+        try:
+            ids = tokens if type(tokens) is list else list(tokens)
+        except TypeError:
+            raise HarmonyError(f"tokens must be a sequence of token ids, not {type(tokens).__name__}") from None
+        if all(type(t) is int and 0 <= t < 2**32 for t in ids):
+            return ids
+        return [self.check_id(t, pos) for pos, t in enumerate(ids)]
+
+    def token_bytes(self, token: int) -> Optional[bytes]:
+        """One token's bytes, or None for an id outside the vocabulary."""
+        if token >= self.n_vocab:
+            return None
+        try:
+            return self.decode_single(token)
+        except (ValueError, KeyError):
+            return None
 
     def decode_bytes(self, tokens, pos) -> bytes:
         try:
@@ -129,9 +161,9 @@ class HarmonyEncoding:
         self, tokens: Sequence[int], role: Optional[Role] = None, *, strict: bool = True
     ) -> list[Message]:
         """All messages in a finished completion. With `role`, tokens start after `<|start|>{role}`."""
+        ids = self._vocab.check_ids(tokens)
         parser = StreamableParser(self, role, strict=strict)
-        for token in tokens:
-            parser.process(token)
+        parser._feed(ids)
         parser.process_eos()
         return parser.messages
 

@@ -121,6 +121,23 @@ def _utf8(data: bytes, pos: int) -> str:
         raise HarmonyError(f"could not decode header: invalid UTF-8 ({e.reason})", pos) from None
 
 
+def _first_utf8_error(data: bytearray) -> Optional[UnicodeDecodeError]:
+    """The first UTF-8 error in data, or None, found by decoding growing prefixes of it, not all of it: the error
+    object holds a copy of the bytes decoded, and invalid bytes can leave a backlog as long as the message (one
+    invalid sequence is replaced per token, the bytes after it wait), so decoding it all per token is quadratic."""
+    n = 256
+    while True:
+        try:
+            (data if n >= len(data) else data[:n]).decode("utf-8")
+        except UnicodeDecodeError as e:
+            if n >= len(data) or e.reason != "unexpected end of data":  # not cut short by the prefix's end
+                return e
+        else:
+            if n >= len(data):
+                return None
+        n *= 2
+
+
 class StreamableParser:
     """Feed completion tokens one at a time; read role, channel, recipient and content as they arrive."""
 
@@ -133,10 +150,16 @@ class StreamableParser:
         self._messages: list[Message] = []
         self._header_tokens: list[int] = []
         self._header: Optional[Header] = None
+        # The current message's text, in the pieces it was decoded in: joined when read (a str grown by `+=`
+        # is copied each time: quadratic), and re-encoded piece by piece into state_data's content_tokens only
+        # when that is read (as the reference does, but not on every token).
+        self._pieces: list[str] = []
+        self._joined = ""  # "".join(self._pieces) as of the last read
+        self._n_joined = 0
         self._content_tokens: list[int] = []
-        self._content_text = ""
+        self._n_encoded = 0
         self._delta: Optional[str] = None
-        self._undecoded_tokens: list[int] = []
+        self._poisoned = False  # an id outside the vocabulary: the rest of the message is one U+FFFD
         self._undecoded_bytes = bytearray()
 
     # --- feeding ------------------------------------------------------------------------------------
@@ -146,6 +169,15 @@ class StreamableParser:
         self._tokens.append(token)
         self._step(token, len(self._tokens) - 1)
         return self
+
+    def _feed(self, ids: list[int]):
+        """process() for ids already checked (the whole-completion parser); content tokens take a short path."""
+        for token in ids:
+            self._tokens.append(token)
+            if self._state is StreamState.CONTENT and token not in STOP_TOKENS:
+                self._decode_more(token)
+            else:
+                self._step(token, len(self._tokens) - 1)
 
     def process_eos(self) -> "StreamableParser":
         self._step(None, len(self._tokens))
@@ -174,7 +206,8 @@ class StreamableParser:
                 raise HarmonyError(f"unexpected tokens remaining in message header: {leftover!r}", pos)
             self._next_role = None
             self._state, self._header = StreamState.CONTENT, header
-            self._content_tokens, self._content_text = [], ""
+            self._pieces, self._joined, self._n_joined = [], "", 0
+            self._content_tokens, self._n_encoded = [], 0
         elif not self._strict and token in STOP_TOKENS:
             if self._next_role is not None and self._header_tokens:
                 text = _utf8(self._vocab.decode_bytes(self._header_tokens, pos), pos)
@@ -188,48 +221,63 @@ class StreamableParser:
         if token is not None and token not in STOP_TOKENS:
             self._decode_more(token)
             return
-        text = self._content_text + (REPLACEMENT if self._undecoded_tokens else "")
+        text = self._text() + (REPLACEMENT if self._poisoned else "")
         text += self._undecoded_bytes.decode("utf-8", errors="replace")
         self._messages.append(self._message(self._header, text))
         self._state, self._header, self._delta = StreamState.EXPECT_START, None, None
-        self._undecoded_tokens, self._undecoded_bytes = [], bytearray()
+        self._poisoned, self._undecoded_bytes = False, bytearray()
 
     def _decode_more(self, token: int):
         """Append a content token; emit whatever complete UTF-8 it finishes (a character can span tokens)."""
-        self._undecoded_tokens.append(token)
-        try:
-            data = self._vocab.decode_bytes(self._undecoded_tokens, None)
-        except HarmonyError:
+        data = None if self._poisoned else self._vocab.token_bytes(token)
+        if data is None:
             # An id outside the vocabulary: it stays undecodable (and so does all content after it) and
             # becomes one U+FFFD at the end of the message, as in the reference.
-            self._delta = None
+            self._poisoned, self._delta = True, None
             return
+        if not self._undecoded_bytes:  # the common case: the token is whole characters
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                self._pieces.append(text)
+                self._delta = text
+                return
         self._undecoded_bytes += data
-        try:
+        e = _first_utf8_error(self._undecoded_bytes)
+        if e is None:
             text = self._undecoded_bytes.decode("utf-8")
-            self._append(text)
+            self._pieces.append(text)
             self._delta = text
             self._undecoded_bytes.clear()
-        except UnicodeDecodeError as e:
+        else:
             incomplete = e.reason == "unexpected end of data" and e.end == len(self._undecoded_bytes)
             delta = ""
             if e.start > 0:
                 delta = self._undecoded_bytes[: e.start].decode("utf-8")
-                self._append(delta)
+                self._pieces.append(delta)
                 del self._undecoded_bytes[: e.start]
             if incomplete:
                 self._delta = None  # the character continues in the next token
             else:  # one invalid sequence becomes U+FFFD; bytes after it wait for the next token
-                self._append(REPLACEMENT)
+                self._pieces.append(REPLACEMENT)
                 delta += REPLACEMENT
                 del self._undecoded_bytes[: e.end - e.start]
             if delta:
                 self._delta = delta
-        self._undecoded_tokens.clear()
 
-    def _append(self, text: str):
-        self._content_text += text
-        self._content_tokens += self._vocab.encode_ordinary(text)
+    def _text(self) -> str:
+        if self._n_joined < len(self._pieces):
+            self._joined += "".join(self._pieces[self._n_joined :])
+            self._n_joined = len(self._pieces)
+        return self._joined
+
+    def _tokens_of_content(self) -> list[int]:
+        for piece in self._pieces[self._n_encoded :]:
+            self._content_tokens += self._vocab.encode_ordinary(piece)
+        self._n_encoded = len(self._pieces)
+        return self._content_tokens
 
     @staticmethod
     def _message(header: Header, text: str) -> Message:
@@ -245,7 +293,7 @@ class StreamableParser:
 
     @property
     def current_content(self) -> str:
-        return self._content_text if self._state is StreamState.CONTENT else ""
+        return self._text() if self._state is StreamState.CONTENT else ""
 
     @property
     def current_role(self) -> Optional[Role]:
@@ -285,4 +333,4 @@ class StreamableParser:
             return {"state": "ExpectStart"}
         if self._state is StreamState.HEADER:
             return {"state": "Header", "header_tokens": list(self._header_tokens)}
-        return {"state": "Content", "header": self._header.to_dict(), "content_tokens": list(self._content_tokens)}
+        return {"state": "Content", "header": self._header.to_dict(), "content_tokens": list(self._tokens_of_content())}

@@ -68,6 +68,8 @@ class Tokenizer:
         return self._enc.decode(check_token_ids(tokens), errors="replace")
 
     def decode_single_token_bytes(self, token: int) -> bytes:
+        if type(token) is int and 0 <= token < N_VOCAB:  # the parser's per-token path: skip the list check
+            return self._enc.decode_single_token_bytes(token)
         return self._enc.decode_single_token_bytes(check_token_ids([token])[0])
 
 

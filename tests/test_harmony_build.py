@@ -155,7 +155,8 @@ def test_parser_never_crashes(ours, tokens, role, strict):
         assert [m.to_dict() for m in parser.messages] == [m.to_dict() for m in whole[1]]
 
 
-@pytest.mark.parametrize("bad", [None, "200006", 1.5, True, [1]])
+# Not True: openai-harmony reads a bool as token 0 or 1 (test_harmony_parse.py::test_integer_like_tokens_match_oracle).
+@pytest.mark.parametrize("bad", [None, "200006", 1.5, [1]])
 def test_parser_rejects_non_integer_tokens(ours, bad):
     with pytest.raises(harmony.HarmonyError, match="token must be an int"):
         harmony.StreamableParser(ours, None).process(bad)

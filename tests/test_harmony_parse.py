@@ -10,6 +10,9 @@
   Never another exception type, never a hang (each step is bounded by the tokens seen so far).
 """
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -278,3 +281,217 @@ def test_id_201088_is_out_of_range(ours):
         assert "201088" in str(e)
     else:
         raise AssertionError("201088 in a header parsed")
+
+
+# --- integer-like tokens ---------------------------------------------------------------------------------
+
+
+class _Index:
+    """Any object with __index__ is a token id to openai-harmony (PyO3 reads a u32 through it)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+class _IntOnly:
+    """__int__ without __index__: not an integer to openai-harmony (a float has __int__ too)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __int__(self):
+        return self.value
+
+
+def _token_forms():
+    """(name, value put in place of one content token, does openai-harmony accept it). The oracle's decisions are
+    asserted too, so this table is also their documentation."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    return [
+        ("int", 5, True),
+        ("np.int64", np.int64(5), True),
+        ("np.uint8", np.uint8(5), True),
+        ("np.uint64", np.uint64(5), True),
+        ("0-d np array", np.array(5), True),
+        ("0-d tensor", torch.tensor(5), True),
+        ("0-d int32 tensor", torch.tensor(5, dtype=torch.int32), True),
+        ("1-element tensor", torch.tensor([5]), True),  # torch's __index__ takes any one-element integer tensor
+        ("__index__ object", _Index(5), True),
+        ("True", True, True),  # a bool is an int with __index__: the oracle reads True as token 1
+        ("False", False, True),
+        ("0-d bool tensor", torch.tensor(True), True),
+        ("largest u32", 2**32 - 1, True),  # past the vocabulary: U+FFFD in content
+        ("past the vocabulary", 300_000, True),
+        ("np.bool_", np.bool_(True), False),  # numpy's bool has no __index__
+        ("1-element np array", np.array([5]), False),  # numpy's __index__ takes 0-d arrays only
+        ("float", 5.0, False),
+        ("np.float64", np.float64(5.0), False),
+        ("0-d float tensor", torch.tensor(5.0), False),
+        ("__int__ only", _IntOnly(5), False),
+        ("str", "5", False),
+        ("None", None, False),
+        ("-1", -1, False),
+        ("np.int64(-1)", np.int64(-1), False),
+        ("0-d tensor -1", torch.tensor(-1), False),
+        ("2**32", 2**32, False),
+        ("np.int64(2**32)", np.int64(2**32), False),
+        ("2**64", 2**64, False),
+    ]
+
+
+def _messages_or_error(fn, *args):
+    r = outcome(fn, *args)
+    return r if r[0] == "error" else ("ok", [m.to_dict() for m in r[1]])
+
+
+def _fed(mod, enc, tokens):
+    """Tokens fed one at a time with process(): ("ok", what the parser holds) or ("error", e)."""
+    parser = mod.StreamableParser(enc, None)
+    for t in tokens:
+        step = outcome(parser.process, t)
+        if step[0] == "error":
+            return step
+    state = (parser.tokens, parser.state_data, parser.current_content, parser.last_content_delta)
+    parser.process_eos()
+    return "ok", state + ([m.to_dict() for m in parser.messages],)
+
+
+def _refused_clearly(result, what):
+    if result[0] == "error":
+        assert isinstance(result[1], harmony.HarmonyError), f"{what}: {result[1]!r}"
+        assert "\n" not in str(result[1]), f"{what}: error is not one line: {result[1]}"
+
+
+def test_integer_like_tokens_match_oracle(oracle, ours):
+    """Each form, in the whole-completion parser and in process(), accepted or refused exactly as the oracle does
+    (ours with a one-line HarmonyError)."""
+    oh, enc_o = oracle
+    base = [START] + ours.encode("assistant") + [CHANNEL] + ours.encode("final") + [MESSAGE] + ours.encode("a b")
+    for name, value, accepted in _token_forms():
+        tokens = base[:-1] + [value] + base[-1:] + [RETURN]
+        mine = _messages_or_error(ours.parse_messages_from_completion_tokens, tokens)
+        theirs = _messages_or_error(enc_o.parse_messages_from_completion_tokens, tokens)
+        assert (theirs[0] == "ok") == accepted, f"{name}: the oracle's parse gave {theirs}"
+        same_behaviour(mine, theirs, f"{name} (parse)")
+        _refused_clearly(mine, name)
+        mine, theirs = _fed(harmony, ours, tokens), _fed(oh, enc_o, tokens)
+        assert (theirs[0] == "ok") == accepted, f"{name}: the oracle's process() gave {theirs}"
+        same_behaviour(mine, theirs, f"{name} (process)")
+        _refused_clearly(mine, name)
+
+
+def test_token_sequences_from_numpy_and_torch_match_oracle(oracle, ours):
+    """Whole sequences as numpy arrays and torch tensors, and every token as a numpy scalar or a 0-d tensor."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    oh, enc_o = oracle
+    toks = [START] + ours.encode("assistant") + [CHANNEL] + ours.encode("final") + [MESSAGE] + ours.encode("hé 😀")
+    toks += [RETURN]
+    forms = [
+        ("np.array", np.array(toks), True),
+        ("np.array int32", np.array(toks, dtype=np.int32), True),
+        ("np.array uint64", np.array(toks, dtype=np.uint64), True),
+        ("list of np.int64", [np.int64(t) for t in toks], True),
+        ("torch.tensor", torch.tensor(toks), True),
+        ("torch.tensor int32", torch.tensor(toks, dtype=torch.int32), True),
+        ("list of 0-d tensors", list(torch.tensor(toks)), True),
+        ("(N, 1) tensor", torch.tensor(toks)[:, None], True),  # each row is a one-element tensor
+        ("tuple", tuple(toks), True),
+        ("__index__ objects", [_Index(t) for t in toks], True),
+        ("(N, 1) np.array", np.array(toks)[:, None], False),
+        ("float np.array", np.array(toks, dtype=np.float64), False),
+        ("float tensor", torch.tensor(toks, dtype=torch.float32), False),
+        ("bool np.array", np.array(toks) > 0, False),
+        ("str", "<|start|>", False),
+        ("0-d np.array", np.array(START), False),
+        ("an int", START, False),
+        ("None", None, False),
+    ]
+    expected = _messages_or_error(enc_o.parse_messages_from_completion_tokens, toks)
+    for name, form, accepted in forms:
+        mine = _messages_or_error(ours.parse_messages_from_completion_tokens, form)
+        theirs = _messages_or_error(enc_o.parse_messages_from_completion_tokens, form)
+        assert (theirs[0] == "ok") == accepted, f"{name}: the oracle gave {theirs}"
+        same_behaviour(mine, theirs, name)
+        _refused_clearly(mine, name)
+        if accepted:
+            assert mine == expected, name
+            same_behaviour(_fed(harmony, ours, form), _fed(oh, enc_o, form), f"{name} (process)")
+    gen = _messages_or_error(ours.parse_messages_from_completion_tokens, (t for t in toks))
+    assert gen == expected, "a generator"
+
+
+def test_long_backlog_of_invalid_bytes_matches_oracle(oracle, ours):
+    """Invalid bytes leave a backlog (one U+FFFD per token; the bytes after it wait), here longer than the 256-byte
+    prefix the parser first decodes, with multi-byte characters across the prefix's edge: every delta as the
+    oracle's."""
+    invalid = 2203  # b"\x82\xac": two lone continuation bytes
+    head = [START] + ours.encode("assistant") + [CHANNEL] + ours.encode("final") + [MESSAGE]
+    for n_invalid in (255, 300):
+        for text in ("é😀 a" * 150, "x" * 700 + "日本語" * 100):
+            content = [invalid] * n_invalid + ours.encode(text) + [invalid] * 3 + ours.encode(text) + [invalid]
+            check_parsers(oracle, ours, head + content + [END])
+
+
+# --- linear time ----------------------------------------------------------------------------------------------
+
+
+def _timed(fn, *args) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def _parse_all(enc, tokens):
+    return [m.to_dict() for m in enc.parse_messages_from_completion_tokens(tokens)]
+
+
+def _stream_all(mod, enc, tokens):
+    """Feed every token, reading the delta as a streaming client does; the last content and delta before the stop."""
+    parser = mod.StreamableParser(enc, None)
+    for t in tokens[:-1]:
+        parser.process(t)
+        parser.last_content_delta  # noqa: B018 - read, as a client does
+    before = (parser.current_content, parser.last_content_delta)
+    parser.process(tokens[-1])
+    return before, parser.last_content_delta, [m.to_dict() for m in parser.messages]
+
+
+def test_parsing_long_completions_is_linear(oracle, ours):
+    """320k content tokens parse within 20x openai-harmony's time (+1 s) measured in the same run, for the
+    whole-completion parser and for process() per token, with the oracle's results; and 8x more tokens take well
+    under quadratic's 64x. Also after an id past the vocabulary (the rest of the message is one U+FFFD: nothing
+    more to decode), and for tokens of two invalid bytes each (one U+FFFD per token: a backlog of undecoded bytes
+    as long as the message; there the oracle is itself superlinear, 15 s for 320k streamed, so it is compared at
+    40k only)."""
+    oh, enc_o = oracle
+    head = [START] + ours.encode("assistant") + [CHANNEL] + ours.encode("final") + [MESSAGE]
+    (word,) = ours.encode(" hello")
+    invalid = 2203
+    assert harmony.tokenizer.get_tokenizer().decode_single_token_bytes(invalid) == b"\x82\xac"  # continuation bytes
+    for name, prefix, word, oracle_at_320k in [
+        ("text", [], word, True),
+        ("after an id past the vocabulary", [N_VOCAB + 5], word, True),
+        ("invalid UTF-8", [], invalid, False),
+    ]:
+        def completion(n):
+            return head + prefix + [word] * n + [RETURN]
+
+        small, big = completion(40_000), completion(320_000)
+        for what, fn_m, fn_o in [
+            ("whole", lambda t: _parse_all(ours, t), lambda t: _parse_all(enc_o, t)),
+            ("streaming", lambda t: _stream_all(harmony, ours, t), lambda t: _stream_all(oh, enc_o, t)),
+        ]:
+            t_ours, mine = _timed(fn_m, big)
+            if oracle_at_320k:
+                t_oracle, theirs = _timed(fn_o, big)
+                assert mine == theirs, f"{name} {what}"
+                assert t_ours < 20 * t_oracle + 1, f"{name} {what}: ours {t_ours:.2f} s, oracle {t_oracle:.2f} s"
+            else:
+                assert fn_m(small) == fn_o(small), f"{name} {what}"
+            t_small = min(_timed(fn_m, small)[0] for _ in range(2))
+            assert t_ours < 20 * t_small, f"{name} {what}: 40k tokens {t_small:.3f} s, 320k {t_ours:.3f} s"
