@@ -29,7 +29,8 @@ def main(argv=None):
     if report.problems:
         print(f"certificate {args.folder} does NOT verify:", *(f"  - {p}" for p in report.problems), sep="\n")
     else:
-        print(f"certificate {args.folder} verifies: {report.verdict}, bounds of the {report.dtype} class")
+        bounds = f"bounds of the {report.dtype} class" if report.dtype else "no dtype class recorded"
+        print(f"certificate {args.folder} verifies: {report.verdict}, {bounds}")
     for note in report.notes:
         print(f"  note: {note}")
     differences = []

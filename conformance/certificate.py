@@ -392,11 +392,19 @@ def examine(folder) -> Report:
     caps = imp.get("capabilities") or []
     root, manifest = _golden(cert, problems, notes)
     checks = cert["checks"]
-    if manifest is None or dtype is None:  # nothing to judge a pass against: none may be recorded
-        why = "no golden data verifies" if manifest is None else "no dtype class applies"
-        problems += [f"{c['check']}: recorded pass, but {why}" for c in checks if c["status"] == "pass"]
+    if manifest is None:  # nothing to judge a pass against: none may be recorded
+        passed = [c["check"] for c in checks if c["status"] == "pass"]
+        if passed:
+            problems.append(f"{len(passed)} checks recorded pass, but no golden data verifies: "
+                            + ", ".join(passed[:6]) + (f" and {len(passed) - 6} more" if len(passed) > 6 else ""))
     else:
         want, may_skip = contract(root, manifest)
+        if dtype is None:  # a pass that measures something cannot be judged without bounds
+            passed = [c["check"] for c in checks if c["status"] == "pass" and want.get(c["check"]) is not None
+                      and want[c["check"]].measures]
+            if passed:
+                problems.append(f"{len(passed)} checks recorded pass, but no dtype class gives their bounds: "
+                                + ", ".join(passed[:6]) + (f" and {len(passed) - 6} more" if len(passed) > 6 else ""))
         names = [c["check"] for c in checks]
         for n in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"{n}: recorded {names.count(n)} times")
