@@ -14,6 +14,7 @@ Lenient where the reference is (documented, tested):
 - strict=False: a stop token inside a header closes a malformed first message (when a role was given)
   whose unparsed header words become its text; without a role the fragment is dropped.
 Errors are HarmonyError, naming the problem and the token position.
+Linear in the completion's length, streamed or whole (tests/test_harmony_parse.py, harmony/README.md "Speed").
 """
 
 import re
