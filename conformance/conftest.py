@@ -2,11 +2,16 @@
 
   pytest conformance/ --impl reference|optimized|transformers|package.module:factory|file.py:factory|exec:CMD
                       [--dtype float32|bfloat16|float64] [--golden DIR] [--certificate DIR]
+                      [--exec-timeout SECONDS] [--exec-start-timeout SECONDS]
+
+An --impl that cannot be loaded, an exec: port that does not start and answer hello, a --golden folder that does
+not exist or has no manifest: the session stops before any check, in one line (pytest's usage error, exit code 4).
 """
 import pytest
 
-from conformance import certificate
+from conformance import certificate, plugin
 from conformance.session import Kit
+from golden import format as gformat
 
 KIT = pytest.StashKey[Kit]()
 
@@ -29,11 +34,43 @@ def pytest_addoption(parser):
                      "default), hf (HF names, q/k/v split, MXFP4 experts) or hf-dense (HF layout, experts dense "
                      "bf16: how a fine-tune is saved); the same model, so the same golden logits")
     g.addoption("--certificate", default=None, help="write certificate.json and certificate.md to this folder")
+    g.addoption("--exec-timeout", type=float, default=600, metavar="SECONDS",
+                help="exec: ports: the longest wait for one answer (default 600 s, room for a big checkpoint on a "
+                     "slow machine); a port that takes longer is stopped, and started again for the next check")
+    g.addoption("--exec-start-timeout", type=float, default=60, metavar="SECONDS",
+                help="exec: ports: the longest wait for the answer to hello once started (default 60 s)")
 
 
 def pytest_configure(config):
-    if config.getoption("--impl", default=None) is not None:
-        config.stash[KIT] = Kit(config)
+    if config.getoption("--impl", default=None) is None:
+        return
+    kit = config.stash[KIT] = Kit(config)
+    if config.option.help:
+        return
+    try:
+        _preflight(kit, config)
+    except (plugin.ImplError, gformat.GoldenError) as e:
+        kit.close()
+        raise pytest.UsageError(f"conformance: {e}") from None
+
+
+def _preflight(kit, config):
+    """What would fail every check, checked once: the golden folder, the --impl, an exec: port's start."""
+    root = config.getoption("--golden") or kit.golden.root
+    if not kit.golden.root.is_dir():
+        raise gformat.GoldenError(f"--golden {root}: no such folder")
+    if not (kit.golden.root / gformat.MANIFEST).is_file():
+        raise gformat.GoldenError(f"--golden {root}: no {gformat.MANIFEST} (golden data is written by "
+                                  f"python -m golden)")
+    factory = kit.factory  # resolves --impl: ImplError names the problem
+    if isinstance(factory, plugin.ExecFactory):
+        factory.start(config.getoption("--exec-timeout"), config.getoption("--exec-start-timeout"))
+
+
+def pytest_unconfigure(config):
+    kit = config.stash.get(KIT, None)
+    if kit is not None:
+        kit.close()  # after sessionfinish, or in its place when the session never started
 
 
 def kit_of(config) -> Kit:
@@ -67,6 +104,8 @@ def kit(request) -> Kit:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(plugin.ImplError):
+        rep.longrepr = call.excinfo.exconly()  # the port or the protocol, named: no traceback through the kit
     if rep.when == "call" or (rep.when == "setup" and not rep.passed):
         kit = kit_of(item.config)
         measures = [m for k, m in item.user_properties if k == "measure"]

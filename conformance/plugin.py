@@ -8,11 +8,16 @@ import base64
 import importlib
 import importlib.util
 import json
+import collections
 import os
+import queue
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +41,11 @@ def _load_attr(spec: str):
         raise ImplError(f"--impl {spec!r}: expected reference, optimized, transformers, package.module:factory, "
                         f"path/to/file.py:factory or exec:COMMAND")
     mod_name, attr = spec.rsplit(":", 1)
+    if mod_name.endswith(".py") and not Path(mod_name).is_file():
+        raise ImplError(f"--impl {spec!r}: no file {Path(mod_name).resolve()}")
     try:
         if mod_name.endswith(".py"):
             path = Path(mod_name).resolve()
-            if not path.is_file():
-                raise ImplError(f"--impl {spec!r}: no file {path}")
             s = importlib.util.spec_from_file_location(f"_conformance_impl_{path.stem}", path)
             module = importlib.util.module_from_spec(s)
             sys.modules[s.name] = module
@@ -49,8 +54,16 @@ def _load_attr(spec: str):
             module = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
         raise ImplError(f"--impl {spec!r}: cannot import {mod_name!r} ({e})") from None
+    except Exception as e:  # noqa: BLE001 - the port's own import error, in one line
+        raise ImplError(f"--impl {spec!r}: importing it raised {type(e).__name__}: {e}") from None
     if not hasattr(module, attr):
         raise ImplError(f"--impl {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+    preflight = getattr(module, "preflight", None)  # optional: the port checks what it needs (a package...)
+    if callable(preflight):
+        try:
+            preflight()
+        except Exception as e:  # noqa: BLE001
+            raise ImplError(f"--impl {spec!r}: {e}") from None
     return getattr(module, attr)
 
 
@@ -138,49 +151,191 @@ def _unwire(x):
     return x
 
 
-class ExecProcess:
-    """One child process for the whole session; one JSON request per line, one JSON response per line."""
+GIVE_UP = 2  # timeouts or exits in a row (no answer between) after which every later request fails at once
+TAIL = 20  # lines of the port's stderr quoted in a failure
 
-    def __init__(self, command: str):
-        self.command = command
-        self.proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=None, text=True, bufsize=1, env=os.environ.copy())
+
+def _argv(command: str) -> list[str]:
+    """COMMAND split like a shell would, after checking that its program exists and can be run."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise ImplError(f"exec:{command}: cannot split the command ({e})") from None
+    exe = argv[0]
+    if os.sep in exe:
+        if not Path(exe).is_file():
+            raise ImplError(f"exec:{command}: cannot start {exe!r}: no such file ({Path(exe).resolve()})")
+        if not os.access(exe, os.X_OK):
+            raise ImplError(f"exec:{command}: cannot start {exe!r}: not executable (chmod +x, or name its "
+                            f"interpreter: exec:python {exe})")
+    elif shutil.which(exe) is None:
+        raise ImplError(f"exec:{command}: cannot start {exe!r}: not found on PATH")
+    return argv
+
+
+def _pump_stdout(stream, lines: queue.Queue):
+    for line in stream:  # a partial last line comes too, without its newline, once the port closes stdout
+        lines.put(line)
+    lines.put(None)
+
+
+def _pump_stderr(stream, tail: collections.deque):
+    for line in iter(lambda: stream.readline(4096), ""):
+        tail.append(line.rstrip("\n"))
+
+
+class ExecProcess:
+    """The port's child process: one JSON request per line on its stdin, one JSON response per line on its stdout.
+
+    Every answer is awaited with a deadline (a reader thread fills a queue; the kit never blocks on a read or a
+    write). Framing is strict: a line that is not the answer to the current request fails that request, naming
+    the line, and the ids stay in step: a late answer to an earlier failed request is skipped. A port that times
+    out or exits is stopped and started again by the next request, until it fails so GIVE_UP times in a row; then
+    every request fails at once with that reason. Failures quote the last TAIL lines of the port's stderr."""
+
+    def __init__(self, command: str, timeout: float = 600, start_timeout: float = 60):
+        self.command, self.timeout, self.start_timeout = command, timeout, start_timeout
+        self.argv = _argv(command)
         self.lock = threading.Lock()
         self.next_id = 0
-        self.hello = self.call({"op": "hello"})
-        if not isinstance(self.hello, dict) or "capabilities" not in self.hello:
-            raise ImplError(f"exec:{command}: the hello response must be an object with 'capabilities'")
+        self.answered: set[int] = set()  # a second answer to one of these is the port's error
+        self.fatal = 0  # timeouts and exits in a row
+        self.gave_up = None
+        self.proc, self.hello = None, None
+        self.hello = self._start()
+
+    def _start(self) -> dict:
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                                         start_new_session=True, env=os.environ.copy())
+        except OSError as e:
+            raise ImplError(f"exec:{self.command}: cannot start {self.argv[0]!r} ({e})") from None
+        self.lines, self.stderr = queue.Queue(), collections.deque(maxlen=TAIL)
+        self.readers = [threading.Thread(target=_pump_stdout, args=(self.proc.stdout, self.lines), daemon=True),
+                        threading.Thread(target=_pump_stderr, args=(self.proc.stderr, self.stderr), daemon=True)]
+        for t in self.readers:
+            t.start()
+        try:
+            hello = self._request({"op": "hello"}, self.start_timeout, "--exec-start-timeout")
+            if not isinstance(hello, dict) or not isinstance(hello.get("capabilities"), list):
+                raise ImplError(self._say(f"the hello answer must be an object with a 'capabilities' list, got "
+                                          f"{str(hello)[:200]!r}"))
+            unknown = [c for c in hello["capabilities"] if c != "logits" and c not in OPTIONAL]
+            if unknown:
+                raise ImplError(self._say(f"hello declares unknown capabilities {unknown} (known: logits, "
+                                          f"{OPTIONAL})"))
+        except BaseException:
+            self._stop()
+            raise
+        return hello
 
     def call(self, request: dict):
         with self.lock:
-            self.next_id += 1
-            request = {"id": self.next_id, **request}
-            try:
-                self.proc.stdin.write(json.dumps(request) + "\n")
-                self.proc.stdin.flush()
-            except BrokenPipeError:
-                raise ImplError(f"exec:{self.command}: the process exited (code {self.proc.poll()})") from None
-            line = self.proc.stdout.readline()
-        if not line:
-            raise ImplError(f"exec:{self.command}: no response to {request['op']!r} (process exit code "
-                            f"{self.proc.poll()})")
-        try:
-            resp = json.loads(line)
-        except json.JSONDecodeError:
-            raise ImplError(f"exec:{self.command}: response to {request['op']!r} is not JSON: {line[:200]!r}") from None
-        if resp.get("id") != request["id"]:
-            raise ImplError(f"exec:{self.command}: response id {resp.get('id')!r} for request {request['id']}")
-        if "error" in resp:
-            raise RuntimeError(f"exec port error on {request['op']!r}: {resp['error']}")
-        return _unwire(resp.get("result"))
+            if self.gave_up:
+                raise ImplError(self.gave_up)
+            if self.proc is None:  # stopped after a timeout or an exit: start it again
+                self._start()
+            return _unwire(self._request(request, self.timeout, "--exec-timeout"))
 
-    def close(self):
+    def _request(self, request: dict, timeout: float, option: str):
+        self.next_id += 1
+        rid, op = self.next_id, request["op"]
+        text = json.dumps({"id": rid, **request}) + "\n"
+        threading.Thread(target=self._write, args=(self.proc, text), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self._stop()
+                partial = [x for x in self._drain() if x]
+                came = f"; it had written part of a line: {''.join(partial)[:200]!r}" if partial else ""
+                self._fatal(f"no answer to {op!r} (request {rid}) within {timeout:g} s ({option}); the port was "
+                            f"stopped{came}")
+            if line is None:
+                code = self._exit_code()
+                self._fatal(f"the port exited with code {code} before answering {op!r} (request {rid})")
+            try:
+                resp = json.loads(line)
+            except json.JSONDecodeError:
+                resp = None
+            got = resp.get("id") if isinstance(resp, dict) else None
+            if isinstance(got, int) and not isinstance(got, bool) and got < rid and got not in self.answered:
+                continue  # the late answer to a request that already failed
+            if not isinstance(resp, dict):
+                raise ImplError(self._say(f"wrote {line.strip()[:200]!r} on stdout while {op!r} (request {rid}) "
+                                          f"waited for its answer: not a JSON object; print only answers on stdout, "
+                                          f"one per line (logs go to stderr)"))
+            if got in self.answered:
+                raise ImplError(self._say(f"answered request {got} twice (the second answer came while waiting "
+                                          f"for request {rid}, {op!r}): answer each request once"))
+            if got != rid:
+                raise ImplError(self._say(f"answered {op!r} (request {rid}) with id {got!r}: {line.strip()[:200]!r}"))
+            self.answered.add(rid)
+            if op != "hello":  # a restart's hello is no sign that the port works again
+                self.fatal = 0
+            if "error" in resp:
+                raise RuntimeError(f"exec port error on {op!r}: {resp['error']}")
+            return resp.get("result")
+
+    @staticmethod
+    def _write(proc, text: str):
+        try:
+            proc.stdin.write(text)
+            proc.stdin.flush()
+        except (OSError, ValueError):  # the port exited or was stopped: the reader reports it
+            pass
+
+    def _fatal(self, what: str):
+        """A timeout or an exit: the port is stopped; after GIVE_UP in a row, every later request fails at once."""
+        self._stop()
+        self.fatal += 1
+        if self.fatal >= GIVE_UP:
+            self.gave_up = self._say(f"gave up on the port after {self.fatal} failures in a row; the last: {what}")
+            raise ImplError(self.gave_up)
+        raise ImplError(self._say(what + ("; the next check starts it again" if self.hello else "")))
+
+    def _say(self, what: str) -> str:
+        for t in self.readers[1:]:  # what the port wrote to stderr before it failed
+            t.join(0.05 if self.proc is not None else 2)
+        tail = "".join(f"\n    {x}" for x in self.stderr)
+        return f"exec:{self.command}: {what}; " + (f"its stderr ends:{tail}" if tail else "its stderr is empty")
+
+    def _exit_code(self):
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # closed its stdout but lives on
+            return "none (it closed its stdout and was stopped)"
+
+    def _drain(self) -> list:
+        self.readers[0].join(2)
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get())
+        return out
+
+    def _stop(self):
+        """Kill the port and everything it started (its own process group)."""
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (OSError, AttributeError):
                 self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def close(self):
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self._stop()
 
 
 class ExecImpl:
@@ -189,8 +344,6 @@ class ExecImpl:
         h = process.hello
         self.name, self.dtype, self.device = h.get("name", process.command), h.get("dtype"), h.get("device")
         for cap in h["capabilities"]:
-            if cap != "logits" and cap not in OPTIONAL:
-                raise ImplError(f"exec port declares unknown capability {cap!r} (known: logits, {OPTIONAL})")
             setattr(self, cap, self._method(cap))
 
     def _method(self, op):
@@ -204,13 +357,19 @@ class ExecImpl:
 
 
 class ExecFactory:
+    """The port is started by start() (the kit does so before any check, so a port that cannot start stops the
+    session in one line) or by the first checkpoint it is asked for."""
+
     def __init__(self, command: str):
         self.command = command
         self._proc = None
 
-    def __call__(self, checkpoint_dir: str):
+    def start(self, timeout: float = 600, start_timeout: float = 60):
         if self._proc is None:
-            self._proc = ExecProcess(self.command)
+            self._proc = ExecProcess(self.command, timeout, start_timeout)
+
+    def __call__(self, checkpoint_dir: str):
+        self.start()
         return ExecImpl(self._proc, str(checkpoint_dir))
 
     def close(self):

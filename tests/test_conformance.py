@@ -289,8 +289,9 @@ def test_layout_hands_ports_the_checkpoint_in_that_form(tmp_path, monkeypatch):
     assert rc == pytest.ExitCode.TESTS_FAILED and "drop --layout" in failures(cert)
 
 
-def test_broken_ports_fail_with_clear_messages(tmp_path, monkeypatch):
-    """Wrong shapes, NaN logits and an exec process that speaks garbage all FAIL, each saying why."""
+def test_broken_ports_fail_with_clear_messages(tmp_path, monkeypatch, capsys):
+    """Wrong shapes and NaN logits FAIL, each saying why; an exec process that speaks garbage stops the session at its
+    hello, in one line (more misbehaving exec ports: test_conformance_exec.py)."""
     port = tmp_path / "broken.py"
     port.write_text("import numpy as np\n"
                     "class Shape:\n"
@@ -308,14 +309,15 @@ def test_broken_ports_fail_with_clear_messages(tmp_path, monkeypatch):
     garbage.write_text("import sys\nfor line in sys.stdin:\n    print('hello there', flush=True)\n")
     rc, cert = run_kit(["conformance/test_model.py::test_logits[tiny]", "--impl", f"exec:{sys.executable} {garbage}"],
                        tmp_path / "c", monkeypatch)
-    assert rc == pytest.ExitCode.TESTS_FAILED and "is not JSON" in failures(cert)
+    assert rc == pytest.ExitCode.USAGE_ERROR and not cert
+    assert "wrote 'hello there' on stdout while 'hello' (request 1) waited" in capsys.readouterr().err
 
 
-def test_unknown_impl_is_a_clear_error(tmp_path, monkeypatch):
+def test_unknown_impl_is_a_clear_error(tmp_path, monkeypatch, capsys):
     rc, cert = run_kit(["conformance/test_model.py::test_logits", "--impl", "no_such_pkg.mod:factory"],
                        tmp_path, monkeypatch)
-    assert rc == pytest.ExitCode.TESTS_FAILED
-    assert "cannot import 'no_such_pkg.mod'" in failures(cert)
+    assert rc == pytest.ExitCode.USAGE_ERROR and not cert
+    assert "conformance: --impl 'no_such_pkg.mod:factory': cannot import 'no_such_pkg.mod'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -10,6 +10,7 @@ Capabilities: logits, decode_logits (HF's own KV cache, sliding-window layers in
 padding with an attention mask), intermediates (the residual stream after each decoder layer).
 """
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -19,6 +20,14 @@ from reference.checkpoint import Checkpoint
 from reference.writer import write_hf
 
 CACHE = Path(os.environ.get("GPT_OSS_KIT_CACHE", Path(tempfile.gettempdir()) / "gpt-oss-kit-hf"))
+
+
+def preflight():
+    """The adapter's hard dependencies, checked by the kit when it resolves --impl, before any check: a missing
+    package is one line naming what to install, not the same error in every check (accelerate: device_map)."""
+    missing = [m for m in ("torch", "transformers", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"the transformers adapter needs {', '.join(missing)}: pip install {' '.join(missing)}")
 
 
 def load_hf_model(path, dtype, **kw):
