@@ -8,8 +8,9 @@ chat:     renders the conversation with harmony, streams the reply's channels (a
 Without --checkpoint it runs on the bundled tiny checkpoint (random weights, vocabulary 512) and says so.
 Chat on a vocabulary smaller than harmony's is refused: harmony's special tokens (<|start|> = 200006 ...) have
 no ids there, and folding them into 512 ids would be a made-up model, not this one; use `generate --tokens`.
+Errors (arguments, the checkpoint, a request, non-finite logits) are one line on stderr and exit status 2
+(reference/cli.py); --debug shows the traceback.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,13 +18,15 @@ import torch
 
 from optimized.generate import Engine, RequestError
 from optimized.sampling import Sampling
+from reference import cli
+from reference.tokens import check_tokens
 
 TINY = Path(__file__).resolve().parent.parent / "golden" / "data" / "checkpoints" / "tiny"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m optimized", description=__doc__.split("\n\n")[0])
+    ap = cli.ArgumentParser(prog="python -m optimized", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     for name in ("chat", "generate"):
         p = sub.add_parser(name)
@@ -31,13 +34,14 @@ def parse_args(argv):
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
         p.add_argument("--backend", default="torch", choices=["torch", "triton"])
-        p.add_argument("--max-new-tokens", type=int, default=64)
-        p.add_argument("--temperature", type=float, default=1.0)
-        p.add_argument("--top-p", type=float, default=1.0)
-        p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--context", type=int, default=4096, help="KV cache positions per sequence")
+        p.add_argument("--max-new-tokens", type=cli.integer(0), default=64)
+        p.add_argument("--temperature", type=cli.number(0), default=1.0, help="0: greedy")
+        p.add_argument("--top-p", type=cli.number(0, 1, lo_open=True), default=1.0)
+        p.add_argument("--seed", type=cli.integer(0, 2**64 - 1), default=None)
+        p.add_argument("--context", type=cli.integer(1), default=4096, help="KV cache positions per sequence")
+        cli.add_debug(p)
         if name == "generate":
-            p.add_argument("--tokens", help="comma-separated prompt ids, e.g. 1,2,3")
+            p.add_argument("--tokens", type=cli.token_ids, help="comma-separated prompt ids, e.g. 1,2,3")
             p.add_argument("--prompt", help="prompt text (o200k_harmony; needs the full vocabulary)")
         else:
             p.add_argument("--message", help="one user message (otherwise: one turn per line of stdin)")
@@ -89,29 +93,31 @@ class ChannelPrinter:
 
 def cmd_generate(args, engine, vocab):
     if (args.tokens is None) == (args.prompt is None):
-        sys.exit("generate: give exactly one of --tokens 1,2,3 or --prompt TEXT")
+        raise cli.Failure("generate: give exactly one of --tokens 1,2,3 or --prompt TEXT")
     enc = None
     if args.prompt is not None or vocab >= 200000:
         from harmony import HarmonyEncodingName, load_harmony_encoding
         enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
     if args.prompt is not None:
         if not harmony_fits(vocab, enc):
-            sys.exit(f"generate --prompt needs the o200k_harmony vocabulary; this checkpoint has {vocab} ids. "
-                     f"Use --tokens.")
+            raise cli.Failure(f"generate --prompt needs the o200k_harmony vocabulary; this checkpoint has {vocab} "
+                              f"ids. Use --tokens.")
         prompt = enc.encode(args.prompt, allowed_special=set())
+        if not prompt:
+            raise cli.Failure("--prompt: the text has no tokens")
     else:
         try:
-            prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
-        except ValueError:
-            sys.exit(f"--tokens must be comma-separated integers, got {args.tokens!r}")
+            prompt = check_tokens(args.tokens, vocab, what="--tokens").tolist()
+        except ValueError as e:
+            raise cli.Failure(str(e)) from None
     sampling = Sampling(args.temperature, args.top_p, args.seed)
     stream = lambda b, t: print(t, end=" ", flush=True)  # noqa: E731
-    print(f"prompt {len(prompt)} tokens: {prompt}\nnew:", end=" ")
+    (row,) = engine.check([prompt], args.max_new_tokens)  # a RequestError before anything is printed
+    print(f"prompt {len(row)} tokens: {row}\nnew:", end=" ")
     try:
-        r = engine.generate([prompt], args.max_new_tokens, sampling, stop_tokens=(), on_token=stream)
-    except RequestError as e:
-        sys.exit(f"\nrefused: {e}")
-    print()
+        r = engine.generate([row], args.max_new_tokens, sampling, stop_tokens=(), on_token=stream)
+    finally:
+        print()  # end the line of streamed tokens, also before an error's line on stderr
     if enc is not None and harmony_fits(vocab, enc):
         print("text:", enc.decode(r.tokens[0]))
     print(f"prefill {r.prefill_tokens} tokens {rate(r.prefill_tokens, r.prefill_s)}, "
@@ -123,10 +129,10 @@ def cmd_chat(args, engine, vocab):
                          SystemContent, load_harmony_encoding)
     enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
     if not harmony_fits(vocab, enc):
-        sys.exit(f"chat refused: this checkpoint's vocabulary has {vocab} ids, but harmony's chat format needs "
-                 f"o200k_harmony's ids (e.g. <|start|> = 200006, <|return|> = 200002). Mapping them into {vocab} "
-                 f"ids would make up a different model, so the engine does not. Try "
-                 f"`python -m optimized generate --tokens 1,2,3` on this checkpoint, or chat with a real one.")
+        raise cli.Failure(f"chat refused: this checkpoint's vocabulary has {vocab} ids, but harmony's chat format "
+                          f"needs o200k_harmony's ids (e.g. <|start|> = 200006, <|return|> = 200002). Mapping them "
+                          f"into {vocab} ids would make up a different model, so the engine does not. Try "
+                          f"`python -m optimized generate --tokens 1,2,3` on this checkpoint, or chat with a real one.")
     system = SystemContent.new().with_reasoning_effort(ReasoningEffort(args.reasoning_effort.capitalize()))
     if args.system:
         system = system.with_model_identity(args.system)
@@ -157,13 +163,18 @@ def cmd_chat(args, engine, vocab):
 
 def main(argv=None):
     args = parse_args(argv)
+    with cli.reported(f"python -m optimized {args.command}", args.debug):
+        run(args)
+
+
+def run(args):
     path = args.checkpoint
     if path is None:
         path = TINY
         print(f"no --checkpoint: using the bundled tiny checkpoint {TINY} (random weights, vocabulary 512; "
               f"its output is meaningless)", file=sys.stderr)
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available")
+        raise cli.Failure("--device cuda: no CUDA device is available")
     engine = Engine.load(path, args.device, DTYPES[args.dtype], args.backend, context=args.context)
     vocab = engine.config.vocab_size
     (cmd_chat if args.command == "chat" else cmd_generate)(args, engine, vocab)

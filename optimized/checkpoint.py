@@ -49,8 +49,9 @@ def placed_dtype(name: str, kind: str, dtype: torch.dtype, device="cuda", stored
 class Weights:
     """Canonical name -> tensor on the device, with per-layer views for the blocks."""
 
-    def __init__(self, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype):
+    def __init__(self, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype, layout: str = "original"):
         self.config, self.tensors, self.dtype = config, tensors, dtype  # dtype: the compute dtype
+        self.layout = layout  # the checkpoint's ("original" | "hf"): errors name tensors as it stores them
         self.experts = "dense" if "block.0.mlp.mlp1_weight" in tensors else "mxfp4"
         L = config.num_hidden_layers
         self.attn = [{n: tensors[f"block.{i}.attn.{n}"] for n in ATTN} for i in range(L)]
@@ -114,4 +115,4 @@ def load(path, device="cpu", dtype=torch.bfloat16) -> Weights:
                             f"for what this model needs") from e
         placed += tensors[name].numel() * tensors[name].element_size()
         del host
-    return Weights(config, tensors, dtype)
+    return Weights(config, tensors, dtype, ckpt.layout)

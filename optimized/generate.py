@@ -22,7 +22,9 @@ import torch
 
 from optimized import moe as moe_mod
 from optimized.model import Model
+from optimized.nonfinite import NonFiniteError, counts, locate
 from optimized.sampling import Sampling, sample
+from reference.tokens import check_tokens
 
 
 PREFILL_CHUNK = 1024  # tokens a prefill step takes at least (the torch backend's attention holds its T x S scores)
@@ -87,16 +89,9 @@ class Engine:
         V, out = self.config.vocab_size, []
         for r, row in enumerate(rows):
             try:
-                ids = [int(t) for t in row]
-            except (TypeError, ValueError):
-                raise RequestError(f"prompt {r}: token ids must be integers, got {row!r:.80}") from None
-            if any(i != t for i, t in zip(ids, row)):
-                raise RequestError(f"prompt {r}: token ids must be integers")
-            if not ids:
-                raise RequestError(f"prompt {r} is empty: the model needs at least one token")
-            for i, t in enumerate(ids):
-                if not 0 <= t < V:
-                    raise RequestError(f"prompt {r}: token id {t} at position {i} is outside the vocabulary [0, {V})")
+                ids = check_tokens(row, V, what=f"prompt {r}").tolist()  # the reference's rule, one home
+            except ValueError as e:
+                raise RequestError(str(e)) from None
             need = len(ids) + max(new_tokens - 1, 0)  # the last new token is never fed back
             if need > self.context:
                 raise RequestError(f"prompt {r}: {len(ids)} tokens + {new_tokens} new need {need} cache positions, "
@@ -170,16 +165,30 @@ class Engine:
         dev = self.model.device
         return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
-    def _download(self, t: torch.Tensor):
-        """Start copying a device tensor to the host without waiting; returns a function that waits for that copy
-        only (not for work queued after it) and gives its values as a list."""
-        if t.device.type != "cuda":
-            return t.tolist
-        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        host.copy_(t, non_blocking=True)
+    def _download(self, *ts: torch.Tensor):
+        """Start copying device tensors to the host without waiting; returns a function that waits for those copies
+        only (not for work queued after them) and gives their values as lists."""
+        if ts[0].device.type != "cuda":
+            return lambda: [t.tolist() for t in ts]
+        hosts = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in ts]
+        for host, t in zip(hosts, ts):
+            host.copy_(t, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return lambda: (done.synchronize(), host.tolist())[1]
+        return lambda: (done.synchronize(), [host.tolist() for host in hosts])[1]
+
+    def _choose(self, logits: torch.Tensor, sampling: Sampling, gen):
+        """The next tokens (B,) and whether each row's logits were finite (B,), both left on the device: the host
+        reads the flags with the tokens (generate), so the check costs one reduction a step and no host sync."""
+        finite = torch.isfinite(logits).all(dim=-1)
+        if sampling.temperature > 0:  # multinomial refuses NaN (an error on CPU, a device assert on CUDA): a row
+            logits = torch.where(finite[:, None], logits, 0.0)  # that is refused on the host samples anything
+        return sample(logits, sampling, gen), finite
+
+    def _non_finite(self, logits: torch.Tensor, tokens: list[int], row: int, decoded: bool) -> NonFiniteError:
+        """The error for a row whose logits (V,) were not finite after `tokens`; the slow path (nonfinite.locate)."""
+        return NonFiniteError(f"non-finite logits ({counts(logits)}) for prompt {row} after {len(tokens)} tokens: "
+                              f"{locate(self, tokens, decode_last=decoded)}")
 
     def _decode(self, cache, rows) -> torch.Tensor:
         return self._decode_step(cache, self._upload(torch.tensor([r[0] for r in rows], dtype=torch.int64)))
@@ -222,7 +231,11 @@ class Engine:
     def logits(self, tokens) -> torch.Tensor:
         """Causal logits (T, V) float32 of one sequence from an empty cache."""
         (row,) = self.check([tokens])
-        return self.run(self.fresh_cache(1), [row], all_logits=True)[0]
+        logits = self.run(self.fresh_cache(1), [row], all_logits=True)[0]
+        if not bool(torch.isfinite(logits).all()):  # one reduction and one sync a call
+            raise NonFiniteError(f"non-finite logits ({counts(logits)}) for {len(row)} tokens: "
+                                 f"{locate(self, row, decode_last=False)}")
+        return logits
 
     def generate(self, prompts, max_new_tokens: int, sampling: Sampling = Sampling(temperature=0.0),
                  stop_tokens=(), on_token=None) -> Result:
@@ -242,9 +255,9 @@ class Engine:
         result.prefill_s, result.prefill_tokens = time.perf_counter() - t, sum(map(len, rows))
         t = time.perf_counter()
         frozen = {}
-        chosen = sample(logits, sampling, gen)  # (B,) on the device
+        chosen, finite = self._choose(logits, sampling, gen)  # (B,) each, on the device
         for step in range(max_new_tokens):
-            arriving = self._download(chosen)  # this step's tokens, on their way to the host
+            arriving, scored = self._download(chosen, finite), logits  # this step's tokens and flags, on their way
             more = step < max_new_tokens - 1
             if more:
                 # the next step is launched before this step's tokens reach the host, with them as its input, so the
@@ -254,8 +267,11 @@ class Engine:
                 for b, p in frozen.items():
                     cache.lengths[b] = p
                 logits = self._decode_step(cache, chosen)
-                chosen = sample(logits, sampling, gen)
-            nxt = arriving()
+                chosen, finite = self._choose(logits, sampling, gen)
+            nxt, ok = arriving()
+            for b in range(B):  # before anything of this step is streamed: a row whose logits were not finite
+                if not (ok[b] or result.stopped[b]):
+                    raise self._non_finite(scored[b], rows[b] + result.tokens[b], b, decoded=step > 0)
             for b in range(B):
                 if result.stopped[b]:
                     continue
