@@ -216,9 +216,13 @@ def _zero(dtype: str) -> float:  # counts (wrong values, wrong ids, argmax flips
     return 0.0
 
 
-def _logit_measures(name: str, data: dict) -> dict:
-    return {name: lambda dt: spec.case_bound(data, dt, "logits"),
-            f"{name}.logprob": lambda dt: spec.case_bound(data, dt, "logprob"), f"{name}.argmax": _zero}
+def _logit_measures(data: dict, *names: str) -> dict:
+    """compare_logits' three sub-measurements under each name (a prefill of decode/*, a row of batch/*)."""
+    out = {}
+    for name in names:
+        out |= {name: lambda dt: spec.case_bound(data, dt, "logits"),
+                f"{name}.logprob": lambda dt: spec.case_bound(data, dt, "logprob"), f"{name}.argmax": _zero}
+    return out
 
 
 def contract(root: Path, manifest: dict) -> tuple[dict[str, Expected], set[str]]:
@@ -232,13 +236,12 @@ def contract(root: Path, manifest: dict) -> tuple[dict[str, Expected], set[str]]
         case = Path(rel).stem
         data = gformat.load_npz(root / rel)
         T = len(data["tokens"])
-        want[f"test_model.py::test_logits[{case}]"] = Expected("logits", _logit_measures(f"logits/{case}", data), True)
-        want[f"test_model.py::test_greedy[{case}]"] = Expected("logits", _logit_measures(f"greedy/{case}", data))
-        want[f"test_model.py::test_decode[{case}]"] = Expected("decode_logits", {
-            k: f for p in spec.decode_prefills(T) for k, f in _logit_measures(f"decode/{case}.prefill{p}", data).items()})
-        want[f"test_model.py::test_batch[{case}]"] = Expected("batch_logits", {
-            k: f for i in range(len(spec.batch_lengths(T))) for k, f in _logit_measures(f"batch/{case}.row{i}",
-                                                                                        data).items()})
+        want[f"test_model.py::test_logits[{case}]"] = Expected("logits", _logit_measures(data, f"logits/{case}"), True)
+        want[f"test_model.py::test_greedy[{case}]"] = Expected("logits", _logit_measures(data, f"greedy/{case}"))
+        want[f"test_model.py::test_decode[{case}]"] = Expected("decode_logits", _logit_measures(
+            data, *(f"decode/{case}.prefill{p}" for p in spec.decode_prefills(T))))
+        want[f"test_model.py::test_batch[{case}]"] = Expected("batch_logits", _logit_measures(
+            data, *(f"batch/{case}.row{i}" for i in range(len(spec.batch_lengths(T))))))
         stages = [k[len("stage."):] for k in data if k.startswith("stage.")
                   and not k.endswith(("expert_ids", "expert_weights", "router_logits"))]
         want[f"test_model.py::test_stages[{case}]"] = Expected("intermediates", {

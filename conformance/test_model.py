@@ -87,11 +87,10 @@ def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarr
     record(request, check=f"{name}.argmax", measured=int(wrong.sum()), bound=0, ok=not wrong.any(),
            compared=int(margin_ok.sum()))
     record(request, check=name, measured=e, bound=b, ok=logits_ok, positions=int(rows.sum()))
-    over, within = [], []
-    (within if logits_ok else over).append(f"logits error {e:.3g}" + (f" within its bound {b:.3g}" if logits_ok
-                                                                      else f" > bound {b:.3g}"))
-    lp = f"|Δ log p| on the reference's top-{spec.LOGPROB_TOP} tokens {le:.3g}"
-    (within if logprob_ok else over).append(lp + (f" within its bound {lb:.3g}" if logprob_ok else f" > bound {lb:.3g}"))
+    parts = [(f"logits error {e:.3g}", logits_ok, b),
+             (f"|Δ log p| on the reference's top-{spec.LOGPROB_TOP} tokens {le:.3g}", logprob_ok, lb)]
+    over = [f"{what} > bound {bound_:.3g}" for what, ok, bound_ in parts if not ok]
+    within = [f"{what} within its bound {bound_:.3g}" for what, ok, bound_ in parts if ok]
     if wrong.any():
         t = int(np.argmax(wrong))
         over.append(f"argmax differs at {int(wrong.sum())} of {int(margin_ok.sum())} clear positions (bound 0; "
