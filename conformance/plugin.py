@@ -173,6 +173,15 @@ def _argv(command: str) -> list[str]:
     return argv
 
 
+def _pump_stdin(stream, requests: queue.Queue):
+    for text in iter(requests.get, None):
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # the port exited or was stopped: the stdout reader reports it
+            return
+
+
 def _pump_stdout(stream, lines: queue.Queue):
     for line in stream:  # a partial last line comes too, without its newline, once the port closes stdout
         lines.put(line)
@@ -211,10 +220,11 @@ class ExecProcess:
                                          start_new_session=True, env=os.environ.copy())
         except OSError as e:
             raise ImplError(f"exec:{self.command}: cannot start {self.argv[0]!r} ({e})") from None
-        self.lines, self.stderr = queue.Queue(), collections.deque(maxlen=TAIL)
-        self.readers = [threading.Thread(target=_pump_stdout, args=(self.proc.stdout, self.lines), daemon=True),
-                        threading.Thread(target=_pump_stderr, args=(self.proc.stderr, self.stderr), daemon=True)]
-        for t in self.readers:
+        self.requests, self.lines, self.stderr = queue.Queue(), queue.Queue(), collections.deque(maxlen=TAIL)
+        self.pumps = [threading.Thread(target=f, args=a, daemon=True) for f, a in [
+            (_pump_stdout, (self.proc.stdout, self.lines)), (_pump_stderr, (self.proc.stderr, self.stderr)),
+            (_pump_stdin, (self.proc.stdin, self.requests))]]
+        for t in self.pumps:
             t.start()
         try:
             hello = self._request({"op": "hello"}, self.start_timeout, "--exec-start-timeout")
@@ -241,8 +251,7 @@ class ExecProcess:
     def _request(self, request: dict, timeout: float, option: str):
         self.next_id += 1
         rid, op = self.next_id, request["op"]
-        text = json.dumps({"id": rid, **request}) + "\n"
-        threading.Thread(target=self._write, args=(self.proc, text), daemon=True).start()
+        self.requests.put(json.dumps({"id": rid, **request}) + "\n")
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -279,14 +288,6 @@ class ExecProcess:
                 raise RuntimeError(f"exec port error on {op!r}: {resp['error']}")
             return resp.get("result")
 
-    @staticmethod
-    def _write(proc, text: str):
-        try:
-            proc.stdin.write(text)
-            proc.stdin.flush()
-        except (OSError, ValueError):  # the port exited or was stopped: the reader reports it
-            pass
-
     def _fatal(self, what: str):
         """A timeout or an exit: the port is stopped; after GIVE_UP in a row, every later request fails at once."""
         self._stop()
@@ -297,8 +298,7 @@ class ExecProcess:
         raise ImplError(self._say(what + ("; the next check starts it again" if self.hello else "")))
 
     def _say(self, what: str) -> str:
-        for t in self.readers[1:]:  # what the port wrote to stderr before it failed
-            t.join(0.05 if self.proc is not None else 2)
+        self.pumps[1].join(0.05 if self.proc is not None else 2)  # what the port wrote to stderr before it failed
         tail = "".join(f"\n    {x}" for x in self.stderr)
         return f"exec:{self.command}: {what}; " + (f"its stderr ends:{tail}" if tail else "its stderr is empty")
 
@@ -309,7 +309,7 @@ class ExecProcess:
             return "none (it closed its stdout and was stopped)"
 
     def _drain(self) -> list:
-        self.readers[0].join(2)
+        self.pumps[0].join(2)
         out = []
         while not self.lines.empty():
             out.append(self.lines.get())
@@ -319,22 +319,26 @@ class ExecProcess:
         """Kill the port and everything it started (its own process group)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (OSError, AttributeError):
-                self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (OSError, AttributeError):  # the group is gone already (or no process groups: Windows)
+            self.proc.kill()
         self.proc.wait()
+        self.requests.put(None)
         self.proc = None
 
     def close(self):
+        """The end of the session: stdin closed (the port should exit), then stopped whatever it left running."""
         if self.proc is None:
             return
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        self.requests.put(None)
+        self.pumps[2].join(10)
+        if not self.pumps[2].is_alive():  # else a write is stuck: the port reads no more
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         self._stop()
 
 
