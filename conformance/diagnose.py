@@ -9,7 +9,7 @@ Rule (SPEC.md "Model-level diagnosis"): a variant EXPLAINS the port when the por
 the check's bound AND at least RATIO times below its error against the reference. Real ports carry several
 traps at once (llama.cpp: YaRN bounds rounded and the SwiGLU limit fixed at 7), so the search is greedy: the
 best single variant, then the best trap added to it, up to MAX_TRAPS, each step required to cut the error by
-RATIO again. A trap is named with whether it changes gpt-oss-20b/120b as released, or only checkpoints whose
+STEP; the combination is named only when it meets the rule above. A trap is named with whether it changes gpt-oss-20b/120b as released, or only checkpoints whose
 config differs from the release's (a port that ignores a key the release keeps at its default).
 
 Variant logits are float64 on the golden (tiny) checkpoints: computed on demand, cached per process.
@@ -30,6 +30,7 @@ from reference.rope import apply_rope
 
 RATIO = 4.0  # a named variant is at least this many times closer to the port than the reference is
 MAX_TRAPS = 3  # the greedy search stops after this many traps in one combination
+STEP = 1.25  # ... or when the best trap added cuts the error by less than this factor
 RELEASE = rconfig.GPT_OSS_20B  # the released config values (20b and 120b agree on all but depth and experts)
 
 
@@ -179,8 +180,7 @@ TRAPS = [
     # MoE
     Trap("route_softmax_all", "router softmax over ALL experts, then top-k (gpt-oss: softmax over the k chosen)",
          True, _route(traps.route_softmax_all)),
-    Trap("route_softmax_all_renorm", "router softmax over all experts, top-k, renormalized", True,
-         _route(traps.route_softmax_all_renorm)),
+    # (softmax over all experts, top-k, renormalized, is the same function as gpt-oss's: not a trap at model level)
     Trap("router_bias_missing", "router (gate) bias not added", True, _weights("mlp.gate.bias")),
     Trap("expert_biases_missing", "expert biases (mlp1_bias, mlp2_bias) not added", True, _weights("expert biases")),
     Trap("swiglu_no_plus1", "SwiGLU without the +1 on the linear half", True, _swiglu(plus_one=False)),
@@ -241,10 +241,11 @@ def variant_logits(checkpoint_dir, tokens, names: tuple[str, ...]) -> np.ndarray
 # -- the search -------------------------------------------------------------------------------------------------
 @dataclass
 class Diagnosis:
-    names: tuple[str, ...]  # the traps of the best combination found ('' when none helps)
+    names: tuple[str, ...]  # the traps of the best combination found (empty when none helps)
     err_variant: float  # the port's error against that variant
     err_reference: float  # ... and against the reference
     bound: float
+    twins: dict = dataclasses.field(default_factory=dict)  # name -> traps with the same logits on this case
 
     @property
     def explained(self) -> bool:
@@ -253,15 +254,21 @@ class Diagnosis:
     def message(self) -> str:
         if not self.names:
             return ""
-        parts = [f"{BY_NAME[n].what} [{n}; " + ("changes gpt-oss-20b/120b as released]" if BY_NAME[n].released
-                 else "only checkpoints whose config differs from the release's]") for n in self.names]
+        parts = []
+        for n in self.names:
+            t = BY_NAME[n]
+            scope = ("changes gpt-oss-20b/120b as released" if t.released else
+                     "only checkpoints whose config differs from the release's")
+            twins = f"; the same logits here as {', '.join(self.twins[n])}" if self.twins.get(n) else ""
+            parts.append(f"{t.what} [{n}: {scope}{twins}]")
+        s = "s" if len(parts) > 1 else ""
+        errs = (f"error {self.err_variant:.3g} against that variant, {self.err_reference:.3g} against the "
+                f"reference")
         if self.explained:
-            return (f"; the logits match gpt-oss with known trap{'s' if len(parts) > 1 else ''}: " + " + ".join(parts)
-                    + f" (error {self.err_variant:.3g} against that variant, {self.err_reference:.3g} against the "
-                    f"reference)")
-        return (f"; partly explained by known trap{'s' if len(parts) > 1 else ''}: " + " + ".join(parts)
-                + f" (error {self.err_variant:.3g} against that variant, {self.err_reference:.3g} against the "
-                f"reference, bound {self.bound:.3g}: more differs)")
+            return f"; model-level diagnosis: the logits match gpt-oss with known trap{s} " + " + ".join(parts) + \
+                f" ({errs})"
+        return (f"; model-level diagnosis: partly explained by known trap{s} " + " + ".join(parts)
+                + f" ({errs}, bound {self.bound:.3g}: something else differs too)")
 
 
 def explain(checkpoint_dir, tokens, got: np.ndarray, rows: np.ndarray, bound: float, traps_=TRAPS) -> Diagnosis:
@@ -275,11 +282,24 @@ def explain(checkpoint_dir, tokens, got: np.ndarray, rows: np.ndarray, bound: fl
         return spec.err(got[rows], want[rows]) if np.all(np.isfinite(want[rows])) else math.inf
 
     chosen: tuple[str, ...] = ()
+    twins: dict = {}
     best = err_ref = err(())
     while len(chosen) < MAX_TRAPS and best > bound:
-        tried = {name: err(chosen + (name,)) for name in (t.name for t in traps_) if name not in chosen}
+        tried = {t.name: err(chosen + (t.name,)) for t in traps_ if t.name not in chosen}
         name = min(tried, key=tried.get) if tried else None
-        if name is None or not tried[name] * RATIO <= best:
+        if name is None or not tried[name] * STEP <= best:
             break
+        twins[name] = [m for m, e in tried.items() if m != name and e == tried[name]]  # indistinguishable here
         chosen, best = chosen + (name,), tried[name]
-    return Diagnosis(chosen, best, err_ref, bound)
+    if not best * RATIO <= err_ref:  # the combination found does not explain the port: name nothing
+        return Diagnosis((), err_ref, err_ref, bound)
+    return Diagnosis(chosen, best, err_ref, bound, twins)
+
+
+def for_check(kit, case_name: str, tokens, got: np.ndarray, rows: np.ndarray, bound: float) -> str:
+    """The diagnosis of a failed model check, as a message fragment. Runs on the kit's synthetic golden data
+    only: on a user's real checkpoint each variant is a full float64 forward pass (minutes), times dozens."""
+    if kit.golden.manifest.get("kind") != "synthetic":
+        return ""
+    d = explain(kit.golden.checkpoint_dir(case_name), tokens, got, rows, bound)
+    return d.message()
