@@ -16,7 +16,6 @@ plan_memory's; a `FIT ...` line that bench/device_check.sh puts in its summary (
 Prints PASS/FAIL lines and a markdown table; exit status 1 if any check fails. On --device cpu it runs part 1
 without graphs (a smoke run of the script itself).
 """
-import argparse
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from optimized import memory
 from optimized.generate import Engine
 from optimized.model import Model
 from optimized.synthetic import synthetic_weights
+from reference import cli
 from reference.config import GPT_OSS_20B, GPT_OSS_120B, Config
 
 TINY = Config(num_hidden_layers=3, num_experts=4, experts_per_token=2, vocab_size=97, hidden_size=64,
@@ -173,11 +173,13 @@ def part_fit(config, label, context, device, decode=4):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = cli.ArgumentParser(prog="python -m optimized.gpu_check")  # usage errors: one line, exit 2 (a failed check: 1)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--fit", action="store_true", help="only gpt-oss-120b through a whole 32768-token context")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available (--device cpu runs the smoke part)")
     t = time.time()
     if args.fit:
         if args.device == "cuda":

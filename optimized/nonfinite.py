@@ -27,11 +27,18 @@ class NonFiniteError(FloatingPointError):
 
 
 def counts(t: torch.Tensor) -> str:
+    return describe(*tally(t))
+
+
+def tally(t: torch.Tensor) -> tuple[int, int, int]:
+    return int(torch.isnan(t).sum()), int(torch.isinf(t).sum()), t.numel()
+
+
+def describe(nan: int, inf: int, total: int) -> str:
     """'640 of 640 NaN', '3 NaN and 5 inf of 640', or '' when every value is finite."""
-    nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
     if nan and inf:
-        return f"{nan} NaN and {inf} inf of {t.numel()}"
-    return f"{nan or inf} of {t.numel()} {'NaN' if nan else 'inf'}" if nan or inf else ""
+        return f"{nan} NaN and {inf} inf of {total}"
+    return f"{nan or inf} of {total} {'NaN' if nan else 'inf'}" if nan or inf else ""
 
 
 def locate(engine, tokens: list[int], decode_last: bool) -> str:
@@ -42,18 +49,17 @@ def locate(engine, tokens: list[int], decode_last: bool) -> str:
     steps = [(t0, min(t0 + chunk, prefill), False) for t0 in range(0, prefill, chunk)]
     steps += [(prefill, T, True)] if prefill < T else []
     cache = engine.fresh_cache(1)
-    found = {}  # stage -> its counts in the first chunk where it broke
+    names = stage_names(model.config)
+    found = dict.fromkeys(names, (0, 0, 0))  # stage -> (NaN, inf, values) summed over the chunks
     for t0, t1, decode in steps:
         stages = {}
         tok = torch.tensor([tokens[t0:t1]], dtype=torch.int64, device=dev)
         model.forward(tok, torch.arange(t0, t1, device=dev)[None], cache, decode=decode, capture=stages)
         cache.lengths[0] += t1 - t0
-        for name in stage_names(model.config):
-            if name not in found and (c := counts(stages[name])):
-                found[name] = c
-    for name in stage_names(model.config):  # forward order: the first stage that broke in any chunk
-        if name in found:
-            return f"non-finite values first appear in {name} ({found[name]}); {hint(model, name)}"
+        found = {name: tuple(a + b for a, b in zip(found[name], tally(stages[name]))) for name in names}
+    for name in names:  # forward order: the first stage that broke in any chunk
+        if found[name][0] or found[name][1]:
+            return f"non-finite values first appear in {name} ({describe(*found[name])}); {hint(model, name)}"
     return "re-run layer by layer, every stage is finite (a fault that does not repeat, or a path the re-run misses)"
 
 

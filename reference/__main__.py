@@ -33,7 +33,10 @@ def run(args):
     c = model.config
     print(f"{path}: {model.ckpt.layout} layout, {c.num_hidden_layers} layers, {c.num_experts} experts, "
           f"vocab {c.vocab_size}, hidden {c.hidden_size}")
-    prompt = check_tokens(args.tokens, c.vocab_size, what="--tokens").tolist()
+    try:
+        prompt = check_tokens(args.tokens, c.vocab_size, what="--tokens").tolist()
+    except ValueError as e:
+        raise cli.Failure(str(e)) from None
     cache = model.new_cache()
     t0 = time.perf_counter()
     logits = model.forward(prompt, cache)

@@ -20,13 +20,13 @@ from reference.norm import rms_norm
 from reference.rope import apply_rope
 
 
-SCORES_AT_ONCE = 2**24  # float64 scores held at once (128 MiB): queries are taken in chunks that fit it
+SCORES_AT_ONCE = 2**22  # float64 scores held at once (32 MiB): queries are taken in chunks that fit it
 
 
 def query_chunk(K: int, G: int, S: int) -> int:
     """Queries per chunk: the (K, G, chunk, S) scores of a chunk stay within SCORES_AT_ONCE, so attention's memory
-    grows linearly with the keys instead of as T x S (a 20,000-token prompt of gpt-oss-20b: chunks of 13 queries
-    and a few 128 MiB arrays at a time, where one block would hold 190 GiB of scores)."""
+    grows linearly with the keys instead of as T x S (a 20,000-token prompt of gpt-oss-20b: chunks of 3 queries
+    and a few 32 MiB arrays at a time, where one block would hold 190 GiB of scores)."""
     return max(1, SCORES_AT_ONCE // (K * G * S))
 
 

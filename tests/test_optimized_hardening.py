@@ -44,19 +44,20 @@ def test_the_reference_stays_finite_where_float32_cannot(ckpts):
     ref = RefModel(ckpts["huge"])
     logits = ref.forward(TOKENS, ref.new_cache(), capture=stages)
     assert np.isfinite(logits).all()
-    assert np.abs(stages["block.0.mlp"]).max() > 1e39 > float(np.finfo(np.float32).max)  # beyond float32: not a bug to fix
+    assert np.abs(stages["block.0.mlp"]).max() > 1e39 > float(np.finfo(np.float32).max)  # beyond float32: no bug
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("layout,name", [("huge", OVERFLOW), ("huge-hf", "model.layers.0.mlp.experts.down_proj_scales")])
+@pytest.mark.parametrize("layout,name", [("huge", OVERFLOW),
+                                         ("huge-hf", "model.layers.0.mlp.experts.down_proj_scales")])
 def test_non_finite_logits_name_the_first_stage_and_tensor(ckpts, dtype, layout, name):
     engine = Engine(Model.load(ckpts[layout], "cpu", dtype), context=32, prefill_chunk=4)
     with pytest.raises(NonFiniteError) as e:
         engine.logits(TOKENS)
     msg = str(e.value)
     assert "\n" not in msg
-    assert re.search(r"non-finite logits \(970 of 970 NaN\) for 10 tokens: non-finite values first appear in "
-                     r"block\.0\.mlp \(640 of 640 (NaN|inf)\)", msg) or "first appear in block.0.mlp (" in msg, msg
+    assert re.search(r"^non-finite logits \(970 of 970 NaN\) for 10 tokens: non-finite values first appear in "
+                     r"block\.0\.mlp \([^)]* of 640( NaN| inf)?\); ", msg), msg  # 10 tokens x 64, over 3 chunks
     assert f"the checkpoint's {name} may overflow" in msg and "beyond" in msg, msg
 
 
@@ -91,7 +92,7 @@ def test_a_decode_step_that_goes_non_finite_is_located_on_the_decode_path(ckpts,
         steps.append(t)
         engine.model.poison = True  # from the first decode step on
     with pytest.raises(NonFiniteError, match=rf"for prompt 0 after {len(TOKENS) + 2} tokens: non-finite values first "
-                                             r"appear in block\.1\.mlp \(64 of 64 inf\)"):
+                                             r"appear in block\.1\.mlp \(64 of 768 inf\)"):
         engine.generate([TOKENS], 3, on_token=on_token)
     assert steps == first[:2]
 
@@ -165,9 +166,9 @@ def test_cli_non_finite_is_one_line_exit_2_and_prints_no_tokens(ckpts, capsys):
 
 
 def test_cli_process_no_traceback_unless_debug(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "optimized", "generate", "--checkpoint",  # noqa: E731
-                                     str(tmp_path / "nowhere"), "--tokens", "1", *a], capture_output=True, text=True,
-                                    timeout=120)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "optimized", "generate", "--checkpoint", str(tmp_path / "nowhere"),
+                               "--tokens", "1", *a], capture_output=True, text=True, timeout=120)
     r = run()
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     r = run("--debug")

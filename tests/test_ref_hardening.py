@@ -152,8 +152,9 @@ def test_cli_checkpoint_errors_are_one_line_exit_2(ckpt, tmp_path, capsys):
 
 
 def test_cli_process_one_line_and_debug_traceback(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "reference", "--checkpoint", str(tmp_path / "nowhere"),  # noqa
-                                     *a], capture_output=True, text=True, timeout=60)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "reference", "--checkpoint", str(tmp_path / "nowhere"), *a],
+                              capture_output=True, text=True, timeout=60)
     r = run()
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     r = run("--debug")
