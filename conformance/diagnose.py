@@ -224,17 +224,22 @@ def _model(checkpoint_dir) -> Model:
     return _MODELS[key]
 
 
+def patched_logits(checkpoint_dir, tokens, patch_fns) -> np.ndarray:
+    """The reference's float64 logits (T, V) with every patch_fns(model) active (not cached)."""
+    m = _model(checkpoint_dir)
+    with contextlib.ExitStack() as stack:
+        for fn in patch_fns:
+            for obj, attr, value in fn(m):
+                stack.enter_context(mock.patch.object(obj, attr, value))
+        with np.errstate(all="ignore"):
+            return m.logits(list(tokens))
+
+
 def variant_logits(checkpoint_dir, tokens, names: tuple[str, ...]) -> np.ndarray:
-    """The reference's float64 logits (T, V) with the named traps planted together."""
+    """The reference's float64 logits (T, V) with the named traps planted together (cached)."""
     key = (str(checkpoint_dir), tuple(int(t) for t in tokens), tuple(sorted(names)))
     if key not in _LOGITS:
-        m = _model(checkpoint_dir)
-        with contextlib.ExitStack() as stack:
-            for n in sorted(names):
-                for obj, attr, value in BY_NAME[n].patches(m):
-                    stack.enter_context(mock.patch.object(obj, attr, value))
-            with np.errstate(all="ignore"):
-                _LOGITS[key] = m.logits(list(tokens))
+        _LOGITS[key] = patched_logits(checkpoint_dir, tokens, [BY_NAME[n].patches for n in sorted(names)])
     return _LOGITS[key]
 
 

@@ -11,7 +11,7 @@ when the port exposes intermediates().
 import numpy as np
 import pytest
 
-from conformance import spec
+from conformance import diagnose, spec
 from conformance.plugin import to_numpy
 from conformance.session import need, record
 
@@ -69,9 +69,11 @@ def _stage_index(s: str) -> float:
     return {"norm": 1e6, "logits": 1e6 + 1}.get(s, 1e7)
 
 
-def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarray, impl, config) -> None:
+def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarray, impl, config,
+                   source: tuple[str, list[int]]) -> None:
     """Three sub-measurements, each recorded with its own bound and ok: the logits error, |Δ log p| on the
-    reference's top tokens, argmax at clear positions. The check fails iff any of them fails, and says which."""
+    reference's top tokens, argmax at clear positions. The check fails iff any of them fails, and says which.
+    source: (golden case, tokens) whose last len(got) positions `got` covers, for the model-level diagnosis."""
     ref = case["logits"][: len(got)]
     rows = clear_rows(case, kit.dtype)[: len(got)] & rows_used[: len(got)]
     b = spec.case_bound(case, kit.dtype, "logits")
@@ -97,8 +99,9 @@ def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarr
                     f"first: position {t}, got {int(np.argmax(got[t]))}, expected {int(np.argmax(ref[t]))})")
     if over:
         where = first_divergence(kit, impl, case, config)
+        trap = diagnose.for_check(kit, source[0], source[1], got, rows, b)  # which known trap the logits match
         pytest.fail(f"{name}: " + "; ".join(over) + (f" ({'; '.join(within)})" if within else "")
-                    + f"; {int(rows.sum())} of {len(rows)} positions compared{where}", pytrace=False)
+                    + f"; {int(rows.sum())} of {len(rows)} positions compared{where}{trap}", pytrace=False)
 
 
 def _setup(kit, case_name):
@@ -120,7 +123,7 @@ def test_logits(kit, case, request):
     tokens = c["tokens"].tolist()
     T, V = c["logits"].shape
     got = _logits_array(impl.logits(list(tokens)), T, V, "logits")
-    compare_logits(request, kit, f"logits/{case}", got, c, np.ones(T, bool), impl, config)
+    compare_logits(request, kit, f"logits/{case}", got, c, np.ones(T, bool), impl, config, (case, tokens))
 
 
 def test_greedy(kit, case, request):
@@ -134,7 +137,8 @@ def test_greedy(kit, case, request):
     got = _logits_array(impl.logits(list(seq)), len(seq), V, "logits")[T - 1:]
     steps = {"tokens": c["tokens"], "logits": c["greedy.logits"], "route_margin": c["greedy.route_margin"],
              **{k: v for k, v in c.items() if k.startswith("baseline.")}}
-    compare_logits(request, kit, f"greedy/{case}", got, steps, np.ones(len(greedy), bool), impl, config)
+    compare_logits(request, kit, f"greedy/{case}", got, steps, np.ones(len(greedy), bool), impl, config,
+                   (case, seq))
 
 
 def test_decode(kit, case, request):
@@ -145,7 +149,8 @@ def test_decode(kit, case, request):
     T, V = c["logits"].shape
     for prefill in spec.decode_prefills(T):
         got = _logits_array(fn(list(tokens), prefill), T, V, f"decode_logits(prefill={prefill})")
-        compare_logits(request, kit, f"decode/{case}.prefill{prefill}", got, c, np.ones(T, bool), impl, config)
+        compare_logits(request, kit, f"decode/{case}.prefill{prefill}", got, c, np.ones(T, bool), impl, config,
+                       (case, tokens))
 
 
 def test_batch(kit, case, request):
@@ -160,7 +165,8 @@ def test_batch(kit, case, request):
         pytest.fail(f"batch_logits returned {len(out)} results for a batch of {len(lengths)}", pytrace=False)
     for i, (n, x) in enumerate(zip(lengths, out)):
         got = _logits_array(x, n, V, f"batch_logits row {i} (length {n})")
-        compare_logits(request, kit, f"batch/{case}.row{i}", got, c, np.ones(T, bool), impl, config)
+        compare_logits(request, kit, f"batch/{case}.row{i}", got, c, np.ones(T, bool), impl, config,
+                       (case, tokens[:n]))
 
 
 def test_stages(kit, case, request):
