@@ -35,19 +35,20 @@ for line in sys.stdin:
     logits = req["op"] == "logits"
 {mode}
 """
+ANSWER = "    print(reply(req), flush=True)"
 MODES = {
     "hello_hangs": "    print('warming up', file=sys.stderr, flush=True); time.sleep(600)",
     "logits_hangs": "    if logits:\n        print('stuck in logits', file=sys.stderr, flush=True); time.sleep(600)\n"
-                    "    print(reply(req), flush=True)",
-    "logits_hangs_once": "    if logits and once():\n        time.sleep(600)\n    print(reply(req), flush=True)",
-    "half_line_once": "    if logits and once():\n        sys.stdout.write(reply(req)[:15]); sys.stdout.flush(); time.sleep(600)\n"
-                      "    print(reply(req), flush=True)",
-    "log_every": "    print('loading weights...', flush=True)\n    print(reply(req), flush=True)",
-    "log_once": "    if logits and once():\n        print('stray log line', flush=True)\n    print(reply(req), flush=True)",
-    "twice": "    print(reply(req), flush=True)\n    print(reply(req), flush=True)",
+                    + ANSWER,
+    "logits_hangs_once": "    if logits and once():\n        time.sleep(600)\n" + ANSWER,
+    "half_line_once": "    if logits and once():\n"
+                      "        sys.stdout.write(reply(req)[:15]); sys.stdout.flush(); time.sleep(600)\n" + ANSWER,
+    "log_every": "    print('loading weights...', flush=True)\n" + ANSWER,
+    "log_once": "    if logits and once():\n        print('stray log line', flush=True)\n" + ANSWER,
+    "twice": ANSWER + "\n" + ANSWER,
     "list": "    print(json.dumps([1, 2, 3]) if logits else reply(req), flush=True)",
-    "exits_once": "    if logits and once():\n        print('boom: out of memory', file=sys.stderr, flush=True); sys.exit(3)\n"
-                  "    print(reply(req), flush=True)",
+    "exits_once": "    if logits and once():\n"
+                  "        print('boom: out of memory', file=sys.stderr, flush=True); sys.exit(3)\n" + ANSWER,
 }
 
 
