@@ -92,7 +92,8 @@ def test_stages_show_where_the_distance_enters(tmp_path, capsys):
     rows = quality.measure(Layer1Rounded, golden, stages=True)
     for r in rows:
         s = r["stages"]
-        assert s["embedding"] == s["block.0.attn"] == s["block.0.mlp"] == 0.0, (r["case"], s)
+        # exact until layer 1, to float64 rounding (BLAS blocks a longer sequence's matmuls differently: 1e-16)
+        assert max(s["embedding"], s["block.0.attn"], s["block.0.mlp"]) < 1e-12, (r["case"], s)
         assert s["block.1.attn"] > 1e-4 and s["block.0.mlp.expert_ids"] == 1.0, (r["case"], s)
     exact = quality.measure(ReferenceImpl, golden, stages=True)
     assert all(v < 1e-12 or k.endswith("expert_ids") and v == 1.0 for r in exact for k, v in r["stages"].items())
