@@ -20,7 +20,7 @@ import numpy as np
 
 from conformance import diagnose, spec, traps
 from golden import format as gformat
-from reference import attention, moe, norm, rope  # noqa: F401 - patched by name below
+from reference import attention, moe, norm
 
 DTYPES = ("bfloat16", "float32")
 
@@ -32,9 +32,8 @@ def load_cases(root: Path) -> list:
         if rel.startswith("cases/"):
             name = Path(rel).stem
             c = gformat.load_npz(root / rel)
-            base = {dt: float(c[f"baseline.{dt}.logits"]) for dt in DTYPES}
             out.append((name, root / "checkpoints" / name, c["tokens"].tolist(), c["logits"],
-                        {dt: spec.bound(dt, base) for dt in DTYPES}))
+                        {dt: spec.case_bound(c, dt, "logits") for dt in DTYPES}))
     return out
 
 
@@ -83,8 +82,7 @@ def _swiglu_param(key, delta):
 
 
 def _eps(delta):
-    fn = lambda x, s, eps=norm.EPS: traps.rms_variant(x, s, eps * (1 + delta))  # noqa: E731
-    return lambda m: [(attention, "rms_norm", fn), (moe, "rms_norm", fn), (diagnose.rmodel, "rms_norm", fn)]
+    return diagnose.norm_everywhere(lambda x, s, eps=norm.EPS: traps.rms_variant(x, s, eps * (1 + delta)))
 
 
 QUIRKS = {

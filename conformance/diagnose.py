@@ -9,8 +9,9 @@ Rule (SPEC.md "Model-level diagnosis"): a variant EXPLAINS the port when the por
 the check's bound AND at least RATIO times below its error against the reference. Real ports carry several
 traps at once (llama.cpp: YaRN bounds rounded and the SwiGLU limit fixed at 7), so the search is greedy: the
 best single variant, then the best trap added to it, up to MAX_TRAPS, each step required to cut the error by
-STEP; the combination is named only when it meets the rule above. A trap is named with whether it changes gpt-oss-20b/120b as released, or only checkpoints whose
-config differs from the release's (a port that ignores a key the release keeps at its default).
+STEP; the combination is named only when it meets the rule above. A trap is named with whether it changes
+gpt-oss-20b/120b as released, or only checkpoints whose config differs from the release's (a port that ignores
+a key the release keeps at its default).
 
 Variant logits are float64 on the golden (tiny) checkpoints: computed on demand, cached per process.
 """
@@ -43,14 +44,17 @@ class Trap:
 
 
 # -- the variants, as patches of the reference's own calls ------------------------------------------------------
-def _rms(**kw):
-    fn = lambda x, scale, eps=1e-5: traps.rms_variant(x, scale, eps, **kw)  # noqa: E731
+def norm_everywhere(fn):
+    """Patches putting `fn` in place of rms_norm wherever the reference normalizes (attention, MoE, final)."""
     return lambda m: [(attention, "rms_norm", fn), (moe, "rms_norm", fn), (rmodel, "rms_norm", fn)]
+
+
+def _rms(**kw):
+    return norm_everywhere(lambda x, scale, eps=1e-5: traps.rms_variant(x, scale, eps, **kw))
 
 
 def _rms_eps(eps):
-    fn = lambda x, scale, _eps=1e-5: traps.rms_variant(x, scale, eps)  # noqa: E731 - the argument is ignored
-    return lambda m: [(attention, "rms_norm", fn), (moe, "rms_norm", fn), (rmodel, "rms_norm", fn)]
+    return norm_everywhere(lambda x, scale, _eps=1e-5: traps.rms_variant(x, scale, eps))  # the argument is ignored
 
 
 def _swiglu(**kw):
@@ -200,8 +204,7 @@ TRAPS = [
     # norms, unembedding
     Trap("rms_eps_1e-6", "RMSNorm eps 1e-6 instead of 1e-5", True, _rms_eps(1e-6)),
     Trap("rms_eps_outside_sqrt", "RMSNorm eps added outside the square root", True,
-         lambda m: [(mod, "rms_norm", lambda x, s, eps=1e-5: x / (np.sqrt(np.mean(x * x, -1, keepdims=True)) + eps) * s)
-                    for mod in (attention, moe, rmodel)]),
+         norm_everywhere(lambda x, s, eps=1e-5: x / (np.sqrt(np.mean(x * x, -1, keepdims=True)) + eps) * s)),
     Trap("layernorm", "LayerNorm (mean subtracted) instead of RMSNorm", True, _rms(center=True)),
     Trap("final_norm_missing", "final RMSNorm not applied before the unembedding", True,
          lambda m: [(rmodel, "rms_norm", lambda x, s, eps=1e-5: x)]),

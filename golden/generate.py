@@ -23,6 +23,7 @@ from reference.moe import route, swiglu
 from reference.norm import rms_norm
 from reference.rope import cos_sin, inv_freq_and_concentration
 from reference.checkpoint import expected_tensors
+from reference.tensorfile import bf16_bits_to_f32
 from reference.writer import random_tensor, write_checkpoint, write_dequantized
 
 BASELINE_DTYPES = ("float32", "bfloat16")
@@ -72,11 +73,8 @@ EPS_EVERY = 61  # ... planted at every 61st position of the prompt
 
 
 def _bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bits by truncation, as reference/writer.py stores random tensors (not tensorfile's rounding)."""
     return (np.asarray(x, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
-
-
-def _bits_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def conditioning(name: str, config: Config, seed: int) -> dict:
@@ -90,10 +88,10 @@ def conditioning(name: str, config: Config, seed: int) -> dict:
 
     def scaled(tensor, k):
         shape, kind = exp[tensor]
-        return _bf16_bits(_bits_f32(random_tensor(config, tensor, shape, kind, seed)) * np.float32(k))
+        return _bf16_bits(bf16_bits_to_f32(random_tensor(config, tensor, shape, kind, seed)) * np.float32(k))
 
     ov = {"embedding.weight": scaled("embedding.weight", 1.0)}
-    emb = _bits_f32(ov["embedding.weight"]).copy()
+    emb = bf16_bits_to_f32(ov["embedding.weight"]).copy()
     emb[EPS_TOKEN] *= np.float32(3e-3)
     ov["embedding.weight"] = _bf16_bits(emb)
     for n in range(config.num_hidden_layers):

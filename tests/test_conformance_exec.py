@@ -104,21 +104,25 @@ def test_port_that_never_answers_logits_times_out_and_gives_up(tmp_path):
     assert_ports_stopped(tmp_path)
 
 
-def test_port_that_hangs_once_is_restarted_and_later_checks_pass(tmp_path):
-    p, cert, took = run_kit(tmp_path, port(tmp_path, "logits_hangs_once"))
+def first_fails_rest_pass(tmp_path, mode: str, *fragments: str):
+    """The kit on a port that misbehaves once: the first check fails with every fragment in its message, the
+    checks after it pass (the port restarted, or the ids kept in step). Returns run_kit's (process, cert, s)."""
+    p, cert, took = run_kit(tmp_path, port(tmp_path, mode))
     got = by_case(cert)
-    assert got[0][0] == "fail" and "no answer to 'logits'" in got[0][1], got
+    status, message = got[0]
+    assert status == "fail" and all(f in message for f in fragments), message
     assert all(s == "pass" for s, _ in got[1:]), got
+    return p, cert, took
+
+
+def test_port_that_hangs_once_is_restarted_and_later_checks_pass(tmp_path):
+    p, cert, took = first_fails_rest_pass(tmp_path, "logits_hangs_once", "no answer to 'logits'")
     assert took < 40, took
     assert_ports_stopped(tmp_path)
 
 
 def test_half_a_line_then_a_stall_names_what_came(tmp_path):
-    p, cert, took = run_kit(tmp_path, port(tmp_path, "half_line_once"))
-    got = by_case(cert)
-    status, message = got[0]
-    assert status == "fail" and "no answer to 'logits'" in message and "'{\"id\": 2, \"resu'" in message, message
-    assert all(s == "pass" for s, _ in got[1:]), got
+    p, cert, took = first_fails_rest_pass(tmp_path, "half_line_once", "no answer to 'logits'", "'{\"id\": 2, \"resu'")
     assert took < 40, took
 
 
@@ -130,12 +134,8 @@ def test_log_lines_on_stdout_before_hello_stop_the_session_naming_the_line(tmp_p
 
 
 def test_one_stray_line_fails_one_check_only(tmp_path):
-    p, cert, took = run_kit(tmp_path, port(tmp_path, "log_once"))
-    got = by_case(cert)
-    status, message = got[0]
-    assert status == "fail" and "'stray log line'" in message and "not a JSON object" in message, message
-    assert all(s == "pass" for s, _ in got[1:]), got  # the late answer is skipped, the ids stay in step
-    assert "response id" not in json.dumps(cert), cert
+    p, cert, took = first_fails_rest_pass(tmp_path, "log_once", "'stray log line'", "not a JSON object")
+    assert "response id" not in json.dumps(cert), cert  # the late answer is skipped, the ids stay in step
 
 
 def test_port_that_answers_twice_is_named_and_stays_in_step(tmp_path):
@@ -155,11 +155,7 @@ def test_port_that_answers_a_json_list(tmp_path):
 
 
 def test_port_that_exits_names_its_code_and_stderr_and_is_restarted(tmp_path):
-    p, cert, took = run_kit(tmp_path, port(tmp_path, "exits_once"))
-    got = by_case(cert)
-    status, message = got[0]
-    assert status == "fail" and "exited with code 3" in message and "boom: out of memory" in message, message
-    assert all(s == "pass" for s, _ in got[1:]), got
+    first_fails_rest_pass(tmp_path, "exits_once", "exited with code 3", "boom: out of memory")
 
 
 def run_abort(args: list[str], prelude: str = "") -> str:
