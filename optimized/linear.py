@@ -1,9 +1,10 @@
 """Dense projections (qkv, out, router, unembedding): torch's linear, except a single row on CPU.
 
 One row (batch-1 decode) on CPU:
-  - bfloat16: csrc/bf16_matvec.c (built by cbuild.py): AVX512_BF16 dot products, float32 sums. torch 2.13's
-    CPU bf16 mv costs ~28 us for the 32x768 router (4 us in float32) and is compute-bound even on cached
-    matrices; the kernel leaves only the weight reads (bench/engine_cpu.py);
+  - bfloat16: csrc/bf16_matvec.c (built by cbuild.py): AVX512_BF16 dot products, or (CPUs without them) the
+    weights widened in AVX-512F/AVX2 registers, float32 sums; the kernel is picked by what the CPU reports
+    (`kernel_name`). torch 2.13's CPU bf16 mv costs ~28 us for the 32x768 router (4 us in float32) and is
+    compute-bound even on cached matrices; the kernel leaves only the weight reads (bench/engine_cpu.py);
   - float32 (or no C compiler): torch.mv / torch.addmv, ~1.2x faster than linear's matmul path at one row.
 Same math everywhere: products summed in float32, bias added, one rounding to the dtype.
 A float32 model on CPU keeps the matrices its checkpoint stores in bf16 (the release format) in bf16
@@ -25,8 +26,11 @@ from optimized.norm import norm_for
 
 SOURCE = "bf16_matvec.c"
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
-SIGNATURES = {"bf16_matvec": ([_P, _P, _P, _P, _I64, _I64, ctypes.c_int], None),
-              "bf16_f32_matmul": ([_P, _P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], None)}
+SIGNATURES = {"bf16_matvec": ([_P, _P, _P, _P, _P, _I64, _I64, ctypes.c_int], None),
+              "bf16_f32_matmul": ([_P, _P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], None),
+              "bf16_kernel_name": ([ctypes.c_int, ctypes.c_int, _I64], ctypes.c_char_p)}
+KERNELS = ("scalar", "avx2", "avx512f", "avx512bf16")  # the C kernels, by level: a call runs the best one at or
+# below its `kernel` cap that the CPU reports (cpuid); "auto" caps nothing
 WIDEN_ROWS = 4096  # output rows widened to float32 at once for a many-row product with bf16-stored weights
 KERNEL_ROWS = 16  # x rows up to which bf16-stored weights go to the C kernel (weights read once, 4 rows in L1
 # while every x row passes); beyond, widened copies and torch's sgemm (compute-bound prefill)
@@ -36,9 +40,26 @@ def _bf16_lib():
     return cbuild.load(SOURCE, SIGNATURES)
 
 
-def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None, simd: bool = True) -> torch.Tensor:
-    """w (O, C), x (C,), b (O,) or None, bfloat16 contiguous on the CPU -> (O,) float32 (the C kernel).
-    simd=False forces the scalar path (tests)."""
+def _level(kernel: str) -> int:
+    if kernel == "auto":
+        return len(KERNELS) - 1
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be 'auto' or one of {KERNELS}, not {kernel!r}")
+    return KERNELS.index(kernel)
+
+
+def kernel_name(op: str = "bf16_matvec", C: int = 768, kernel: str = "auto") -> str | None:
+    """The kernel `op` ("bf16_matvec": bf16 x; "bf16_f32_matmul": float32 x) runs for C input features on this
+    CPU, capped at `kernel`; None without the C kernels (torch paths)."""
+    lib = _bf16_lib()
+    if lib is None:
+        return None
+    return lib.bf16_kernel_name(_level(kernel), int(op == "bf16_matvec"), C).decode()
+
+
+def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None, kernel: str = "auto") -> torch.Tensor:
+    """w (O, C), x (C,), b (O,) or None, bfloat16 contiguous on the CPU -> (O,) float32 (the C kernel; `kernel`
+    caps which one: tests force each)."""
     O, C = w.shape
     assert tuple(x.shape) == (C,) and (b is None or tuple(b.shape) == (O,)), (w.shape, x.shape)
     for name, t in (("w", w), ("x", x), ("b", b)):
@@ -49,13 +70,16 @@ def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None,
     if lib is None:
         raise RuntimeError(f"the CPU bf16 kernel is unavailable: {cbuild.reasons[SOURCE]}")
     out = torch.empty(O, dtype=torch.float32)
-    lib.bf16_matvec(w.data_ptr(), x.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(), O, C, int(simd))
+    scratch = torch.empty(2 * C, dtype=torch.float32)  # x widened, and its even and odd columns
+    lib.bf16_matvec(w.data_ptr(), x.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(),
+                    scratch.data_ptr(), O, C, _level(kernel))
     return out
 
 
-def bf16_f32_matmul(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None, simd: bool = True) -> torch.Tensor:
+def bf16_f32_matmul(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None,
+                    kernel: str = "auto") -> torch.Tensor:
     """w (O, C) bfloat16, x (N, C) float32, b (O,) float32 or None, contiguous on the CPU -> (N, O) float32: the
-    float32 product with the weights widened in registers (the C kernel). simd=False forces the scalar path."""
+    float32 product with the weights widened in registers (the C kernel; `kernel` caps which one)."""
     O, C = w.shape
     N = x.shape[0]
     assert tuple(x.shape) == (N, C) and (b is None or tuple(b.shape) == (O,)), (w.shape, x.shape)
@@ -69,7 +93,7 @@ def bf16_f32_matmul(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = N
     out = torch.empty(N, O, dtype=torch.float32)
     scratch = torch.empty(N * C, dtype=torch.float32)  # x's even and odd columns
     lib.bf16_f32_matmul(w.data_ptr(), x.data_ptr(), None if b is None else b.data_ptr(), out.data_ptr(),
-                        scratch.data_ptr(), O, C, N, int(simd))
+                        scratch.data_ptr(), O, C, N, _level(kernel))
     return out
 
 

@@ -255,42 +255,98 @@ def test_cpu_kernel_moe_prefill_vs_torch_op(monkeypatch, simd, bias_dtype, seed,
         mxfp4_cpu.moe_prefill(x, ids.long(), weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702)
 
 
-@pytest.mark.parametrize("simd", [True, False])
-@settings(max_examples=10)
-@given(seeds, st.integers(1, 70), st.sampled_from([32, 96, 40]), st.booleans())
-def test_cpu_kernel_bf16_matvec_vs_ref(simd, seed, O, C, bias):
-    """The bf16 one-row projection against float32 torch.mv of the same bf16 values (C=40: the scalar path)."""
-    from optimized.linear import bf16_matvec, linear
+def _bf16_kernel_or_skip(kernel, op, C):
+    """Skip a kernel this CPU lacks; otherwise check that it is the one that runs for C columns."""
+    from optimized.linear import kernel_name
     _needs_c_kernels()
+    if kernel_name(op, 64, kernel) != kernel:
+        pytest.skip(f"this CPU has no {kernel} (cpuid)")
+    ran = kernel_name(op, C, kernel)
+    assert ran == kernel or (kernel == "avx512bf16" and C % 32 and ran == "avx512f"), (kernel, C, ran)
+
+
+BF16_KERNELS = ["scalar", "avx2", "avx512f", "avx512bf16"]  # optimized.linear.KERNELS; each test skips those
+# the CPU lacks. Column counts: multiples of 32 (the vector loops alone) and odd tails after them (the scalar
+# tail; 40 and 77 send avx512bf16 to the widening kernel); row counts cover the O % 4 tail rows.
+BF16_COLUMNS = [32, 96, 40, 77, 7]
+
+
+@pytest.mark.parametrize("kernel", BF16_KERNELS)
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 70), st.sampled_from(BF16_COLUMNS), st.booleans())
+def test_cpu_kernel_bf16_matvec_vs_ref(kernel, seed, O, C, bias):
+    """The bf16 one-row projection, each kernel the CPU has, against float64 on the same bf16 values."""
+    from optimized.linear import bf16_matvec, linear
+    _bf16_kernel_or_skip(kernel, "bf16_matvec", C)
     g = torch.Generator().manual_seed(seed)
     w, x = torch.randn(O, C, generator=g).bfloat16(), torch.randn(C, generator=g).bfloat16()
     b = torch.randn(O, generator=g).bfloat16() if bias else None
     want = torch.mv(w.double(), x.double()) + (b.double() if bias else 0)
-    got = bf16_matvec(w, x, b, simd=simd)
+    got = bf16_matvec(w, x, b, kernel=kernel)
     assert got.dtype == torch.float32 and got.shape == (O,)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
-    y = linear(x[None, None], w, b)  # the engine's entry: one row, rounded once to bf16
+    y = linear(x[None, None], w, b)  # the engine's entry: one row, the best kernel, rounded once to bf16
     assert y.shape == (1, 1, O) and y.dtype == torch.bfloat16
-    torch.testing.assert_close(y[0, 0], got.bfloat16(), rtol=0, atol=0)
+    torch.testing.assert_close(y[0, 0], bf16_matvec(w, x, b).bfloat16(), rtol=0, atol=0)
     with pytest.raises(ValueError, match="contiguous bfloat16"):
         bf16_matvec(w.float(), x, b)
     with pytest.raises(ValueError, match="contiguous bfloat16"):
         bf16_matvec(w, torch.zeros(2 * C, dtype=torch.bfloat16)[::2], b)
 
 
-@pytest.mark.parametrize("simd", [True, False])
-@settings(max_examples=10)
-@given(seeds, st.integers(1, 70), st.sampled_from([32, 96, 40]), st.sampled_from([1, 3, 16, 40]), st.booleans())
-def test_cpu_kernel_bf16_f32_matmul_vs_ref(simd, seed, O, C, N, bias):
-    """A float32 model's bf16-stored matrix: float32 x times exactly widened weights, against float64 on the
-    same values (C=40: the scalar path); linear() takes the kernel up to KERNEL_ROWS rows, widened copies beyond."""
-    from optimized.linear import bf16_f32_matmul, linear
+@pytest.mark.parametrize("kernel", BF16_KERNELS[:3])
+@pytest.mark.parametrize("O,C", [(1, 7), (5, 77), (70, 768), (33, 800)])
+def test_cpu_kernel_bf16_widening_equals_scalar(kernel, O, C):
+    """The widening kernels (AVX2, AVX-512F) against the scalar loop on shapes with tails (O % 4 rows, C % 32
+    columns): a product of two bf16 is exact in float32, so the kernels differ only in the order of their float32
+    sums; on integer-valued data every partial sum is exact and the bits are equal. The bias is added last in
+    each."""
+    from optimized.linear import bf16_f32_matmul, bf16_matvec
+    _bf16_kernel_or_skip(kernel, "bf16_f32_matmul", C)
+    g = torch.Generator().manual_seed(O * C)
+    w = torch.randint(-8, 9, (O, C), generator=g).bfloat16()
+    x = torch.randint(-8, 9, (C,), generator=g).bfloat16()
+    b = torch.randint(-100, 100, (O,), generator=g).bfloat16()
+    exact = w.double() @ x.double() + b.double()
+    for bias in (b, None):
+        got = bf16_matvec(w, x, bias, kernel=kernel)
+        assert torch.equal(got, bf16_matvec(w, x, bias, kernel="scalar")), kernel
+        assert torch.equal(got.double(), exact if bias is not None else exact - b.double())
+    xs = torch.randint(-8, 9, (3, C), generator=g).float()
+    got = bf16_f32_matmul(w, xs, b.float(), kernel=kernel)
+    assert torch.equal(got, bf16_f32_matmul(w, xs, b.float(), kernel="scalar"))
+    # random values: equal up to the order of float32 sums
+    w, x = torch.randn(O, C, generator=g).bfloat16(), torch.randn(C, generator=g).bfloat16()
+    torch.testing.assert_close(bf16_matvec(w, x, kernel=kernel), bf16_matvec(w, x, kernel="scalar"),
+                               rtol=1e-5, atol=1e-6 * C)
+
+
+def test_cpu_kernel_bf16_names():
+    """kernel_name reports what runs: 'auto' is the best the CPU has; a cap the CPU cannot run falls to the next
+    one down; avx512bf16 needs bf16 x and C % 32 == 0."""
+    from optimized.linear import KERNELS, kernel_name
     _needs_c_kernels()
+    best = kernel_name("bf16_matvec", 768)
+    assert best in KERNELS and kernel_name("bf16_matvec", 768, "scalar") == "scalar"
+    assert kernel_name("bf16_f32_matmul", 768) in KERNELS[:3]
+    assert kernel_name("bf16_matvec", 40) != "avx512bf16"
+    with pytest.raises(ValueError, match="kernel must be"):
+        kernel_name("bf16_matvec", 768, "avx9")
+
+
+@pytest.mark.parametrize("kernel", BF16_KERNELS[:3])
+@settings(max_examples=10)
+@given(seeds, st.integers(1, 70), st.sampled_from(BF16_COLUMNS), st.sampled_from([1, 3, 16, 40]), st.booleans())
+def test_cpu_kernel_bf16_f32_matmul_vs_ref(kernel, seed, O, C, N, bias):
+    """A float32 model's bf16-stored matrix: float32 x times exactly widened weights, each kernel the CPU has,
+    against float64 on the same values; linear() takes the kernel up to KERNEL_ROWS rows, widened copies beyond."""
+    from optimized.linear import bf16_f32_matmul, linear
+    _bf16_kernel_or_skip(kernel, "bf16_f32_matmul", C)
     g = torch.Generator().manual_seed(seed)
     w, x = torch.randn(O, C, generator=g).bfloat16(), torch.randn(N, C, generator=g)
     b = torch.randn(O, generator=g) if bias else None
     want = x.double() @ w.double().T + (b.double() if bias else 0)
-    got = bf16_f32_matmul(w, x, b, simd=simd)
+    got = bf16_f32_matmul(w, x, b, kernel=kernel)
     assert got.dtype == torch.float32 and got.shape == (N, O)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
     y = linear(x[None], w, b)
