@@ -1,10 +1,12 @@
-"""Command line: `python -m optimized chat|generate [--checkpoint PATH] [--device cpu|cuda] [--dtype bf16|fp32]
+"""Command line: `python -m optimized chat|generate|serve [--checkpoint PATH] [--device cpu|cuda] [--dtype bf16|fp32]
 [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]`.
 
 generate: `--tokens 1,2,3` (any checkpoint) or `--prompt TEXT` (o200k_harmony text; needs the full vocabulary);
           prints the new ids (and text when the vocabulary is the real one) and tokens/s.
 chat:     renders the conversation with harmony, streams the reply's channels (analysis, then final) as they
           are parsed, and shows tokens/s. `--message TEXT` for one turn, otherwise one turn per stdin line.
+serve:    an OpenAI-compatible HTTP API (optimized/serve/; `--host`, `--port`, `--max-batch` ...; needs the
+          `serve` extra).
 Without --checkpoint it runs on the bundled tiny checkpoint (random weights, vocabulary 512) and says so.
 Chat on a vocabulary smaller than harmony's is refused: harmony's special tokens (<|start|> = 200006 ...) have
 no ids there, and folding them into 512 ids would be a made-up model, not this one; use `generate --tokens`.
@@ -28,19 +30,23 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 def parse_args(argv):
     ap = cli.ArgumentParser(prog="python -m optimized", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("chat", "generate"):
+    for name in ("chat", "generate", "serve"):
         p = sub.add_parser(name)
         p.add_argument("--checkpoint", help="checkpoint folder (original or HF layout); default: bundled tiny")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
         p.add_argument("--backend", default="torch", choices=["torch", "triton"])
-        p.add_argument("--max-new-tokens", type=cli.integer(0), default=64)
-        p.add_argument("--temperature", type=cli.number(0), default=1.0, help="0: greedy")
-        p.add_argument("--top-p", type=cli.number(0, 1, lo_open=True), default=1.0)
-        p.add_argument("--seed", type=cli.integer(0, 2**64 - 1), default=None)
+        if name != "serve":  # a server takes these per request
+            p.add_argument("--max-new-tokens", type=cli.integer(0), default=64)
+            p.add_argument("--temperature", type=cli.number(0), default=1.0, help="0: greedy")
+            p.add_argument("--top-p", type=cli.number(0, 1, lo_open=True), default=1.0)
+            p.add_argument("--seed", type=cli.integer(0, 2**64 - 1), default=None)
         p.add_argument("--context", type=cli.integer(1), default=4096, help="KV cache positions per sequence")
         cli.add_debug(p)
-        if name == "generate":
+        if name == "serve":
+            from optimized.serve import add_arguments
+            add_arguments(p)
+        elif name == "generate":
             p.add_argument("--tokens", type=cli.token_ids, help="comma-separated prompt ids, e.g. 1,2,3")
             p.add_argument("--prompt", help="prompt text (o200k_harmony; needs the full vocabulary)")
         else:
@@ -177,6 +183,9 @@ def run(args):
         raise cli.Failure("--device cuda: no CUDA device is available")
     engine = Engine.load(path, args.device, DTYPES[args.dtype], args.backend, context=args.context)
     vocab = engine.config.vocab_size
+    if args.command == "serve":
+        from optimized.serve import serve
+        return serve(args, engine, path)
     (cmd_chat if args.command == "chat" else cmd_generate)(args, engine, vocab)
 
 

@@ -82,3 +82,25 @@ class Cache:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    # -- rows that join and leave between steps (batching.Slots) ----------------------------------------
+    def rows(self, start: int, stop: int) -> "Cache":
+        """A Cache over rows [start, stop) that shares this one's tensors (a slice along B of each is a contiguous
+        view): what a step writes through it lands here. Its `lengths` are its own list; the owner copies them."""
+        assert 0 <= start < stop <= self.batch, (start, stop, self.batch)
+        view = Cache.__new__(Cache)
+        view.config, view.batch, view.context = self.config, stop - start, self.context
+        view.k, view.v, view.pos = ([t[start:stop] for t in ts] for ts in (self.k, self.v, self.pos))
+        view.lengths = self.lengths[start:stop]
+        return view
+
+    def clear_row(self, b: int):
+        for p in self.pos:
+            p[b].fill_(-1)
+        self.lengths[b] = 0
+
+    def move_row(self, src: int, dst: int):
+        """Row src's keys, values, positions and length into row dst (src is then free)."""
+        for t in self.tensors():
+            t[dst].copy_(t[src])
+        self.lengths[dst] = self.lengths[src]
