@@ -1,6 +1,6 @@
 """pytest plumbing of the kit: options, parametrization from the golden data, result recording, certificate.
 
-  pytest conformance/ --impl reference|optimized|transformers|package.module:factory|file.py:factory|exec:CMD
+  pytest conformance/ --impl reference|optimized|transformers|mlx|keras-hub|pkg.module:factory|file.py:factory|exec:CMD
                       [--dtype float32|bfloat16|float64] [--golden DIR] [--certificate DIR]
                       [--exec-timeout SECONDS] [--exec-start-timeout SECONDS]
 
@@ -19,8 +19,8 @@ KIT = pytest.StashKey[Kit]()
 def pytest_addoption(parser):
     g = parser.getgroup("conformance", "gpt-oss conformance kit")
     g.addoption("--impl", default="reference",
-                help="implementation under test: reference, optimized, transformers, package.module:factory, "
-                     "path/to/file.py:factory or exec:COMMAND (default: reference)")
+                help="implementation under test: reference, optimized, transformers, mlx, keras-hub, "
+                     "package.module:factory, path/to/file.py:factory or exec:COMMAND (default: reference)")
     g.addoption("--dtype", default=None,
                 help="the dtype whose bounds apply (float64, float32, bfloat16); default: the impl's dtype "
                      "attribute, else bfloat16. With --impl optimized, bfloat16 selects factory_bf16")

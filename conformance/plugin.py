@@ -27,8 +27,13 @@ OPTIONAL = ["decode_logits", "batch_logits", "intermediates", "op_mxfp4_decode",
             "parse", "parse_stream"]
 BUILTIN = {"reference": "conformance.impls.reference:factory",
            "transformers": "conformance.impls.transformers:factory",
-           "optimized": "optimized.adapter:factory"}
-BF16_FACTORY = {"optimized": "optimized.adapter:factory_bf16", "transformers": "conformance.impls.transformers:factory_bf16"}
+           "optimized": "optimized.adapter:factory",
+           "mlx": "conformance.impls.mlx:factory",
+           "keras-hub": "conformance.impls.keras_hub:factory"}
+BF16_FACTORY = {"optimized": "optimized.adapter:factory_bf16",
+                "transformers": "conformance.impls.transformers:factory_bf16",
+                "mlx": "conformance.impls.mlx:factory_bf16",
+                "keras-hub": "conformance.impls.keras_hub:factory_bf16"}
 CUDA_FACTORY = {"optimized": ("optimized.adapter:factory_cuda", "optimized.adapter:factory_cuda_bf16")}  # fp32, bf16
 
 
@@ -38,7 +43,7 @@ class ImplError(RuntimeError):
 
 def _load_attr(spec: str):
     if ":" not in spec:
-        raise ImplError(f"--impl {spec!r}: expected reference, optimized, transformers, package.module:factory, "
+        raise ImplError(f"--impl {spec!r}: expected {', '.join(BUILTIN)}, package.module:factory, "
                         f"path/to/file.py:factory or exec:COMMAND")
     mod_name, attr = spec.rsplit(":", 1)
     if mod_name.endswith(".py") and not Path(mod_name).is_file():

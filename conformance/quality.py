@@ -153,7 +153,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m conformance.quality", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", required=True, help="as the kit's --impl (package.module:factory, file.py:factory, "
-                                                  "exec:COMMAND, or a built-in: reference, optimized, transformers)")
+                                                  "exec:COMMAND, or a built-in: reference, optimized, transformers, "
+                                                  "mlx, keras-hub)")
     ap.add_argument("--golden", default=None, help="golden data folder (default golden/data)")
     ap.add_argument("--layout", default="original", choices=LAYOUTS, help="the checkpoint form the port is handed")
     ap.add_argument("--dtype", default=None, help="for the built-in impls: selects their bf16 factory")

@@ -114,9 +114,9 @@ def test_regeneration_reproduces_committed_data(tmp_path):
 
 
 def test_hf_copy_matches_derived_golden_and_reference(tmp_path):
-    """transformers' adapter converts original -> HF layout; the result is byte-identical to the golden
+    """The built-in adapters convert original -> HF layout (hf_layout.py); the result is byte-identical to the golden
     derived copy (written by reference/writer.py), and the reference reads both to identical logits."""
-    from conformance.impls.transformers import to_hf
+    from conformance.impls.hf_layout import to_hf
     from golden.format import derived_path
     name = "gqa2-top2"
     hf = to_hf(DATA_DIR / "checkpoints" / name, tmp_path / "hf")

@@ -1,25 +1,17 @@
 """`--impl transformers`: Hugging Face transformers' GptOssForCausalLM, an independent third-party port.
 
-The kit hands a port an original-layout checkpoint unless --layout says otherwise; transformers reads the HF
-layout, so from an original one this adapter first writes an HF-layout copy (the same stored bytes under HF names,
-q/k/v split, HF config.json; see `to_hf`), cached by the source's config and file sizes/mtimes. An HF-layout
-folder (--layout hf or hf-dense, or a user's own checkpoint behind `python -m golden --checkpoint`, MXFP4 or
-dense experts) is read as it is. transformers dequantizes
-MXFP4 on CPU and runs in float32 (`dtype` below). Needs `transformers` >= 4.56 and `accelerate`; nothing is downloaded.
+transformers reads the HF layout: an original-layout checkpoint is read through its cached HF-layout copy, an
+HF-layout one (MXFP4 or dense experts) as it is (hf_layout.py). transformers dequantizes MXFP4 on CPU and runs in
+float32 (`dtype` below). Needs `transformers` >= 4.56 and `accelerate`; nothing is downloaded.
 Capabilities: logits, decode_logits (HF's own KV cache, sliding-window layers included), batch_logits (left
 padding with an attention mask), intermediates (the residual stream after each decoder layer).
 """
-import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from reference.checkpoint import Checkpoint
-from reference.writer import write_hf
-
-CACHE = Path(os.environ.get("GPT_OSS_KIT_CACHE", Path(tempfile.gettempdir()) / "gpt-oss-kit-hf"))
+from conformance.impls.hf_layout import hf_folder, to_hf  # noqa: F401 - to_hf: imported from here by older code
 
 
 def preflight():
@@ -52,24 +44,6 @@ def load_hf_model(path, dtype, **kw):
     return model
 
 
-def to_hf(src, dst) -> Path:
-    """Write an HF-layout copy of an original-layout checkpoint (byte-identical tensors, renamed/split)."""
-    ck = Checkpoint(src)
-    if ck.layout != "original":
-        raise ValueError(f"{src}: expected an original-layout checkpoint, found {ck.layout}")
-    return write_hf(ck.path, dst)
-
-
-def _cache_key(src: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(src.iterdir()):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update((src / "config.json").read_bytes())
-    return h.hexdigest()[:16]
-
-
 class TransformersImpl:
     device = "cpu"
 
@@ -79,16 +53,7 @@ class TransformersImpl:
         import transformers
 
         self.torch = torch
-        src = Path(checkpoint_dir).resolve()
-        hf_dir = src if Checkpoint(src).layout == "hf" else CACHE / _cache_key(src)
-        if not (hf_dir / "config.json").is_file():
-            tmp = Path(tempfile.mkdtemp(dir=CACHE.parent if CACHE.parent.exists() else None))
-            to_hf(src, tmp)
-            CACHE.mkdir(parents=True, exist_ok=True)
-            try:
-                tmp.rename(hf_dir)
-            except OSError:  # another process made it first
-                pass
+        hf_dir = hf_folder(checkpoint_dir)
         self.dtype = dtype
         self.model = load_hf_model(hf_dir, getattr(torch, dtype), attn_implementation="eager")
         self.model.eval()
