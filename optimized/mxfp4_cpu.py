@@ -5,7 +5,8 @@ and scales in place (no gather copy, nothing decoded to memory). Its *_ref is `m
 (optimized.mxfp4.matvec on the gathered experts), tested against it in tests/test_optimized_ops.py.
 Build: csrc/mxfp4_matvec.c and csrc/mxfp4_matmul.c, compiled once by cbuild.py. Without a compiler
 `available()` is False, the reason is in `unavailable_reason`, and moe.py keeps the torch path: slower, same
-numbers within float32 rounding (a CPU without AVX-512 runs the kernels' scalar paths).
+numbers within float32 rounding. The kernels run AVX-512F, AVX2 or scalar loops, the best the CPU reports
+(`kernel_name`); `simd` caps the choice (tests force each).
 `moe_decode` runs the whole MoE of a decode step (both matvecs, biases, SwiGLU, routing weights) in one call;
 `moe_prefill` (csrc/mxfp4_matmul.c) the same for many tokens: rows grouped by expert, each hit expert's weights
 decoded 4 rows at a time into an L1 tile and multiplied by all of its rows (one read of an expert per call).
@@ -25,7 +26,9 @@ SIGNATURES = {
     "mxfp4_routed_matvec": ([_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT], _INT),
     "mxfp4_moe_decode": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _F32,
                           _INT], _INT),
+    "mxfp4_simd": ([_INT], _INT),
 }
+SIMD = ("scalar", "avx2", "avx512f")  # csrc/common.h's levels; simd=True: the best the CPU has, False: scalar
 PREFILL_SIGNATURES = {
     "mxfp4_moe_prefill": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                            _F32, _F32, _INT], _INT),
@@ -45,10 +48,23 @@ def available() -> bool:
     return _lib is not None
 
 
+def _cap(simd: bool | str) -> int:
+    if isinstance(simd, bool):
+        return len(SIMD) - 1 if simd else 0
+    if simd not in SIMD:
+        raise ValueError(f"simd must be a bool or one of {SIMD}, not {simd!r}")
+    return SIMD.index(simd)
+
+
+def kernel_name(simd: bool | str = True) -> str | None:
+    """The vector path the MXFP4 kernels take on this CPU (capped at `simd`); None without the C kernels."""
+    return SIMD[_lib.mxfp4_simd(_cap(simd))] if available() else None
+
+
 def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, x: torch.Tensor,
-                  out: torch.Tensor | None = None, simd: bool = True) -> torch.Tensor:
+                  out: torch.Tensor | None = None, simd: bool | str = True) -> torch.Tensor:
     """blocks (E, O, B, 16) uint8, scales (E, O, B) uint8, ids (R,) int64, x (R, B*32) float32, all contiguous
-    on the CPU -> (R, O) float32 (written into `out` when given). simd=False forces the scalar path (tests)."""
+    on the CPU -> (R, O) float32 (written into `out` when given). simd caps the vector path (tests)."""
     E, O, B, half = blocks.shape
     (R,) = ids.shape
     assert half == 16 and tuple(scales.shape) == (E, O, B) and tuple(x.shape) == (R, B * 32), (
@@ -64,7 +80,7 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     assert tuple(out.shape) == (R, O) and out.dtype == torch.float32 and out.is_contiguous()
     scratch = torch.empty(32 * B, dtype=torch.float32)  # x's even and odd halves
     rc = _lib.mxfp4_routed_matvec(blocks.data_ptr(), scales.data_ptr(), ids.data_ptr(), x.data_ptr(),
-                                  out.data_ptr(), scratch.data_ptr(), R, E, O, B, int(simd))
+                                  out.data_ptr(), scratch.data_ptr(), R, E, O, B, _cap(simd))
     if rc != 0:
         raise IndexError(f"routed_matvec: an expert id in {ids.tolist()} is outside [0, {E})")
     return out
@@ -91,7 +107,7 @@ def _check_moe(op, x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scal
 
 
 def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
-               simd: bool = True) -> torch.Tensor:
+               simd: bool | str = True) -> torch.Tensor:
     """The MoE op for a few tokens in one C call (matvecs, biases, SwiGLU, routing weights): x (N, C) float32,
     ids (N, A) int32, weights (N, A) float32, packed experts as in moe.py, biases float32 or bfloat16
     -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off)."""
@@ -101,14 +117,14 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
     rc = _lib.mxfp4_moe_decode(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(), w2_blocks.data_ptr(),
                                w2_scales.data_ptr(), b2.data_ptr(), int(b1.dtype == torch.bfloat16), ids.data_ptr(),
                                weights.data_ptr(), x.data_ptr(), out.data_ptr(), scratch.data_ptr(), N, A, E, I, C,
-                               float(limit), float(alpha), int(simd))
+                               float(limit), float(alpha), _cap(simd))
     if rc != 0:
         raise IndexError(f"moe_decode: an expert id in {ids.tolist()} is outside [0, {E})")
     return out
 
 
 def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
-                simd: bool = True) -> torch.Tensor:
+                simd: bool | str = True) -> torch.Tensor:
     """moe_decode's contract for many tokens: each hit expert is decoded once per call (per PREFILL_CHUNK of its
     rows), a tile of 4 rows at a time, and multiplied by all of its rows. Its *_ref is the torch op (moe.py's
     expert-by-expert loop)."""
@@ -122,7 +138,7 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
                                         w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
                                         int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),
                                         x.data_ptr(), out.data_ptr(), work.data_ptr(), scratch.data_ptr(), chunk, N,
-                                        A, E, I, C, float(limit), float(alpha), int(simd))
+                                        A, E, I, C, float(limit), float(alpha), _cap(simd))
     if rc != 0:
         raise IndexError(f"moe_prefill: an expert id in {ids.tolist()} is outside [0, {E})")
     return out

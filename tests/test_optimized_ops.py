@@ -30,6 +30,15 @@ def _needs_c_kernels():
     assert mxfp4_cpu.available(), mxfp4_cpu.unavailable_reason
 
 
+MXFP4_SIMD = ["scalar", "avx2", "avx512f"]  # mxfp4_cpu.SIMD: each test forces each path the CPU has
+
+
+def _simd_or_skip(simd):
+    _needs_c_kernels()
+    if mxfp4_cpu.kernel_name(simd) != simd:
+        pytest.skip(f"this CPU has no {simd} (cpuid)")
+
+
 @settings(max_examples=20)
 @given(seeds, st.integers(1, 4), st.sampled_from([torch.float32, torch.bfloat16]))
 def test_mxfp4_decode_exact(seed, nblocks, dtype):
@@ -171,11 +180,11 @@ def test_mxfp4_matvec_equals_decode_then_multiply(seed, R, O, B):
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("simd", MXFP4_SIMD)
 @settings(max_examples=10)
 @given(seeds, st.integers(1, 6), st.integers(1, 4), st.integers(1, 40), st.integers(1, 4))
 def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
-    _needs_c_kernels()
+    _simd_or_skip(simd)
     rng = np.random.default_rng(seed)
     blocks = torch.from_numpy(rng.integers(0, 256, (E, O, B, 16), dtype=np.uint8))
     scales = torch.from_numpy(rng.integers(110, 140, (E, O, B), dtype=np.uint8))
@@ -194,14 +203,14 @@ def test_cpu_kernel_routed_matvec_vs_ref(simd, seed, R, E, O, B):
         mxfp4_cpu.routed_matvec(blocks, scales, ids, torch.zeros(R, 2 * B * 32)[:, ::2])  # strided view
 
 
-@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("simd", MXFP4_SIMD)
 @pytest.mark.parametrize("bias_dtype", [torch.float32, torch.bfloat16])
 @settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=seeds, N=st.integers(1, 3))
 def test_cpu_kernel_moe_decode_vs_torch_op(monkeypatch, simd, bias_dtype, seed, N):
     """The one-call C MoE against the torch op on the same inputs (decode + bmm path, float32 math)."""
     from optimized import moe as moe_mod
-    _needs_c_kernels()
+    _simd_or_skip(simd)
     monkeypatch.setattr(moe_mod, "CPU_MATVEC", False)  # the torch op: decode the routed experts, bmm
     rng = np.random.default_rng(seed)
     E, C, I, A, limit = 4, 64, 32, 2, 7.0
@@ -218,7 +227,7 @@ def test_cpu_kernel_moe_decode_vs_torch_op(monkeypatch, simd, bias_dtype, seed, 
         mxfp4_cpu.moe_decode(x, ids.long(), weights, w1b, w1s, b1, w2b, w2s, b2, limit, 1.702)
 
 
-@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("simd", MXFP4_SIMD)
 @pytest.mark.parametrize("bias_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("N", [1, 7, 33, 130])
 @settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -228,7 +237,7 @@ def test_cpu_kernel_moe_prefill_vs_torch_op(monkeypatch, simd, bias_dtype, seed,
     C=96, I=160: odd block counts (3, 5: 6 and 10 vectors of 16); N=7, 33, 130: x rows not a multiple
     of 4; chunk 5: an expert's rows in several passes; the last expert never routed (zero rows)."""
     from optimized import moe as moe_mod
-    _needs_c_kernels()
+    _simd_or_skip(simd)
     monkeypatch.setattr(moe_mod, "CPU_MATVEC", False)  # the torch op ...
     monkeypatch.setattr(moe_mod, "GATHER_BYTES", 0)  # ... expert by expert
     monkeypatch.setattr(mxfp4_cpu, "PREFILL_CHUNK", chunk)

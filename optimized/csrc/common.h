@@ -47,14 +47,18 @@ static inline float e8m0(uint8_t s) {
     return f;
 }
 
-/* the AVX-512 paths run when asked (simd != 0; tests pass 0 for the scalar paths) and the CPU has AVX-512F */
-static inline int use_simd(int simd) {
+/* Which vector paths run: SIMD_AVX512 (AVX-512F), SIMD_AVX2 (AVX2 + FMA: CPUs without AVX-512, e.g. AMD Zen 1-3)
+   or SIMD_NONE (scalar loops): the best the CPU reports (cpuid) at or below `cap`, the callers' simd argument
+   (the engine passes SIMD_AVX512; tests force each level) */
+enum { SIMD_NONE, SIMD_AVX2, SIMD_AVX512 };
+static inline int use_simd(int cap) {
 #ifdef __x86_64__
-    return simd && __builtin_cpu_supports("avx512f");
-#else
-    (void)simd;
-    return 0;
+    __builtin_cpu_init();
+    if (cap >= SIMD_AVX512 && __builtin_cpu_supports("avx512f")) return SIMD_AVX512;
+    if (cap >= SIMD_AVX2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SIMD_AVX2;
 #endif
+    (void)cap;
+    return SIMD_NONE;
 }
 
 #ifdef __x86_64__

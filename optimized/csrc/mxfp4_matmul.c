@@ -14,7 +14,9 @@ call (per chunk of `chunk` rows, mxfp4_cpu.PREFILL_CHUNK) and its decoded weight
 Not the release layout in memory: a decoded tile row keeps each block's 16 low-nibble values (even k) before
 its 16 high-nibble values (odd k), and x is gathered in the same order, so no interleave is ever done.
 Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
-A scalar path serves CPUs without AVX-512; both sum in float32.
+AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (vpermps on the 8 magnitudes, the sign
+bit moved into place), dots 4 weight rows x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay
+scalar there. A scalar path serves other CPUs; all sum in float32.
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
 rows in a chunk, O output rows, K = B*32 inputs of a matrix.
 */
@@ -167,6 +169,68 @@ static void dots_avx512(const float *tile, const float *xg, float *out, int64_t 
         _mm_storeu_ps(out + r * ldo, hsum4(a0, a1, a2, a3));
     }
 }
+
+/* AVX2: a tile row's 32 values from 16 bytes: 8 codes a register, magnitudes by vpermps (low 3 bits), bit 3 the
+   sign */
+__attribute__((target("avx2,fma")))
+static void decode_avx2(const uint8_t *bl, const uint8_t *sc, float *tile, int64_t B) {
+    const __m256 table = _mm256_loadu_ps(FP4);
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    for (int64_t i = 0; i < TILE * B; i++) {
+        __m256 s = _mm256_set1_ps(e8m0(sc[i]));
+        for (int h = 0; h < 2; h++) {
+            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(bl + i * 16 + h * 8)));
+            __m256i hi = _mm256_srli_epi32(c, 4);
+            __m256 lo_v = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, c),
+                                        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(c, 28), sign)));
+            __m256 hi_v = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, hi),
+                                        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(hi, 28), sign)));
+            _mm256_storeu_ps(tile + i * 32 + h * 8, _mm256_mul_ps(lo_v, s));
+            _mm256_storeu_ps(tile + i * 32 + 16 + h * 8, _mm256_mul_ps(hi_v, s));
+        }
+    }
+}
+
+/* the sums of 4 vectors -> one (4) vector, always in the same order */
+__attribute__((target("avx2,fma")))
+static inline __m128 hsum4_avx2(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/* 4 weight rows x 2 rows of x a step: 8 accumulators, 4 weight registers, one x register (16 ymm in all) */
+__attribute__((target("avx2,fma")))
+static void dots_avx2(const float *tile, const float *xg, float *out, int64_t ldo, int64_t n, int64_t K) {
+    const float *w0 = tile, *w1 = tile + K, *w2 = tile + 2 * K, *w3 = tile + 3 * K;
+    int64_t r = 0;
+    for (; r + 2 <= n; r += 2) {
+        const float *x0 = xg + r * K, *x1 = x0 + K;
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+               a13 = a00;
+        for (int64_t k = 0; k < K; k += 8) {
+            __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k), v2 = _mm256_loadu_ps(w2 + k),
+                   v3 = _mm256_loadu_ps(w3 + k), x;
+            x = _mm256_loadu_ps(x0 + k);
+            a00 = _mm256_fmadd_ps(v0, x, a00), a01 = _mm256_fmadd_ps(v1, x, a01);
+            a02 = _mm256_fmadd_ps(v2, x, a02), a03 = _mm256_fmadd_ps(v3, x, a03);
+            x = _mm256_loadu_ps(x1 + k);
+            a10 = _mm256_fmadd_ps(v0, x, a10), a11 = _mm256_fmadd_ps(v1, x, a11);
+            a12 = _mm256_fmadd_ps(v2, x, a12), a13 = _mm256_fmadd_ps(v3, x, a13);
+        }
+        _mm_storeu_ps(out + r * ldo, hsum4_avx2(a00, a01, a02, a03));
+        _mm_storeu_ps(out + (r + 1) * ldo, hsum4_avx2(a10, a11, a12, a13));
+    }
+    for (; r < n; r++) {  /* the last row of x */
+        const float *x0 = xg + r * K;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < K; k += 8) {
+            __m256 x = _mm256_loadu_ps(x0 + k);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), x, a0), a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), x, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), x, a2), a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), x, a3);
+        }
+        _mm_storeu_ps(out + r * ldo, hsum4_avx2(a0, a1, a2, a3));
+    }
+}
 #endif
 
 /* one expert's packed matrix (O, B, 16) + scales (O, B) times its n rows xg (n, B*32, tile order) -> out (n, O),
@@ -177,12 +241,19 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
     for (int64_t o = 0; o < O; o += TILE) {
         float tile[TILE * B * 32], sf[TILE * B];
 #ifdef __x86_64__
-        if (wide) {
+        if (wide != SIMD_NONE) {
             for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */
                 _mm_prefetch((const char *)(bl + (o + TILE) * B * 16 + i), _MM_HINT_T0);
             _mm_prefetch((const char *)(sc + (o + TILE) * B), _MM_HINT_T0);
+        }
+        if (wide == SIMD_AVX512) {
             decode_avx512(bl + o * B * 16, sc + o * B, tile, B, sf);
             dots_avx512(tile, xg, out + o, O, n, B * 32);
+            continue;
+        }
+        if (wide == SIMD_AVX2) {
+            decode_avx2(bl + o * B * 16, sc + o * B, tile, B);
+            dots_avx2(tile, xg, out + o, O, n, B * 32);
             continue;
         }
 #endif
@@ -193,7 +264,7 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
 
 static void tile_order(const float *src, float *dst, int64_t K, int wide) {
 #ifdef __x86_64__
-    if (wide) {
+    if (wide == SIMD_AVX512) {
         tile_order_avx512(src, dst, K);
         return;
     }
@@ -203,7 +274,7 @@ static void tile_order(const float *src, float *dst, int64_t K, int wide) {
 
 static void swiglu(const float *h, const float *bias, float *act, int64_t I, float limit, float alpha, int wide) {
 #ifdef __x86_64__
-    if (wide) {
+    if (wide == SIMD_AVX512) {
         swiglu_avx512(h, bias, act, I, limit, alpha);
         return;
     }

@@ -8,8 +8,9 @@ Layout (the release layout, read in place, never decoded to memory):
 The scale is per block of 32 along k, so each block's dot product runs on the unscaled FP4 values and is then
 multiplied by its scale: y = sum_b 2**(s_b - 127) * (codes_b . x_b).
 AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded by two in-register permutes
-(vpermps), with x split once into its even and odd elements (low and high nibbles). A scalar path serves CPUs
-without AVX-512; both sum in float32.
+(vpermps), with x split once into its even and odd elements (low and high nibbles). AVX2 (CPUs without
+AVX-512): a ymm holds the 8 magnitudes, vpermps reads a code's low 3 bits, and its bit 3 (the sign) is moved to
+float32's sign bit by a shift, a mask and a xor. A scalar path serves other CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include "common.h"
@@ -99,6 +100,66 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
         out[o] = _mm512_reduce_add_ps(acc);
     }
 }
+
+/* AVX2: 8 bytes of a block (low nibbles: 8 even k, high: 8 odd k) -> their unscaled dot with x's halves;
+   codes 0-7 are magnitudes (vpermps reads the low 3 bits), bit 3 the sign (shifted to bit 31) */
+#define HALF_DOT_AVX2(ptr, xe_h, xo_h, acc)                                                                    \
+    ({                                                                                                        \
+        __m256i c_ = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ptr)));                           \
+        __m256i h_ = _mm256_srli_epi32(c_, 4);                                                                \
+        __m256 wl_ = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, c_),                                       \
+                                   _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(c_, 28), sign)));   \
+        __m256 wh_ = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, h_),                                       \
+                                   _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(h_, 28), sign)));   \
+        _mm256_fmadd_ps(wh_, xo_h, _mm256_fmadd_ps(wl_, xe_h, acc));                                          \
+    })
+
+__attribute__((target("avx2,fma")))
+static inline float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* one row's block b (16 bytes): its unscaled dot product, 8 lanes */
+#define BLOCK_DOT_AVX2(ptr, b)                                                                                \
+    ({                                                                                                        \
+        __m256 d_ = HALF_DOT_AVX2(ptr, _mm256_loadu_ps(xe + (b) * 16), _mm256_loadu_ps(xo + (b) * 16),         \
+                                  _mm256_setzero_ps());                                                       \
+        HALF_DOT_AVX2((ptr) + 8, _mm256_loadu_ps(xe + (b) * 16 + 8), _mm256_loadu_ps(xo + (b) * 16 + 8), d_);  \
+    })
+
+__attribute__((target("avx2,fma")))
+static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
+                      int64_t o0, int64_t o1, int64_t B) {
+    const __m256 table = _mm256_loadu_ps(FP4);  /* the 8 magnitudes */
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    int64_t o4 = o0 + (o1 - o0) / 4 * 4;
+#pragma omp parallel for schedule(static) if ((o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
+    for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once, as rows_avx512 */
+        const uint8_t *p = bl + o * B * 16, *s = sc + o * B;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t b = 0; b < B; b++) {
+            if ((b & 3) == 0)
+                for (int r = 0; r < 4; r++)
+                    _mm_prefetch((const char *)(p + (r * B + b) * 16) + PREFETCH_BYTES, _MM_HINT_T0);
+            a0 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + b * 16, b), _mm256_set1_ps(e8m0(s[b])), a0);
+            a1 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + (B + b) * 16, b), _mm256_set1_ps(e8m0(s[B + b])), a1);
+            a2 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + (2 * B + b) * 16, b), _mm256_set1_ps(e8m0(s[2 * B + b])), a2);
+            a3 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + (3 * B + b) * 16, b), _mm256_set1_ps(e8m0(s[3 * B + b])), a3);
+        }
+        out[o] = hsum_avx2(a0);
+        out[o + 1] = hsum_avx2(a1);
+        out[o + 2] = hsum_avx2(a2);
+        out[o + 3] = hsum_avx2(a3);
+    }
+    for (int64_t o = o4; o < o1; o++) {
+        const uint8_t *p = bl + o * B * 16, *s = sc + o * B;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < B; b++) acc = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + b * 16, b), _mm256_set1_ps(e8m0(s[b])), acc);
+        out[o] = hsum_avx2(acc);
+    }
+}
 #endif
 
 /* one packed matrix (O, B, 16) + scales (O, B) times x (B*32) -> out (O); scratch (32 * B) float32 */
@@ -107,8 +168,12 @@ static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, flo
     float *xe = scratch, *xo = scratch + B * 16;
     split(x, xe, xo, B);
 #ifdef __x86_64__
-    if (wide) {
+    if (wide == SIMD_AVX512) {
         rows_avx512(bl, sc, xe, xo, out, 0, O, B);
+        return;
+    }
+    if (wide == SIMD_AVX2) {
+        rows_avx2(bl, sc, xe, xo, out, 0, O, B);
         return;
     }
 #endif
@@ -117,8 +182,8 @@ static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, flo
 }
 
 /* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
-   scratch (32 * B) float32; simd 0 forces the scalar path (tests). Returns 0, or -1 when an id is outside
-   [0, E) (checked before any row is written). */
+   scratch (32 * B) float32; simd: the cap of common.h's use_simd (tests force each path). Returns 0, or -1 when an
+   id is outside [0, E) (checked before any row is written). */
 int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int64_t *ids, const float *x,
                         float *out, float *scratch, int64_t R, int64_t E, int64_t O, int64_t B, int simd) {
     for (int64_t r = 0; r < R; r++)
@@ -165,3 +230,6 @@ int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, con
     }
     return 0;
 }
+
+/* the vector path these kernels (and mxfp4_matmul.c's) take at this cap: common.h's SIMD_* */
+int mxfp4_simd(int cap) { return use_simd(cap); }
