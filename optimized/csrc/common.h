@@ -62,6 +62,19 @@ static inline int use_simd(int cap) {
 }
 
 #ifdef __x86_64__
+/* AVX2 FP4 decoding, 8 codes a register: a code's low 3 bits pick its magnitude (vpermps reads only those) and
+   bit 3 is its sign, which (code << 28) puts in bit 31, with the 3 magnitude bits in bits 28-30; so the table
+   holds each magnitude's float32 bits XOR (m << 28), and one XOR with (code << 28) both cancels those and sets
+   the sign. Bits 4-31 of a lane are ignored (shifted out). */
+static const uint32_t FP4_XOR28[8] __attribute__((unused)) = {0x0, 0x2f000000, 0x1f800000, 0x0fc00000,
+                                                              0x0, 0x10400000, 0x20800000, 0x30c00000};
+__attribute__((target("avx2")))
+static inline __m256 fp4_avx2(__m256i codes, __m256 table) {
+    return _mm256_xor_ps(_mm256_permutevar8x32_ps(table, codes), _mm256_castsi256_ps(_mm256_slli_epi32(codes, 28)));
+}
+#endif
+
+#ifdef __x86_64__
 /* float32 exp(x) to about 1 ulp (Cephes expf): 2**n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2; a very
    negative x underflows to 0, a large one overflows to inf (_mm512_scalef_ps) */
 __attribute__((target("avx512f")))

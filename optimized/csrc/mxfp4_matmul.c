@@ -14,8 +14,7 @@ call (per chunk of `chunk` rows, mxfp4_cpu.PREFILL_CHUNK) and its decoded weight
 Not the release layout in memory: a decoded tile row keeps each block's 16 low-nibble values (even k) before
 its 16 high-nibble values (odd k), and x is gathered in the same order, so no interleave is ever done.
 Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
-AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (vpermps on the 8 magnitudes, the sign
-bit moved into place), dots 4 weight rows x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay
+AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (common.h's fp4_avx2), dots 4 weight rows x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay
 scalar there. A scalar path serves other CPUs; all sum in float32.
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
 rows in a chunk, O output rows, K = B*32 inputs of a matrix.
@@ -170,23 +169,16 @@ static void dots_avx512(const float *tile, const float *xg, float *out, int64_t 
     }
 }
 
-/* AVX2: a tile row's 32 values from 16 bytes: 8 codes a register, magnitudes by vpermps (low 3 bits), bit 3 the
-   sign */
+/* AVX2: a tile row's 32 values from 16 bytes, 8 codes a register (common.h's fp4_avx2) */
 __attribute__((target("avx2,fma")))
 static void decode_avx2(const uint8_t *bl, const uint8_t *sc, float *tile, int64_t B) {
-    const __m256 table = _mm256_loadu_ps(FP4);
-    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    const __m256 table = _mm256_loadu_ps((const float *)FP4_XOR28);
     for (int64_t i = 0; i < TILE * B; i++) {
         __m256 s = _mm256_set1_ps(e8m0(sc[i]));
         for (int h = 0; h < 2; h++) {
             __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(bl + i * 16 + h * 8)));
-            __m256i hi = _mm256_srli_epi32(c, 4);
-            __m256 lo_v = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, c),
-                                        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(c, 28), sign)));
-            __m256 hi_v = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, hi),
-                                        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(hi, 28), sign)));
-            _mm256_storeu_ps(tile + i * 32 + h * 8, _mm256_mul_ps(lo_v, s));
-            _mm256_storeu_ps(tile + i * 32 + 16 + h * 8, _mm256_mul_ps(hi_v, s));
+            _mm256_storeu_ps(tile + i * 32 + h * 8, _mm256_mul_ps(fp4_avx2(c, table), s));
+            _mm256_storeu_ps(tile + i * 32 + 16 + h * 8, _mm256_mul_ps(fp4_avx2(_mm256_srli_epi32(c, 4), table), s));
         }
     }
 }

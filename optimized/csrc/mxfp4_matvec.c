@@ -9,8 +9,8 @@ The scale is per block of 32 along k, so each block's dot product runs on the un
 multiplied by its scale: y = sum_b 2**(s_b - 127) * (codes_b . x_b).
 AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded by two in-register permutes
 (vpermps), with x split once into its even and odd elements (low and high nibbles). AVX2 (CPUs without
-AVX-512): a ymm holds the 8 magnitudes, vpermps reads a code's low 3 bits, and its bit 3 (the sign) is moved to
-float32's sign bit by a shift, a mask and a xor. A scalar path serves other CPUs; all sum in float32.
+AVX-512): a ymm holds the 8 magnitudes, vpermps reads a code's low 3 bits, and a shift and a xor move its bit 3
+(the sign) into place (common.h's fp4_avx2). A scalar path serves other CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include "common.h"
@@ -101,16 +101,11 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
     }
 }
 
-/* AVX2: 8 bytes of a block (low nibbles: 8 even k, high: 8 odd k) -> their unscaled dot with x's halves;
-   codes 0-7 are magnitudes (vpermps reads the low 3 bits), bit 3 the sign (shifted to bit 31) */
+/* AVX2: 8 bytes of a block (low nibbles: 8 even k, high: 8 odd k) -> acc + their unscaled dot with x's halves */
 #define HALF_DOT_AVX2(ptr, xe_h, xo_h, acc)                                                                    \
     ({                                                                                                        \
         __m256i c_ = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ptr)));                           \
-        __m256i h_ = _mm256_srli_epi32(c_, 4);                                                                \
-        __m256 wl_ = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, c_),                                       \
-                                   _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(c_, 28), sign)));   \
-        __m256 wh_ = _mm256_xor_ps(_mm256_permutevar8x32_ps(table, h_),                                       \
-                                   _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(h_, 28), sign)));   \
+        __m256 wl_ = fp4_avx2(c_, table), wh_ = fp4_avx2(_mm256_srli_epi32(c_, 4), table);                    \
         _mm256_fmadd_ps(wh_, xo_h, _mm256_fmadd_ps(wl_, xe_h, acc));                                          \
     })
 
@@ -132,8 +127,7 @@ static inline float hsum_avx2(__m256 v) {
 __attribute__((target("avx2,fma")))
 static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
                       int64_t o0, int64_t o1, int64_t B) {
-    const __m256 table = _mm256_loadu_ps(FP4);  /* the 8 magnitudes */
-    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    const __m256 table = _mm256_loadu_ps((const float *)FP4_XOR28);
     int64_t o4 = o0 + (o1 - o0) / 4 * 4;
 #pragma omp parallel for schedule(static) if ((o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
     for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once, as rows_avx512 */
