@@ -45,6 +45,7 @@ def serve(args, engine, checkpoint):
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    sock.listen(2048)  # connections queue from now on, so the line below can be acted on at once
     host, port = sock.getsockname()[:2]
     print(f"serving {options.model_name!r} at http://{host}:{port}/v1 (max batch {options.max_batch}, context "
           f"{engine.context})", flush=True)
