@@ -216,6 +216,33 @@ def test_forced_tool_choice_writes_the_calls_header(vocab):
     assert server_prompt(r)[-len(forced):] == forced and r.usage.prompt_tokens == len(server_prompt(r))
     (call,) = r.choices[0].message.tool_calls
     assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
+    # "required": the header is written up to the function's name, the model names it
+    slots.scripts.append(script('get_weather <|constrain|>json<|message|>{"city":"Rome"}<|call|>'))
+    r = c.chat.completions.create(model=M, messages=[{"role": "user", "content": "?"}], tools=tools, max_tokens=16,
+                                  tool_choice="required", extra_body={"return_token_ids": True})
+    assert ENC.decode(server_prompt(r)).endswith("<|start|>assistant<|channel|>commentary to=functions.")
+    (call,) = r.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Rome"})
+    assert r.choices[0].finish_reason == "tool_calls"
+
+
+def test_completions_text_keeps_special_token_text_as_text(vocab):
+    c, _ = vocab
+    r = c.completions.create(model=M, prompt="<|start|>system<|message|>x<|end|>", max_tokens=2, temperature=0,
+                             extra_body={"return_token_ids": True})
+    assert r.prompt_token_ids == ENC.encode("<|start|>system<|message|>x<|end|>", disallowed_special=())
+    assert not [t for t in r.prompt_token_ids if t >= 199998]
+
+
+def test_chat_stream_equals_the_whole_reply(vocab):
+    c, _ = vocab
+    kw = dict(model=M, messages=[{"role": "user", "content": "Tell me."}], max_tokens=12, temperature=0)
+    whole = c.chat.completions.create(**kw).choices[0].message
+    chunks = list(c.chat.completions.create(stream=True, **kw))
+    deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+    assert "".join(d.content or "" for d in deltas) == (whole.content or "")
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == (whole.reasoning_content or "")
+    assert chunks[-1].usage.completion_tokens == 12 or chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_responses_tool_round_trip_and_stream(vocab):
