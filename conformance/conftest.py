@@ -1,7 +1,7 @@
 """pytest plumbing of the kit: options, parametrization from the golden data, result recording, certificate.
 
   pytest conformance/ --impl reference|optimized|transformers|mlx|keras-hub|pkg.module:factory|file.py:factory|exec:CMD
-                      [--dtype float32|bfloat16|float64] [--golden DIR] [--certificate DIR]
+                      [--dtype float32|bfloat16|float64] [--golden DIR|real-20b|real-120b] [--certificate DIR]
                       [--exec-timeout SECONDS] [--exec-start-timeout SECONDS]
 
 An --impl that cannot be loaded, an exec: port that does not start and answer hello, a --golden folder that does
@@ -10,7 +10,7 @@ not exist or has no manifest: the session stops before any check, in one line (p
 import pytest
 
 from conformance import certificate, plugin
-from conformance.session import Kit
+from conformance.session import Kit, ensure_tier
 from golden import format as gformat
 
 KIT = pytest.StashKey[Kit]()
@@ -28,11 +28,13 @@ def pytest_addoption(parser):
                 help="device of a built-in impl (--impl optimized: cpu or cuda); a port of your own chooses its "
                      "device in its factory")
     g.addoption("--golden", default=None, help="golden data folder (default: golden/data; or one written by "
-                                               "python -m golden --checkpoint)")
-    g.addoption("--layout", default="original", choices=["original", "hf", "hf-dense"],
+                                               "python -m golden --checkpoint), or real-20b / real-120b: the "
+                                               "real-shape tier, generated on first use into a cache folder")
+    g.addoption("--layout", default=None, choices=["original", "hf", "hf-dense"],
                 help="the form of the golden checkpoints the port is handed: original (OpenAI's release layout, "
-                     "default), hf (HF names, q/k/v split, MXFP4 experts) or hf-dense (HF layout, experts dense "
-                     "bf16: how a fine-tune is saved); the same model, so the same golden logits")
+                     "default), hf (HF names, q/k/v split, MXFP4 experts; the real-shape tier's default) or "
+                     "hf-dense (HF layout, experts dense bf16: how a fine-tune is saved); the same model, so the "
+                     "same golden logits")
     g.addoption("--certificate", default=None, help="write certificate.json and certificate.md to this folder")
     g.addoption("--exec-timeout", type=float, default=600, metavar="SECONDS",
                 help="exec: ports: the longest wait for one answer (default 600 s, room for a big checkpoint on a "
@@ -57,6 +59,8 @@ def pytest_configure(config):
 def _preflight(kit, config):
     """What would fail every check, checked once: the golden folder, the --impl, an exec: port's start."""
     root = config.getoption("--golden") or kit.golden.root
+    if kit.tier:
+        ensure_tier(kit)  # first use: generates it (minutes); later: sha256 of every file, once per run
     if not kit.golden.root.is_dir():
         raise gformat.GoldenError(f"--golden {root}: no such folder")
     if not (kit.golden.root / gformat.MANIFEST).is_file():

@@ -20,7 +20,7 @@ LAYOUTS = ("original", "hf", "hf-dense")  # --layout: the checkpoint form a port
 
 class Golden:
     def __init__(self, root, layout: str = "original"):
-        assert layout in LAYOUTS, layout
+        assert layout in LAYOUTS, layout  # the real-shape tier's native form is "hf" (Kit picks it by default)
         self.root = Path(root).resolve()
         self.layout = layout  # synthetic golden data: the form of the checkpoint folder a port is handed
         self._derived: set[str] = set()  # derived forms written and hash-checked in this run
@@ -102,6 +102,17 @@ class Golden:
                                           f"({entry.get('layout')} layout, {entry.get('experts', 'mxfp4')} experts), "
                                           f"handed to the port as it is: drop --layout")
             return path
+        if "dir" in entry:  # the real-shape tier (golden/real.py): its HF root, or its original form on demand
+            if self.layout == "hf":
+                return self.root / entry["dir"]
+            if self.layout == "original":
+                if "original" not in self._derived:  # written on first use, hash-checked once per run
+                    from golden import real
+                    real.original_form(self.root, self.manifest["tier"], self.manifest)
+                    self._derived.add("original")
+                return self.root / "derived" / "original"
+            raise gformat.GoldenError(f"--layout {self.layout}: the real-shape tier {self.manifest.get('tier')} has "
+                                      f"the release's two forms, hf (its default) and original")
         if self.layout == "original":
             return self.root / "checkpoints" / case
         # a derived form (HF names, or the dense twin): the same model, so the same golden logits; written on
@@ -131,8 +142,12 @@ class Kit:
         self.dtype_opt = config.getoption("--dtype")
         self.device_opt = config.getoption("--device")
         golden = config.getoption("--golden")
-        self.layout = config.getoption("--layout")
-        self.golden = Golden(golden or gformat.DATA_DIR, self.layout)
+        self.tier = golden_tier(golden)  # --golden real-20b: made on first use in a cache folder (_preflight)
+        # the form a port is handed: the golden data's own unless --layout says otherwise (the real-shape tier is
+        # the release's HF root; the synthetic checkpoints are OpenAI's original layout)
+        self.layout = config.getoption("--layout") or ("hf" if self.tier else "original")
+        root = real_cache_dir(self.tier) if self.tier else (golden or gformat.DATA_DIR)
+        self.golden = Golden(root, self.layout)
         self.certificate = config.getoption("--certificate")
         self._factory = None
         self._impls: dict[str, object] = {}
@@ -192,6 +207,24 @@ class Kit:
     def close(self):
         if hasattr(self._factory, "close"):
             self._factory.close()
+
+
+def golden_tier(option) -> str | None:
+    """The real-shape tier a --golden value names (real-20b, real-120b), unless a folder of that name exists."""
+    from golden.real import TIERS
+    return option if option in TIERS and not Path(option).is_dir() else None
+
+
+def real_cache_dir(tier: str) -> Path:
+    from golden.real import cache_dir
+    return cache_dir(tier)
+
+
+def ensure_tier(kit: "Kit") -> None:
+    """Generate the real-shape tier on first use, verify it by hash (once: the manifest is kept for the run)."""
+    from golden.real import ensure
+    root, manifest = ensure(kit.tier)
+    kit.golden.root, kit.golden._manifest = root.resolve(), manifest
 
 
 def need(impl, capability: str):
