@@ -31,14 +31,17 @@ def bad(param: str | None, message: str, code: str = "invalid_value") -> APIErro
     return APIError(400, message, param, code)
 
 
+TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "literal"}
+
+
 def field_path(loc) -> str | None:
     """pydantic's loc ('body', 'messages', 1, 'role') -> 'messages[1].role'."""
     out = ""
     for part in loc[1:] if loc and loc[0] == "body" else loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "list[int]", "list[str]", "list[list[int]]", "function-after", "literal"):
-            continue  # the union member pydantic tried, not a field
+        elif part in TYPE_TAGS or "[" in part or part.startswith("function-"):
+            continue  # the union member pydantic tried (`str`, `list[int]`, ...), not a field
         else:
             out += ("." if out else "") + str(part)
     return out or None
