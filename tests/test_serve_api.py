@@ -274,3 +274,22 @@ def test_responses_on_the_models_own_reply(vocab):
                            max_output_tokens=5, temperature=0, extra_body={"return_token_ids": True})
     assert r.status in ("completed", "incomplete") and r.usage.output_tokens == len(r.token_ids) <= 5
     assert r.prompt_token_ids == h.prompt([h.system(date=None), h.developer("Be brief."), h.user("Hi")])
+
+
+def test_the_command_line_serves_on_loopback():
+    """`python -m optimized serve --port 0` binds 127.0.0.1, prints where, answers, and stops on SIGTERM."""
+    import http.client
+    import re
+    proc = subprocess.Popen([sys.executable, "-m", "optimized", "serve", "--port", "0", "--context", "64"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"at http://127\.0\.0\.1:(\d+)/v1", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        conn = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=30)
+        conn.request("GET", "/v1/models")
+        assert json.loads(conn.getresponse().read())["data"][0]["id"] == "tiny"
+        conn.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) is not None

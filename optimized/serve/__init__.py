@@ -33,9 +33,14 @@ def serve(args, engine, checkpoint):
     import socket
 
     import torch
-    import uvicorn
 
-    from optimized.serve.app import Options, create_app
+    from reference import cli
+    try:
+        import uvicorn
+
+        from optimized.serve.app import Options, create_app
+    except ImportError as e:
+        raise cli.Failure(f"serve needs the serve extra (fastapi, uvicorn): pip install -e '.[serve]' ({e})") from None
 
     if args.threads:
         torch.set_num_threads(args.threads)
