@@ -18,6 +18,7 @@ Not here: the packed MXFP4 experts (moe.py, mxfp4_cpu.py).
 Legend: C input features, O output features.
 """
 import ctypes
+import functools
 
 import torch
 
@@ -55,6 +56,12 @@ def kernel_name(op: str = "bf16_matvec", C: int = 768, kernel: str = "auto") -> 
     if lib is None:
         return None
     return lib.bf16_kernel_name(_level(kernel), int(op == "bf16_matvec"), C).decode()
+
+
+@functools.cache
+def _cpu_bf16_dot() -> bool:
+    """Whether this CPU has AVX512_BF16 (and the C kernels are built): torch's CPU bf16 matmul is fast only there."""
+    return kernel_name("bf16_matvec", 32) == "avx512bf16"
 
 
 def bf16_matvec(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None = None, kernel: str = "auto") -> torch.Tensor:
@@ -119,6 +126,11 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     assert x.shape[-1] == C and (b is None or tuple(b.shape) == (O,)), (x.shape, w.shape, b is None or b.shape)
     if x.dtype == torch.float32 and w.dtype == torch.bfloat16:
         return _linear_widened(x, w, b)
+    if x.device.type == "cpu" and x.numel() > C and x.dtype == w.dtype == torch.bfloat16 and not _cpu_bf16_dot():
+        # several bf16 rows (prefill) on a CPU without AVX512_BF16, where torch 2.13's bf16 matmul runs ~8x slower
+        # than float32's (bench/engine_cpu.py): the same exact products and float32 sums on widened copies, bias
+        # added in float32, one rounding to bf16, as torch's bf16 linear does
+        return _linear_widened(x.float(), w, b).to(torch.bfloat16)
     if x.device.type == "cpu" and x.numel() == C:
         v = x.reshape(C)
         if (w.dtype == v.dtype == torch.bfloat16 and (b is None or b.dtype == torch.bfloat16) and w.is_contiguous()
