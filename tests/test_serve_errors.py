@@ -119,6 +119,8 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
     (chat(reasoning_effort="extreme"), "reasoning_effort"),
     (chat(n=3), "n"),
     (chat(logprobs=True), "logprobs"),
+    (chat(top_logprobs=2), "top_logprobs"),
+    ({"model": M, "input": "hi", "top_logprobs": 2}, "top_logprobs"),
     (chat(response_format={"type": "json_schema", "json_schema": {}}), "response_format"),
     (chat(), "messages"),  # the tiny vocabulary cannot hold harmony's tokens
     ({"model": M, "input": "hi", "previous_response_id": "resp_1"}, "previous_response_id"),

@@ -6,7 +6,7 @@ finish_reason `tool_calls`; the rest is `content`. A reply that is not harmony (
 in `content`, with `harmony_error` on the choice saying where parsing failed. Usage counts reasoning tokens
 (`completion_tokens_details.reasoning_tokens`: tokens generated while on the analysis channel).
 Sampling stops at <|return|> (the answer is done) and <|call|> (a tool call is handed over).
-Refused with a 400 naming the field: `n` > 1, penalties, `logit_bias`, `logprobs`, `stop`, a structured
+Refused with a 400 naming the field: `n` > 1, penalties, `logit_bias`, `logprobs` / `top_logprobs`, `stop`, a structured
 `response_format` (no constrained decoding here), and a vocabulary without harmony's tokens (`messages`).
 """
 from fastapi import Request
@@ -71,7 +71,7 @@ def install(app, state):
     async def chat(body: ChatRequest, request: Request):
         check_model(state, body.model)
         check_unsupported(body, {"n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "logit_bias": None,
-                                 "logprobs": False, "stop": None})
+                                 "logprobs": False, "top_logprobs": None, "stop": None})
         if (body.response_format or {}).get("type", "text") != "text":
             raise bad("response_format", "response_format: only {'type': 'text'} is supported (no constrained "
                                          "decoding)", "unsupported")

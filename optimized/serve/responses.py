@@ -100,6 +100,9 @@ def install(app, state):
         for name in ("previous_response_id", "background"):
             if getattr(body, name):
                 raise bad(name, f"{name}: not supported (this server stores no responses)", "unsupported")
+        if body.top_logprobs:
+            raise bad("top_logprobs", "top_logprobs: not supported on /v1/responses (use /v1/completions)",
+                      "unsupported")
         fmt = ((body.text or {}).get("format") or {}).get("type", "text")
         if fmt != "text":
             raise bad("text.format", "text.format: only 'text' is supported (no constrained decoding)", "unsupported")

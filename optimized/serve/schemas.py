@@ -150,6 +150,7 @@ class ResponsesRequest(_Body):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: Optional[int] = Field(None, ge=0, lt=2**64)  # not in OpenAI's Responses API; vLLM's extension
     stream: bool = False
+    top_logprobs: Optional[int] = None
     store: Optional[bool] = None
     previous_response_id: Optional[str] = None
     background: Optional[bool] = None
