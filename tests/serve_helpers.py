@@ -99,3 +99,11 @@ class ScriptedSlots(Slots):
         if moved is not None:
             self.row_script[row] = last
         return moved
+
+
+def idle(slots, seconds: float = 5.0) -> bool:
+    """The scheduler releases a finished row just after its last event: wait for it."""
+    deadline = time.monotonic() + seconds
+    while slots.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return slots.active == 0

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from serve_helpers import ScriptedSlots, client, running, write_vocab_checkpoint  # noqa: I001 (skips without the extra)
+from serve_helpers import ScriptedSlots, client, idle, running, write_vocab_checkpoint  # noqa: I001 (skips without the extra)
 from harmony import HarmonyError, load_harmony_encoding
 from harmony import build as h
 from optimized.__main__ import TINY as BUNDLED
@@ -202,7 +202,7 @@ def test_chat_tool_call_round_trip(vocab, stream):
         h.tool_result("functions.get_weather", '{"temp_c": 21}')])
     msg = r.choices[0].message
     assert (msg.content, msg.reasoning_content, r.choices[0].finish_reason) == ("21°C in Paris.", "It is mild.", "stop")
-    assert not msg.tool_calls and slots.active == 0
+    assert not msg.tool_calls and idle(slots)
 
 
 def test_forced_tool_choice_writes_the_calls_header(vocab):
@@ -265,7 +265,7 @@ def test_responses_tool_round_trip_and_stream(vocab):
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     final = events[-1].response
     assert text == "21°C in Paris." == final.output_text
-    assert [o.type for o in final.output] == ["reasoning", "message"] and slots.active == 0
+    assert [o.type for o in final.output] == ["reasoning", "message"] and idle(slots)
 
 
 def test_responses_on_the_models_own_reply(vocab):

@@ -180,3 +180,14 @@ def test_disconnect_frees_the_row_and_pending_is_bounded(server):
     conn.close()
     assert wait_idle(server) < 2.0 and health(server)["steps"] - steps < 40
     assert post(server, "/v1/completions", C())[0] == 200  # and the server serves on
+
+
+def test_a_stop_string_frees_the_row_at_once(server):
+    wait_idle(server)
+    status, out = post(server, "/v1/completions", C(max_tokens=6, temperature=0))
+    text = out["choices"][0]["text"]
+    stop = text[2:4]
+    steps = health(server)["steps"]
+    status, out = post(server, "/v1/completions", C(max_tokens=48, temperature=0, stop=stop))
+    assert status == 200 and out["choices"][0]["finish_reason"] == "stop" and out["choices"][0]["text"] == text[:2]
+    assert wait_idle(server) < 1.0 and health(server)["steps"] - steps < 12  # not the 48 steps asked for

@@ -15,7 +15,7 @@ import threading
 import pytest
 import torch
 
-from serve_helpers import client, running  # noqa: I001 (skips without the serve extra)
+from serve_helpers import client, idle, running  # noqa: I001 (skips without the serve extra)
 from optimized.__main__ import TINY as BUNDLED
 from optimized.generate import Engine
 
@@ -79,6 +79,7 @@ def test_concurrent_replies_equal_their_sequential_twins(dtype):
                 assert g == w, f"request {i} ({reqs[i]}) differs from its sequential twin"
             else:
                 assert g is not None and (len(g) == len(w) or reqs[i]["stream"])
+        assert idle(state.scheduler.slots)
         stats = state.scheduler.stats()
         assert stats["live"] == stats["waiting"] == stats["active_rows"] == 0
         assert state.scheduler.slots.lengths() == [] and all(n == 0 for n in state.scheduler.slots.cache.lengths)

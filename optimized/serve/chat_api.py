@@ -9,6 +9,8 @@ Sampling stops at <|return|> (the answer is done) and <|call|> (a tool call is h
 Refused with a 400 naming the field: `n` > 1, penalties, `logit_bias`, `logprobs` / `top_logprobs`, `stop`, a structured
 `response_format` (no constrained decoding here), and a vocabulary without harmony's tokens (`messages`).
 """
+import contextlib
+
 from fastapi import Request
 
 from optimized.sampling import Sampling
@@ -37,9 +39,10 @@ def tool_list(tools, param: str) -> list[tuple]:
 
 
 async def parts(run: Run, reply: Reply):
-    async for event in run.events():
-        for part in reply.feed(event.id):
-            yield part
+    async with contextlib.aclosing(run.events()) as events:
+        async for event in events:
+            for part in reply.feed(event.id):
+                yield part
     for part in reply.finish():
         yield part
 

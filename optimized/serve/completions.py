@@ -7,6 +7,8 @@ them (none on a small test vocabulary); a stop token ends the reply, its id is i
 the legacy logprobs object (the model's log-probabilities, before temperature); with `echo`, the prompt's text and
 its tokens' logprobs come first (the first prompt token's is null). One prompt per request, `n` = 1.
 """
+import contextlib
+
 from fastapi import Request
 
 from optimized.sampling import Sampling
@@ -40,16 +42,17 @@ def prompt_ids(state, prompt):
 async def pieces(run: Run, stops: StopStrings, stop_ids: frozenset, logprobs: LegacyLogprobs | None):
     """(text, logprob entries so far) per token, then ('', ..., finish_reason) last."""
     text = TextStream()
-    async for event in run.events():
-        if isinstance(event, PromptLogprobs):
-            continue  # handled before (echo)
-        if logprobs is not None:
-            logprobs.add(event.id, event.logprob, event.top)
-        piece = stops.push(text.feed(event.id)) if event.id not in stop_ids else ""
-        yield piece, None
-        if stops.hit:
-            yield "", "stop"
-            return
+    async with contextlib.aclosing(run.events()) as events:  # closed at once on a stop string: the row is freed
+        async for event in events:
+            if isinstance(event, PromptLogprobs):
+                continue  # handled before (echo)
+            if logprobs is not None:
+                logprobs.add(event.id, event.logprob, event.top)
+            piece = stops.push(text.feed(event.id)) if event.id not in stop_ids else ""
+            yield piece, None
+            if stops.hit:
+                yield "", "stop"
+                return
     yield stops.push(text.flush()) + stops.flush(), run.done.reason
 
 
