@@ -22,7 +22,7 @@ from conformance import diagnose, spec, traps
 from golden import format as gformat
 from reference import attention, moe, norm
 
-DTYPES = ("bfloat16", "float32")
+DTYPES = ("bfloat16", "float32", "bfloat16+int8", "bfloat16+fp8")  # precision classes (SPEC.md section 3)
 
 
 def load_cases(root: Path) -> list:
@@ -46,7 +46,7 @@ def margins(cases) -> list[tuple]:
             for dt in DTYPES:
                 if e / bounds[dt] > best[dt][0]:
                     best[dt] = (e / bounds[dt], name)
-        rows.append((t.name, best["bfloat16"], best["float32"], t.released))
+        rows.append((t.name, *(best[dt] for dt in DTYPES), t.released))
     return rows
 
 
@@ -112,7 +112,7 @@ def thresholds(cases) -> list[tuple]:
                     found[dt] = delta
             if all(found.values()):
                 break
-        rows.append((quirk, found["bfloat16"], found["float32"]))
+        rows.append((quirk, *(found[dt] for dt in DTYPES)))
     return rows
 
 
@@ -125,17 +125,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cases = load_cases(args.golden)
     if not args.thresholds_only:
-        print("| trap | bf16: err / bound (case) | float32: err / bound (case) | changes the released models |")
-        print("|---|---:|---:|---|")
-        for name, (b16, c16), (b32, c32), released in margins(cases):
-            print(f"| {name} | {b16:.2f} ({c16}) | {b32:.3g} ({c32}) | {'yes' if released else 'no'} |")
+        print("| trap | " + " | ".join(f"{dt}: err / bound (case)" for dt in DTYPES) + " | changes the released models |")
+        print("|---|" + "---:|" * len(DTYPES) + "---|")
+        for name, *best, released in margins(cases):
+            cols = " | ".join(f"{b:.3g} ({c})" for b, c in best)
+            print(f"| {name} | {cols} | {'yes' if released else 'no'} |")
         sys.stdout.flush()
     if not args.margins_only:
-        print("\n| quirk | smallest delta rejected at bf16 bounds | at float32 bounds |")
-        print("|---|---:|---:|")
-        for quirk, d16, d32 in thresholds(cases):
-            fmt = lambda d: f"{d:.2g}" if d is not None else "> 1"  # noqa: E731
-            print(f"| {quirk} | {fmt(d16)} | {fmt(d32)} |")
+        print("\n| quirk | " + " | ".join(f"smallest delta rejected at {dt} bounds" for dt in DTYPES) + " |")
+        print("|---|" + "---:|" * len(DTYPES))
+        fmt = lambda d: f"{d:.2g}" if d is not None else "> 1"  # noqa: E731
+        for quirk, *found in thresholds(cases):
+            print(f"| {quirk} | " + " | ".join(fmt(d) for d in found) + " |")
 
 
 if __name__ == "__main__":

@@ -381,17 +381,20 @@ def examine(folder) -> Report:
         notes.append(f"the kit that wrote it had local changes in conformance/, golden/ or reference/ "
                      f"(git {kit['git']})")
     dtype = imp.get("dtype")
-    if dtype is not None and dtype not in spec.FLOOR:
-        problems.append(f"implementation.dtype {dtype!r} is not a dtype class of this kit ({', '.join(spec.FLOOR)}): "
-                        f"its bounds cannot be recomputed")
+    if dtype is not None and dtype not in spec.KNOWN_CLASSES:
+        problems.append(f"implementation.dtype {dtype!r} is not a precision class of this kit "
+                        f"({', '.join(spec.KNOWN_CLASSES)}): its bounds cannot be recomputed")
         dtype = None
     elif dtype is not None:
         try:
-            declared = spec.canonical_dtype(imp["declared_dtype"]) if imp.get("declared_dtype") else None
+            declared = (spec.precision_class(imp["declared_dtype"], imp.get("declared_activations"))
+                        if imp.get("declared_dtype") else None)
         except ValueError:
             declared = None
         if declared != dtype:
-            notes.append(f"bounds of the {dtype} class; the port declares {imp.get('declared_dtype')!r}")
+            said = imp.get("declared_dtype") if not imp.get("declared_activations") else \
+                f"{imp.get('declared_dtype')}+{imp.get('declared_activations')}"
+            notes.append(f"bounds of the {dtype} class; the port declares {said!r}")
     caps = imp.get("capabilities") or []
     root, manifest = _golden(cert, problems, notes)
     checks = cert["checks"]

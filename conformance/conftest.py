@@ -9,7 +9,7 @@ not exist or has no manifest: the session stops before any check, in one line (p
 """
 import pytest
 
-from conformance import certificate, plugin
+from conformance import certificate, plugin, spec
 from conformance.session import Kit, ensure_tier
 from golden import format as gformat
 
@@ -24,6 +24,10 @@ def pytest_addoption(parser):
     g.addoption("--dtype", default=None,
                 help="the dtype whose bounds apply (float64, float32, bfloat16); default: the impl's dtype "
                      "attribute, else bfloat16. With --impl optimized, bfloat16 selects factory_bf16")
+    g.addoption("--activations", default=None, choices=["int8", "fp8"],
+                help="the port's kernels round activations before the MXFP4 expert matmuls: int8 (llama.cpp's "
+                     "Q8_0 on CPU) or fp8 (MXFP8 E4M3); bounds of that precision class (SPEC.md section 2); "
+                     "default: the impl's activations attribute, else none")
     g.addoption("--device", default=None, choices=["cpu", "cuda"],
                 help="device of a built-in impl (--impl optimized: cpu or cuda); a port of your own chooses its "
                      "device in its factory")
@@ -66,6 +70,11 @@ def _preflight(kit, config):
     if not (kit.golden.root / gformat.MANIFEST).is_file():
         raise gformat.GoldenError(f"--golden {root}: no {gformat.MANIFEST} (golden data is written by "
                                   f"python -m golden)")
+    if kit.dtype_opt or kit.activations_opt:
+        try:
+            spec.precision_class(kit.dtype_opt or "bfloat16", kit.activations_opt)
+        except ValueError as e:
+            raise plugin.ImplError(f"--dtype/--activations: {e}") from None
     factory = kit.factory  # resolves --impl: ImplError names the problem
     if isinstance(factory, plugin.ExecFactory):
         factory.start(config.getoption("--exec-timeout"), config.getoption("--exec-start-timeout"))
@@ -84,7 +93,8 @@ def kit_of(config) -> Kit:
 def pytest_report_header(config):
     kit = kit_of(config)
     return [f"conformance: --impl {kit.impl_name}, golden {kit.golden.root}"
-            + (f", --dtype {kit.dtype_opt}" if kit.dtype_opt else "")]
+            + (f", --dtype {kit.dtype_opt}" if kit.dtype_opt else "")
+            + (f", --activations {kit.activations_opt}" if kit.activations_opt else "")]
 
 
 def pytest_generate_tests(metafunc):

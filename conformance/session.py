@@ -140,6 +140,7 @@ class Kit:
         self.config = config
         self.impl_name = config.getoption("--impl")
         self.dtype_opt = config.getoption("--dtype")
+        self.activations_opt = config.getoption("--activations")
         self.device_opt = config.getoption("--device")
         golden = config.getoption("--golden")
         self.tier = golden_tier(golden)  # --golden real-20b: made on first use in a cache folder (_preflight)
@@ -157,7 +158,8 @@ class Kit:
     @property
     def factory(self):
         if self._factory is None:
-            self._factory, spec_ = plugin.resolve(self.impl_name, self.dtype_opt, self.device_opt)
+            dtype = spec.base_dtype(self.dtype_opt) if self.dtype_opt else None  # bf16+int8: the bf16 factory
+            self._factory, spec_ = plugin.resolve(self.impl_name, dtype, self.device_opt)
             self.identity["factory"] = spec_
         return self._factory
 
@@ -171,6 +173,7 @@ class Kit:
                 has_logits = callable(getattr(impl, "logits", None))
                 self.identity |= {"impl": self.impl_name, "name": str(getattr(impl, "name", self.impl_name)),
                                   "declared_dtype": getattr(impl, "dtype", None),
+                                  "declared_activations": getattr(impl, "activations", None),
                                   "device": str(getattr(impl, "device", None) or "unknown"),
                                   "capabilities": ["logits"] * has_logits + plugin.capabilities(impl),
                                   "checkpoint_layout": self.layout}
@@ -187,13 +190,17 @@ class Kit:
         return impl
 
     def _dtype(self, impl) -> str:
-        if self.dtype_opt:
-            return spec.canonical_dtype(self.dtype_opt)
-        declared = getattr(impl, "dtype", None)
-        if declared:
-            return spec.canonical_dtype(declared)
-        self.identity["dtype_note"] = "the port declares no dtype: bfloat16 bounds (the loosest) apply"
-        return "bfloat16"
+        """The precision class whose bounds apply: --dtype/--activations, else the port's dtype/activations."""
+        told = self.activations_opt or "+" in (self.dtype_opt or "")  # the command line's class wins
+        activations = self.activations_opt if told else getattr(impl, "activations", None)
+        dtype = self.dtype_opt or getattr(impl, "dtype", None)
+        if not dtype:
+            self.identity["dtype_note"] = "the port declares no dtype: bfloat16 bounds apply"
+            dtype = "bfloat16"
+        try:
+            return spec.precision_class(dtype, activations)
+        except ValueError as e:
+            raise plugin.ImplError(f"--impl {self.impl_name}: {e}") from None
 
     @property
     def dtype(self) -> str:

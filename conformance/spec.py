@@ -1,9 +1,10 @@
 """The tolerance contract of conformance/SPEC.md, as code: one error metric, bounds relative to a baseline.
 
 metric   err(a, r) = max |a - r| / rms(r)     over a check's whole output (r: the reference's float64 value)
-bound    FACTOR * baseline[dtype] + FLOOR[dtype]
-         baseline[dtype]: the measured err of golden/baseline.py (a plain port, same dtype) on the same data,
-         stored in the golden files; float64 ports have no baseline and get FLOOR alone.
+bound    FACTOR * baseline[class] + FLOOR[dtype]
+         baseline[class]: the measured err of golden/baseline.py (a plain port, same dtype) on the same data,
+         stored in the golden files; float64 ports have no baseline and get FLOOR alone. A class is a dtype, or
+         a dtype plus an activation rounding ("bfloat16+int8", golden/activations.py) for the model checks.
 MXFP4 decode is exact in value (-0 equals +0; no metric); RoPE tables have an analytic dtype-aware bound
 (rope_bound), measured as a ratio to it, so a rope/* bound is 1.
 SPEC.md gives each number's measurement; change a number there and here together.
@@ -11,6 +12,8 @@ SPEC.md gives each number's measurement; change a number there and here together
 import math
 
 import numpy as np
+
+from golden.activations import ACTIVATIONS, CLASSES, split_class
 
 FACTOR = 4.0  # a port may be this many times worse than the plain same-dtype port
 FLOOR = {"float64": 1e-9, "float32": 1e-6, "bfloat16": 2e-3}
@@ -36,6 +39,32 @@ def canonical_dtype(name: str) -> str:
     return DTYPE_ALIASES[key]
 
 
+def precision_class(dtype: str, activations: str | None = None) -> str:
+    """--dtype and --activations -> the bound class: "bfloat16", "bfloat16+int8"... (a class name is taken as
+    --dtype too: a certificate records one)."""
+    dtype, own = split_class(str(dtype))
+    if own and activations and own != activations:
+        raise ValueError(f"--dtype {dtype}+{own} and --activations {activations} disagree")
+    base, activations = canonical_dtype(dtype), activations or own
+    if activations is None:
+        return base
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"unknown activation rounding {activations!r}: use one of {', '.join(ACTIVATIONS)}")
+    cls = f"{base}+{activations}"
+    if cls not in CLASSES:  # float64 rounds nothing; float32+fp8 has no baseline (no kernel does it)
+        raise ValueError(f"no precision class {cls}: the golden baselines cover "
+                         f"{', '.join(c for c in CLASSES if '+' in c)}")
+    return cls
+
+
+KNOWN_CLASSES = ("float64",) + CLASSES  # every class a certificate may record
+
+
+def base_dtype(cls: str) -> str:
+    """The dtype of a class ("bfloat16+int8" -> "bfloat16"): op checks and floors use it (ops round nothing)."""
+    return split_class(cls)[0]
+
+
 def err(a, r) -> float:
     a, r = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
     if r.size == 0:
@@ -46,19 +75,31 @@ def err(a, r) -> float:
     return float(np.max(np.abs(a - r))) / (rms if rms > 0 else 1.0)
 
 
-def bound(dtype: str, baseline: dict[str, float] | None) -> float:
-    base = 0.0 if dtype == "float64" or not baseline else float(baseline[dtype])
-    return FACTOR * base + FLOOR[dtype]
+def bound(cls: str, baseline: float | None) -> float:
+    """FACTOR x the baseline's error in the class + the dtype's floor; float64 has no baseline."""
+    base = 0.0 if cls == "float64" else float(baseline)
+    return FACTOR * base + FLOOR[base_dtype(cls)]
 
 
-def case_bound(case: dict, dtype: str, stage: str) -> float:
+def baseline_of(data: dict, key: str) -> float | None:
+    """A stored baseline error, or None for float64; golden data without the class is one clear error."""
+    if key.startswith("baseline.float64"):
+        return None
+    if key not in data:
+        raise KeyError(f"the golden data has no {key} (made by a kit before this precision class; regenerate "
+                       f"with `python -m golden`)")
+    return float(data[key])
+
+
+def case_bound(case: dict, cls: str, stage: str) -> float:
     """The bound of one model output on a golden case: stage "logits", "logprob", "norm", "block.0.attn"..."""
-    return bound(dtype, {dt: float(case[f"baseline.{dt}.{stage}"]) for dt in ("float32", "bfloat16")})
+    return bound(cls, baseline_of(case, f"baseline.{cls}.{stage}"))
 
 
-def op_bound(vectors: dict, dtype: str) -> float:
-    """The bound of an op case (its golden vectors, keys without the case prefix)."""
-    return bound(dtype, {dt: float(vectors[f"baseline.{dt}"]) for dt in ("float32", "bfloat16")})
+def op_bound(vectors: dict, cls: str) -> float:
+    """The bound of an op case (its golden vectors, keys without the case prefix): by the class's dtype."""
+    dt = base_dtype(cls)
+    return bound(dt, baseline_of(vectors, f"baseline.{dt}"))
 
 
 # what the model checks compare, beside their bounds (conformance/test_model.py; verify recomputes from these)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from golden.activations import round_activations, split_class
 from reference.checkpoint import Checkpoint
 from reference.moe import SWIGLU_ALPHA
 from reference.norm import EPS
@@ -77,9 +78,11 @@ def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
 class BaselineModel:
     """gpt-oss forward in one torch dtype; `forward(tokens, capture)` fills the reference's stage names."""
 
-    def __init__(self, path, dtype: str, cache: bool = True):
+    def __init__(self, path, precision: str, cache: bool = True):
+        """precision: a dtype ("bfloat16") or a precision class ("bfloat16+int8", golden/activations.py)."""
         self.ckpt = Checkpoint(path)
         self.c = self.ckpt.config
+        dtype, self.activations = split_class(precision)  # activations: None, or golden/activations.py's rule
         self.dt = DTYPES[dtype]
         self.cache = cache  # False for real checkpoints: weights are re-read per use, memory stays bounded
         self._w: dict = {}
@@ -101,6 +104,13 @@ class BaselineModel:
         if self.cache:
             self._w[key] = value
         return value
+
+    def expert_matmul(self, x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        if self.activations is None:
+            return x @ W.T
+        # a rounding kernel multiplies its rounded activations by the exact weights (int8 x MXFP4 in llama.cpp,
+        # FP8 x FP4 on tensor cores), accumulating in float32: only the output is in the run dtype
+        return (round_activations(x, self.activations) @ W.float().T).to(x.dtype)
 
     def forward(self, tokens, capture: dict | None = None) -> torch.Tensor:
         c, dt = self.c, self.dt
@@ -132,7 +142,8 @@ class BaselineModel:
             for e in torch.unique(ids).tolist():
                 rows, slot = torch.nonzero(ids == e, as_tuple=True)
                 W1, b1, W2, b2 = self.expert(n, e)
-                y = swiglu(t[rows] @ W1.T + b1, c.swiglu_limit) @ W2.T + b2
+                y = swiglu(self.expert_matmul(t[rows], W1) + b1, c.swiglu_limit)
+                y = self.expert_matmul(y, W2) + b2
                 out[rows] += weights[rows, slot][:, None] * y
             x = x + out
             st[f"block.{n}.mlp"] = x

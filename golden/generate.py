@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from golden import baseline as B
+from golden.activations import CLASSES
 from golden.format import DATA_DIR, save_npz, sha256, write_json, write_manifest
 from reference import mxfp4
 from reference.attention import sdpa
@@ -192,20 +193,28 @@ def model_case(ckpt_dir: Path, tokens: list[int], steps: int, baseline_cache: bo
     full: dict = {}
     model.forward(tokens + greedy[:-1], model.new_cache(), capture=full)
     out["greedy.route_margin"] = route_margins(full, c)[len(tokens) - 1:]  # (steps, L)
-    for dt in BASELINE_DTYPES:
-        bm = B.BaselineModel(ckpt_dir, dt, cache=baseline_cache)
-        bst: dict = {}
-        with torch.no_grad():
-            bl = bm.forward(tokens, bst).double().numpy()
-        for name in stages:
-            if name in bst:
-                out[f"baseline.{dt}.{name}"] = np.float64(rel_err(bst[name].double().numpy(), stages[name]))
-        out[f"baseline.{dt}.logprob"] = np.float64(logprob_err(bl, logits))
-        rl = np.stack([bst[f"block.{n}.mlp.router_logits"].double().numpy() for n in range(c.num_hidden_layers)], 1)
-        ref_rl = np.stack([stages[f"block.{n}.mlp.router_logits"] for n in range(c.num_hidden_layers)], 1)
-        out[f"baseline.{dt}.router_abs"] = np.float64(np.max(np.abs(rl - ref_rl)))
+    for dt in CLASSES:  # model cases carry every precision class; op vectors the plain dtypes
+        out |= baseline_errors(ckpt_dir, tokens, stages, logits, dt, cache=baseline_cache)
         if report:
             report(f"baseline {dt}")
+    return out
+
+
+def baseline_errors(ckpt_dir: Path, tokens, stages: dict, logits: np.ndarray, precision: str,
+                    cache: bool = True) -> dict:
+    """golden/baseline.py's error against the reference on one case in one precision class: per stage, the
+    top-5 |Δ log p|, and the largest router-logit error (which sets the case's clear routing positions)."""
+    bm, bst, out = B.BaselineModel(ckpt_dir, precision, cache=cache), {}, {}
+    with torch.no_grad():
+        bl = bm.forward(tokens, bst).double().numpy()
+    for name in stages:
+        if name in bst:
+            out[f"baseline.{precision}.{name}"] = np.float64(rel_err(bst[name].double().numpy(), stages[name]))
+    out[f"baseline.{precision}.logprob"] = np.float64(logprob_err(bl, logits))
+    L = bm.c.num_hidden_layers
+    rl = np.stack([bst[f"block.{n}.mlp.router_logits"].double().numpy() for n in range(L)], 1)
+    ref_rl = np.stack([stages[f"block.{n}.mlp.router_logits"] for n in range(L)], 1)
+    out[f"baseline.{precision}.router_abs"] = np.float64(np.max(np.abs(rl - ref_rl)))
     return out
 
 
@@ -403,7 +412,7 @@ def generate_from_checkpoint(path: Path, out: Path, prompts: list[list[int]], st
     model = Model(path)
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
     hashes = {}
-    n_total = len(files) + len(prompts) * (steps + len(BASELINE_DTYPES))
+    n_total = len(files) + len(prompts) * (steps + len(CLASSES))
     count = [0]
 
     def report(what):

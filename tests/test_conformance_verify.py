@@ -185,7 +185,7 @@ def _optional_failures_deleted(cert):
     (_pass_without_measures, ["test_logits[gqa2-top2]: recorded pass without its measurements",
                               "logits/gqa2-top2.logprob"]),
     (_pass_without_ok, ["test_logits[gqa2-top2]: recorded pass, but logits/gqa2-top2.logprob measured"]),
-    (_float8_and_raised_bounds, ["implementation.dtype 'float8' is not a dtype class of this kit"]),
+    (_float8_and_raised_bounds, ["implementation.dtype 'float8' is not a precision class of this kit"]),
     (_optional_failures_deleted, ["missing", "test_model.py::test_batch[gqa2-top2]"]),
 ], ids=["pass-no-measures", "ok-deleted", "float8", "optional-deleted"])
 def test_forged_certificates_are_refused_and_named(tilted, tmp_path, edit, expected):

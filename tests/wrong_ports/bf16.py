@@ -4,6 +4,8 @@ conformance/diagnose.py, so the kit's model-level diagnosis is tested, not assum
 bf16 bounds and name the bug from the logits alone.
 
 Use one directly:  pytest conformance/ --impl tests/wrong_ports/bf16.py:swiglu_no_clamp --dtype bfloat16
+The same port in a precision class that rounds activations at the expert matmuls (golden/activations.py):
+`honest_int8` (llama.cpp's Q8_0), `honest_fp8` (MXFP8), and `int8_<bug>` for every bug.
 """
 import contextlib
 import math
@@ -26,10 +28,11 @@ class Bf16Port:
     dtype = "bfloat16"
     device = "cpu"
 
-    def __init__(self, checkpoint_dir, bug: str, patches=(), weights=None):
-        self.name = f"wrong bf16 port: {bug}"
+    def __init__(self, checkpoint_dir, bug: str, patches=(), weights=None, activations=None):
+        self.name = f"wrong bf16 port: {bug}" + (f" ({activations} activations)" if activations else "")
+        self.activations = activations  # the kit reads it: the bounds of the bfloat16+int8 class
         self._patches, self._weights = patches, weights or {}
-        self._m = B.BaselineModel(checkpoint_dir, "bfloat16")
+        self._m = B.BaselineModel(checkpoint_dir, "bfloat16" + (f"+{activations}" if activations else ""))
 
     def logits(self, tokens):
         m = self._m
@@ -210,14 +213,23 @@ BUGS["yarn_rounded+swiglu_limit_fixed"] = ("llama.cpp's pair", rope_table(rounde
                                            None)
 
 
-def _make(name):
+def _make(name, activations=None):
     bug, patches, weights = BUGS[name]
-    return lambda checkpoint_dir: Bf16Port(checkpoint_dir, bug, patches, weights)
+    return lambda checkpoint_dir: Bf16Port(checkpoint_dir, bug, patches, weights, activations)
 
 
 globals().update({name: _make(name) for name in BUGS if "+" not in name})
+globals().update({f"int8_{name}": _make(name, "int8") for name in BUGS if "+" not in name})
 llama_cpp_pair = _make("yarn_rounded+swiglu_limit_fixed")
 
 
 def honest(checkpoint_dir):
     return Bf16Port(checkpoint_dir, "none (the plain bf16 port itself)")
+
+
+def honest_int8(checkpoint_dir):
+    return Bf16Port(checkpoint_dir, "none", activations="int8")
+
+
+def honest_fp8(checkpoint_dir):
+    return Bf16Port(checkpoint_dir, "none", activations="fp8")
