@@ -72,7 +72,8 @@ def main():
     vocab = json.loads((path / "config.json").read_text())["vocab_size"]
     cmd = [sys.executable, "-m", "optimized", "serve", "--checkpoint", str(path), "--port", "0", "--dtype",
            args.dtype, "--max-batch", str(args.max_batch), "--max-pending", str(args.requests + 1),
-           "--context", str(2 * args.prompt + args.new + 8)] + (["--threads", str(args.threads)] if args.threads else [])
+           "--context", str(2 * args.prompt + args.new + 8)]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline()

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from serve_helpers import ScriptedSlots, client, idle, running, write_vocab_checkpoint  # noqa: I001 (skips without the extra)
+from serve_helpers import ScriptedSlots, client, idle, running, write_vocab_checkpoint  # noqa: I001 (skips: no extra)
 from harmony import HarmonyError, load_harmony_encoding
 from harmony import build as h
 from optimized.__main__ import TINY as BUNDLED
@@ -154,7 +154,8 @@ def check_parsed_like_harmony(choice):
 
 CALL = ('<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary '
         'to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>')
-ANSWER = "<|channel|>analysis<|message|>It is mild.<|end|><|start|>assistant<|channel|>final<|message|>21°C in Paris.<|return|>"
+ANSWER = ("<|channel|>analysis<|message|>It is mild.<|end|><|start|>assistant<|channel|>final<|message|>"
+          "21°C in Paris.<|return|>")
 
 
 def script(text):
@@ -201,7 +202,8 @@ def test_chat_tool_call_round_trip(vocab, stream):
         h.assistant(args, channel="commentary", to="functions.get_weather", json=True),
         h.tool_result("functions.get_weather", '{"temp_c": 21}')])
     msg = r.choices[0].message
-    assert (msg.content, msg.reasoning_content, r.choices[0].finish_reason) == ("21°C in Paris.", "It is mild.", "stop")
+    assert (msg.content, msg.reasoning_content) == ("21°C in Paris.", "It is mild.")
+    assert r.choices[0].finish_reason == "stop"
     assert not msg.tool_calls and idle(slots)
 
 

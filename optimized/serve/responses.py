@@ -126,7 +126,8 @@ def install(app, state):
             if status != "in_progress":
                 n = run.job.generated
                 out["usage"] = {"input_tokens": len(ids), "input_tokens_details": {"cached_tokens": 0},
-                                "output_tokens": n, "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+                                "output_tokens": n,
+                                "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
                                 "total_tokens": len(ids) + n}
                 if run.done.reason == "length":
                     out["status"], out["incomplete_details"] = "incomplete", {"reason": "max_output_tokens"}
