@@ -37,11 +37,6 @@ class Slots:
     def free(self) -> int:
         return self.rows - self.active
 
-    def check(self, prompt, new_tokens: int) -> list[int]:
-        """The engine's checks for one sequence (ids in the vocabulary, within the context); RequestError if not."""
-        (ids,) = self.engine.check([prompt], new_tokens)
-        return ids
-
     def admit(self, prompts: list[list[int]], all_logits: bool = False):
         """Prefill `prompts` (checked ids) into the next free rows, together as one ragged batch. Returns (first row,
         logits): the last logits (n, V) float32, or with all_logits a list of (T_b, V), one per prompt."""

@@ -5,8 +5,9 @@ The mapping, as gpt-oss was trained and as OpenAI's gpt-oss `responses_api` and 
     default medium) and the three channels; no conversation date (so a prompt does not change with the day);
   - the API's `system` and `developer` messages (and Responses' `instructions`) are the developer message's
     instructions, joined in order; `tools` (functions) are its `namespace functions { ... }`;
-  - user -> user; assistant -> its earlier reasoning as an `analysis` message, its text as `final`, each tool
-    call as a `commentary` message to `functions.NAME` with `<|constrain|>json` arguments;
+  - user -> user; assistant -> its earlier reasoning as an `analysis` message, its text as `final` (as a
+    `commentary` preamble when the message also has tool calls), each tool call as a `commentary` message to
+    `functions.NAME` with `<|constrain|>json` arguments;
   - a tool result -> a message from `functions.NAME` to the assistant, the name found from its call id.
 Text is always text: special-token strings in any message are encoded as ordinary text by harmony's renderer.
 tool_choice: "auto" (default) offers the tools; "none" leaves them out of the prompt; "required" and a named
@@ -30,11 +31,12 @@ class PromptBuilder:
     def user(self, text: str):
         self.turns.append(h.user(text))
 
-    def assistant(self, text: str = "", reasoning: str | None = None):
+    def assistant(self, text: str = "", reasoning: str | None = None, preamble: bool = False):
+        """preamble: the text came with tool calls, so it was said on `commentary` before them, not as an answer."""
         if reasoning:
             self.turns.append(h.assistant(reasoning, channel="analysis"))
         if text:
-            self.turns.append(h.assistant(text, channel="final"))
+            self.turns.append(h.assistant(text, channel="commentary" if preamble else "final"))
 
     def call(self, call_id: str, name: str, arguments: str):
         self.call_names[call_id] = name
@@ -89,7 +91,7 @@ def from_chat(messages) -> PromptBuilder:
         elif m.role == "user":
             b.user(text)
         elif m.role == "assistant":
-            b.assistant(text, m.reasoning_content or m.reasoning)
+            b.assistant(text, m.reasoning_content or m.reasoning, preamble=bool(m.tool_calls))
             for call in m.tool_calls or []:
                 b.call(call.id, call.function.name, call.function.arguments)
         else:
