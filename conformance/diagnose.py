@@ -9,7 +9,7 @@ Rule (SPEC.md "Model-level diagnosis"): a variant EXPLAINS the port when the por
 the check's bound AND at least RATIO times below its error against the reference. Real ports carry several
 traps at once (llama.cpp: YaRN bounds rounded and the SwiGLU limit fixed at 7), so the search is greedy: the
 best single variant, then the best trap added to it, up to MAX_TRAPS, each step required to cut the error by
-STEP; the combination is named only when it meets the rule above. A trap is named with whether it changes
+STEP (where no single trap does, the best pair of the PAIR_FROM best singles, once); the combination is named only when it meets the rule above. A trap is named with whether it changes
 gpt-oss-20b/120b as released, or only checkpoints whose config differs from the release's (a port that ignores
 a key the release keeps at its default).
 
@@ -17,6 +17,7 @@ Variant logits are float64 on the golden (tiny) checkpoints: computed on demand,
 """
 import contextlib
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -30,8 +31,9 @@ from reference.model import Model
 from reference.rope import apply_rope
 
 RATIO = 4.0  # a named variant is at least this many times closer to the port than the reference is
-MAX_TRAPS = 3  # the greedy search stops after this many traps in one combination
-STEP = 1.25  # ... or when the best trap added cuts the error by less than this factor
+MAX_TRAPS = 4  # the greedy search stops after this many traps in one combination
+STEP = 1.25  # ... or when the best trap added cuts the error by less than this factor (after trying pairs)
+PAIR_FROM = 6  # where no single trap added cuts it, pairs of the best this many singles are tried
 RELEASE = rconfig.GPT_OSS_20B  # the released config values (20b and 120b agree on all but depth and experts)
 
 
@@ -83,13 +85,15 @@ def _attn(mode="", sm=None):
 
 
 def _rope(**over):
-    """The RoPE table of a variant (traps.rope_variant), from the config with `over` replacing its values."""
+    """The RoPE table of a variant (traps.rope_variant), from the config with `over` replacing its values. RoPE
+    traps compose by merging their `over` (patched_stages): two patches of the one table would keep only the last."""
     def patches(m):
         c = dataclasses.asdict(m.config) | {k: v for k, v in over.items() if not isinstance(v, bool)}
         flags = {k: v for k, v in over.items() if isinstance(v, bool)}
         params = (c["head_dim"], c["rope_theta"], c["rope_scaling_factor"], c["initial_context_length"],
                   c["rope_ntk_alpha"], c["rope_ntk_beta"])
         return [(rmodel, "cos_sin", lambda pos, inv, conc: traps.rope_variant(pos, *params, **flags))]
+    patches.rope_over = over
     return patches
 
 
@@ -158,6 +162,8 @@ TRAPS = [
          "config's", False, _rope(initial_context_length=R.initial_context_length)),
     Trap("yarn_beta_fixed", f"YaRN ntk_beta fixed at {R.rope_ntk_beta:g} instead of the config's", False,
          _rope(rope_ntk_beta=R.rope_ntk_beta)),
+    Trap("yarn_alpha_fixed", f"YaRN ntk_alpha fixed at {R.rope_ntk_alpha:g} instead of the config's", False,
+         _rope(rope_ntk_alpha=R.rope_ntk_alpha)),
     Trap("yarn_factor_fixed", f"YaRN factor fixed at {R.rope_scaling_factor:g} instead of the config's", False,
          _rope(rope_scaling_factor=R.rope_scaling_factor)),
     Trap("rope_theta_fixed", f"rope_theta fixed at {R.rope_theta:g} instead of the config's", False,
@@ -227,23 +233,37 @@ def _model(checkpoint_dir) -> Model:
     return _MODELS[key]
 
 
-def patched_logits(checkpoint_dir, tokens, patch_fns) -> np.ndarray:
-    """The reference's float64 logits (T, V) with every patch_fns(model) active (not cached)."""
+def patched_stages(checkpoint_dir, tokens, patch_fns) -> dict[str, np.ndarray]:
+    """The reference's float64 stages and "logits" (T, V) with every patch_fns(model) active (not cached)."""
     m = _model(checkpoint_dir)
+    stages: dict = {}
+    ropes = [fn.rope_over for fn in patch_fns if hasattr(fn, "rope_over")]
+    if len(ropes) > 1:  # one table with every RoPE trap's changes
+        patch_fns = [fn for fn in patch_fns if not hasattr(fn, "rope_over")] + [_rope(**{k: v for o in ropes
+                                                                                           for k, v in o.items()})]
     with contextlib.ExitStack() as stack:
         for fn in patch_fns:
             for obj, attr, value in fn(m):
                 stack.enter_context(mock.patch.object(obj, attr, value))
         with np.errstate(all="ignore"):
-            return m.logits(list(tokens))
+            stages["logits"] = m.forward(list(tokens), m.new_cache(), capture=stages)
+    return stages
+
+
+def patched_logits(checkpoint_dir, tokens, patch_fns) -> np.ndarray:
+    return patched_stages(checkpoint_dir, tokens, patch_fns)["logits"]
+
+
+def variant_stages(checkpoint_dir, tokens, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The reference's float64 stages and logits with the named traps planted together (cached)."""
+    key = (str(checkpoint_dir), tuple(int(t) for t in tokens), tuple(sorted(names)))
+    if key not in _LOGITS:
+        _LOGITS[key] = patched_stages(checkpoint_dir, tokens, [BY_NAME[n].patches for n in sorted(names)])
+    return _LOGITS[key]
 
 
 def variant_logits(checkpoint_dir, tokens, names: tuple[str, ...]) -> np.ndarray:
-    """The reference's float64 logits (T, V) with the named traps planted together (cached)."""
-    key = (str(checkpoint_dir), tuple(int(t) for t in tokens), tuple(sorted(names)))
-    if key not in _LOGITS:
-        _LOGITS[key] = patched_logits(checkpoint_dir, tokens, [BY_NAME[n].patches for n in sorted(names)])
-    return _LOGITS[key]
+    return variant_stages(checkpoint_dir, tokens, names)["logits"]
 
 
 # -- the search -------------------------------------------------------------------------------------------------
@@ -254,6 +274,7 @@ class Diagnosis:
     err_reference: float  # ... and against the reference
     bound: float
     twins: dict = dataclasses.field(default_factory=dict)  # name -> traps with the same logits on this case
+    stage: str = "logits"  # what was compared: the logits, or the stage stages/* found diverging first
 
     @property
     def explained(self) -> bool:
@@ -272,21 +293,23 @@ class Diagnosis:
         s = "s" if len(parts) > 1 else ""
         errs = (f"error {self.err_variant:.3g} against that variant, {self.err_reference:.3g} against the "
                 f"reference")
+        what = "the logits match" if self.stage == "logits" else f"stage {self.stage} matches"
         if self.explained:
-            return f"; model-level diagnosis: the logits match gpt-oss with known trap{s} " + " + ".join(parts) + \
+            return f"; model-level diagnosis: {what} gpt-oss with known trap{s} " + " + ".join(parts) + \
                 f" ({errs})"
         return (f"; model-level diagnosis: partly explained by known trap{s} " + " + ".join(parts)
                 + f" ({errs}, bound {self.bound:.3g}: something else differs too)")
 
 
-def explain(checkpoint_dir, tokens, got: np.ndarray, rows: np.ndarray, bound: float, traps_=TRAPS) -> Diagnosis:
-    """Greedy search for the traps whose variant best explains `got` (the port's logits for the LAST len(got)
-    positions of `tokens`), compared on `rows` with the kit's error metric."""
+def explain(checkpoint_dir, tokens, got: np.ndarray, rows: np.ndarray, bound: float, traps_=TRAPS,
+            stage: str = "logits") -> Diagnosis:
+    """Greedy search for the traps whose variant best explains `got` (the port's logits, or another stage, for the
+    LAST len(got) positions of `tokens`), compared on `rows` with the kit's error metric."""
     got = np.asarray(got, dtype=np.float64)
     n = len(got)
 
     def err(names):
-        want = variant_logits(checkpoint_dir, tokens, names)[-n:]
+        want = variant_stages(checkpoint_dir, tokens, names)[stage][-n:]
         return spec.err(got[rows], want[rows]) if np.all(np.isfinite(want[rows])) else math.inf
 
     chosen: tuple[str, ...] = ()
@@ -295,19 +318,32 @@ def explain(checkpoint_dir, tokens, got: np.ndarray, rows: np.ndarray, bound: fl
     while len(chosen) < MAX_TRAPS and best > bound:
         tried = {t.name: err(chosen + (t.name,)) for t in traps_ if t.name not in chosen}
         name = min(tried, key=tried.get) if tried else None
-        if name is None or not tried[name] * STEP <= best:
+        if name is None:
             break
+        if not tried[name] * STEP <= best:
+            # two traps that only help together (llama.cpp's YaRN: bounds rounded AND alpha fixed at the release's):
+            # pairs of the best singles, once, before giving up
+            moved = [n for n in sorted(tried, key=tried.get) if tried[n] != best]  # traps that change this output
+            top = moved[:PAIR_FROM] if len(chosen) + 2 <= MAX_TRAPS else []
+            pairs = {pair: err(chosen + pair) for pair in itertools.combinations(top, 2)}
+            pair = min(pairs, key=pairs.get) if pairs else None
+            if pair is None or not pairs[pair] * STEP <= best:
+                break
+            chosen, best = chosen + pair, pairs[pair]
+            continue
         twins[name] = [m for m, e in tried.items() if m != name and e == tried[name]]  # indistinguishable here
         chosen, best = chosen + (name,), tried[name]
     if not best * RATIO <= err_ref:  # the combination found does not explain the port: name nothing
-        return Diagnosis((), err_ref, err_ref, bound)
-    return Diagnosis(chosen, best, err_ref, bound, twins)
+        return Diagnosis((), err_ref, err_ref, bound, stage=stage)
+    return Diagnosis(chosen, best, err_ref, bound, twins, stage)
 
 
-def for_check(kit, case_name: str, tokens, got: np.ndarray, rows: np.ndarray, bound: float) -> str:
-    """The diagnosis of a failed model check, as a message fragment. Runs on the kit's synthetic golden data
-    only: on a user's real checkpoint each variant is a full float64 forward pass (minutes), times dozens."""
+def for_check(kit, case_name: str, tokens, got: np.ndarray, rows: np.ndarray, bound: float,
+              stage: str = "logits") -> str:
+    """The diagnosis of a failed model check (its logits, or the first failing stage of stages/*), as a message
+    fragment. Runs on the kit's synthetic golden data only: on a user's real checkpoint each variant is a full
+    float64 forward pass (minutes), times dozens."""
     if kit.golden.manifest.get("kind") != "synthetic":
         return ""
-    d = explain(kit.golden.checkpoint_dir(case_name), tokens, got, rows, bound)
+    d = explain(kit.golden.checkpoint_dir(case_name), tokens, got, rows, bound, stage=stage)
     return d.message()

@@ -29,11 +29,13 @@ BUILTIN = {"reference": "conformance.impls.reference:factory",
            "transformers": "conformance.impls.transformers:factory",
            "optimized": "optimized.adapter:factory",
            "mlx": "conformance.impls.mlx:factory",
-           "keras-hub": "conformance.impls.keras_hub:factory"}
+           "keras-hub": "conformance.impls.keras_hub:factory",
+           "llama.cpp": "conformance.impls.llamacpp:factory"}
 BF16_FACTORY = {"optimized": "optimized.adapter:factory_bf16",
                 "transformers": "conformance.impls.transformers:factory_bf16",
                 "mlx": "conformance.impls.mlx:factory_bf16",
-                "keras-hub": "conformance.impls.keras_hub:factory_bf16"}
+                "keras-hub": "conformance.impls.keras_hub:factory_bf16",
+                "llama.cpp": "conformance.impls.llamacpp:factory_bf16"}
 CUDA_FACTORY = {"optimized": ("optimized.adapter:factory_cuda", "optimized.adapter:factory_cuda_bf16")}  # fp32, bf16
 
 

@@ -179,7 +179,7 @@ def test_stages(kit, case, request):
     if not exposed:
         pytest.fail(f"stages/{case}: intermediates() returned none of the stage names {known[:4]}...", pytrace=False)
     rows = clear = clear_rows(c, kit.dtype)
-    failures = []
+    failures, first = [], None
     for s in sorted(exposed, key=_stage_index):
         a, ref = to_numpy(got[s], f"intermediates[{s!r}]"), c["stage." + s]
         if s.endswith(("expert_ids", "expert_weights", "router_logits")):
@@ -191,6 +191,7 @@ def test_stages(kit, case, request):
         record(request, check=f"stages/{case}.{s}", measured=e, bound=b, ok=bool(e <= b))
         if not e <= b:
             failures.append(f"{s} ({describe(s, config)}): error {e:.3g} > bound {b:.3g}")
+            first = first or (s, a, b)
     for n in range(config["num_hidden_layers"]):
         key = f"block.{n}.mlp.expert_ids"
         if key in got:
@@ -200,4 +201,6 @@ def test_stages(kit, case, request):
             if same is None or not same.all():
                 failures.append(f"{key}: chosen experts differ at clear positions")
     if failures:
-        pytest.fail(f"stages/{case}: first diverging stage: " + "; then ".join(failures[:3]), pytrace=False)
+        trap = diagnose.for_check(kit, case, c["tokens"].tolist(), first[1], rows, first[2], stage=first[0]) \
+            if first else ""  # which known trap the first diverging stage matches
+        pytest.fail(f"stages/{case}: first diverging stage: " + "; then ".join(failures[:3]) + trap, pytrace=False)

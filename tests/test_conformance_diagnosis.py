@@ -50,7 +50,7 @@ def _bound(c, dtype):
 
 
 # the golden case on which each trap is distinguishable at float64 (SPEC.md section 4 lists why)
-DISTINGUISHING = {"yarn_context_fixed": "traps", "yarn_beta_fixed": "traps", "yarn_factor_fixed": "traps",
+DISTINGUISHING = {"yarn_context_fixed": "traps", "yarn_beta_fixed": "traps", "yarn_alpha_fixed": "traps", "yarn_factor_fixed": "traps",
                   "rope_theta_fixed": "traps", "window_fixed": "traps", "swiglu_gate_clamped_both": "traps",
                   "swiglu_no_clamp": "traps", "swiglu_limit_fixed": "traps", "rms_eps_1e-6": "traps",
                   "rms_eps_outside_sqrt": "traps", "route_softmax_all": "tiny", "router_bias_missing": "tiny"}

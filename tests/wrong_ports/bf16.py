@@ -55,6 +55,7 @@ class Bf16Port:
 def rope_table(rounded=False, concentration=True, factor=None, **fixed):
     def table(D, theta, f, icl, alpha, beta):
         theta, icl, beta = fixed.get("theta", theta), fixed.get("icl", icl), fixed.get("beta", beta)
+        alpha = fixed.get("alpha", alpha)
         f = f if factor is None else factor
         freq = theta ** (np.arange(0, D, 2) / D)
         if f <= 1:
@@ -174,6 +175,7 @@ BUGS = {
     "rope_plain": ("no YaRN at all", rope_table(factor=1.0), None),
     "yarn_context_fixed": ("YaRN context 4096 hard-coded", rope_table(icl=R.initial_context_length), None),
     "yarn_beta_fixed": ("YaRN beta 32 hard-coded", rope_table(beta=R.rope_ntk_beta), None),
+    "yarn_alpha_fixed": ("YaRN alpha 1 hard-coded", rope_table(alpha=R.rope_ntk_alpha), None),
     "yarn_factor_fixed": ("YaRN factor 32 hard-coded", rope_table(factor=R.rope_scaling_factor), None),
     "rope_theta_fixed": ("theta 150000 hard-coded", rope_table(theta=R.rope_theta), None),
     "rope_interleaved_pairs": ("RoPE on (2i, 2i+1) pairs", [(B, "apply_rope", rope_pairs)], None),
