@@ -32,15 +32,18 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_npz(path: Path, arrays: dict) -> None:
+def save_npz(path: Path, arrays: dict, compress: bool = True) -> None:
+    """compress=False: stored, not deflated (the real-shape tier's float64 logits: hundreds of MB that deflate
+    barely shrinks, at a minute of CPU)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    kind = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=kind) as z:
         for name in sorted(arrays):
             buf = io.BytesIO()
             a = np.asarray(arrays[name])
             np.lib.format.write_array(buf, a if a.flags.c_contiguous else a.copy(), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = kind
             z.writestr(info, buf.getvalue())
 
 
