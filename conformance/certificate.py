@@ -325,7 +325,8 @@ def _judge(c: dict, exp: Expected, dtype: str | None, caps: list, golden_sha: st
         if exp.capability in caps:
             return [f"{name}: recorded not_supported, but implementation.capabilities lists {exp.capability}"]
         return []
-    if status == "pass" and exp.capability and exp.capability not in caps:
+    served = exp.capability == "logits" and "top_logprobs" in caps  # a server stands in for logits by logprobs
+    if status == "pass" and exp.capability and exp.capability not in caps and not served:
         problems.append(f"{name}: recorded pass, but implementation.capabilities does not list {exp.capability}")
     if status == "pass" and name == GOLDEN_CHECK and not any(
             m["check"] == "golden" and m.get("manifest_sha256") == golden_sha for m in c["measures"]):
@@ -357,7 +358,10 @@ def _judge(c: dict, exp: Expected, dtype: str | None, caps: list, golden_sha: st
         if exp.some and len(missing) == len(exp.measures):
             problems.append(f"{name}: recorded pass without its measurements (at least one of "
                             f"{', '.join(exp.measures)})")
-        elif missing and not exp.some:
+            missing = []
+        if exp.capability == "logits" and "logits" not in caps and "top_logprobs" in caps:
+            missing = [k for k in missing if k.endswith((".logprob", ".argmax"))]  # a server: log-probabilities only
+        if missing and not exp.some:
             problems.append(f"{name}: recorded pass without its measurements: {', '.join(missing)} missing")
     return problems
 
@@ -396,6 +400,8 @@ def examine(folder) -> Report:
                 f"{imp.get('declared_dtype')}+{imp.get('declared_activations')}"
             notes.append(f"bounds of the {dtype} class; the port declares {said!r}")
     caps = imp.get("capabilities") or []
+    if "top_logprobs" in caps and "logits" not in caps:
+        notes.append("judged by top-k log-probabilities (a server): the logits error itself is not measured")
     root, manifest = _golden(cert, problems, notes)
     checks = cert["checks"]
     if manifest is None:  # nothing to judge a pass against: none may be recorded

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-OPTIONAL = ["decode_logits", "batch_logits", "intermediates", "op_mxfp4_decode", "op_rms_norm", "op_swiglu",
+OPTIONAL = ["top_logprobs", "decode_logits", "batch_logits", "intermediates", "op_mxfp4_decode", "op_rms_norm", "op_swiglu",
             "op_route", "op_rope_cos_sin", "op_attention", "tokenize", "tokenize_special", "detokenize", "render",
             "parse", "parse_stream"]
 BUILTIN = {"reference": "conformance.impls.reference:factory",
@@ -79,6 +79,9 @@ def resolve(name: str, dtype: str | None, device: str | None = None):
     if device == "cuda" and name not in CUDA_FACTORY:
         raise ImplError(f"--device cuda applies to the built-in {sorted(CUDA_FACTORY)} only; --impl {name!r} "
                         f"chooses its device in its own factory")
+    if name.startswith("http:") or name.startswith("https:"):
+        from conformance.impls.http import HttpFactory  # the openai client, imported only here
+        return HttpFactory(name[len("http:"):] if name.startswith("http:http") else name), name
     if name.startswith("exec:"):
         command = name[len("exec:"):].strip()
         if not command:

@@ -170,7 +170,7 @@ class Kit:
             impl = self.factory(key)
             self._impls[key] = impl
             if not self.identity.get("name"):
-                has_logits = callable(getattr(impl, "logits", None))
+                has_logits = callable(getattr(impl, "logits", None))  # a server has top_logprobs instead
                 self.identity |= {"impl": self.impl_name, "name": str(getattr(impl, "name", self.impl_name)),
                                   "declared_dtype": getattr(impl, "dtype", None),
                                   "declared_activations": getattr(impl, "activations", None),
@@ -181,12 +181,13 @@ class Kit:
         return self._impls[key]
 
     def model_impl(self, checkpoint_dir) -> object:
-        """impl(), which must have logits(): the one capability a model port must have. A port without it (a
-        tokenizer, a chat template) can still run the op and text checks, and fails every model check."""
+        """impl(), which must have logits() (or, a server, top_logprobs()): the one capability a model port must
+        have. A port without either (a tokenizer, a chat template) can still run the op and text checks, and fails
+        every model check."""
         impl = self.impl(checkpoint_dir)
-        if not callable(getattr(impl, "logits", None)):
+        if not callable(getattr(impl, "logits", None)) and not callable(getattr(impl, "top_logprobs", None)):
             raise plugin.ImplError(f"--impl {self.impl_name}: the object from the factory has no logits() "
-                                   f"method (the one required capability of a model port)")
+                                   f"method (the one required capability of a model port; a server: top_logprobs())")
         return impl
 
     def _dtype(self, impl) -> str:

@@ -8,6 +8,8 @@ Argmax tokens must agree wherever the reference's top-1 margin exceeds twice the
 (elsewhere a rounding difference may legitimately flip them). A failure names the first diverging stage
 when the port exposes intermediates().
 """
+import math
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,54 @@ def compare_logits(request, kit, name: str, got, case: dict, rows_used: np.ndarr
                     + f"; {int(rows.sum())} of {len(rows)} positions compared{where}{trap}", pytrace=False)
 
 
+def compare_top_logprobs(request, kit, name: str, top, case: dict, rows_used: np.ndarray, source) -> None:
+    """A port that gives top-k log-probabilities, not logits (a server): at each clear position the reference's
+    top-5 tokens must be among the port's k, with |Δ log p| within the logprob bound, and the port's top token must
+    be the reference's wherever the reference's margin exceeds ARGMAX_CLEAR x that bound (SPEC.md section 2)."""
+    ids, lps = (to_numpy(x, "top_logprobs").astype(np.float64) for x in top)
+    ref = case["logits"][: len(ids)]
+    if ids.shape != lps.shape or ids.ndim != 2 or len(ids) != len(ref):
+        pytest.fail(f"{name}: top_logprobs returned ids {ids.shape} and logprobs {lps.shape}, expected [{len(ref)}, "
+                    f"k] each", pytrace=False)
+    rows = clear_rows(case, kit.dtype)[: len(ids)] & rows_used[: len(ids)]
+    lb = spec.case_bound(case, kit.dtype, "logprob")
+    want = np.argsort(-ref, axis=-1, kind="stable")[:, : spec.LOGPROB_TOP]
+    ref_lp = np.take_along_axis(spec.log_softmax(ref), want, -1)
+    missing, worst = [], 0.0
+    for t in np.flatnonzero(rows):
+        got = dict(zip(ids[t].astype(np.int64).tolist(), lps[t].tolist()))
+        for j, tok in enumerate(want[t].tolist()):
+            if tok not in got:
+                missing.append((int(t), tok))
+            else:
+                worst = max(worst, abs(float(got[tok]) - float(ref_lp[t, j])))
+    srt = -np.sort(-ref, axis=-1)
+    margin_ok = rows & (srt[:, 0] - srt[:, 1] > spec.ARGMAX_CLEAR * lb)
+    wrong = margin_ok & (ids[:, 0].astype(np.int64) != np.argmax(ref, -1))
+    ok = bool(worst <= lb) and not missing
+    record(request, check=f"{name}.logprob", measured=float(worst) if not missing else math.inf, bound=lb, ok=ok)
+    record(request, check=f"{name}.argmax", measured=int(wrong.sum()), bound=0, ok=not wrong.any(),
+           compared=int(margin_ok.sum()))
+    over = []
+    if missing:
+        t, tok = missing[0]
+        over.append(f"{len(missing)} of the reference's top-{spec.LOGPROB_TOP} tokens at clear positions are not "
+                    f"among the port's top {ids.shape[1]} (first: position {t}, token {tok})")
+    if worst > lb:
+        over.append(f"|Δ log p| on the reference's top-{spec.LOGPROB_TOP} tokens {worst:.3g} > bound {lb:.3g}")
+    if wrong.any():
+        t = int(np.argmax(wrong))
+        over.append(f"top token differs at {int(wrong.sum())} of {int(margin_ok.sum())} clear positions (first: "
+                    f"position {t}, got {int(ids[t, 0])}, expected {int(np.argmax(ref[t]))})")
+    if over:
+        pytest.fail(f"{name} (top-{ids.shape[1]} log-probabilities): " + "; ".join(over)
+                    + f"; {int(rows.sum())} of {len(rows)} positions compared", pytrace=False)
+
+
+def _top_only(impl) -> bool:
+    return not callable(getattr(impl, "logits", None)) and callable(getattr(impl, "top_logprobs", None))
+
+
 def _setup(kit, case_name):
     case = kit.golden.case(case_name)
     ckpt = kit.golden.checkpoint_dir(case_name)
@@ -122,6 +172,9 @@ def test_logits(kit, case, request):
     c, impl, config = _setup(kit, case)
     tokens = c["tokens"].tolist()
     T, V = c["logits"].shape
+    if _top_only(impl):
+        return compare_top_logprobs(request, kit, f"logits/{case}", impl.top_logprobs(list(tokens)), c,
+                                    np.ones(T, bool), (case, tokens))
     got = _logits_array(impl.logits(list(tokens)), T, V, "logits")
     compare_logits(request, kit, f"logits/{case}", got, c, np.ones(T, bool), impl, config, (case, tokens))
 
@@ -134,9 +187,13 @@ def test_greedy(kit, case, request):
     greedy = c["greedy.tokens"].tolist()
     seq = c["tokens"].tolist() + greedy[:-1]
     V = c["logits"].shape[1]
-    got = _logits_array(impl.logits(list(seq)), len(seq), V, "logits")[T - 1:]
     steps = {"tokens": c["tokens"], "logits": c["greedy.logits"], "route_margin": c["greedy.route_margin"],
              **{k: v for k, v in c.items() if k.startswith("baseline.")}}
+    if _top_only(impl):
+        ids, lps = impl.top_logprobs(list(seq))
+        return compare_top_logprobs(request, kit, f"greedy/{case}", (np.asarray(ids)[T - 1:], np.asarray(lps)[T - 1:]),
+                                    steps, np.ones(len(greedy), bool), (case, seq))
+    got = _logits_array(impl.logits(list(seq)), len(seq), V, "logits")[T - 1:]
     compare_logits(request, kit, f"greedy/{case}", got, steps, np.ones(len(greedy), bool), impl, config,
                    (case, seq))
 

@@ -71,7 +71,7 @@ def install(app, state):
                   stop_tokens=stop_ids, logprobs=body.logprobs, echo=body.echo and body.logprobs is not None)
         cid, created = new_id("cmpl"), now()
         prefix = decode(ids) if body.echo else ""
-        lp = LegacyLogprobs() if body.logprobs is not None else None
+        lp = LegacyLogprobs(as_ids=body.return_tokens_as_token_ids) if body.logprobs is not None else None
         head = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
 
         async def echoed():

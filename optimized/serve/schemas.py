@@ -53,6 +53,7 @@ class CompletionRequest(Sampled):
     stop: Optional[Union[str, list[str]]] = None
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     echo: bool = False
+    return_tokens_as_token_ids: bool = False  # vLLM's: logprobs name tokens "token_id:N", not by their text
     best_of: Optional[int] = Field(None, ge=1)
     suffix: Optional[str] = None
 

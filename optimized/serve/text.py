@@ -68,16 +68,19 @@ class LegacyLogprobs:
     """The /v1/completions `logprobs` object: tokens, token_logprobs, top_logprobs (token text -> logprob) and
     text_offset, appended token by token (prompt tokens first when echoed)."""
 
-    def __init__(self, offset: int = 0):
-        self.offset = offset
+    def __init__(self, offset: int = 0, as_ids: bool = False):
+        self.offset, self.as_ids = offset, as_ids  # as_ids: vLLM's return_tokens_as_token_ids ("token_id:N")
         self.data = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+
+    def name(self, token: int) -> str:  # texts collide (bytes that are not UTF-8 all read U+FFFD); ids do not
+        return f"token_id:{token}" if self.as_ids else token_text(token)
 
     def add(self, token: int, logprob, top):
         text = token_text(token)
         d = self.data
-        d["tokens"].append(text)
+        d["tokens"].append(self.name(token))
         d["token_logprobs"].append(logprob)
-        d["top_logprobs"].append(None if top is None else {token_text(i): p for i, p in top})
+        d["top_logprobs"].append(None if top is None else {self.name(i): p for i, p in top})
         d["text_offset"].append(self.offset)
         self.offset += len(text)
 
