@@ -154,9 +154,8 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(
         f"conformance: {ident.get('name', kit.impl_name)} dtype={ident.get('dtype')} "
         + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    for note in ("dtype_note",):
-        if ident.get(note):
-            terminalreporter.write_line(f"conformance: {ident[note]}")
+    if ident.get("dtype_note"):
+        terminalreporter.write_line(f"conformance: {ident['dtype_note']}")
 
 
 def pytest_sessionfinish(session, exitstatus):

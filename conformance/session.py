@@ -44,7 +44,7 @@ class Golden:
             text = "text/vectors.json" in m.get("files", {})
             return {"ops": ops, "cases": sorted(cases), "text": text}
         except Exception:  # noqa: BLE001 - unreadable manifest: one placeholder item per test, which FAILS
-            return {"ops": {op: ["unavailable"] for op in OPS}, "cases": ["unavailable"], "text": True}
+            return {"ops": {op: ["unavailable"] for op in gformat.OP_NAMES}, "cases": ["unavailable"], "text": True}
 
     @property
     def manifest(self) -> dict:
@@ -130,9 +130,6 @@ class Golden:
 
     def first_checkpoint(self) -> Path:
         return self.checkpoint_dir(sorted(self.listing()["cases"])[0])
-
-
-OPS = ["mxfp4", "rms_norm", "swiglu", "route", "rope", "attention"]
 
 
 class Kit:

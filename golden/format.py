@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT_VERSION = 1
+OP_NAMES = ("mxfp4", "rms_norm", "swiglu", "route", "rope", "attention")  # ops/NAME.npz: the op vectors
 MANIFEST = "manifest.json"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

@@ -15,7 +15,7 @@ import torch
 
 from golden import baseline as B
 from golden.activations import CLASSES
-from golden.format import DATA_DIR, save_npz, sha256, write_json, write_manifest
+from golden.format import DATA_DIR, OP_NAMES, save_npz, sha256, write_json, write_manifest
 from reference import mxfp4
 from reference.attention import sdpa
 from reference.config import Config
@@ -344,6 +344,7 @@ def ops_rms_norm() -> dict:
 
 OPS = {"mxfp4": ops_mxfp4, "rope": ops_rope, "attention": ops_attention, "route": ops_route,
        "swiglu": ops_swiglu, "rms_norm": ops_rms_norm}
+assert set(OPS) == set(OP_NAMES), "golden/format.py names the op vectors the kit reads"
 
 # -- driver ---------------------------------------------------------------------------------------------
 DERIVED_LAYOUTS = ("hf", "hf-dense")  # the forms `pytest conformance/ --layout` hands a port besides "original"

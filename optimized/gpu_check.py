@@ -10,7 +10,7 @@
 2. gpt-oss-20b real shapes (synthetic weights built on the device, bf16): allocated bytes vs plan_memory,
    peak memory, prefill tok/s (2048 tokens) and decode tok/s at batch 1 and 8, graphs on and off;
 3. with --big, the same for gpt-oss-120b at a 32768-token context.
-With --fit, only issue 8's memory goal: gpt-oss-120b (synthetic, bf16) fed a whole 32768-token context, a prompt
+With --fit, only the 120b memory goal (a whole context on one card): gpt-oss-120b (synthetic, bf16) fed a whole 32768-token context, a prompt
 of 32764 tokens in the engine's prefill steps then 4 decode steps, its peak memory against the card's and
 plan_memory's; a `FIT ...` line that bench/device_check.sh puts in its summary (on cpu: the tiny config, a smoke).
 Prints PASS/FAIL lines and a markdown table; exit status 1 if any check fails. On --device cpu it runs part 1

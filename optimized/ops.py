@@ -4,7 +4,7 @@
 Triton kernels' `*_ref`. On CPU its decode step calls C kernels (mxfp4_cpu.py from moe, attention_cpu's
 one-token path), each tested against these torch functions.
 "triton" imports `optimized.kernels` lazily, only when asked for: it must define the three ops with IDENTICAL
-signatures (seam B in the lead's interfaces); an op it does not define is an error,
+signatures (this module is the seam between the engine and its kernels); an op it does not define is an error,
 not a silent fallback, and so is a package that is missing or fails to import.
 
   route(router_logits [N, E], k) -> (ids int32 [N, k], weights fp32 [N, k])
