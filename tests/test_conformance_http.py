@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("openai", reason="the openai client (test extra) is not installed")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
-from tests.test_conformance_diagnosis import run_kit  # noqa: E402
+from test_conformance_diagnosis import run_kit  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CKPTS = REPO / "golden" / "data" / "checkpoints"

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 
-from tests.test_conformance_diagnosis import run_kit
+from test_conformance_diagnosis import run_kit
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python not installed (pip install -e '.[llamacpp]', README)")

@@ -18,7 +18,7 @@ import torch
 
 from conformance import certificate, spec
 from golden import activations
-from tests.test_conformance_diagnosis import BF16_FILE, TRAPS_LOGITS, run_kit
+from test_conformance_diagnosis import BF16_FILE, TRAPS_LOGITS, run_kit
 
 REPO = Path(__file__).resolve().parent.parent
 LOGITS = "conformance/test_model.py::test_logits"
