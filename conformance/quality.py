@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from conformance import plugin
-from conformance.session import LAYOUTS, Golden
+from conformance.session import LAYOUTS, Golden, golden_tier
+from golden.real import ensure
 from golden import format as gformat
 
 
@@ -155,8 +156,10 @@ def main(argv=None):
     ap.add_argument("--impl", required=True, help="as the kit's --impl (package.module:factory, file.py:factory, "
                                                   "exec:COMMAND, or a built-in: reference, optimized, transformers, "
                                                   "mlx, keras-hub)")
-    ap.add_argument("--golden", default=None, help="golden data folder (default golden/data)")
-    ap.add_argument("--layout", default="original", choices=LAYOUTS, help="the checkpoint form the port is handed")
+    ap.add_argument("--golden", default=None, help="golden data folder (default golden/data), or real-20b / real-120b "
+                                                   "(the real-shape tier, generated on first use)")
+    ap.add_argument("--layout", default=None, choices=LAYOUTS, help="the checkpoint form the port is handed "
+                                                                    "(default: the golden data's own)")
     ap.add_argument("--dtype", default=None, help="for the built-in impls: selects their bf16 factory")
     ap.add_argument("--device", default=None, choices=["cpu", "cuda"], help="for the built-in impls")
     ap.add_argument("--json", type=Path, default=None, help="also write every number (per position too) here")
@@ -164,7 +167,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         factory, spec = plugin.resolve(args.impl, args.dtype, args.device)
-        rows = measure(factory, Golden(args.golden or gformat.DATA_DIR, args.layout), args.stages)
+        tier = golden_tier(args.golden)
+        root = ensure(tier)[0] if tier else (args.golden or gformat.DATA_DIR)
+        args.layout = args.layout or ("hf" if tier else "original")
+        rows = measure(factory, Golden(root, args.layout), args.stages)
     except (plugin.ImplError, gformat.GoldenError, TypeError, ValueError) as e:
         sys.exit(f"conformance.quality: {type(e).__name__}: {e}")
     print(f"distance from the reference: --impl {args.impl} ({spec}), golden {args.golden or gformat.DATA_DIR}")
