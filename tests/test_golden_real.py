@@ -116,12 +116,28 @@ def test_real_20b_checkpoint_matches_the_pins_and_loads(tmp_path):
     """CI's part at real shapes: real-20b's checkpoint (3.3 GB) written again byte for byte as pinned, and the
     engine's command line loads it from its loader files and generates from a text prompt."""
     ckpt = real.write_checkpoint_files(tmp_path / "checkpoint", "real-20b")
-    pinned = REAL_PINS["real-20b"]["checkpoint"]
-    assert {f.name: gformat.sha256(f) for f in ckpt.iterdir()} == pinned
-    r = subprocess.run([sys.executable, "-m", "optimized", "generate", "--checkpoint", str(ckpt), "--dtype", "fp32",
-                        "--prompt", "Hello", "--max-new-tokens", "2", "--temperature", "0"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    try:
+        pinned = REAL_PINS["real-20b"]["checkpoint"]
+        assert {f.name: gformat.sha256(f) for f in ckpt.iterdir()} == pinned
+        r = subprocess.run([sys.executable, "-m", "optimized", "generate", "--checkpoint", str(ckpt), "--dtype",
+                            "fp32", "--prompt", "Hello", "--max-new-tokens", "2", "--temperature", "0"],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    finally:
+        shutil.rmtree(ckpt)  # 3.3 GB: not left in pytest's kept temporary folders
+
+
+def test_checkpoint_only_pins_check_the_checkpoint_and_say_the_cases_are_not(mini, capsys):
+    tmp, _ = mini
+    good = real.PINS.read_text()
+    try:
+        real.pin_checkpoint("real-mini", tmp / "ck")
+        assert set(json.loads(real.PINS.read_text())["real-mini"]) == {"checkpoint"}
+        root, _ = real.ensure("real-mini", tmp / "c3", sys.stderr)
+        assert "its cases are not pinned" in capsys.readouterr().err
+        shutil.rmtree(root)
+    finally:
+        real.PINS.write_text(good)
 
 
 @pytest.mark.skipif(os.environ.get("GPT_OSS_KIT_REAL") != "1",
