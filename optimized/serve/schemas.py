@@ -120,8 +120,17 @@ class ChatRequest(Sampled):
     response_format: Optional[dict[str, Any]] = None
 
 
-class ResponsesTool(FunctionDef):  # the Responses API flattens the function into the tool
+class ResponsesTool(_Body):
     type: Literal["function"]
+    name: str = Field(pattern=NAME)
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+    strict: Optional[bool] = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, v):
+        return check_parameters(v)
 
 
 class Reasoning(_Body):
