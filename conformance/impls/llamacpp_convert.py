@@ -14,24 +14,13 @@ import sys
 from pathlib import Path
 
 
-def bytes_to_unicode() -> list[str]:
-    """GPT-2's byte-level alphabet: byte b -> the printable character that stands for it in BPE vocabularies."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + n)
-            n += 1
-    return [chars[b] for b in range(256)]
-
-
 def ids_only_vocab(self):
     """GptOssModel.set_vocab for a checkpoint without tokenizer files (see the module docstring)."""
     import gguf
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte-level alphabet
     n = self.hparams["vocab_size"]
-    tokens = bytes_to_unicode()[:n] + [f"<|id_{i}|>" for i in range(256, n)]
+    alphabet = bytes_to_unicode()
+    tokens = [alphabet[b] for b in range(min(n, 256))] + [f"<|id_{i}|>" for i in range(256, n)]
     types = [gguf.TokenType.NORMAL] * min(n, 256) + [gguf.TokenType.CONTROL] * max(0, n - 256)
     w = self.gguf_writer
     w.add_tokenizer_model("gpt2")
