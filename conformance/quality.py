@@ -36,12 +36,7 @@ from conformance import plugin
 from conformance.session import LAYOUTS, Golden, golden_tier
 from golden.real import ensure
 from golden import format as gformat
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """(T, V) logits -> (T, V) log-probabilities, float64."""
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+from golden.metric import LOGPROB_TOP, log_softmax
 
 
 def distance(ref: np.ndarray, got: np.ndarray) -> dict:
@@ -52,7 +47,7 @@ def distance(ref: np.ndarray, got: np.ndarray) -> dict:
     kl = np.maximum((pr * (lr - lg)).sum(axis=-1), 0.0)  # >= 0 up to rounding
     top = np.argmax(ref, axis=-1)
     rows = np.arange(ref.shape[0])
-    top5 = np.argsort(-ref, axis=-1, kind="stable")[:, :5]
+    top5 = np.argsort(-ref, axis=-1, kind="stable")[:, :LOGPROB_TOP]
     return {"kl": kl, "top1": np.argmax(got, axis=-1) == top,
             "dp": np.abs(pr[rows, top] - np.exp(lg[rows, top])),
             "dlogp": np.abs(np.take_along_axis(lr, top5, -1) - np.take_along_axis(lg, top5, -1)).max(axis=-1)}

@@ -1,4 +1,5 @@
-"""The tolerance contract of conformance/SPEC.md, as code: one error metric, bounds relative to a baseline.
+"""The tolerance contract of conformance/SPEC.md, as code: one error metric (its home: golden/metric.py), bounds
+relative to a baseline.
 
 metric   err(a, r) = max |a - r| / rms(r)     over a check's whole output (r: the reference's float64 value)
 bound    FACTOR * baseline[class] + FLOOR[dtype]
@@ -9,11 +10,11 @@ MXFP4 decode is exact in value (-0 equals +0; no metric); RoPE tables have an an
 (rope_bound), measured as a ratio to it, so a rope/* bound is 1.
 SPEC.md gives each number's measurement; change a number there and here together.
 """
-import math
 
 import numpy as np
 
 from golden.activations import ACTIVATIONS, CLASSES, split_class
+from golden.metric import LOGPROB_TOP, err, log_softmax, logprob_err  # noqa: F401 (the kit's metric, re-exported)
 
 FACTOR = 4.0  # a port may be this many times worse than the plain same-dtype port
 FLOOR = {"float64": 1e-9, "float32": 1e-6, "bfloat16": 2e-3}
@@ -65,16 +66,6 @@ def base_dtype(cls: str) -> str:
     return split_class(cls)[0]
 
 
-def err(a, r) -> float:
-    a, r = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
-    if r.size == 0:
-        return 0.0
-    if not np.all(np.isfinite(a)):
-        return math.inf
-    rms = math.sqrt(float(np.mean(r * r)))
-    return float(np.max(np.abs(a - r))) / (rms if rms > 0 else 1.0)
-
-
 def bound(cls: str, baseline: float | None) -> float:
     """FACTOR x the baseline's error in the class + the dtype's floor; float64 has no baseline."""
     base = 0.0 if cls == "float64" else float(baseline)
@@ -103,7 +94,6 @@ def op_bound(vectors: dict, cls: str) -> float:
 
 
 # what the model checks compare, beside their bounds (conformance/test_model.py; verify recomputes from these)
-LOGPROB_TOP = 5  # |Δ log p| over the reference's top-5 tokens
 
 
 def decode_prefills(T: int) -> list[int]:
@@ -135,15 +125,3 @@ def representable(values: np.ndarray, dtype: str) -> np.ndarray:
         bits = f.view(np.uint32)
         ok &= (bits & 0xFFFF) == 0
     return ok
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def logprob_err(logits: np.ndarray, ref: np.ndarray, top: int = LOGPROB_TOP) -> float:
-    """max |Δ log p| over the reference's `top` tokens at each position."""
-    ids = np.argsort(-ref, axis=-1, kind="stable")[:, :top]
-    d = np.take_along_axis(log_softmax(logits), ids, -1) - np.take_along_axis(log_softmax(ref), ids, -1)
-    return float(np.max(np.abs(d))) if d.size else 0.0

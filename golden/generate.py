@@ -16,6 +16,7 @@ import torch
 from golden import baseline as B
 from golden.activations import CLASSES
 from golden.format import DATA_DIR, OP_NAMES, save_npz, sha256, write_json, write_manifest
+from golden.metric import err, logprob_err
 from reference import mxfp4
 from reference.attention import sdpa
 from reference.config import Config
@@ -28,7 +29,6 @@ from reference.tensorfile import bf16_bits_to_f32
 from reference.writer import random_tensor, write_checkpoint, write_dequantized
 
 BASELINE_DTYPES = ("float32", "bfloat16")
-TOP_LOGPROBS = 5  # |Δlogprob| is measured on the reference's top tokens at each position
 
 _TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=64, swiglu_limit=7.0, head_dim=16,
              initial_context_length=4096, rope_theta=150000.0, rope_scaling_factor=32.0, rope_ntk_alpha=1.0,
@@ -122,24 +122,6 @@ def progress(i: int, n: int, what: str) -> None:
     sys.stderr.flush()
 
 
-def rel_err(a, r) -> float:
-    """max |a - r| / rms(r): the kit's one error metric (conformance/spec.py has the same)."""
-    a, r = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
-    rms = math.sqrt(float(np.mean(r * r))) if r.size else 0.0
-    return float(np.max(np.abs(a - r))) / (rms if rms > 0 else 1.0) if r.size else 0.0
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def logprob_err(logits: np.ndarray, ref: np.ndarray) -> float:
-    top = np.argsort(-ref, axis=-1, kind="stable")[:, :TOP_LOGPROBS]
-    d = np.take_along_axis(log_softmax(logits), top, -1) - np.take_along_axis(log_softmax(ref), top, -1)
-    return float(np.max(np.abs(d)))
-
-
 def route_margins(stages: dict, config: Config) -> np.ndarray:
     """(T, L): router logit gap between the A-th and (A+1)-th expert (inf with A == E)."""
     A, E = config.experts_per_token, config.num_experts
@@ -209,13 +191,21 @@ def baseline_errors(ckpt_dir: Path, tokens, stages: dict, logits: np.ndarray, pr
         bl = bm.forward(tokens, bst).double().numpy()
     for name in stages:
         if name in bst:
-            out[f"baseline.{precision}.{name}"] = np.float64(rel_err(bst[name].double().numpy(), stages[name]))
+            out[f"baseline.{precision}.{name}"] = np.float64(err(bst[name].double().numpy(), stages[name]))
     out[f"baseline.{precision}.logprob"] = np.float64(logprob_err(bl, logits))
     L = bm.c.num_hidden_layers
     rl = np.stack([bst[f"block.{n}.mlp.router_logits"].double().numpy() for n in range(L)], 1)
     ref_rl = np.stack([stages[f"block.{n}.mlp.router_logits"] for n in range(L)], 1)
     out[f"baseline.{precision}.router_abs"] = np.float64(np.max(np.abs(rl - ref_rl)))
-    return out
+    return finite(out, f"{Path(ckpt_dir).name} in {precision}")
+
+
+def finite(errors: dict, what: str) -> dict:
+    """The baseline's errors, refused if one is not finite: it would make that bound infinite (golden/metric.py)."""
+    bad = [k for k, v in errors.items() if not math.isfinite(float(v))]
+    if bad:
+        raise ValueError(f"golden/baseline.py's error is not finite for {what}: {', '.join(bad[:3])}")
+    return errors
 
 
 # -- op vectors ---------------------------------------------------------------------------------------
@@ -231,8 +221,8 @@ def _baseline_errs(fn, ref, dtypes=BASELINE_DTYPES) -> dict:
     for dt in dtypes:
         with torch.no_grad():
             got = fn(B.DTYPES[dt])
-        out[dt] = rel_err(got.double().numpy() if isinstance(got, torch.Tensor) else got, ref)
-    return out
+        out[dt] = err(got.double().numpy() if isinstance(got, torch.Tensor) else got, ref)
+    return finite(out, "an op case")
 
 
 def _t(x, dtype):
@@ -261,8 +251,8 @@ def ops_rope() -> dict:
                 f"c{i}.cos": cos, f"c{i}.sin": sin, f"c{i}.angles": np.einsum("t,f->tf", pos.astype(np.float64), inv)}
         for dt in BASELINE_DTYPES:
             c_, s_ = B.cos_sin(pos, D, theta, f, icl, a, b, B.DTYPES[dt])
-            out[f"c{i}.baseline.{dt}"] = np.float64(max(rel_err(c_.double().numpy(), cos),
-                                                        rel_err(s_.double().numpy(), sin)))
+            out[f"c{i}.baseline.{dt}"] = np.float64(max(err(c_.double().numpy(), cos),
+                                                        err(s_.double().numpy(), sin)))
     return out
 
 
