@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -74,7 +75,7 @@ def converter_dir() -> Path:
         try:
             tmp.rename(out)
         except OSError:  # another process made it first
-            pass
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -115,6 +116,7 @@ def harmony_vocab_folder() -> Path:
     out = CACHE / "harmony-vocab"
     if not (out / "tokenizer.json").is_file():
         tiny = hf_folder(gformat.DATA_DIR / "checkpoints" / "tiny")
+        CACHE.mkdir(parents=True, exist_ok=True)  # absent when the converter comes from $LLAMA_CPP_DIR
         tmp = Path(tempfile.mkdtemp(dir=CACHE))
         for f in tiny.iterdir():
             if f.is_file():
@@ -125,8 +127,8 @@ def harmony_vocab_folder() -> Path:
         hf_files.write(tmp)
         try:
             tmp.rename(out)
-        except OSError:
-            pass
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
