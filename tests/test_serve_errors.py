@@ -6,6 +6,7 @@ decode step slowed to 50 ms (SlowSlots) so a disconnect lands mid-reply.
 """
 import http.client
 import json
+import socket
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from serve_helpers import running  # noqa: I001 (skips without the serve extra)
 from optimized.__main__ import TINY as BUNDLED
 from optimized.batching import Slots
 from optimized.generate import Engine
+from optimized.serve import errors
 
 torch.set_num_threads(1)
 M = "test-model"
@@ -69,11 +71,22 @@ def test_bad_json_and_bodies(server):
     error(server, "/v1/completions", b"[1, 2]", 400, None, raw=True)
     big = json.dumps(C(prompt="x" * (2 * LIMIT))).encode()
     error(server, "/v1/completions", big, 413, None, "body_too_large", raw=True)
-    conn = http.client.HTTPConnection(server[0], timeout=30)  # no Content-Length: counted as it arrives
-    conn.request("POST", "/v1/completions", iter([big[i:i + 4096] for i in range(0, len(big), 4096)]),
-                 {"Content-Type": "application/json"}, encode_chunked=True)
-    assert conn.getresponse().status == 413
-    conn.close()
+    for _ in range(10):  # no Content-Length: counted as it arrives; the client still writing reads the 413, not a reset
+        conn = http.client.HTTPConnection(server[0], timeout=30)
+        conn.request("POST", "/v1/completions", iter([big[i:i + 4096] for i in range(0, len(big), 4096)]),
+                     {"Content-Type": "application/json"}, encode_chunked=True)
+        assert conn.getresponse().status == 413
+        conn.close()
+
+
+def test_a_client_stalling_in_a_refused_body_gets_the_413(server, monkeypatch):
+    monkeypatch.setattr(errors, "DRAIN_LIMITS", (4, 0.5))
+    with socket.create_connection(("127.0.0.1", int(server[0].rsplit(":", 1)[1])), timeout=30) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % (LIMIT + 1) + b"x" * (LIMIT + 1) + b"\r\n")
+        start = time.monotonic()
+        reply = s.recv(65536)  # the body never ends: the drain gives up after 0.5 s and answers
+        assert reply.startswith(b"HTTP/1.1 413") and time.monotonic() - start < 20, reply
 
 
 @pytest.mark.parametrize("body, param, code", [

@@ -6,6 +6,7 @@ Statuses: 400 invalid request, 404 unknown model or route, 413 body too large, 4
 500 a failure inside the engine (non-finite logits, out of memory), 503 shutting down. Nothing else reaches a client:
 an unexpected exception is a 500 with this shape too, never a dropped connection.
 """
+import asyncio
 import json
 
 from fastapi import Request
@@ -79,9 +80,14 @@ def install(app):
     app.add_exception_handler(Exception, on_any)
 
 
+DRAIN_LIMITS = 4, 10.0  # a refused body is read and dropped up to 4x the limit, for at most 10 s
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets a 413 before the app sees it, by its Content-Length
-    or, without one (chunked), as soon as the bytes read pass the limit; the body is never held beyond it."""
+    or, without one (chunked), as soon as the bytes read pass the limit; the body is never held beyond it.
+    Before the 413, the rest of the body is read and dropped within DRAIN_LIMITS (nginx's lingering close):
+    a server that closes on unread bytes resets the connection, and a client still writing sees a reset, not the 413."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -91,7 +97,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._refuse(send)
+            return await self._refuse(receive, send)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -100,7 +106,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                return await self._refuse(send)
+                return await self._refuse(receive, send, message.get("more_body", False))
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, sent = b"".join(chunks), False
@@ -114,7 +120,18 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _refuse(self, send):
+    async def _refuse(self, receive, send, more=True):
+        loop, factor, seconds = asyncio.get_running_loop(), *DRAIN_LIMITS
+        deadline, dropped = loop.time() + seconds, 0
+        try:
+            while more and dropped <= factor * self.limit:
+                message = await asyncio.wait_for(receive(), deadline - loop.time())
+                if message["type"] == "http.disconnect":
+                    return
+                dropped += len(message.get("body", b""))
+                more = message.get("more_body", False)
+        except asyncio.TimeoutError:
+            pass  # a client that stalls mid-body gets the 413 now and the connection closes
         body = json.dumps(APIError(413, f"the request body exceeds the server's limit of {self.limit} bytes "
                                         f"(--max-body-bytes)", None, "body_too_large").body()).encode()
         await send({"type": "http.response.start", "status": 413,
