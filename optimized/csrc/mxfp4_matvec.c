@@ -9,8 +9,7 @@ The scale is per block of 32 along k, so each block's dot product runs on the un
 multiplied by its scale: y = sum_b 2**(s_b - 127) * (codes_b . x_b).
 AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded by two in-register permutes
 (vpermps), with x split once into its even and odd elements (low and high nibbles). AVX2 (CPUs without
-AVX-512): a ymm holds the 8 magnitudes, vpermps reads a code's low 3 bits, and a shift and a xor move its bit 3
-(the sign) into place (common.h's fp4_avx2). A scalar path serves other CPUs; all sum in float32.
+AVX-512): two blocks a register, codes to bf16 bytes by table lookups (vpshufb), widened as bf16 (rows_avx2). A scalar path serves other CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include "common.h"
@@ -101,13 +100,71 @@ static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, c
     }
 }
 
-/* AVX2: 8 bytes of a block (low nibbles: 8 even k, high: 8 odd k) -> acc + their unscaled dot with x's halves */
-#define HALF_DOT_AVX2(ptr, xe_h, xo_h, acc)                                                                    \
+/* AVX2 (CPUs without AVX-512): two blocks (32 bytes, one register: block b in the low 128-bit lane, b+1 in the
+   high) a step. FP4 values are bf16 numbers with a zero low mantissa byte, so two in-lane table lookups (vpshufb on
+   the nibbles) give a code's bf16 high and low bytes, an interleave makes the bf16 words, and (word << 16) or
+   (word & 0xFFFF0000) widens them exactly to float32, as bf16_matvec.c widens weights: ~1 uop a code against ~3 of
+   a per-code permute. The decode leaves the 64 values in an order of its own; x is permuted once per matvec to
+   match (permute_pairs). Products and sums in float32, the block's scale applied to its unscaled sum. */
+static const uint8_t FP4_BF16_LO[16] = {0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0,
+                                        0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0};
+static const uint8_t FP4_BF16_HI[16] = {0x00, 0x3F, 0x3F, 0x3F, 0x40, 0x40, 0x40, 0x40,
+                                        0x80, 0xBF, 0xBF, 0xBF, 0xC0, 0xC0, 0xC0, 0xC0};
+/* Vector i of a pair's decode holds, in lanes 0-3, the elements PAIR_OFFSET[i] + 4l (l = 0..3) of block b and in
+   lanes 4-7 the same of block b+1: i = 0-3 come from the low nibbles (even k), 4-7 from the high ones (odd k). */
+static const int PAIR_OFFSET[8] = {0, 2, 16, 18, 1, 3, 17, 19};
+
+/* x (B*32) -> xp: each pair of blocks' 64 elements as the 8 vectors of its decode (the last block of an odd B
+   stays in x) */
+static void permute_pairs(const float *x, float *xp, int64_t B) {
+    for (int64_t b = 0; b + 1 < B; b += 2)
+        for (int i = 0; i < 8; i++)
+            for (int l = 0; l < 8; l++) xp[b * 32 + i * 8 + l] = x[(b + l / 4) * 32 + PAIR_OFFSET[i] + 4 * (l % 4)];
+}
+
+/* one row's blocks b, b+1 (32 bytes at ptr): their unscaled dot products with x (xq: the pair's 64 permuted
+   elements), block b's in lanes 0-3 and b+1's in lanes 4-7 */
+#define PAIR_DOT_AVX2(ptr, xq)                                                                                 \
     ({                                                                                                        \
-        __m256i c_ = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ptr)));                           \
-        __m256 wl_ = fp4_avx2(c_, table), wh_ = fp4_avx2(_mm256_srli_epi32(c_, 4), table);                    \
-        _mm256_fmadd_ps(wh_, xo_h, _mm256_fmadd_ps(wl_, xe_h, acc));                                          \
+        __m256i v_ = _mm256_loadu_si256((const __m256i *)(ptr));                                              \
+        __m256i lo_ = _mm256_and_si256(v_, nib), hi_ = _mm256_and_si256(_mm256_srli_epi16(v_, 4), nib);      \
+        __m256i ll_ = _mm256_shuffle_epi8(tlo, lo_), lh_ = _mm256_shuffle_epi8(thi, lo_);                     \
+        __m256i hl_ = _mm256_shuffle_epi8(tlo, hi_), hh_ = _mm256_shuffle_epi8(thi, hi_);                     \
+        __m256i w0_ = _mm256_unpacklo_epi8(ll_, lh_), w1_ = _mm256_unpackhi_epi8(ll_, lh_);                   \
+        __m256i w2_ = _mm256_unpacklo_epi8(hl_, hh_), w3_ = _mm256_unpackhi_epi8(hl_, hh_);                   \
+        __m256 d_ = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w0_, 16)), _mm256_loadu_ps(xq));      \
+        __m256 e_ = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w2_, 16)), _mm256_loadu_ps((xq) + 32)); \
+        d_ = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w0_, top)), _mm256_loadu_ps((xq) + 8), d_);  \
+        e_ = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w2_, top)), _mm256_loadu_ps((xq) + 40), e_); \
+        d_ = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w1_, 16)), _mm256_loadu_ps((xq) + 16), d_); \
+        e_ = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w3_, 16)), _mm256_loadu_ps((xq) + 48), e_); \
+        d_ = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w1_, top)), _mm256_loadu_ps((xq) + 24), d_); \
+        e_ = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w3_, top)), _mm256_loadu_ps((xq) + 56), e_); \
+        _mm256_add_ps(d_, e_); /* two chains of four: a pair's sum in half the latency */                    \
     })
+
+/* blocks b, b+1's scales (float32, at sf) in lanes 0-3 and 4-7 */
+#define PAIR_SCALE_AVX2(sf) _mm256_blend_ps(_mm256_broadcast_ss(sf), _mm256_broadcast_ss((sf) + 1), 0xF0)
+
+/* n E8M0 bytes -> float32 powers of two (scale 0: the subnormal 2**-127), 8 at a time */
+__attribute__((target("avx2")))
+static void scales_avx2(const uint8_t *s, float *f, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
+        __m256i zero = _mm256_cmpeq_epi32(e, _mm256_setzero_si256());
+        __m256i bits = _mm256_blendv_epi8(_mm256_slli_epi32(e, 23), _mm256_set1_epi32(1 << 22), zero);
+        _mm256_storeu_si256((__m256i *)(f + i), bits);
+    }
+    for (; i < n; i++) f[i] = e8m0(s[i]);
+}
+
+/* the last block of an odd B, scalar, against x in its own order */
+static float last_block(const uint8_t *p, float scale, const float *x) {
+    float part = 0.0f;
+    for (int j = 0; j < 16; j++) part += FP4[p[j] & 15] * x[2 * j] + FP4[p[j] >> 4] * x[2 * j + 1];
+    return part * scale;
+}
 
 __attribute__((target("avx2,fma")))
 static inline float hsum_avx2(__m256 v) {
@@ -116,42 +173,42 @@ static inline float hsum_avx2(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* one row's block b (16 bytes): its unscaled dot product, 8 lanes */
-#define BLOCK_DOT_AVX2(ptr, b)                                                                                \
-    ({                                                                                                        \
-        __m256 d_ = HALF_DOT_AVX2(ptr, _mm256_loadu_ps(xe + (b) * 16), _mm256_loadu_ps(xo + (b) * 16),         \
-                                  _mm256_setzero_ps());                                                       \
-        HALF_DOT_AVX2((ptr) + 8, _mm256_loadu_ps(xe + (b) * 16 + 8), _mm256_loadu_ps(xo + (b) * 16 + 8), d_);  \
-    })
-
 __attribute__((target("avx2,fma")))
-static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
-                      int64_t o0, int64_t o1, int64_t B) {
-    const __m256 table = _mm256_loadu_ps((const float *)FP4_XOR28);
-    int64_t o4 = o0 + (o1 - o0) / 4 * 4;
+static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *x, const float *xp, float *out, int64_t o0,
+                      int64_t o1, int64_t B) {
+    const __m256i nib = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi32((int)0xFFFF0000u);
+    const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_BF16_LO));
+    const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_BF16_HI));
+    const int64_t B2 = B / 2 * 2, o4 = o0 + (o1 - o0) / 4 * 4;
 #pragma omp parallel for schedule(static) if ((o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
     for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once, as rows_avx512 */
-        const uint8_t *p = bl + o * B * 16, *s = sc + o * B;
+        const uint8_t *p = bl + o * B * 16;
+        float sf[4 * B];  /* the 4 rows' scales as float32 (contiguous rows: one run of 4B bytes) */
+        scales_avx2(sc + o * B, sf, 4 * B);
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (int64_t b = 0; b < B; b++) {
-            if ((b & 3) == 0)
+        for (int64_t b = 0; b < B2; b += 2) {
+            if ((b & 3) == 0)  /* a line of each of the 4 rows every 4 blocks, PREFETCH_BYTES ahead */
                 for (int r = 0; r < 4; r++)
                     _mm_prefetch((const char *)(p + (r * B + b) * 16) + PREFETCH_BYTES, _MM_HINT_T0);
-            a0 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + b * 16, b), _mm256_set1_ps(e8m0(s[b])), a0);
-            a1 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + (B + b) * 16, b), _mm256_set1_ps(e8m0(s[B + b])), a1);
-            a2 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + (2 * B + b) * 16, b), _mm256_set1_ps(e8m0(s[2 * B + b])), a2);
-            a3 = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + (3 * B + b) * 16, b), _mm256_set1_ps(e8m0(s[3 * B + b])), a3);
+            const float *xq = xp + b * 32;
+            a0 = _mm256_fmadd_ps(PAIR_DOT_AVX2(p + b * 16, xq), PAIR_SCALE_AVX2(sf + b), a0);
+            a1 = _mm256_fmadd_ps(PAIR_DOT_AVX2(p + (B + b) * 16, xq), PAIR_SCALE_AVX2(sf + B + b), a1);
+            a2 = _mm256_fmadd_ps(PAIR_DOT_AVX2(p + (2 * B + b) * 16, xq), PAIR_SCALE_AVX2(sf + 2 * B + b), a2);
+            a3 = _mm256_fmadd_ps(PAIR_DOT_AVX2(p + (3 * B + b) * 16, xq), PAIR_SCALE_AVX2(sf + 3 * B + b), a3);
         }
-        out[o] = hsum_avx2(a0);
-        out[o + 1] = hsum_avx2(a1);
-        out[o + 2] = hsum_avx2(a2);
-        out[o + 3] = hsum_avx2(a3);
+        __m256 acc[4] = {a0, a1, a2, a3};
+        for (int r = 0; r < 4; r++)
+            out[o + r] = hsum_avx2(acc[r]) +
+                         (B2 < B ? last_block(p + (r * B + B2) * 16, sf[r * B + B2], x + B2 * 32) : 0.0f);
     }
     for (int64_t o = o4; o < o1; o++) {
-        const uint8_t *p = bl + o * B * 16, *s = sc + o * B;
+        const uint8_t *p = bl + o * B * 16;
+        float sf[B];
+        scales_avx2(sc + o * B, sf, B);
         __m256 acc = _mm256_setzero_ps();
-        for (int64_t b = 0; b < B; b++) acc = _mm256_fmadd_ps(BLOCK_DOT_AVX2(p + b * 16, b), _mm256_set1_ps(e8m0(s[b])), acc);
-        out[o] = hsum_avx2(acc);
+        for (int64_t b = 0; b < B2; b += 2)
+            acc = _mm256_fmadd_ps(PAIR_DOT_AVX2(p + b * 16, xp + b * 32), PAIR_SCALE_AVX2(sf + b), acc);
+        out[o] = hsum_avx2(acc) + (B2 < B ? last_block(p + B2 * 16, sf[B2], x + B2 * 32) : 0.0f);
     }
 }
 #endif
@@ -160,14 +217,17 @@ static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *xe, con
 static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, float *out, int64_t O, int64_t B,
                        float *scratch, int wide) {
     float *xe = scratch, *xo = scratch + B * 16;
+#ifdef __x86_64__
+    if (wide == SIMD_AVX2) {
+        permute_pairs(x, scratch, B);
+        rows_avx2(bl, sc, x, scratch, out, 0, O, B);
+        return;
+    }
+#endif
     split(x, xe, xo, B);
 #ifdef __x86_64__
     if (wide == SIMD_AVX512) {
         rows_avx512(bl, sc, xe, xo, out, 0, O, B);
-        return;
-    }
-    if (wide == SIMD_AVX2) {
-        rows_avx2(bl, sc, xe, xo, out, 0, O, B);
         return;
     }
 #endif
