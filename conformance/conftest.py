@@ -12,6 +12,7 @@ import pytest
 from conformance import certificate, plugin, spec
 from conformance.session import Kit, ensure_tier
 from golden import format as gformat
+from golden.derived import LAYOUTS
 
 KIT = pytest.StashKey[Kit]()
 
@@ -34,7 +35,7 @@ def pytest_addoption(parser):
     g.addoption("--golden", default=None, help="golden data folder (default: golden/data; or one written by "
                                                "python -m golden --checkpoint), or real-20b / real-120b: the "
                                                "real-shape tier, generated on first use into a cache folder")
-    g.addoption("--layout", default=None, choices=["original", "hf", "hf-dense"],
+    g.addoption("--layout", default=None, choices=list(LAYOUTS),
                 help="the form of the golden checkpoints the port is handed: original (OpenAI's release layout, "
                      "default), hf (HF names, q/k/v split, MXFP4 experts; the real-shape tier's default) or "
                      "hf-dense (HF layout, experts dense bf16: how a fine-tune is saved); the same model, so the "

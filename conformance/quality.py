@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from conformance import plugin
-from conformance.session import LAYOUTS, Golden, golden_tier
+from conformance.session import Golden, golden_tier
+from golden.derived import LAYOUTS
 from golden.real import ensure
 from golden import format as gformat
 from golden.metric import LOGPROB_TOP, log_softmax

@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 
 from conformance import plugin, spec
+from golden import derived
 from golden import format as gformat
 
 _CACHE: dict = {}  # (root, manifest sha256, what) -> loaded data
 
 
-LAYOUTS = ("original", "hf", "hf-dense")  # --layout: the checkpoint form a port is handed
-
-
 class Golden:
     def __init__(self, root, layout: str = "original"):
-        assert layout in LAYOUTS, layout  # the real-shape tier's native form is "hf" (Kit picks it by default)
+        assert layout in derived.LAYOUTS, layout  # the real-shape tier's native form is "hf" (Kit picks it by default)
         self.root = Path(root).resolve()
         self.layout = layout  # synthetic golden data: the form of the checkpoint folder a port is handed
-        self._derived: set[str] = set()  # derived forms written and hash-checked in this run
+        self._real_original = None  # the real-shape tier's original form, once written and hash-checked
         self._manifest = None
         self._error = None
 
@@ -106,27 +104,16 @@ class Golden:
             if self.layout == "hf":
                 return self.root / entry["dir"]
             if self.layout == "original":
-                if "original" not in self._derived:  # written on first use, hash-checked once per run
+                if self._real_original is None:  # written on first use, hash-checked once per run (gigabytes)
                     from golden import real
-                    real.original_form(self.root, self.manifest["tier"], self.manifest)
-                    self._derived.add("original")
-                return self.root / "derived" / "original"
+                    self._real_original = real.original_form(self.root, self.manifest["tier"], self.manifest)
+                return self._real_original
             raise gformat.GoldenError(f"--layout {self.layout}: the real-shape tier {self.manifest.get('tier')} has "
                                       f"the release's two forms, hf (its default) and original")
         if self.layout == "original":
             return self.root / "checkpoints" / case
-        # a derived form (HF names, or the dense twin): the same model, so the same golden logits; written on
-        # first use and hash-checked against the manifest, file by file
-        prefix = f"derived/{self.layout}/{case}/"
-        if prefix not in self._derived:  # checked once per run (derived_path re-verifies the whole golden folder)
-            rels = [rel for rel in self.manifest["derived"] if rel.startswith(prefix)]
-            if not rels:
-                raise gformat.GoldenError(f"golden manifest has no {self.layout} form of checkpoint {case!r} "
-                                          f"(regenerate with python -m golden)")
-            for rel in rels:
-                gformat.derived_path(self.root, rel)
-            self._derived.add(prefix)
-        return self.root / prefix
+        # a derived form (HF names, or the dense twin): the same model, so the same golden logits
+        return derived.checkpoint_dir(self.root, self.manifest, self.layout, case)
 
     def first_checkpoint(self) -> Path:
         return self.checkpoint_dir(sorted(self.listing()["cases"])[0])

@@ -2,8 +2,9 @@
 
 A golden folder holds `manifest.json` = {"format_version", "generator", "files": {relative path: sha256},
 "derived": {relative path: sha256}} and the files it names. "files" are committed (or written by
-`python -m golden --checkpoint`); "derived" are produced on demand (HF-layout copies of the golden
-checkpoints, written by reference/writer.py from the same seed) and must hash to the recorded value.
+`python -m golden --checkpoint`); "derived" are produced on demand under derived/ (other forms of the golden
+checkpoints: golden/derived.py; the real-shape tier's original form: golden/real.py) and must hash to the recorded
+value.
 `verify` refuses a folder with a missing, altered or unlisted file: golden data is never partially trusted.
 Arrays are stored in .npz zips with a fixed timestamp, so regeneration on the same machine is byte-identical.
 """
@@ -105,20 +106,3 @@ def verify(root) -> dict:
         raise GoldenError(f"{root}: golden data failed verification: " + "; ".join(problems))
     return manifest
 
-
-def derived_path(root, rel: str) -> Path:
-    """Produce (once) and hash-check a derived file such as an HF-layout copy of a golden checkpoint."""
-    root = Path(root)
-    manifest = verify(root)
-    want = manifest["derived"].get(rel)
-    if want is None:
-        raise GoldenError(f"{root}: {rel} is not a derived file of this golden data")
-    p = root / rel
-    if not p.is_file():
-        from golden.generate import write_derived
-        write_derived(root, manifest, rel)
-    got = sha256(p)
-    if got != want:
-        raise GoldenError(f"derived golden file {rel} hashes to {got[:12]}..., manifest says {want[:12]}... "
-                          f"(delete {root / 'derived'} to rebuild it)")
-    return p

@@ -6,6 +6,7 @@ sets each bound as a multiple of it. Everything is deterministic in the seeds be
 
 Legend: T tokens, V vocabulary, L layers, E experts, A experts per token, H q-heads, K kv-heads, D head_dim.
 """
+import json
 import math
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from golden import baseline as B
+from golden import derived
 from golden.activations import CLASSES
 from golden.format import DATA_DIR, OP_NAMES, save_npz, sha256, write_json, write_manifest
 from golden.metric import err, logprob_err
@@ -26,7 +28,7 @@ from reference.norm import rms_norm
 from reference.rope import cos_sin, inv_freq_and_concentration
 from reference.checkpoint import expected_tensors
 from reference.tensorfile import bf16_bits_to_f32
-from reference.writer import random_tensor, write_checkpoint, write_dequantized
+from reference.writer import random_tensor, write_checkpoint
 
 BASELINE_DTYPES = ("float32", "bfloat16")
 
@@ -337,33 +339,12 @@ OPS = {"mxfp4": ops_mxfp4, "rope": ops_rope, "attention": ops_attention, "route"
 assert set(OPS) == set(OP_NAMES), "golden/format.py names the op vectors the kit reads"
 
 # -- driver ---------------------------------------------------------------------------------------------
-DERIVED_LAYOUTS = ("hf", "hf-dense")  # the forms `pytest conformance/ --layout` hands a port besides "original"
-
-
-def write_derived(root: Path, manifest: dict, rel: str) -> None:
-    """Write the derived copy that holds file rel (derived/<form>/<name>/<file>) from the golden checkpoint:
-    "hf" the same weights under HF names (writer, same seed), "hf-dense" its dense twin (write_dequantized)."""
-    parts = Path(rel).parts
-    if len(parts) != 4 or parts[0] != "derived" or parts[1] not in DERIVED_LAYOUTS:
-        raise ValueError(f"unknown derived file {rel}")
-    _write_form(root, parts[1], parts[2], manifest["checkpoints"][parts[2]])
-
-
-def _write_form(root: Path, form: str, name: str, spec: dict) -> Path:
-    dst = root / "derived" / form / name
-    if form == "hf":
-        config = Config.from_json(spec["config"])
-        return write_checkpoint(dst, config, seed=spec["seed"], layout="hf",
-                                overrides=conditioning(name, config, spec["seed"]))
-    return write_dequantized(root / "checkpoints" / name, dst)
-
-
 def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: bool = False) -> dict:
     root = Path(root)
     names = only or list(CHECKPOINTS)
     steps = len(names) + (0 if skip_ops else len(OPS) + 1)
     done = 0
-    checkpoints, derived = {}, {}
+    checkpoints, hashes = {}, {}
     for name in CHECKPOINTS:
         config, seed, T, greedy = CHECKPOINTS[name]
         checkpoints[name] = {"config": config.to_json(), "seed": seed, "layout": "original"}
@@ -374,9 +355,9 @@ def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: boo
                              overrides=conditioning(name, config, seed))
         tokens = prompt_of(name, Model(d), T, seed)
         save_npz(root / "cases" / f"{name}.npz", model_case(d, tokens, greedy))
-        for form in DERIVED_LAYOUTS:
-            for f in sorted(_write_form(root, form, name, checkpoints[name]).iterdir()):
-                derived[f"derived/{form}/{name}/{f.name}"] = sha256(f)
+        for form in derived.DERIVED:
+            for f in sorted(derived.write(root, form, name).iterdir()):
+                hashes[f"derived/{form}/{name}/{f.name}"] = sha256(f)
         done += 1
     if not skip_ops:
         for op, fn in OPS.items():
@@ -389,10 +370,9 @@ def generate(root: Path = DATA_DIR, only: list[str] | None = None, skip_ops: boo
         done += 1
     progress(done, steps, "manifest")
     if only and (root / "manifest.json").is_file():  # keep the other checkpoints' derived hashes
-        import json
         old = json.loads((root / "manifest.json").read_text()).get("derived", {})
-        derived = {**{k: v for k, v in old.items() if k.split("/")[2] not in names}, **derived}
-    return write_manifest(root, derived, {"checkpoints": checkpoints, "kind": "synthetic"})
+        hashes = {**{k: v for k, v in old.items() if k.split("/")[2] not in names}, **hashes}
+    return write_manifest(root, hashes, {"checkpoints": checkpoints, "kind": "synthetic"})
 
 
 def generate_from_checkpoint(path: Path, out: Path, prompts: list[list[int]], steps: int) -> dict:

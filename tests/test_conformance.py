@@ -115,12 +115,21 @@ def test_regeneration_reproduces_committed_data(tmp_path):
 
 def test_hf_copy_matches_derived_golden_and_reference(tmp_path):
     """The built-in adapters convert original -> HF layout (hf_layout.py); the result is byte-identical to the golden
-    derived copy (written by reference/writer.py), and the reference reads both to identical logits."""
+    derived copy (converted the same way, golden/derived.py) and to the HF layout written from the seed (the other
+    path of reference/writer.py), and the reference reads both to identical logits."""
     from conformance.impls.hf_layout import to_hf
-    from golden.format import derived_path
+    from golden.derived import checkpoint_dir
+    from reference.writer import write_checkpoint
+    manifest = verify(DATA_DIR)
+    for name, (config, seed, _, _) in G.CHECKPOINTS.items():
+        derived = checkpoint_dir(DATA_DIR, manifest, "hf", name)
+        seeded = write_checkpoint(tmp_path / "seeded" / name, config, seed=seed, layout="hf",
+                                  overrides=G.conditioning(name, config, seed))
+        for f in ("model.safetensors", "config.json"):
+            assert (seeded / f).read_bytes() == (derived / f).read_bytes(), (name, f)
     name = "gqa2-top2"
     hf = to_hf(DATA_DIR / "checkpoints" / name, tmp_path / "hf")
-    derived = derived_path(DATA_DIR, f"derived/hf/{name}/model.safetensors")
+    derived = checkpoint_dir(DATA_DIR, manifest, "hf", name) / "model.safetensors"
     assert hashlib.sha256((hf / "model.safetensors").read_bytes()).hexdigest() == \
         hashlib.sha256(derived.read_bytes()).hexdigest()
     tokens = load_npz(DATA_DIR / "cases" / f"{name}.npz")["tokens"].tolist()

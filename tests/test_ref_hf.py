@@ -116,10 +116,10 @@ def test_transformers_adapter_reads_hf_folders_as_they_are(tmp_path):
     """conformance/impls/transformers.py handed an HF-layout folder (--layout hf / hf-dense, or a user's own
     checkpoint) loads it in place, no copy; the golden logits hold for the dense form."""
     from conformance.impls.transformers import TransformersImpl
-    from golden.format import DATA_DIR, derived_path, load_npz, verify
+    from golden.derived import checkpoint_dir
+    from golden.format import DATA_DIR, load_npz, verify
     name = "tiny"  # swiglu_limit 7 (transformers 5.17 hard-codes 7: gqa2-top2's 3 would fail on that, not on this)
-    rels = [r for r in verify(DATA_DIR)["derived"] if r.startswith(f"derived/hf-dense/{name}/")]
-    folder = [derived_path(DATA_DIR, r) for r in rels][0].parent
+    folder = checkpoint_dir(DATA_DIR, verify(DATA_DIR), "hf-dense", name)
     impl = TransformersImpl(str(folder))
     case = load_npz(DATA_DIR / "cases" / f"{name}.npz")
     got = impl.logits(case["tokens"].tolist())
