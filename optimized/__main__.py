@@ -1,5 +1,5 @@
 """Command line: `python -m optimized chat|generate|serve [--checkpoint PATH] [--device cpu|cuda] [--dtype bf16|fp32]
-[--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]`.
+[--activations int8] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]`.
 
 generate: `--tokens 1,2,3` (any checkpoint) or `--prompt TEXT` (o200k_harmony text; needs the full vocabulary);
           prints the new ids (and text when the vocabulary is the real one) and tokens/s.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from optimized.generate import Engine, RequestError
+from optimized.moe import ACTIVATIONS
 from optimized.sampling import Sampling
 from reference import cli
 from reference.tokens import check_tokens
@@ -36,6 +37,9 @@ def parse_args(argv):
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
         p.add_argument("--backend", default="torch", choices=["torch", "triton"])
+        p.add_argument("--activations", default=None, choices=list(ACTIVATIONS),
+                       help="round the experts' inputs to int8 (Q8_0) as llama.cpp's CPU path does: faster on CPU, "
+                            "not the released precision (the kit's class bfloat16+int8); default: off")
         if name != "serve":  # a server takes these per request
             p.add_argument("--max-new-tokens", type=cli.integer(0), default=64)
             p.add_argument("--temperature", type=cli.number(0), default=1.0, help="0: greedy")
@@ -181,7 +185,7 @@ def run(args):
               f"its output is meaningless)", file=sys.stderr)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise cli.Failure("--device cuda: no CUDA device is available")
-    engine = Engine.load(path, args.device, DTYPES[args.dtype], args.backend, context=args.context)
+    engine = Engine.load(path, args.device, DTYPES[args.dtype], args.backend, args.activations, context=args.context)
     vocab = engine.config.vocab_size
     if args.command == "serve":
         from optimized.serve import serve

@@ -1,6 +1,8 @@
 """The conformance plugin (interface A): `factory(checkpoint_dir)` -> an impl the kit can certify.
 
-`--impl optimized` resolves to `factory` (float32 on CPU), `optimized.adapter:factory_bf16` to bfloat16.
+`--impl optimized` resolves to `factory` (float32 on CPU), `optimized.adapter:factory_bf16` to bfloat16;
+`factory_int8` / `factory_bf16_int8` round the experts' inputs to Q8_0 (`activations = "int8"`: the kit then
+holds them to the classes float32+int8 / bfloat16+int8; the op checks run the released-precision ops).
 Everything goes through the engine: logits = a fresh-cache prefill, decode_logits = prefill then one token
 at a time through the KV cache, batch_logits = one ragged batched call. The op_* functions run the engine's
 torch ops (numpy float64 in, the impl's dtype inside, numpy out).
@@ -23,10 +25,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class OptimizedImpl:
-    def __init__(self, checkpoint_dir: str, dtype: str = "fp32", device: str = "cpu", context: int = 4096):
-        self.dtype, self.device, self.name = dtype, device, f"optimized ({dtype}, {device}, torch ops)"
+    def __init__(self, checkpoint_dir: str, dtype: str = "fp32", device: str = "cpu", context: int = 4096,
+                 activations: str | None = None):
+        self.dtype, self.device, self.activations = dtype, device, activations  # the kit reads activations
+        self.name = f"optimized ({dtype}{'+' + activations if activations else ''}, {device}, torch ops)"
         self._dt = DTYPES[dtype]
-        self.engine = Engine(Model.load(checkpoint_dir, device, self._dt), context=context)
+        self.engine = Engine(Model.load(checkpoint_dir, device, self._dt, activations=activations), context=context)
         self.config = self.engine.config
 
     def _t(self, x) -> torch.Tensor:
@@ -129,6 +133,14 @@ def factory(checkpoint_dir: str) -> OptimizedImpl:
 
 def factory_bf16(checkpoint_dir: str) -> OptimizedImpl:
     return OptimizedImpl(checkpoint_dir, "bf16")
+
+
+def factory_int8(checkpoint_dir: str) -> OptimizedImpl:  # the experts' inputs in Q8_0: class float32+int8
+    return OptimizedImpl(checkpoint_dir, "fp32", activations="int8")
+
+
+def factory_bf16_int8(checkpoint_dir: str) -> OptimizedImpl:  # class bfloat16+int8 (llama.cpp's on a bf16 GGUF)
+    return OptimizedImpl(checkpoint_dir, "bf16", activations="int8")
 
 
 def factory_cuda(checkpoint_dir: str) -> OptimizedImpl:  # --impl optimized.adapter:factory_cuda on a GPU machine

@@ -75,8 +75,8 @@ class Engine:
         self._graphs = {}
 
     @classmethod
-    def load(cls, path, device="cpu", dtype=torch.bfloat16, backend="torch", **kw) -> "Engine":
-        return cls(Model.load(path, device, dtype, backend), **kw)
+    def load(cls, path, device="cpu", dtype=torch.bfloat16, backend="torch", activations=None, **kw) -> "Engine":
+        return cls(Model.load(path, device, dtype, backend, activations), **kw)
 
     # -- checks ---------------------------------------------------------------------------------------
     def check(self, rows, new_tokens: int = 0) -> list[list[int]]:

@@ -12,7 +12,7 @@ import torch
 from optimized import checkpoint as ckpt_mod
 from optimized.attention import attention_block
 from optimized.cache import Cache
-from optimized.moe import moe_block
+from optimized.moe import check_activations, moe as moe_op, moe_block
 from optimized.linear import project
 from optimized.norm import norm_for
 from optimized.ops import get_backend
@@ -20,11 +20,19 @@ from optimized.rope import cos_sin, inv_freq_and_concentration
 
 
 class Model:
-    def __init__(self, weights: ckpt_mod.Weights, backend: str = "torch"):
+    def __init__(self, weights: ckpt_mod.Weights, backend: str = "torch", activations: str | None = None):
         self.weights, self.config = weights, weights.config
         self.ops = get_backend(backend)
         c = self.config
         self.device, self.dtype = weights.tensors["embedding.weight"].device, weights.dtype
+        # activations "int8": the experts' inputs in Q8_0 (moe.py's op; not the released precision, opt-in)
+        if activations is not None:
+            check_activations(activations, self.device)
+            if (self.ops.moe is not moe_op or getattr(self.ops, "routed_moe", None) is not None
+                    or weights.experts == "dense"):
+                raise ValueError(f"activations={activations!r} needs the torch backend and packed MXFP4 experts "
+                                 f"(backend {backend!r})")
+        self.activations = activations
         inv_freq, self.concentration = inv_freq_and_concentration(
             c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length, c.rope_ntk_alpha,
             c.rope_ntk_beta)
@@ -43,8 +51,9 @@ class Model:
         return table
 
     @classmethod
-    def load(cls, path, device="cpu", dtype=torch.bfloat16, backend: str = "torch") -> "Model":
-        return cls(ckpt_mod.load(path, device, dtype), backend)
+    def load(cls, path, device="cpu", dtype=torch.bfloat16, backend: str = "torch",
+             activations: str | None = None) -> "Model":
+        return cls(ckpt_mod.load(path, device, dtype), backend, activations)
 
     def new_cache(self, batch: int, context: int) -> Cache:
         return Cache(self.config, batch, context, self.device, self.dtype)
@@ -80,7 +89,7 @@ class Model:
             if stages is not None:
                 stages[f"block.{n}.attn"] = x
             trace = {} if stages is not None else None
-            x = moe_block(x, w.mlp[n], c, self.ops, trace)
+            x = moe_block(x, w.mlp[n], c, self.ops, trace, self.activations)
             if stages is not None:
                 stages[f"block.{n}.mlp"] = x
                 stages.update({f"block.{n}.mlp.{k}": v for k, v in trace.items()})

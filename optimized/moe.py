@@ -56,9 +56,9 @@ def route(router_logits: torch.Tensor, k: int, kernel: bool = True):
     return ids.to(torch.int32), torch.softmax(top, dim=-1)  # softmax over the k chosen only
 
 
-def swiglu(h: torch.Tensor, limit: float, alpha: float = SWIGLU_ALPHA) -> torch.Tensor:
-    """(..., 2I) -> (..., I), computed in float32."""
-    h = h.float()
+def swiglu(h: torch.Tensor, limit: float, alpha: float = SWIGLU_ALPHA, dtype=torch.float32) -> torch.Tensor:
+    """(..., 2I) -> (..., I), computed in dtype (float32; the Triton kernels' moe_ref keeps its activations')."""
+    h = h.to(dtype)
     gate, linear = h[..., 0::2], h[..., 1::2]  # quirk: interleaved rows of mlp1
     gate = gate.clamp(max=limit)  # quirk: clamped above only
     linear = linear.clamp(-limit, limit)
@@ -66,16 +66,33 @@ def swiglu(h: torch.Tensor, limit: float, alpha: float = SWIGLU_ALPHA) -> torch.
 
 
 def moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float,
-        residual=None, norm_scale=None) -> torch.Tensor:
+        residual=None, norm_scale=None, activations: str | None = None) -> torch.Tensor:
     """The op (seam B): x (N, C) -> sum over the A routed experts of weight * expert(x), (N, C) in x's dtype;
     residual (N, C): residual + that sum instead (a backend with kernels adds it in the op's last kernel);
-    norm_scale (C,): the experts see rms_norm(x, norm_scale) (a backend with kernels folds it into one)."""
+    norm_scale (C,): the experts see rms_norm(x, norm_scale) (a backend with kernels folds it into one);
+    activations "int8": both expert matmuls take their input in Q8_0, as llama.cpp's CPU path does (not the
+    released precision: the classes "+int8" of the kit; the CPU C kernels only, see ACTIVATIONS)."""
     t = x if norm_scale is None else rms_norm(x, norm_scale)
-    y = _moe(t, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit)
+    y = _moe(t, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, activations)
     return y if residual is None else residual + y
 
 
-def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float) -> torch.Tensor:
+ACTIVATIONS = ("int8",)  # what `activations` may name: Q8_0 (golden/activations.py) in the CPU C kernels
+
+
+def check_activations(activations: str | None, device: torch.device):
+    """None (the released precision), or a rounding the CPU kernels run; anything else is one clear error."""
+    if activations is None:
+        return
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be None or one of {ACTIVATIONS}, got {activations!r}")
+    if device.type != "cpu" or not (CPU_MATVEC and mxfp4_cpu.available()):
+        why = f"the device is {device}" if device.type != "cpu" else f"{mxfp4_cpu.unavailable_reason or 'off'}"
+        raise ValueError(f"activations={activations!r} runs in the CPU MXFP4 kernels (csrc/mxfp4_*.c) only: {why}")
+
+
+def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float,
+         activations: str | None = None) -> torch.Tensor:
     N, C = x.shape
     E, I2, CB, _ = w1_blocks.shape
     I = I2 // 2
@@ -86,12 +103,14 @@ def _moe(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, li
     assert tuple(b2.shape) == (E, C)
     out_dtype = x.dtype
     R = N * A
+    check_activations(activations, x.device)
     if x.device.type == "cpu" and CPU_MATVEC and mxfp4_cpu.available():
         # on CPU one C call reads the experts' packed bytes in place (mxfp4_cpu.py), float32: per routed row for a
         # few rows, per hit expert (decoded once, a tile at a time, for all of its rows) beyond
         kernel = mxfp4_cpu.moe_decode if R <= CPU_KERNEL_ROWS else mxfp4_cpu.moe_prefill
         y = kernel(x.float().contiguous(), ids.to(torch.int32).contiguous(), weights.float().contiguous(),
-                   w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, SWIGLU_ALPHA)
+                   w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, SWIGLU_ALPHA,
+                   int8=activations == "int8")
         return y.to(out_dtype)
     # CPUs emulate bf16 matmuls slowly: there the experts are decoded and applied in float32 (more exact, faster)
     dt = torch.float32 if x.device.type == "cpu" else x.dtype
@@ -168,11 +187,13 @@ def _apply_experts(x, ids, weights, W1_of, b1, W2_of, b2, limit: float, dt) -> t
     return out.to(out_dtype)
 
 
-def moe_block(x, w, config, ops, trace=None):
-    """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts, or dense ones: moe_dense)."""
+def moe_block(x, w, config, ops, trace=None, activations=None):
+    """x (B, T, C) -> x + MoE(x). w: this layer's mlp weights (packed experts, or dense ones: moe_dense).
+    activations: the experts' input rounding (moe's; Model checks at load that the backend runs it)."""
     B, T, C = x.shape
     x2, scale = x.reshape(B * T, C), w["norm.scale"]
     dense = "mlp1_weight" in w
+    extra = {} if activations is None else {"activations": activations}  # backends without it never see it
     if dense:  # no kernel reads dense experts: the router and route from the backend, the experts in torch
         experts, moe_op = (w["mlp1_weight"], w["mlp1_bias"], w["mlp2_weight"], w["mlp2_bias"]), moe_dense
     else:
@@ -191,7 +212,7 @@ def moe_block(x, w, config, ops, trace=None):
             router_logits = project(ops, t, w["gate.weight"], w["gate.bias"])
         ids, weights = ops.route(router_logits, config.experts_per_token)
         out = moe_op(t, ids, weights, *experts, config.swiglu_limit,
-                     residual=x2, norm_scale=t_scale)  # x + MoE(norm(x)), the add in the op's last kernel
+                     residual=x2, norm_scale=t_scale, **extra)  # x + MoE(norm(x)), the add in the op's last kernel
     if trace is not None:
         trace.update(router_logits=router_logits, expert_ids=ids, expert_weights=weights)
     return out.reshape(B, T, C)

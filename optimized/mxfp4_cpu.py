@@ -23,15 +23,15 @@ from optimized import cbuild, mxfp4
 SOURCE, PREFILL_SOURCE = "mxfp4_matvec.c", "mxfp4_matmul.c"
 _P, _I64, _F32, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 SIGNATURES = {
-    "mxfp4_routed_matvec": ([_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT], _INT),
+    "mxfp4_routed_matvec": ([_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _INT], _INT),
     "mxfp4_moe_decode": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _F32,
-                          _INT], _INT),
+                          _INT, _INT], _INT),
     "mxfp4_simd": ([_INT], _INT),
 }
 SIMD = ("scalar", "avx2", "avx512f")  # csrc/common.h's levels; simd=True: the best the CPU has, False: scalar
 PREFILL_SIGNATURES = {
     "mxfp4_moe_prefill": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
-                           _F32, _F32, _INT], _INT),
+                           _F32, _F32, _INT, _INT], _INT),
 }
 PREFILL_CHUNK = 256  # an expert's rows per pass of moe_prefill: bounds its scratch (an expert with more is re-read)
 _lib = _prefill_lib = None
@@ -62,9 +62,10 @@ def kernel_name(simd: bool | str = True) -> str | None:
 
 
 def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, x: torch.Tensor,
-                  out: torch.Tensor | None = None, simd: bool | str = True) -> torch.Tensor:
+                  out: torch.Tensor | None = None, simd: bool | str = True, int8: bool = False) -> torch.Tensor:
     """blocks (E, O, B, 16) uint8, scales (E, O, B) uint8, ids (R,) int64, x (R, B*32) float32, all contiguous
-    on the CPU -> (R, O) float32 (written into `out` when given). simd caps the vector path (tests)."""
+    on the CPU -> (R, O) float32 (written into `out` when given). simd caps the vector path (tests); int8: x in
+    Q8_0, the int8 kernels (golden/activations.py's q8_0; the precision classes "+int8")."""
     E, O, B, half = blocks.shape
     (R,) = ids.shape
     assert half == 16 and tuple(scales.shape) == (E, O, B) and tuple(x.shape) == (R, B * 32), (
@@ -80,7 +81,7 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     assert tuple(out.shape) == (R, O) and out.dtype == torch.float32 and out.is_contiguous()
     scratch = torch.empty(32 * B, dtype=torch.float32)  # x's even and odd halves
     rc = _lib.mxfp4_routed_matvec(blocks.data_ptr(), scales.data_ptr(), ids.data_ptr(), x.data_ptr(),
-                                  out.data_ptr(), scratch.data_ptr(), R, E, O, B, _cap(simd))
+                                  out.data_ptr(), scratch.data_ptr(), R, E, O, B, int(int8), _cap(simd))
     if rc != 0:
         raise IndexError(f"routed_matvec: an expert id in {ids.tolist()} is outside [0, {E})")
     return out
@@ -107,25 +108,26 @@ def _check_moe(op, x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scal
 
 
 def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
-               simd: bool | str = True) -> torch.Tensor:
+               simd: bool | str = True, int8: bool = False) -> torch.Tensor:
     """The MoE op for a few tokens in one C call (matvecs, biases, SwiGLU, routing weights): x (N, C) float32,
     ids (N, A) int32, weights (N, A) float32, packed experts as in moe.py, biases float32 or bfloat16
-    -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off)."""
+    -> (N, C) float32. Its *_ref is the torch op (moe.py with the C kernel switched off). int8: both matvecs'
+    inputs in Q8_0 and integer block dots (llama.cpp's CPU MXFP4 path; the classes "+int8")."""
     N, A, E, I, C = _check_moe("moe_decode", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
     scratch = torch.empty(max(C, I) + 4 * I + C, dtype=torch.float32)
     rc = _lib.mxfp4_moe_decode(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(), w2_blocks.data_ptr(),
                                w2_scales.data_ptr(), b2.data_ptr(), int(b1.dtype == torch.bfloat16), ids.data_ptr(),
                                weights.data_ptr(), x.data_ptr(), out.data_ptr(), scratch.data_ptr(), N, A, E, I, C,
-                               float(limit), float(alpha), _cap(simd))
+                               float(limit), float(alpha), int(int8), _cap(simd))
     if rc != 0:
         raise IndexError(f"moe_decode: an expert id in {ids.tolist()} is outside [0, {E})")
     return out
 
 
 def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
-                simd: bool | str = True) -> torch.Tensor:
-    """moe_decode's contract for many tokens: each hit expert is decoded once per call (per PREFILL_CHUNK of its
+                simd: bool | str = True, int8: bool = False) -> torch.Tensor:
+    """moe_decode's contract for many tokens (int8: both matmuls' inputs rounded to Q8_0 values first): each hit expert is decoded once per call (per PREFILL_CHUNK of its
     rows), a tile of 4 rows at a time, and multiplied by all of its rows. Its *_ref is the torch op (moe.py's
     expert-by-expert loop)."""
     N, A, E, I, C = _check_moe("moe_prefill", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
@@ -138,7 +140,7 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
                                         w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
                                         int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),
                                         x.data_ptr(), out.data_ptr(), work.data_ptr(), scratch.data_ptr(), chunk, N,
-                                        A, E, I, C, float(limit), float(alpha), _cap(simd))
+                                        A, E, I, C, float(limit), float(alpha), int(int8), _cap(simd))
     if rc != 0:
         raise IndexError(f"moe_prefill: an expert id in {ids.tolist()} is outside [0, {E})")
     return out

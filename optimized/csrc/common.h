@@ -47,6 +47,44 @@ static inline float e8m0(uint8_t s) {
     return f;
 }
 
+/* Q8_0, the int8 activations of the classes "+int8" (golden/activations.py's q8_0; ggml's quantize_row_q8_0_ref,
+   llama.cpp's vec_dot_type for MXFP4): per block of 32, d = amax / 127 stored as float16, q = round(x / d) (ggml's
+   roundf: half away from zero) with the unrounded d; the value is float16(d) * q, exact in float32. */
+static inline float round_fp16(float f) {  /* the nearest float16 value as float32, ties to even; inf beyond 65504 */
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint32_t a = bits & 0x7FFFFFFFu;
+    if (a >= 0x7F800000u) return f;  /* inf, nan */
+    if (a < 0x38800000u) return rintf(f * 16777216.0f) / 16777216.0f;  /* float16 subnormals: multiples of 2**-24 */
+    a = (a + 0xFFFu + ((a >> 13) & 1u)) & ~0x1FFFu;  /* 10 mantissa bits */
+    if (a >= 0x47800000u) a = 0x7F800000u;  /* 65520 and up round to 65536: float16 overflows */
+    bits = (bits & 0x80000000u) | a;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static inline float q8_0_block(const float *x, int8_t *q) {  /* -> d (a float16 value); q (32) */
+    float amax = 0.0f;
+    int finite = 1;
+    for (int j = 0; j < 32; j++) {
+        finite &= fabsf(x[j]) <= 3.402823466e38f;
+        amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+    }
+    if (!finite) {  /* a NaN or inf poisons its block (as golden's amax does): d NaN, q 0 */
+        memset(q, 0, 32);
+        return NAN;
+    }
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) q[j] = (int8_t)roundf(x[j] * id);
+    return round_fp16(d);
+}
+static inline void q8_0_round(float *v, int64_t K) {  /* v (K, a multiple of 32) -> its Q8_0 values, in place */
+    int8_t q[32];
+    for (int64_t b = 0; b < K; b += 32) {
+        float d = q8_0_block(v + b, q);
+        for (int j = 0; j < 32; j++) v[b + j] = d * (float)q[j];
+    }
+}
+
 /* Which vector paths run: SIMD_AVX512 (AVX-512F), SIMD_AVX2 (AVX2 + FMA: CPUs without AVX-512, e.g. AMD Zen 1-3)
    or SIMD_NONE (scalar loops): the best the CPU reports (cpuid) at or below `cap`, the callers' simd argument
    (the engine passes SIMD_AVX512; tests force each level) */

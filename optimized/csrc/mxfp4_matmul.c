@@ -275,13 +275,14 @@ static void swiglu(const float *h, const float *bias, float *act, int64_t I, flo
 }
 
 /* The whole MoE of N tokens, float32: out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e),
-   e = ids[n, a]. Arguments as mxfp4_moe_decode's; work: (2 * (E + 1) + N * A) int32; scratch:
+   e = ids[n, a]. Arguments as mxfp4_moe_decode's (q8: both matmuls' inputs rounded to their Q8_0 values, then
+   the float tiles: the same class as the decode's int8 kernels); work: (2 * (E + 1) + N * A) int32; scratch:
    chunk * (2C + 3I) + 3I + C floats, chunk >= 1 the rows of one expert handled at once (an
    expert with more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked first). */
 int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                       const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
                       const float *x, float *out, int32_t *work, float *scratch, int64_t chunk, int64_t N, int64_t A,
-                      int64_t E, int64_t I, int64_t C, float limit, float alpha, int simd) {
+                      int64_t E, int64_t I, int64_t C, float limit, float alpha, int q8, int simd) {
     int64_t R = N * A;
     for (int64_t r = 0; r < R; r++)
         if (ids[r] < 0 || ids[r] >= E) return -1;
@@ -303,11 +304,15 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
         for (int64_t c = 0; c < C; c++) bias2[c] = load_f(b2, e * C + c, bias_bf16);
         for (int64_t r0 = start[e]; r0 < start[e + 1]; r0 += chunk) {
             int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
-            for (int64_t j = 0; j < n; j++) tile_order(x + (order[r0 + j] / A) * C, xg + j * C, C, wide);
+            for (int64_t j = 0; j < n; j++) {
+                tile_order(x + (order[r0 + j] / A) * C, xg + j * C, C, wide);
+                if (q8) q8_0_round(xg + j * C, C);  /* the tile order permutes within blocks: same blocks */
+            }
             matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, wide);  /* (n, 2I) */
             for (int64_t j = 0; j < n; j++) {
                 swiglu(h + j * 2 * I, bias1, row, I, limit, alpha, wide);
                 tile_order(row, act + j * I, I, wide);  /* mlp2's input */
+                if (q8) q8_0_round(act + j * I, I);
             }
             matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, wide);  /* (n, C) */
             for (int64_t j = 0; j < n; j++) {

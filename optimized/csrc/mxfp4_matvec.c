@@ -213,6 +213,126 @@ static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *x, cons
 }
 #endif
 
+/* Int8 activations (the classes "+int8", llama.cpp's MXFP4 dot): x in Q8_0 (common.h), each block's dot exact in
+   integers: the FP4 values doubled are the integers 0..12 (FP4_X2), so a block sums 2 * fp4 * q in int32 and is
+   then scaled by the weights' E8M0 scale * d / 2. Same values as the float kernels on x rounded to Q8_0 (and the
+   same class), up to the order of the float32 sums.
+   Layout of a prepared x (q8_prepare) in 13 * B floats: dv (B/2 pairs x 8: d/2 of block b in lanes 0-3, of b+1
+   in 4-7), d (B), then q (32 * B bytes): per pair, b's 16 even elements, b+1's, b's 16 odd ones, b+1's (the
+   lanes of PAIR_DOT_Q8_AVX2); the last block of an odd B in natural order; natural order throughout for the
+   scalar kernel. */
+static const int8_t FP4_X2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+#define Q8_FLOATS(B) (13 * (B))
+
+static void q8_prepare(const float *x, float *prep, int64_t B, int pairs) {
+    float *dv = prep, *d = prep + 4 * B;
+    int8_t *q = (int8_t *)(prep + 5 * B), blk[32];
+    for (int64_t b = 0; b < B; b++) {
+        d[b] = q8_0_block(x + b * 32, blk);
+        if (!pairs || (b == B - 1 && (B & 1))) {
+            memcpy(q + b * 32, blk, 32);
+            continue;
+        }
+        int8_t *base = q + (b & ~(int64_t)1) * 32 + (b & 1) * 16;
+        for (int j = 0; j < 16; j++) base[j] = blk[2 * j], base[32 + j] = blk[2 * j + 1];
+    }
+    for (int64_t b = 0; b + 1 < B; b += 2)
+        for (int l = 0; l < 8; l++) dv[b * 4 + l] = 0.5f * d[b + l / 4];
+}
+
+static float block_q8(const uint8_t *p, const int8_t *q, float scale) {  /* natural order; scale = E8M0 * d / 2 */
+    int32_t sum = 0;
+    for (int j = 0; j < 16; j++) sum += FP4_X2[p[j] & 15] * q[2 * j] + FP4_X2[p[j] >> 4] * q[2 * j + 1];
+    return (float)sum * scale;
+}
+
+static void rows_q8_scalar(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O,
+                           int64_t B) {
+    const float *d = prep + 4 * B;
+    const int8_t *q = (const int8_t *)(prep + 5 * B);
+    for (int64_t o = 0; o < O; o++) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < B; b++) acc += block_q8(bl + (o * B + b) * 16, q + b * 32, e8m0(sc[o * B + b]) * 0.5f * d[b]);
+        out[o] = acc;
+    }
+}
+
+#ifdef __x86_64__
+/* one row's blocks b, b+1 (32 bytes at ptr) against the pair's q (xe: even elements, xo: odd): the int32 sums of
+   each 8 products, as float32 (exact: |sum| <= 8 * 12 * 127), block b's in lanes 0-3, b+1's in 4-7. vpmaddubsw
+   multiplies unsigned by signed bytes: |w| times q with w's sign (vpsignb), pairs summed in int16 (<= 3048). */
+#define PAIR_DOT_Q8_AVX2(ptr, xe, xo)                                                                          \
+    ({                                                                                                        \
+        __m256i v_ = _mm256_loadu_si256((const __m256i *)(ptr));                                              \
+        __m256i wl_ = _mm256_shuffle_epi8(kv, _mm256_and_si256(v_, nib));                                     \
+        __m256i wh_ = _mm256_shuffle_epi8(kv, _mm256_and_si256(_mm256_srli_epi16(v_, 4), nib));               \
+        __m256i s_ = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wl_, wl_), _mm256_sign_epi8(xe, wl_)), \
+                                      _mm256_maddubs_epi16(_mm256_sign_epi8(wh_, wh_), _mm256_sign_epi8(xo, wh_))); \
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(s_, ones));                                                      \
+    })
+
+__attribute__((target("avx2,fma")))
+static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B) {
+    const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
+    const float *dv = prep, *d = prep + 4 * B;
+    const int8_t *q = (const int8_t *)(prep + 5 * B);
+    const int64_t B2 = B / 2 * 2, O4 = O / 4 * 4;
+#pragma omp parallel for schedule(static) if (O * B >= PARALLEL_MIN_BLOCKS)
+    for (int64_t o = 0; o < O4; o += 4) {  /* four rows at once, q loaded once a pair */
+        const uint8_t *p = bl + o * B * 16;
+        float sf[4 * B];
+        scales_avx2(sc + o * B, sf, 4 * B);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t b = 0; b < B2; b += 2) {
+            if ((b & 3) == 0)
+                for (int r = 0; r < 4; r++)
+                    _mm_prefetch((const char *)(p + (r * B + b) * 16) + PREFETCH_BYTES, _MM_HINT_T0);
+            __m256i xe = _mm256_loadu_si256((const __m256i *)(q + b * 32));
+            __m256i xo = _mm256_loadu_si256((const __m256i *)(q + b * 32 + 32));
+            __m256 dq = _mm256_loadu_ps(dv + b * 4);
+            a0 = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + b * 16, xe, xo), _mm256_mul_ps(dq, PAIR_SCALE_AVX2(sf + b)), a0);
+            a1 = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + (B + b) * 16, xe, xo),
+                                 _mm256_mul_ps(dq, PAIR_SCALE_AVX2(sf + B + b)), a1);
+            a2 = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + (2 * B + b) * 16, xe, xo),
+                                 _mm256_mul_ps(dq, PAIR_SCALE_AVX2(sf + 2 * B + b)), a2);
+            a3 = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + (3 * B + b) * 16, xe, xo),
+                                 _mm256_mul_ps(dq, PAIR_SCALE_AVX2(sf + 3 * B + b)), a3);
+        }
+        __m256 acc[4] = {a0, a1, a2, a3};
+        for (int r = 0; r < 4; r++)
+            out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
+                                                                 sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
+    }
+    for (int64_t o = O4; o < O; o++) {
+        const uint8_t *p = bl + o * B * 16;
+        float sf[B];
+        scales_avx2(sc + o * B, sf, B);
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < B2; b += 2) {
+            __m256i xe = _mm256_loadu_si256((const __m256i *)(q + b * 32));
+            __m256i xo = _mm256_loadu_si256((const __m256i *)(q + b * 32 + 32));
+            acc = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + b * 16, xe, xo),
+                                  _mm256_mul_ps(_mm256_loadu_ps(dv + b * 4), PAIR_SCALE_AVX2(sf + b)), acc);
+        }
+        out[o] = hsum_avx2(acc) + (B2 < B ? block_q8(p + B2 * 16, q + B2 * 32, sf[B2] * 0.5f * d[B2]) : 0.0f);
+    }
+}
+#endif
+
+/* one packed matrix (O, B, 16) + scales (O, B) times a prepared Q8_0 x (q8_prepare with pairs = (wide != 0)) */
+static void matvec_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B,
+                      int wide) {
+#ifdef __x86_64__
+    if (wide != SIMD_NONE) {  /* AVX-512 CPUs have AVX2: the same kernel */
+        rows_q8_avx2(bl, sc, prep, out, O, B);
+        return;
+    }
+#endif
+    (void)wide;
+    rows_q8_scalar(bl, sc, prep, out, O, B);
+}
+
 /* one packed matrix (O, B, 16) + scales (O, B) times x (B*32) -> out (O); scratch (32 * B) float32 */
 static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, float *out, int64_t O, int64_t B,
                        float *scratch, int wide) {
@@ -236,16 +356,23 @@ static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, flo
 }
 
 /* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
-   scratch (32 * B) float32; simd: the cap of common.h's use_simd (tests force each path). Returns 0, or -1 when an
+   scratch (32 * B) float32; q8: x in Q8_0 (the int8 kernels); simd: the cap of common.h's use_simd (tests force
+   each path). Returns 0, or -1 when an
    id is outside [0, E) (checked before any row is written). */
 int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int64_t *ids, const float *x,
-                        float *out, float *scratch, int64_t R, int64_t E, int64_t O, int64_t B, int simd) {
+                        float *out, float *scratch, int64_t R, int64_t E, int64_t O, int64_t B, int q8, int simd) {
     for (int64_t r = 0; r < R; r++)
         if (ids[r] < 0 || ids[r] >= E) return -1;
     int wide = use_simd(simd);
-    for (int64_t r = 0; r < R; r++)
-        matvec_one(blocks + ids[r] * O * B * 16, scales + ids[r] * O * B, x + r * B * 32, out + r * O, O, B,
-                   scratch, wide);
+    for (int64_t r = 0; r < R; r++) {
+        const uint8_t *bl = blocks + ids[r] * O * B * 16, *sc = scales + ids[r] * O * B;
+        if (q8) {
+            q8_prepare(x + r * B * 32, scratch, B, wide != SIMD_NONE);
+            matvec_q8(bl, sc, scratch, out + r * O, O, B, wide);
+        } else {
+            matvec_one(bl, sc, x + r * B * 32, out + r * O, O, B, scratch, wide);
+        }
+    }
     return 0;
 }
 
@@ -254,22 +381,28 @@ int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int6
    w1 (E, 2I, C/32, 16) + scales, b1 (E, 2I); w2 (E, C, I/32, 16) + scales, b2 (E, C); biases float32 or bf16
    (bias_bf16). SwiGLU quirks as in moe.py: rows of mlp1 interleave gate (even) and linear (odd); gate clamped
    above only, linear both ways; gate * sigmoid(alpha * gate) * (linear + 1).
+   q8: x and the SwiGLU output in Q8_0 before the matvecs (the int8 kernels: the classes "+int8").
    scratch: max(C, I) + 4 * I + C floats. Returns 0, or -1 when an id is outside [0, E). */
 int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                      const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
                      const float *x, float *out, float *scratch, int64_t N, int64_t A, int64_t E, int64_t I,
-                     int64_t C, float limit, float alpha, int simd) {
+                     int64_t C, float limit, float alpha, int q8, int simd) {
     for (int64_t r = 0; r < N * A; r++)
         if (ids[r] < 0 || ids[r] >= E) return -1;
     int wide = use_simd(simd);
     int64_t B1 = C / 32, B2 = I / 32, Bmax = B1 > B2 ? B1 : B2;
     float *h = scratch + 32 * Bmax, *act = h + 2 * I, *y = act + I;
+    float *xq = scratch, *aq = scratch + Q8_FLOATS(B1);  /* q8: x's and act's Q8_0 forms (13/32 of C and I) */
     for (int64_t n = 0; n < N; n++) {
         float *o = out + n * C;
         for (int64_t c = 0; c < C; c++) o[c] = 0.0f;
+        if (q8) q8_prepare(x + n * C, xq, B1, wide != SIMD_NONE);  /* once for the token's A experts */
         for (int64_t a = 0; a < A; a++) {
             int64_t e = ids[n * A + a];
-            matvec_one(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, x + n * C, h, 2 * I, B1, scratch, wide);
+            if (q8)
+                matvec_q8(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xq, h, 2 * I, B1, wide);
+            else
+                matvec_one(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, x + n * C, h, 2 * I, B1, scratch, wide);
             for (int64_t i = 0; i < I; i++) {
                 float gate = h[2 * i] + load_f(b1, e * 2 * I + 2 * i, bias_bf16);
                 float lin = h[2 * i + 1] + load_f(b1, e * 2 * I + 2 * i + 1, bias_bf16);
@@ -277,7 +410,12 @@ int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, con
                 lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
                 act[i] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);  /* quirk: +1 on the linear half */
             }
-            matvec_one(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, C, B2, scratch, wide);
+            if (q8) {
+                q8_prepare(act, aq, B2, wide != SIMD_NONE);
+                matvec_q8(w2b + e * C * B2 * 16, w2s + e * C * B2, aq, y, C, B2, wide);
+            } else {
+                matvec_one(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, C, B2, scratch, wide);
+            }
             float wgt = weights[n * A + a];
             for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[c] + load_f(b2, e * C + c, bias_bf16));
         }
