@@ -17,3 +17,5 @@ import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest_plugins = ["harmony_helpers"]  # the harmony fixtures (oracle: openai-harmony; ours) of test_harmony_*.py

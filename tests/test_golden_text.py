@@ -9,7 +9,6 @@ import pytest
 
 from conformance.test_text import as_bytes, as_messages
 from golden.format import DATA_DIR
-from test_harmony_common import oracle  # noqa: F401 - fixture
 from test_tokenizer import tiktoken_encodings  # noqa: F401 - fixture
 
 VECTORS = json.loads((DATA_DIR / "text" / "vectors.json").read_text())

@@ -9,8 +9,15 @@ from hypothesis import strategies as st
 import harmony
 from harmony import build as h
 from harmony.render import CALL, CHANNEL, END, MESSAGE, RETURN, START
-from test_harmony_common import SPECIAL_TEXT, examples, oracle, ours, outcome, same_behaviour, texts  # noqa: F401
-from test_harmony_render import EXPECTED_WEATHER_PROMPT, _weather_conversation
+from harmony_helpers import (
+    EXPECTED_WEATHER_PROMPT,
+    SPECIAL_TEXT,
+    examples,
+    outcome,
+    same_behaviour,
+    texts,
+    weather_conversation,
+)
 
 WEATHER = h.function(
     "get_current_weather",
@@ -38,7 +45,7 @@ def test_builders_render_as_the_drop_in(ours):
         h.tool_result("functions.get_current_weather", '{"sunny": true, "temperature": 20}'),
     ]
     tokens = h.prompt(messages)
-    assert tokens == ours.render_conversation_for_completion(_weather_conversation(harmony), harmony.Role.ASSISTANT)
+    assert tokens == ours.render_conversation_for_completion(weather_conversation(harmony), harmony.Role.ASSISTANT)
     assert ours.decode_utf8(tokens) == EXPECTED_WEATHER_PROMPT
 
 

@@ -18,15 +18,7 @@ from hypothesis import strategies as st
 
 import harmony
 from harmony.render import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START
-from test_harmony_common import (  # noqa: F401 - fixtures
-    build_ours,
-    examples,
-    oracle,
-    ours,
-    outcome,
-    realistic_conversations,
-    same_behaviour,
-)
+from harmony_helpers import build_ours, examples, outcome, realistic_conversations, same_behaviour
 
 N_VOCAB = 201088
 STRUCTURAL = [START, END, MESSAGE, CHANNEL, CONSTRAIN, RETURN, CALL, 199999, 200018, 201087]

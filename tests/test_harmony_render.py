@@ -12,17 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import harmony
-from test_harmony_common import (  # noqa: F401 - fixtures
+from harmony_helpers import (
+    EXPECTED_WEATHER_PROMPT,
     ROLES,
     build_oracle,
     build_ours,
     conversations,
     examples,
-    oracle,
-    ours,
     outcome,
     realistic_conversations,
     same_behaviour,
+    weather_conversation,
 )
 
 RANDOM = examples(120)
@@ -73,87 +73,18 @@ def test_realistic_render_matches_oracle(oracle, ours, conv, drop, next_role):
     assert mine and all(kind == "ok" for kind, _ in mine.values()), {k: v for k, v in mine.items() if v[0] != "ok"}
 
 
-# --- fixed cases: the format as documented (openai/harmony docs/format.md), read as text --------------
-
-
-def _weather_conversation(mod):
-    tool = mod.ToolDescription.new(
-        "get_current_weather",
-        "Gets the current weather in the provided location.",
-        parameters={
-            "type": "object",
-            "properties": {
-                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
-                "format": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
-            },
-            "required": ["location"],
-        },
-    )
-    return mod.Conversation.from_messages(
-        [
-            mod.Message.from_role_and_content(
-                mod.Role.SYSTEM,
-                mod.SystemContent.new()
-                .with_reasoning_effort(mod.ReasoningEffort.HIGH)
-                .with_conversation_start_date("2025-06-28"),
-            ),
-            mod.Message.from_role_and_content(
-                mod.Role.DEVELOPER,
-                mod.DeveloperContent.new().with_instructions("Always respond in riddles").with_function_tools([tool]),
-            ),
-            mod.Message.from_role_and_content(mod.Role.USER, "What is the weather like in SF?"),
-            mod.Message.from_role_and_content(
-                mod.Role.ASSISTANT, "Need to use function get_current_weather."
-            ).with_channel("analysis"),
-            mod.Message.from_role_and_content(mod.Role.ASSISTANT, '{"location":"San Francisco"}')
-            .with_channel("commentary")
-            .with_recipient("functions.get_current_weather")
-            .with_content_type("<|constrain|>json"),
-            mod.Message.from_author_and_content(
-                mod.Author.new(mod.Role.TOOL, "functions.get_current_weather"), '{"sunny": true, "temperature": 20}'
-            )
-            .with_channel("commentary")
-            .with_recipient("assistant"),
-        ]
-    )
-
-
-EXPECTED_WEATHER_PROMPT = """<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.
-Knowledge cutoff: 2024-06
-Current date: 2025-06-28
-
-Reasoning: high
-
-# Valid channels: analysis, commentary, final. Channel must be included for every message.
-Calls to these tools must go to the commentary channel: 'functions'.<|end|><|start|>developer<|message|># Instructions
-
-Always respond in riddles
-
-# Tools
-
-## functions
-
-namespace functions {
-
-// Gets the current weather in the provided location.
-type get_current_weather = (_: {
-// The city and state, e.g. San Francisco, CA
-location: string,
-format?: "celsius" | "fahrenheit", // default: celsius
-}) => any;
-
-} // namespace functions<|end|><|start|>user<|message|>What is the weather like in SF?<|end|><|start|>assistant<|channel|>analysis<|message|>Need to use function get_current_weather.<|end|><|start|>assistant to=functions.get_current_weather<|channel|>commentary <|constrain|>json<|message|>{"location":"San Francisco"}<|call|><|start|>functions.get_current_weather to=assistant<|channel|>commentary<|message|>{"sunny": true, "temperature": 20}<|end|><|start|>assistant"""
+# --- fixed cases: the format as documented (openai/harmony docs/format.md), read as text (harmony_helpers.py) -
 
 
 def test_documented_tool_call_prompt(oracle, ours):
     oh, enc_o = oracle
-    tokens = ours.render_conversation_for_completion(_weather_conversation(harmony), harmony.Role.ASSISTANT)
+    tokens = ours.render_conversation_for_completion(weather_conversation(harmony), harmony.Role.ASSISTANT)
     assert ours.decode_utf8(tokens) == EXPECTED_WEATHER_PROMPT
-    assert tokens == enc_o.render_conversation_for_completion(_weather_conversation(oh), oh.Role.ASSISTANT)
+    assert tokens == enc_o.render_conversation_for_completion(weather_conversation(oh), oh.Role.ASSISTANT)
 
 
 def test_analysis_dropped_only_before_a_final_answer(ours):
-    conv = _weather_conversation(harmony)
+    conv = weather_conversation(harmony)
     answer = harmony.Message.from_role_and_content(harmony.Role.ASSISTANT, "Sunny, 20C.").with_channel("final")
     done = harmony.Conversation.from_messages([*conv.messages, answer])
     text = ours.decode_utf8(ours.render_conversation_for_training(done))

@@ -7,16 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harmony.schema import serde_number
-from test_harmony_common import (  # noqa: F401 - fixtures
-    build_oracle,
-    build_ours,
-    examples,
-    oracle,
-    ours,
-    outcome,
-    same_behaviour,
-    typed_schemas,
-)
+from harmony_helpers import build_oracle, build_ours, examples, outcome, same_behaviour, typed_schemas
 
 
 def _developer(parameters) -> dict:

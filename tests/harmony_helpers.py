@@ -5,14 +5,12 @@ sha256-checked o200k_base.tiktoken into a temp folder and points TIKTOKEN_ENCODI
 conversations are plain dicts, built into both our model and the oracle's with `Message.from_dict`, so the
 two sides always see the same input: `conversations` is anything the model classes accept (junk included, where
 both sides must raise alike), `realistic_conversations` what applications send (every one must render).
-The tests here check the public API surface against the oracle's.
+Its fixtures (`oracle`, `ours`) reach every test module through tests/conftest.py's pytest_plugins.
 """
 
-import inspect
 import os
 import sys
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from hypothesis import settings
@@ -496,129 +494,73 @@ def realistic_conversations(draw):
     return {"messages": msgs}
 
 
-# --- the public surface -----------------------------------------------------------------------------
+# --- the documented example (openai/harmony docs/format.md) --------------------------------------
 
-DROP_IN_NAMES = [
-    "load_harmony_encoding",
-    "HarmonyEncodingName",
-    "Conversation",
-    "Message",
-    "Role",
-    "Author",
-    "SystemContent",
-    "DeveloperContent",
-    "ReasoningEffort",
-    "ToolDescription",
-    "TextContent",
-    "ToolNamespaceConfig",
-    "RenderConversationConfig",
-    "StreamState",
-    "StreamableParser",
-    "HarmonyError",
-    "HarmonyEncoding",
-    "Content",
-    "ChannelConfig",
-    "RenderOptions",
-    "raise_disallowed_special_token",
-]
-ENCODING_METHODS = [
-    "render_conversation_for_completion",
-    "render_conversation_for_training",
-    "render_conversation",
-    "render",
-    "parse_messages_from_completion_tokens",
-    "stop_tokens",
-    "stop_tokens_for_assistant_actions",
-    "decode_utf8",
-    "encode",
-    "decode",
-    "is_special_token",
-]
-PARSER_MEMBERS = [
-    "process",
-    "process_eos",
-    "current_role",
-    "current_channel",
-    "current_recipient",
-    "current_content",
-    "current_content_type",
-    "last_content_delta",
-    "messages",
-    "tokens",
-    "state",
-    "state_data",
-]
+def weather_conversation(mod):
+    """The tool-call example of openai/harmony docs/format.md, built with mod's classes (ours or the oracle's)."""
+    tool = mod.ToolDescription.new(
+        "get_current_weather",
+        "Gets the current weather in the provided location.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "format": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
+            },
+            "required": ["location"],
+        },
+    )
+    return mod.Conversation.from_messages(
+        [
+            mod.Message.from_role_and_content(
+                mod.Role.SYSTEM,
+                mod.SystemContent.new()
+                .with_reasoning_effort(mod.ReasoningEffort.HIGH)
+                .with_conversation_start_date("2025-06-28"),
+            ),
+            mod.Message.from_role_and_content(
+                mod.Role.DEVELOPER,
+                mod.DeveloperContent.new().with_instructions("Always respond in riddles").with_function_tools([tool]),
+            ),
+            mod.Message.from_role_and_content(mod.Role.USER, "What is the weather like in SF?"),
+            mod.Message.from_role_and_content(
+                mod.Role.ASSISTANT, "Need to use function get_current_weather."
+            ).with_channel("analysis"),
+            mod.Message.from_role_and_content(mod.Role.ASSISTANT, '{"location":"San Francisco"}')
+            .with_channel("commentary")
+            .with_recipient("functions.get_current_weather")
+            .with_content_type("<|constrain|>json"),
+            mod.Message.from_author_and_content(
+                mod.Author.new(mod.Role.TOOL, "functions.get_current_weather"), '{"sunny": true, "temperature": 20}'
+            )
+            .with_channel("commentary")
+            .with_recipient("assistant"),
+        ]
+    )
 
 
-def test_drop_in_names_exist(oracle):
-    oh, _ = oracle
-    # Every public class and function openai_harmony defines (typing helpers and imports excluded).
-    public = {
-        n
-        for n in dir(oh)
-        if not n.startswith("_")
-        and not isinstance(getattr(oh, n), TypeVar)
-        and getattr(getattr(oh, n), "__module__", None) == "openai_harmony"
-    }
-    assert set(DROP_IN_NAMES) <= public, set(DROP_IN_NAMES) - public  # the list is the oracle's
-    missing = sorted(n for n in public if not hasattr(harmony, n))
-    assert not missing, f"openai_harmony names harmony does not offer: {missing}"
-    assert set(oh.__all__) <= set(harmony.__all__)
+EXPECTED_WEATHER_PROMPT = """<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.
+Knowledge cutoff: 2024-06
+Current date: 2025-06-28
 
+Reasoning: high
 
-def test_method_signatures_match(oracle):
-    oh, _ = oracle
-    for name in ENCODING_METHODS:
-        theirs = inspect.signature(getattr(oh.HarmonyEncoding, name))
-        mine = inspect.signature(getattr(harmony.HarmonyEncoding, name))
-        assert list(mine.parameters) == list(theirs.parameters), name
-        for p in theirs.parameters.values():
-            assert mine.parameters[p.name].kind == p.kind, (name, p.name)
-            assert (mine.parameters[p.name].default is p.empty) == (p.default is p.empty), (name, p.name)
-    theirs, mine = inspect.signature(oh.StreamableParser.__init__), inspect.signature(harmony.StreamableParser.__init__)
-    assert [(p.name, p.kind) for p in mine.parameters.values()] == [(p.name, p.kind) for p in theirs.parameters.values()]
-    for name in ["name", "special_tokens_set"]:
-        assert hasattr(oh.HarmonyEncoding, name) and hasattr(harmony.HarmonyEncoding, name), name
-    for name in PARSER_MEMBERS:
-        assert hasattr(oh.StreamableParser, name) and hasattr(harmony.StreamableParser, name), name
-    for cls in [
-        "SystemContent",
-        "DeveloperContent",
-        "Message",
-        "Conversation",
-        "ToolNamespaceConfig",
-        "ToolDescription",
-        "Author",
-    ]:
-        theirs = {n for n in vars(getattr(oh, cls)) if not n.startswith("_") and not n.startswith("model_")}
-        missing = {n for n in theirs if not hasattr(getattr(harmony, cls), n)}
-        assert not missing, (cls, missing)
+# Valid channels: analysis, commentary, final. Channel must be included for every message.
+Calls to these tools must go to the commentary channel: 'functions'.<|end|><|start|>developer<|message|># Instructions
 
+Always respond in riddles
 
-def test_enums_and_defaults_match(oracle):
-    oh, _ = oracle
-    for enum in ["Role", "ReasoningEffort", "StreamState", "HarmonyEncodingName"]:
-        assert {(m.name, m.value) for m in getattr(oh, enum)} == {(m.name, m.value) for m in getattr(harmony, enum)}
-    assert oh.SystemContent.new().to_dict() == harmony.SystemContent.new().to_dict()
-    assert oh.DeveloperContent.new().to_dict() == harmony.DeveloperContent.new().to_dict()
-    assert oh.RenderConversationConfig().auto_drop_analysis is harmony.RenderConversationConfig().auto_drop_analysis
+# Tools
 
+## functions
 
-def test_builtin_tool_namespaces_match(oracle):
-    oh, _ = oracle
-    for name in ["browser", "python"]:
-        theirs = getattr(oh.ToolNamespaceConfig, name)().model_dump()
-        mine = getattr(harmony.ToolNamespaceConfig, name)().to_dict()
-        theirs["tools"] = [{k: v for k, v in t.items() if v is not None} for t in theirs["tools"]]
-        assert mine == theirs
+namespace functions {
 
+// Gets the current weather in the provided location.
+type get_current_weather = (_: {
+// The city and state, e.g. San Francisco, CA
+location: string,
+format?: "celsius" | "fahrenheit", // default: celsius
+}) => any;
 
-def test_harmony_error_is_value_and_runtime_error():
-    assert issubclass(harmony.HarmonyError, ValueError) and issubclass(harmony.HarmonyError, RuntimeError)
-
-
-def test_role_hierarchy_is_explicit():
-    order = sorted(harmony.Role, key=lambda r: r.authority, reverse=True)
-    assert [r.value for r in order] == ["system", "developer", "user", "assistant", "tool"]
-    with pytest.raises(harmony.HarmonyError, match="Unknown role"):
-        harmony.Role("root")
+} // namespace functions<|end|><|start|>user<|message|>What is the weather like in SF?<|end|><|start|>assistant<|channel|>analysis<|message|>Need to use function get_current_weather.<|end|><|start|>assistant to=functions.get_current_weather<|channel|>commentary <|constrain|>json<|message|>{"location":"San Francisco"}<|call|><|start|>functions.get_current_weather to=assistant<|channel|>commentary<|message|>{"sunny": true, "temperature": 20}<|end|><|start|>assistant"""
