@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conformance import plugin, spec
-from golden import derived
+from golden import derived, real
 from golden import format as gformat
 
 _CACHE: dict = {}  # (root, manifest sha256, what) -> loaded data
@@ -105,7 +105,6 @@ class Golden:
                 return self.root / entry["dir"]
             if self.layout == "original":
                 if self._real_original is None:  # written on first use, hash-checked once per run (gigabytes)
-                    from golden import real
                     self._real_original = real.original_form(self.root, self.manifest["tier"], self.manifest)
                 return self._real_original
             raise gformat.GoldenError(f"--layout {self.layout}: the real-shape tier {self.manifest.get('tier')} has "
@@ -203,19 +202,16 @@ class Kit:
 
 def golden_tier(option) -> str | None:
     """The real-shape tier a --golden value names (real-20b, real-120b), unless a folder of that name exists."""
-    from golden.real import TIERS
-    return option if option in TIERS and not Path(option).is_dir() else None
+    return option if option in real.TIERS and not Path(option).is_dir() else None
 
 
 def real_cache_dir(tier: str) -> Path:
-    from golden.real import cache_dir
-    return cache_dir(tier)
+    return real.cache_dir(tier)
 
 
 def ensure_tier(kit: "Kit") -> None:
     """Generate the real-shape tier on first use, verify it by hash (once: the manifest is kept for the run)."""
-    from golden.real import ensure
-    root, manifest = ensure(kit.tier)
+    root, manifest = real.ensure(kit.tier)
     kit.golden.root, kit.golden._manifest = root.resolve(), manifest
 
 
