@@ -50,6 +50,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
+from optimized.interpreter import interpret_on_cpu  # noqa: E402
 from reference.config import GPT_OSS_20B, GPT_OSS_120B, Config  # noqa: E402
 
 ANCHORS = {"20b": dict(floor_gb_per_token=3.708, sglang_tok_s=304.6),
@@ -286,7 +287,7 @@ LINEAR_SWEEP = [dict(BLOCK_O=8, BLOCK_C=512, num_warps=4, num_stages=3),
 @contextlib.contextmanager
 def linear_config(cfg):
     """kernels/linear.py's LINEAR_CONFIG set to cfg meanwhile, in every kernel module that imports it by name."""
-    mods = [importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "rope_cache", "moe")]
+    mods = [importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "rope_cache", "moe_group")]
     saved = [m.LINEAR_CONFIG for m in mods]
     for m in mods:
         m.LINEAR_CONFIG = cfg
@@ -766,8 +767,7 @@ def main(argv=None):
         device = "cuda"
         models = {m: {"20b": GPT_OSS_20B, "120b": GPT_OSS_120B}[m] for m in args.models.split(",") if m}
         copy_n, mm_n, iters, moe_layers = 2**30, 8192, 20, 8
-    if device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before optimized.kernels is imported
+    interpret_on_cpu(device == "cpu")  # before optimized.kernels is imported
     clock = Clock(device, smoke=args.smoke)
     commit = os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip() or "unknown"
     import triton

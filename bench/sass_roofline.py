@@ -37,6 +37,7 @@ os.environ["TRITON_INTERPRET"] = "0"  # before optimized.kernels: the kernels mu
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from reference.moe import SWIGLU_ALPHA  # noqa: E402
 
 # spec sheets: SMs, boost clock (GHz), HBM bandwidth (TB/s), dense bf16 tensor-core rate (TFLOP/s)
 CARDS = {"H100 SXM": (132, 1.98, 3.35, 989.4), "H200": (132, 1.98, 4.8, 989.4)}
@@ -66,9 +67,10 @@ def attention_sweep_tiles():
 def count(kernel, cfg, work_dir):
     """Compile one MoE kernel with a decode config and count its main loop. Returns a row dict."""
     from optimized.kernels import aot
-    moe = importlib.import_module("optimized.kernels.moe")
+    moe = importlib.import_module("optimized.kernels.moe")  # the tiles
     up, gemv = kernel == "up", cfg["path"] == "gemv"
     name = f"_moe_{kernel}{'_gemv' if gemv else ''}_kernel"
+    kernels = importlib.import_module(f"optimized.kernels.{'moe_gemv' if gemv else 'moe_mma'}")
     bn = cfg["BLOCK_N_UP" if up else "BLOCK_N_DOWN"]
     bk = cfg["BLOCK_K"]
     consts = dict(A=EXPERTS_PER_TOKEN, C=C20, I=I20, BLOCK_N=bn, BLOCK_K=bk)
@@ -77,13 +79,13 @@ def count(kernel, cfg, work_dir):
     if not gemv:
         consts.update(IEEE=False, MX_DOT=cfg["path"] == "dot_scaled", FMT="bf16", BLOCK_M=bm)
     if up:
-        consts["ALPHA"] = moe.SWIGLU_ALPHA
+        consts["ALPHA"] = SWIGLU_ALPHA
     if up and gemv:
-        consts["H_DTYPE"] = moe.TL_DTYPES[torch.bfloat16]
+        consts["H_DTYPE"] = kernels.TL_DTYPES[torch.bfloat16]
     if gemv and not up:
         consts["HAS_RES"] = True  # as the engine calls it
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    compiled = aot.compile_kernel(getattr(moe, name), name, "bf16", consts, launch, ints={})
+    compiled = aot.compile_kernel(getattr(kernels, name), name, "bf16", consts, launch, ints={})
     # matrices an iteration reads: gate and linear rows (up); the down GEMV reads its token's A experts
     matrices = 2 if up else EXPERTS_PER_TOKEN if gemv else 1
     nbytes = matrices * bn * (bk // 2 + bk // 32)  # codes + E8M0 scales read per iteration
@@ -189,7 +191,7 @@ def count_linear(work_dir):
     lin = importlib.import_module("optimized.kernels.linear")
     out = []
     for name, C, O, norm, res in (("qkv", 2880, 5120, True, False), ("out", 4096, 2880, False, True)):
-        bo, bc = lin._block_o(O), lin.LINEAR_CONFIG["BLOCK_C"]
+        bo, bc = lin.block_o(O), lin.LINEAR_CONFIG["BLOCK_C"]
         consts = dict(C=C, O=O, HAS_BIAS=True, HAS_RES=res, NORM=norm, BLOCK_O=bo, BLOCK_C=bc)
         launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
         compiled = aot.compile_kernel(lin._linear_kernel, "_linear_kernel", "bf16", consts, launch, ints=dict(N=1))

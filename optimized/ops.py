@@ -1,7 +1,8 @@
 """The engine's op seam: route, moe, attention by backend name.
 
-"torch" (default) is the pure-torch implementation in moe.py and attention.py; these functions double as the
-Triton kernels' `*_ref`. On CPU its decode step calls C kernels (mxfp4_cpu.py from moe, attention_cpu's
+"torch" (default) is the pure-torch implementation in moe.py and attention.py; the Triton kernels' `*_ref`s call
+these functions, or say in one line why they must round otherwise (moe_ref, attention_ref: a float64 input stays
+float64, where these compute in fp32). On CPU its decode step calls C kernels (mxfp4_cpu.py from moe, attention_cpu's
 one-token path), each tested against these torch functions.
 "triton" imports `optimized.kernels` lazily, only when asked for: it must define the three ops with IDENTICAL
 signatures (this module is the seam between the engine and its kernels); an op it does not define is an error,

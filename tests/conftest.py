@@ -12,10 +12,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 # The Triton interpreter must be on before anything imports triton (it reads TRITON_INTERPRET then): kernel_env.py
 # switches it on where there is no CUDA, but a test module that imports transformers (which imports triton) may be
-# collected first. So the same decision here, before any test module is imported.
-import torch  # noqa: E402
+# collected first. So the same decision here (optimized/interpreter.py), before any test module is imported.
+from optimized.interpreter import interpret_on_cpu  # noqa: E402
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+interpret_on_cpu()
 
 pytest_plugins = ["harmony_helpers"]  # the harmony fixtures (oracle: openai-harmony; ours) of test_harmony_*.py

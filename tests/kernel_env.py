@@ -4,13 +4,12 @@ DTYPES: on CPU (the interpreter) float32 and float16: its tl.dot on bf16 is wron
 truncates instead of rounding (seen with triton 3.6 and 3.9; kernels without a bf16 dot can still be checked in bf16
 with that allowed for, as test_kernels_moe.py does); on a GPU float32 and bfloat16 (float16 would add compile time,
 not coverage)."""
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from optimized.interpreter import interpret_on_cpu
+
+interpret_on_cpu()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32, torch.float16]

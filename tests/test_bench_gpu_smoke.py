@@ -125,7 +125,7 @@ def test_bench_linear_config_is_restored():
     import importlib
     import kernel_env  # noqa: F401  (the interpreter switch, before optimized.kernels)
     linear, moe, rope_cache = (importlib.import_module(f"optimized.kernels.{m}")
-                               for m in ("linear", "moe", "rope_cache"))
+                               for m in ("linear", "moe_group", "rope_cache"))
     before = linear.LINEAR_CONFIG
     cfg = dict(before, BLOCK_O=16)
     with gpu.linear_config(cfg):

@@ -38,7 +38,8 @@ def cases():
     """(module, kernel, activation dtype, constexprs, launch options, ints): the wrappers' configurations.
     ints None: the plain compile; else the int arguments' values in a representative launch, which the
     compile is specialized on as the JIT would (`specialize`)."""
-    moe = importlib.import_module("optimized.kernels.moe")
+    moe = importlib.import_module("optimized.kernels.moe")  # the tiles; the kernels are in moe_mma, moe_gemv, moe_group
+    moe_gemv = importlib.import_module("optimized.kernels.moe_gemv")
     attn_mod = importlib.import_module("optimized.kernels.attention")
     import torch
     TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -50,18 +51,19 @@ def cases():
             common = dict(A=4, C=2880, I=2880, IEEE=dt == "fp32", MX_DOT=mx_dot, FMT="bf16", BLOCK_M=cfg["BLOCK_M"],
                           BLOCK_K=cfg["BLOCK_K"])
             for ints in (None, {}) if dt == "bf16" else (None,):  # no int arguments: {} = aligned pointers
-                out.append(("moe", "_moe_up_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=cfg["BLOCK_N_UP"]),
+                out.append(("moe_mma", "_moe_up_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=cfg["BLOCK_N_UP"]),
                             launch, ints))
-                out.append(("moe", "_moe_down_kernel", dt, dict(common, BLOCK_N=cfg["BLOCK_N_DOWN"]), launch, ints))
+                out.append(("moe_mma", "_moe_down_kernel", dt, dict(common, BLOCK_N=cfg["BLOCK_N_DOWN"]), launch, ints))
         gemv = moe.GEMV_CONFIG  # batch-1 decode: the GEMV kernels read the codes as int32 words (aot.arg_type)
         for ints in (None, {}) if dt == "bf16" else (None,):
             common = dict(A=4, C=2880, I=2880, BLOCK_K=gemv["BLOCK_K"])
             launch = dict(num_warps=gemv["num_warps"], num_stages=gemv["num_stages"])
-            out.append(("moe", "_moe_up_gemv_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=gemv["BLOCK_N_UP"],
-                                                                H_DTYPE=moe.TL_DTYPES[TORCH_DTYPES[dt]]), launch, ints))
+            out.append(("moe_gemv", "_moe_up_gemv_kernel", dt,
+                        dict(common, ALPHA=1.702, BLOCK_N=gemv["BLOCK_N_UP"],
+                             H_DTYPE=moe_gemv.TL_DTYPES[TORCH_DTYPES[dt]]), launch, ints))
             for res in (True, False):  # the engine passes the residual; the bare op has none
-                out.append(("moe", "_moe_down_gemv_kernel", dt, dict(common, HAS_RES=res, BLOCK_N=gemv["BLOCK_N_DOWN"]),
-                            launch, ints))
+                out.append(("moe_gemv", "_moe_down_gemv_kernel", dt,
+                            dict(common, HAS_RES=res, BLOCK_N=gemv["BLOCK_N_DOWN"]), launch, ints))
         for split, T in ((False, 2048), (False, 7), (True, 1)):
             bm, bn, warps = attn_mod.tiles(T, 8, TORCH_DTYPES[dt], window=128)
             c = dict(H=64, K=8, D=64, G=8, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64, HAS_WINDOW=True, SPLIT=split,
@@ -85,32 +87,34 @@ def cases():
         out.append(("attention", "_attn_fwd_kernel", "bf16", c, dict(num_warps=warps, num_stages=2), ints))
     group = dict(num_warps=8, debug=True)  # as its @triton.jit(debug=True): the device_assert stays
     no_x = dict(X_OUT=False, NORM=False, BLOCK_C=1024)
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32, **no_x), group,
-                None))
+    out.append(("moe_group", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=32, **no_x),
+                group, None))
     # batch 1 on 20b for the GEMV kernels (4 pairs, 32 experts, tiles of 1 row: 8; x's row written code-major);
     # batch 64 on 120b (256 pairs, 128 experts, 144 tiles of 16 rows)
     # (the engine hands it the block's input and the norm scale: NORM)
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=4, BLOCK_E=32, BLOCK_T=8, X_OUT=True,
-                                                     NORM=True, BLOCK_C=1024), group,
+    out.append(("moe_group", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=4, BLOCK_E=32, BLOCK_T=8, X_OUT=True,
+                                                           NORM=True, BLOCK_C=1024), group,
                 dict(P=4, E=32, n_tiles=8, N_X=1, C=2880)))
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=64, BLOCK_E=128, BLOCK_T=128, X_OUT=True,
-                                                     NORM=False, BLOCK_C=1024), group, dict(P=64, E=128, n_tiles=128,
-                                                                                            N_X=16, C=2880)))
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=64, BLOCK_E=32, BLOCK_T=64, **no_x), group,
-                dict(P=52, E=32, n_tiles=36, N_X=0, C=0)))  # 20b, 13 tokens: the tensor-core tiles
-    out.append(("moe", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256, **no_x),
+    out.append(("moe_group", "_group_kernel", "bf16", dict(BLOCK_M=1, BLOCK_P=64, BLOCK_E=128, BLOCK_T=128,
+                                                           X_OUT=True, NORM=False, BLOCK_C=1024), group,
+                dict(P=64, E=128, n_tiles=128, N_X=16, C=2880)))
+    out.append(("moe_group", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=64, BLOCK_E=32, BLOCK_T=64, **no_x),
+                group, dict(P=52, E=32, n_tiles=36, N_X=0, C=0)))  # 20b, 13 tokens: the tensor-core tiles
+    out.append(("moe_group", "_group_kernel", "bf16", dict(BLOCK_M=16, BLOCK_P=256, BLOCK_E=128, BLOCK_T=256, **no_x),
                 group, dict(P=256, E=128, n_tiles=144, N_X=0, C=0)))
     # routed_moe's router kernel at batch 1 (20b: 32 experts, 8 tiles; 120b: 128 experts) and 16 tokens on 120b
     lin = importlib.import_module("optimized.kernels.linear")
     for E, N in ((32, 1), (128, 1), (128, 16)):
         P = 4 * N
-        c = dict(C=2880, E=E, A=4, BLOCK_O=lin._block_o(E), BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"], BLOCK_E=E,
+        c = dict(C=2880, E=E, A=4, BLOCK_O=lin.block_o(E), BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"], BLOCK_E=E,
                  BLOCK_A=4, BLOCK_P=P, BLOCK_T=triton_next_pow2(P + min(E, P)))
-        out.append(("moe", "_moe_router_kernel", "bf16", c, dict(num_warps=4), dict(N=N, n_tiles=P + min(E, P))))
+        out.append(("moe_group", "_moe_router_kernel", "bf16", c, dict(num_warps=4),
+                    dict(N=N, n_tiles=P + min(E, P))))
     for ints in (None, dict(C=2880)):
         for res in (True, False):
-            out.append(("moe", "_sum_kernel", "bf16", dict(A=4, HAS_RES=res, BLOCK_C=1024), dict(num_warps=4), ints))
-    out.append(("moe", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))
+            out.append(("moe_mma", "_sum_kernel", "bf16", dict(A=4, HAS_RES=res, BLOCK_C=1024), dict(num_warps=4),
+                        ints))
+    out.append(("mxfp4", "_dequant_kernel", "bf16", dict(ROW_BYTES=1440, BLOCK_R=16, BLOCK_B=64), {}, None))
     # the attention prologue (RoPE + cache write), gpt-oss-20b heads: decode (a sliding layer's ring, a full layer)
     # and a 2k prefill (a full layer; a ring with the new keys handed back)
     for new in (False, True):
@@ -135,7 +139,7 @@ def cases():
     # the decode projections (kernels/linear.py) at batch 1: qkv with the norm, out with the residual, the router
     for C, O, norm, res in ((2880, 5120, True, False), (4096, 2880, False, True), (2880, 32, True, False),
                             (2880, 201088, True, False)):
-        c = dict(C=C, O=O, HAS_BIAS=O != 201088, HAS_RES=res, NORM=norm, BLOCK_O=lin._block_o(O),
+        c = dict(C=C, O=O, HAS_BIAS=O != 201088, HAS_RES=res, NORM=norm, BLOCK_O=lin.block_o(O),
                  BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])
         launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
         for N in (1, 4):  # batch 1, and LINEAR_MAX_ROWS rows

@@ -1,16 +1,13 @@
 """The Triton backend plugged into the engine (seam B): the same logits as the torch backend for a prefill,
 decode steps through the KV cache (ring buffers included) and a ragged batch, on a tiny random checkpoint.
 CPU: Triton interpreter in fp32; GPU: bf16 as well."""
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # kernels on CPU tensors run only in the interpreter, chosen at import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from optimized.interpreter import interpret_on_cpu
+from reference.config import Config
 
-import pytest  # noqa: E402
-
-from reference.config import Config  # noqa: E402
+interpret_on_cpu()  # kernels on CPU tensors run only in the interpreter, chosen at import
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32]
@@ -47,7 +44,7 @@ def test_decode_step_kernel_launches(monkeypatch):
     synthetic = pytest.importorskip("optimized.synthetic")
     from optimized.model import Model
     import optimized.kernels  # noqa: F401  (the backend's kernels, defined in the interpreter without CUDA)
-    from optimized.kernels.moe import _moe_router_kernel
+    from optimized.kernels.moe_group import _moe_router_kernel
     weights = synthetic.synthetic_weights(TINY, device=DEVICE, dtype=torch.float32, seed=4)
     model = Model(weights, backend="triton")
     cache = model.new_cache(1, 32)

@@ -1,4 +1,5 @@
-"""optimized/kernels/moe.py: the Triton MXFP4 MoE (up + SwiGLU, down + weighted sum over k) against moe_ref.
+"""optimized/kernels/moe.py (and the moe_*.py and mxfp4.py it runs): the Triton MXFP4 MoE (up + SwiGLU, down +
+weighted sum over k) against moe_ref.
 
 Tolerance, relative to a baseline (STYLE.md 9): the error of the kernel against a float64 evaluation of the
 same op must be at most 4x the error of the plain torch op in the same dtype (moe_ref) plus a small atol.
@@ -13,12 +14,16 @@ import torch
 from kernel_env import DEVICE, DTYPE_IDS, DTYPES, needs_cuda  # before optimized.kernels: the interpreter without CUDA
 import triton  # noqa: E402  (after kernel_env: the interpreter switch must precede triton's import)
 import triton.language as tl  # noqa: E402
-from optimized.kernels.moe import (FP4_VALUES, group_by_expert, group_by_expert_kernel, moe, moe_ref,
-                                   mxfp4_dequant, mxfp4_dequant_ref)
+from optimized.kernels.moe import moe, moe_ref
+from optimized.kernels.moe_group import group_by_expert, group_by_expert_kernel
+from optimized.kernels.mxfp4 import mxfp4_dequant, mxfp4_dequant_ref
 from optimized.kernels.route import route
 from reference import mxfp4 as mxfp4_numpy
+from reference.mxfp4 import FP4_VALUES
 
 kernels_moe = importlib.import_module("optimized.kernels.moe")  # the module (optimized.kernels.moe is the function)
+kernels_mxfp4 = importlib.import_module("optimized.kernels.mxfp4")
+MOE_KERNEL_MODULES = [importlib.import_module(f"optimized.kernels.{m}") for m in ("moe_group", "moe_mma", "moe_gemv")]
 
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 LIMIT = 7.0
@@ -122,13 +127,13 @@ def test_group_kernel_writes_x_as_the_gemv_kernels_read_it(monkeypatch):
     xs = torch.empty((1, 8, 12), dtype=torch.float32, device=DEVICE)
     ids = torch.tensor([[3, 0]], dtype=torch.int32, device=DEVICE)
     group_by_expert_kernel(ids, 4, 1, x, xs)
-    want = kernels_moe.gemv_x_ref(x)
+    want = kernels_mxfp4.gemv_x_ref(x)
     assert torch.equal(xs, want)
     k = torch.arange(96)
     assert torch.equal(want[0, k % 8, k // 8].cpu(), x[0].cpu() * 2.0 ** 64)
     use_path(monkeypatch, "gemv")
     out, args = check(1, 4, 96, 64, 2, torch.float32, seed=8)
-    monkeypatch.setattr(kernels_moe, "GROUP_KERNEL_MAX_PAIRS", 0)
+    monkeypatch.setattr(MOE_KERNEL_MODULES[0], "GROUP_KERNEL_MAX_PAIRS", 0)
     torch.testing.assert_close(moe(*args, LIMIT), out, rtol=0, atol=0)
 
 
@@ -139,7 +144,7 @@ def test_moe_bf16_paths_in_the_interpreter(path, monkeypatch):
     and tl.dot_scaled decodes in fp32 there, so both paths run; its fp32 -> bf16 conversion truncates instead of
     rounding (1 + 2**-8 + 2**-10 -> 1), which doubles the rounding error against the float64 truth: allowed 8x
     the torch op's error instead of 4x."""
-    if path == "dot_scaled" and not kernels_moe.mx_dot_available():
+    if path == "dot_scaled" and not kernels_mxfp4.mx_dot_available():
         pytest.skip("this triton's interpreter has no tl.dot_scaled (3.6)")
     use_path(monkeypatch, path)
     for N, E, C, I, A in [(1, 4, 96, 64, 2), (3, 6, 320, 192, 4)]:
@@ -190,7 +195,7 @@ def _fp4_pair_kernel(words_ptr, out_ptr, N: tl.constexpr):
     offs = tl.arange(0, N)
     words = tl.load(words_ptr + offs).to(tl.uint32, bitcast=True)
     for j in tl.static_range(4):
-        lo, hi = kernels_moe._fp4_pair(words, j)
+        lo, hi = kernels_mxfp4.fp4_pair(words, j)
         tl.store(out_ptr + offs * 8 + j, lo)
         tl.store(out_ptr + offs * 8 + j + 4, hi)
 
@@ -216,7 +221,7 @@ def test_moe_matches_engine_torch_op():
 
 
 class _Launches:
-    """Replaces a kernel of optimized.kernels.moe: records the kernel's name at each launch, then launches it."""
+    """Replaces a kernel of optimized.kernels.moe_*: records the kernel's name at each launch, then launches it."""
 
     def __init__(self, name, kernel, log):
         self.name, self.kernel, self.log = name, kernel, log
@@ -229,11 +234,12 @@ class _Launches:
 
 
 def record_launches(monkeypatch):
-    """The launches of optimized.kernels.moe's kernels, and of the RMSNorm kernel (kernels/rms_norm.py)."""
+    """The launches of the MoE's kernels (kernels/moe_*.py), and of the RMSNorm kernel (kernels/rms_norm.py)."""
     log = []
-    for name in dir(kernels_moe):
-        if name.startswith("_") and name.endswith("_kernel"):
-            monkeypatch.setattr(kernels_moe, name, _Launches(name, getattr(kernels_moe, name), log))
+    for module in MOE_KERNEL_MODULES:
+        for name in dir(module):
+            if name.startswith("_") and name.endswith("_kernel"):
+                monkeypatch.setattr(module, name, _Launches(name, getattr(module, name), log))
     norm = importlib.import_module("optimized.kernels.rms_norm")
     monkeypatch.setattr(norm, "_rms_norm_kernel", _Launches("_rms_norm_kernel", norm._rms_norm_kernel, log))
     return log

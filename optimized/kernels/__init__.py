@@ -14,21 +14,24 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
   linear(x, w, b, residual, norm_scale)                     linear.py     decode projections, norm and add fused
   routed_moe(x, gate_w, gate_b, norm_scale, k, experts...)  moe.py        the MoE block: router + routing + grouping
                                                                           in one launch, then up and down
-The MoE kernels read the release's packed layout as is: there is no load-time re-layout to call.
+The MoE's kernels live beside moe.py (the op, its *_ref and `plan`, which picks them): moe_group.py (grouping the
+(token, slot) pairs by expert; the router kernel of routed_moe), moe_gemv.py (small batches: GEMV, fp32 FMAs),
+moe_mma.py (tensor-core tiles, decode and prefill); mxfp4.py holds the FP4 decode in registers that both expert
+families use (mxfp4_dequant runs it alone, for tests), rounding.py the helpers that give the kernels torch's rounding
+points (an IEEE fp32 dot, the RMSNorm statistic, the residual add). They read the release's packed layout as is:
+there is no load-time re-layout to call.
 aot.py compiles any of them for a GPU target without a GPU (tests/test_kernels_compile.py, bench/sass_roofline.py).
 pdl.py: programmatic dependent launch for a decode step's kernels (Hopper; off unless GPT_OSS_KIT_PDL=1 until the
 device check's A/B says it pays); grid_sync.py: the last program to finish does a kernel's final step.
 
 On a machine without CUDA, Triton kernels can only run through the Triton interpreter on CPU tensors; the
-interpreter is chosen when a kernel is defined (at import), so it is switched on here, before the kernel
-modules are imported, unless TRITON_INTERPRET is already set. It changes nothing where CUDA is available.
+interpreter is chosen when a kernel is defined (at import), so it is switched on here (optimized/interpreter.py),
+before the kernel modules are imported, unless TRITON_INTERPRET is already set. It changes nothing where CUDA is
+available.
 """
-import os
+from optimized.interpreter import interpret_on_cpu
 
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+interpret_on_cpu()
 
 from optimized.kernels.attention import attention  # noqa: E402
 from optimized.kernels.linear import linear  # noqa: E402

@@ -34,13 +34,15 @@ import triton.language as tl
 
 from optimized.kernels.grid_sync import _last_to_arrive, counters
 from optimized.kernels.pdl import _pdl_enter, launch_args
-from optimized.kernels.moe import _dot  # tl.dot, in IEEE fp32 for fp32 inputs (the default would be tf32)
+from optimized.kernels.rounding import dot  # tl.dot, in IEEE fp32 for fp32 inputs (the default would be tf32)
 
 LOG2E = 1.4426950408889634
 
 
 def attention_ref(q, k, v, sinks, sm_scale: float, window: int, q_pos, k_pos):
-    """Plain torch, in q's dtype (the softmax in fp32, or fp64 for fp64 inputs). Same signature as attention."""
+    """Plain torch, in q's dtype (the softmax in fp32, or fp64 for fp64 inputs). Same signature as attention.
+    Its own steps, not optimized/attention.py's op: that one computes in fp32 whatever the inputs, and the tests'
+    truth is this in float64."""
     B, T, H, D = q.shape
     S, K = k.shape[1], k.shape[2]
     G = H // K
@@ -91,7 +93,7 @@ def _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE: tl.constexpr):
     alpha = tl.exp2(m_i - m_use)
     p = tl.exp2(s * qk_scale - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = _dot(p.to(vt.dtype), vt, acc * alpha[:, None], IEEE)
+    acc = dot(p.to(vt.dtype), vt, acc * alpha[:, None], IEEE)
     return m_new, l_i, acc
 
 
@@ -145,7 +147,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
     while full:
         offs_n = n0 + tl.arange(0, BLOCK_N)
         kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None], mask=d_ok[:, None], other=0.0)
-        s = _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE)
+        s = dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE)
         vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :], mask=d_ok[None, :], other=0.0)
         m_i, l_i, acc = _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE)
         n0 += BLOCK_N
@@ -179,7 +181,7 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, qpos_ptr, kpos_ptr, o_ptr, 
             kv_ok = col_ok & (kp >= 0)  # empty slots may hold garbage (NaN): read them as zeros
             kt = tl.load(k_row + offs_n.to(tl.int64)[None, :] * sk_s + offs_d[:, None],
                          mask=kv_ok[None, :] & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = tl.where(vis, _dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE), float("-inf"))
+            s = tl.where(vis, dot(q, kt, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), IEEE), float("-inf"))
             vt = tl.load(v_row + offs_n.to(tl.int64)[:, None] * sv_s + offs_d[None, :],
                          mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
             m_i, l_i, acc = _softmax_pv(s, qk_scale, vt, m_i, l_i, acc, IEEE)

@@ -9,7 +9,7 @@ Few rows only (LINEAR_MAX_ROWS: decode at small batches): one program per (block
 the rows of a block launched side by side (its weights read from HBM once), fp32 FMAs (nothing for tensor cores
 to share at so few rows). More rows keep torch's steps (cuBLAS wants tiles of many rows), with this backend's
 RMSNorm kernel. The qkv projection at decode has its own kernel, with RoPE and the cache write in its epilogue
-(rope_cache.py's qkv_rope_cache_write, on the same `_project_rows`).
+(rope_cache.py's qkv_rope_cache_write, on the same `project_rows`).
 Its *_ref is linear_ref: norm.py's torch RMSNorm, optimized.linear's torch linear, then the add: the steps it
 replaces, with the same rounding points (t rounded to x's dtype after the norm, acc + b rounded once, then
 residual + y rounded once); only the order of the fp32 sums differs.
@@ -23,6 +23,7 @@ import triton.language as tl
 
 from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from optimized.kernels.rms_norm import rms_norm
+from optimized.kernels.rounding import inv_rms, round_add
 from optimized.linear import linear as torch_linear
 from optimized.norm import rms_norm as torch_rms_norm
 from reference.norm import EPS
@@ -36,30 +37,9 @@ def linear_ref(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
 
 
 @triton.jit
-def _inv_rms(x_row, C, eps, BLOCK_C: tl.constexpr):
-    """1 / RMS of a row of C values, as norm.py: rsqrt(mean(x**2) + eps), in fp32, BLOCK_C values a step."""
-    c = tl.arange(0, BLOCK_C)
-    ss = tl.zeros([BLOCK_C], tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        xk = tl.load(x_row + c0 + c, mask=c0 + c < C, other=0.0).to(tl.float32)
-        ss += xk * xk
-    return tl.rsqrt(tl.sum(ss, axis=0) / C + eps)
-
-
-@triton.jit
-def _round_add(y, res_at, mask, HAS_RES: tl.constexpr, DT: tl.constexpr):
-    """y (fp32) rounded to DT; HAS_RES: then the residual at res_at added as torch's residual + y does (on the
-    rounded y, in fp32, rounded once)."""
-    y = y.to(DT)
-    if HAS_RES:
-        y = (tl.load(res_at, mask=mask, other=0.0).to(tl.float32) + y.to(tl.float32)).to(DT)
-    return y
-
-
-@triton.jit
-def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
-                  C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr,
-                  BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
+def project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
+                 C: tl.constexpr, O: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr,
+                 BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
     """Rows offs_o of t[n] @ W.T [+ b] in fp32, before rounding; t = x or its RMSNorm. Masks only where a block can
     pass the matrix: rows when BLOCK_O does not divide O, features in the last step when BLOCK_C does not divide C."""
     MASK_O: tl.constexpr = O % BLOCK_O != 0
@@ -69,7 +49,7 @@ def _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps,
     DT = x_ptr.dtype.element_ty
     r = 1.0
     if NORM:  # the row's 1/RMS first
-        r = _inv_rms(x_row, C, eps, BLOCK_C)
+        r = inv_rms(x_row, C, eps, BLOCK_C)
     w_rows = w_ptr + offs_o[:, None].to(tl.int64) * C
     acc = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
     for c0 in range(0, C_FULL, BLOCK_C):
@@ -107,9 +87,9 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, N, eps,
     mask_o = offs_o < O
     _prefetch_rows(PDL, w_ptr, offs_o, mask_o, C)  # PDL == 2: this program's weight rows into L2 before the wait
     _pdl_enter(PDL)
-    y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps, C, O, HAS_BIAS, NORM, BLOCK_O, BLOCK_C)
+    y = project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, mask_o, eps, C, O, HAS_BIAS, NORM, BLOCK_O, BLOCK_C)
     # one rounding of acc + b, as cuBLAS's epilogue; then the residual add as torch's
-    y = _round_add(y, res_ptr + n * O + offs_o, mask_o, HAS_RES, out_ptr.dtype.element_ty)
+    y = round_add(y, res_ptr + n * O + offs_o, mask_o, HAS_RES, out_ptr.dtype.element_ty)
     tl.store(out_ptr + n * O + offs_o, y, mask=mask_o)
 
 
@@ -120,7 +100,7 @@ LINEAR_CONFIG = dict(BLOCK_O=8, BLOCK_C=512, num_warps=4, num_stages=3)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _block_o(O: int) -> int:
+def block_o(O: int) -> int:
     """BLOCK_O, smaller for short outputs (the router's E rows) so that they still spread over the SMs."""
     return max(2, min(LINEAR_CONFIG["BLOCK_O"], triton.next_power_of_2(triton.cdiv(O, 132))))
 
@@ -159,10 +139,10 @@ def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     x2, w = x2.contiguous(), w.contiguous()
     res = residual.reshape(N, O).contiguous() if residual is not None else out  # placeholders when off
     cfg = LINEAR_CONFIG
-    block_o = _block_o(O)
-    _linear_kernel[(N * triton.cdiv(O, block_o),)](
+    bo = block_o(O)
+    _linear_kernel[(N * triton.cdiv(O, bo),)](
         x2, w, b if b is not None else w, res, norm_scale if norm_scale is not None else w, out, N, float(eps),
         C=C, O=O, HAS_BIAS=b is not None, HAS_RES=residual is not None, NORM=norm_scale is not None,
-        BLOCK_O=block_o, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        BLOCK_O=bo, BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         **launch_args(x.device))
     return out.reshape(*lead, O)

@@ -18,7 +18,7 @@ ring only each row's last S tokens are written (an earlier one's slot is a later
 `qkv_rope_cache_write` goes one launch further at batch-1 decode (up to kernels/linear.py's LINEAR_MAX_ROWS
 rows): the qkv projection itself, with its RMSNorm, and this prologue in its epilogue. Each program computes the
 weight rows of P RoPE pairs of one head (rows i and i + D/2 together, interleaved so that one split of the
-projected block yields both halves) with linear.py's `_project_rows`, rounds them once as the linear kernel's
+projected block yields both halves) with linear.py's `project_rows`, rounds them once as the linear kernel's
 output is rounded, and stores them as `_rope_cache_kernel` does (the shared `_rope_store`): the same numbers as
 linear then rope_cache_write, up to the order of the projection's fp32 sums. Its *_ref is those torch steps.
 Not here: the attention (attention.py, kernels/attention.py).
@@ -31,7 +31,7 @@ import triton.language as tl
 
 from optimized.attention import rope_qkv
 from optimized.cache import last_slots_only, write_decode, write_tokens
-from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, _project_rows, check_args, linear, linear_ref
+from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, check_args, linear, linear_ref, project_rows
 from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from reference.norm import EPS
 
@@ -125,7 +125,7 @@ def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos
                            P: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_C: tl.constexpr,
                            PDL: tl.constexpr):
     """Program (P pairs of head j, row n): the qkv rows of pairs i0..i0+P-1 of head j (row i with row i + F, the
-    RoPE's partner) computed as kernels/linear.py's kernel computes them (its _project_rows: the same sums, rounded
+    RoPE's partner) computed as kernels/linear.py's kernel computes them (its project_rows: the same sums, rounded
     once to the activation dtype), then rotated and stored as _rope_cache_kernel does (its _rope_store).
     Rows vary fastest, as in the linear kernel (a block of weight rows from HBM once). PDL: pdl.py."""
     n = (tl.program_id(0) % N).to(tl.int64)
@@ -137,8 +137,8 @@ def _qkv_rope_cache_kernel(x_ptr, w_ptr, b_ptr, scale_ptr, cos_ptr, sin_ptr, pos
     W: tl.constexpr = (H + 2 * K) * D
     _prefetch_rows(PDL, w_ptr, offs_o, offs_o < W, C)  # PDL == 2: this program's weight rows into L2 before the wait
     _pdl_enter(PDL)
-    y = _project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, offs_o < W, eps, C, W, HAS_BIAS, NORM, 2 * P,
-                      BLOCK_C)
+    y = project_rows(x_ptr, w_ptr, b_ptr, scale_ptr, n, offs_o, offs_o < W, eps, C, W, HAS_BIAS, NORM, 2 * P,
+                     BLOCK_C)
     x1, x2 = tl.split(tl.reshape(y.to(q_ptr.dtype.element_ty), [P, 2]))  # qkv rounded, as linear's output is
     f = i0 + tl.arange(0, P)
     _rope_store(x1, x2, f, f < F, j, n, 0, 1, cos_ptr, sin_ptr, pos_ptr, S, q_ptr, kc_ptr, vc_ptr, pc_ptr,

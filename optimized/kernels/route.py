@@ -11,16 +11,13 @@ import torch
 import triton
 import triton.language as tl
 
+from optimized.moe import route as torch_route
+
 
 def route_ref(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain torch: (N, E) -> ids int32 (N, k) by descending logit (ties to the lower id), weights fp32 (N, k)."""
-    N, E = router_logits.shape
-    assert 1 <= k <= E, f"route: k={k} must be in 1..E={E}"
-    logits = router_logits.float()
-    # a stable sort on the negated logits keeps equal logits in index order: ties go to the lower id
-    order = torch.sort(-logits, dim=-1, stable=True).indices[:, :k]  # (N, k)
-    top = torch.gather(logits, 1, order)
-    return order.to(torch.int32), torch.softmax(top, dim=-1)
+    """The engine's torch op (optimized/moe.py `route`, its torch path): (N, E) -> ids int32 (N, k) by descending
+    logit (ties to the lower id), weights fp32 (N, k)."""
+    return torch_route(router_logits, k, kernel=False)
 
 
 @triton.jit
