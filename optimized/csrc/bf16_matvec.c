@@ -162,6 +162,32 @@ static void rows_f32_split_avx2(const uint16_t *w, const float *x, const float *
     rows_f32_scalar(w + O4 * C, x, bias ? (const char *)bias + O4 * (bias_bf16 ? 2 : 4) : 0, bias_bf16, out + O4,
                     O - O4, C, N, O);
 }
+/* AVX2, one row of x (a decode step): the rows one after another, each read front to back with 4 accumulators,
+   the next 1 KB asked for as it goes: one sequential stream, which this CPU's prefetchers follow better than 4
+   rows side by side. Measured on one Zen 3 core, cold, best of runs (GB/s, this against the 4-row kernel):
+   32768x768 18.5 / 13.5, 1280x768 21.8 / 14.6, 201088x2880 19.9 / 19.2; prefetching 4 or 8 KB ahead: 15-17. */
+#define SEQ_PREFETCH_BYTES 1024
+__attribute__((target("avx2,fma")))
+static void rows_f32_seq_avx2(const uint16_t *w, const float *x, const float *xe, const float *xo, const void *bias,
+                              int bias_bf16, float *out, int64_t O, int64_t C, int64_t Cv) {
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+#pragma omp parallel for schedule(static) if (O * C >= PARALLEL_MIN)
+    for (int64_t o = 0; o < O; o++) {
+        const uint16_t *p = w + o * C;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t c = 0; c < Cv; c += 32) {
+            _mm_prefetch((const char *)(p + c) + SEQ_PREFETCH_BYTES, _MM_HINT_T0);
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + c));
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + c + 16));
+            a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), _mm256_loadu_ps(xe + c / 2), a0);
+            a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), _mm256_loadu_ps(xo + c / 2), a1);
+            a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), _mm256_loadu_ps(xe + c / 2 + 8), a2);
+            a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), _mm256_loadu_ps(xo + c / 2 + 8), a3);
+        }
+        float sum = hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        out[o] = sum + dot_f32(p, x, Cv, C) + (bias ? load_f(bias, o, bias_bf16) : 0.0f);
+    }
+}
 #undef EPILOGUE
 #endif
 
@@ -198,7 +224,11 @@ static void f32_rows(int k, const uint16_t *w, const float *x, const void *bias,
                 xe[n * C2 + i] = x[n * C + 2 * i];
                 xo[n * C2 + i] = x[n * C + 2 * i + 1];
             }
-        (k == KERNEL_AVX512F ? rows_f32_split : rows_f32_split_avx2)(w, x, xe, xo, bias, bias_bf16, out, O, C, Cv, N);
+        if (k == KERNEL_AVX2 && N == 1)
+            rows_f32_seq_avx2(w, x, xe, xo, bias, bias_bf16, out, O, C, Cv);
+        else
+            (k == KERNEL_AVX512F ? rows_f32_split : rows_f32_split_avx2)(w, x, xe, xo, bias, bias_bf16, out, O, C, Cv,
+                                                                        N);
         return;
     }
 #endif
