@@ -36,9 +36,12 @@ CONFIG = Config(num_hidden_layers=8, num_experts=32, experts_per_token=4, vocab_
                 rope_ntk_alpha=1.0, rope_ntk_beta=32.0)
 SHAPES = {"mid": CONFIG, "20b": PRESETS["gpt-oss-20b"]}
 ROOT = Path("/tmp/gpt-oss-bench")
-IMPLS = ["optimized-fp32", "optimized-bf16", "llamacpp-bf16", "llamacpp-f32", "llamacpp-q8_0", "transformers-fp32",
-         "transformers-bf16", "reference"]
-DEFAULT_IMPLS = {"mid": IMPLS[:5], "20b": ["optimized-fp32", "optimized-bf16", "llamacpp-bf16"]}  # + --impls
+IMPLS = ["optimized-fp32", "optimized-bf16", "optimized-bf16+int8", "llamacpp-bf16", "llamacpp-f32", "llamacpp-q8_0",
+         "optimized-fp32+int8", "transformers-fp32", "transformers-bf16", "reference"]
+# optimized-*+int8: the engine's opt-in int8 activations for the experts (Q8_0, as llama.cpp's CPU path: the
+# class bfloat16+int8, the same precision as the llama.cpp rows; the other optimized rows are the released one)
+DEFAULT_IMPLS = {"mid": IMPLS[:6], "20b": ["optimized-fp32", "optimized-bf16", "optimized-bf16+int8",
+                                            "llamacpp-bf16"]}  # + --impls
 CPU_FLAGS = ("avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
              "amx_bf16")
 
@@ -79,10 +82,11 @@ class ReferenceRunner:
 
 
 class EngineRunner:
-    def __init__(self, shape, threads, context, dtype):
+    def __init__(self, shape, threads, context, dtype, activations=None):
         from optimized.generate import Engine
         self.dtype, self.hidden = dtype, SHAPES[shape].hidden_size
-        self.engine = Engine.load(checkpoint(shape, "original"), "cpu", dtype, context=context)
+        self.engine = Engine.load(checkpoint(shape, "original"), "cpu", dtype, activations=activations,
+                                  context=context)
         self.engine.generate([[1, 2, 3, 4, 5, 6, 7, 8]], 4)  # warm-up
 
     def info(self):
@@ -167,9 +171,10 @@ def stream_read(threads: int, gib: float = 1.0, repeats: int = 3) -> float:
 
 def make_runner(impl: str, shape: str, threads: int, context: int):
     kind, _, variant = impl.partition("-")
+    variant, _, activations = variant.partition("+")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(variant)
     if kind == "optimized":
-        return EngineRunner(shape, threads, context, dtype)
+        return EngineRunner(shape, threads, context, dtype, activations or None)
     if kind == "transformers":
         return TransformersRunner(shape, threads, context, dtype)
     if kind == "llamacpp":
@@ -231,6 +236,7 @@ def weight_bytes_per_token(c: Config, impl: str) -> float | None:
     llama.cpp in its GGUF's type (Q8_0: 32 int8 + a 2-byte scale per 32); transformers dequantizes the experts
     at load and reads everything in its dtype. The reference decodes MXFP4 in float64 each step: left out."""
     kind, _, variant = impl.partition("-")
+    variant = variant.partition("+")[0]
     if kind == "reference":
         return None
     dense_el = {"fp32": 4, "f32": 4, "bf16": 2, "q8_0": 34 / 32}[variant]
