@@ -106,9 +106,13 @@ class Engine:
         return self.prefill_chunk if self.prefill_chunk is not None else max(1, self.prefill_tokens // batch)
 
     # -- the cache and the raw steps --------------------------------------------------------------------
+    def release(self):
+        """Drop the cache and its CUDA graphs (their memory back to the allocator); the next run makes new ones."""
+        self._cache, self._graphs = None, {}
+
     def fresh_cache(self, batch: int):
         if self._cache is None or self._cache.batch != batch:
-            self._cache, self._graphs = None, {}  # drop the old one (and its graphs) before allocating
+            self.release()  # the old cache (and its graphs) before allocating
             self._cache = self.model.new_cache(batch, self.context)
         self._cache.reset()
         return self._cache
