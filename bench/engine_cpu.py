@@ -84,7 +84,7 @@ class ReferenceRunner:
 class EngineRunner:
     def __init__(self, shape, threads, context, dtype, activations=None):
         from optimized.generate import Engine
-        self.dtype, self.hidden = dtype, SHAPES[shape].hidden_size
+        self.dtype, self.hidden, self.activations = dtype, SHAPES[shape].hidden_size, activations
         self.engine = Engine.load(checkpoint(shape, "original"), "cpu", dtype, activations=activations,
                                   context=context)
         self.engine.generate([[1, 2, 3, 4, 5, 6, 7, 8]], 4)  # warm-up
@@ -92,7 +92,8 @@ class EngineRunner:
     def info(self):
         from optimized import linear, mxfp4_cpu
         op = "bf16_matvec" if self.dtype == torch.bfloat16 else "bf16_f32_matmul"
-        return {"kernels": f"dense {linear.kernel_name(op, self.hidden)}, experts {mxfp4_cpu.kernel_name()}"}
+        experts = f"{mxfp4_cpu.kernel_name()}{' int8' if self.activations else ''}"
+        return {"kernels": f"dense {linear.kernel_name(op, self.hidden)}, experts {experts}"}
 
     def run(self, prompt, steps):
         r = self.engine.generate([prompt], steps + 1)
