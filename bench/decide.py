@@ -104,9 +104,9 @@ def decide_moe_tiles(rows) -> list[str]:
     for model in sorted({r["model"] for r in pick(rows, what="moe sweep (graph)")}):
         sweep = pick(rows, model=model, what="moe sweep (graph)")
         alts = [(_config_of(r.get("note", "")), r,
-                 f"GEMV_CONFIG (and the path at batch 1) of optimized/kernels/moe.py to "
+                 f"GEMV_CONFIG (and the path at batch 1) of optimized/kernels/tuning.py to "
                  f"{_config_of(r.get('note', ''))}") for r in sweep[1:]]
-        out += verdict(f"MoE decode tiles at batch 1 (optimized/kernels/moe.py GEMV_CONFIG), {model}",
+        out += verdict(f"MoE decode tiles at batch 1 (optimized/kernels/tuning.py GEMV_CONFIG), {model}",
                        (_config_of(sweep[0].get("note", "")), sweep[0]), alts)
         best = max((r for r in sweep if _ok(r)), key=lambda r: r.get("fraction", 0), default=None)
         if best is not None:
@@ -120,7 +120,7 @@ def decide_linear_tiles(rows, model="20b") -> list[str]:
     wins; per projection, a note where the torch steps beat every kernel tile; qkv + RoPE one kernel or two."""
     sweep = pick(rows, model=model, what="linear sweep (graph)")
     if not sweep:
-        return ["* decode projection tile (optimized/kernels/linear.py LINEAR_CONFIG): no 'linear sweep (graph)' rows"]
+        return ["* decode projection tile (optimized/kernels/tuning.py LINEAR_CONFIG): no 'linear sweep (graph)' rows"]
     settings = list(dict.fromkeys(r["setting"] for r in sweep))
     tiles = list(dict.fromkeys(_config_of(r["note"]) for r in sweep if "; kernel " in r["note"]))
     total = {}
@@ -130,7 +130,7 @@ def decide_linear_tiles(rows, model="20b") -> list[str]:
 
     def as_row(tile):
         return None if total.get(tile) is None else {"ms": total[tile]}
-    out = verdict(f"decode projection tile (optimized/kernels/linear.py LINEAR_CONFIG), {model}, summed over "
+    out = verdict(f"decode projection tile (optimized/kernels/tuning.py LINEAR_CONFIG), {model}, summed over "
                   f"{', '.join(settings)}", (tiles[0] if tiles else "none", as_row(tiles[0]) if tiles else None),
                   [(t, as_row(t), f"LINEAR_CONFIG = {t[len('kernel '):]}") for t in tiles[1:]])
     for s in settings:
@@ -172,7 +172,7 @@ def decide_attention_tile(rows) -> list[str]:
         for setting in dict.fromkeys(r["setting"] for r in pick(sweep, model=model)):
             same = pick(sweep, model=model, setting=setting)
             tile = lambda r: r.get("note", "").split("tile ")[-1]  # noqa: E731
-            out += verdict(f"attention prefill tile (optimized/kernels/attention.py PREFILL_TILE), {model} {setting}",
+            out += verdict(f"attention prefill tile (optimized/kernels/tuning.py PREFILL_TILE), {model} {setting}",
                            (tile(same[0]), same[0]),
                            [(tile(r), r, f"PREFILL_TILE to {tile(r)} for this kind of layer") for r in same[1:]])
     return out or ["* attention prefill tile: no 'attention sweep' rows; nothing decided"]
@@ -192,7 +192,7 @@ def goals(rows, fit=None) -> list[str]:
                 continue
             out.append(f"    {r['model']} {what} {r['setting']}: {f:.3f} (goal >= {goal:.2f}: "
                        f"{'met' if f >= goal else 'NOT met'})")
-    # issue 8: gpt-oss-120b with a 32k context on one card (optimized.gpu_check --fit, stage fit_120b_32k)
+    # the memory goal: gpt-oss-120b with a 32k context on one card (bench/gpu_check.py --fit, stage fit_120b_32k)
     out += [f"    {line}" for line in fit] if fit else ["    120b at 32k context: no fit_120b_32k result"]
     return out
 

@@ -16,7 +16,7 @@
 #      rms_norm.py)
 #   4. the conformance kit on CUDA: `--impl optimized --device cuda` if the kit has a --device option, else a
 #      factory written below (the optimized adapter on cuda, bf16, with the Triton ops), golden data as is
-#   5. the engine's GPU check (optimized.gpu_check), the decode projections alone (bench/gpu.py --linear-sweep:
+#   5. the engine's GPU check (bench/gpu_check.py), the decode projections alone (bench/gpu.py --linear-sweep:
 #      linear kernel tiles vs the torch steps), the attention prefill tiles (--attn-sweep), the remaining kernel
 #      tests (fp32 on the GPU), then a few rows of the engine's torch backend, then HF transformers (20b, dense
 #      bf16 experts), then the kit's model checks on the dense-expert form (--layout hf-dense) if the budget has room
@@ -127,9 +127,9 @@ else
 fi
 
 # the engine's own GPU checks: CUDA-graph decode == eager, triton backend == torch, plan_memory == allocated
-stage engine_gpu_check 60 $PY -m optimized.gpu_check --device cuda
+stage engine_gpu_check 60 $PY bench/gpu_check.py --device cuda
 # issue 8's memory goal: gpt-oss-120b through a whole 32768-token context on this one card (peak vs card vs plan)
-stage fit_120b_32k 60 $PY -m optimized.gpu_check --device cuda --fit
+stage fit_120b_32k 60 $PY bench/gpu_check.py --device cuda --fit
 # the decode projections alone at batch 1 (qkv, out, router, unembedding): the linear kernel's tiles against the
 # torch steps (what LINEAR_CONFIG and the fused RMSNorm should be), qkv + RoPE + cache write in one kernel or two
 stage linear_sweep 30 $PY bench/gpu.py --models 20b --skip moe,attention,engine --linear-sweep \
@@ -163,7 +163,7 @@ for name in ("bench_triton", "bench_sweep", "bench_unfused", "bench_linear", "be
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         summary["bench"][name] = json.load(open(p))
-p = os.path.join(out, "fit_120b_32k.log")  # optimized.gpu_check --fit's FIT line: peak memory vs the card
+p = os.path.join(out, "fit_120b_32k.log")  # bench/gpu_check.py --fit's FIT line: peak memory vs the card
 if os.path.exists(p):
     summary["fit"] = [line.strip() for line in open(p, errors="replace") if line.startswith(("FIT ", "FAIL "))]
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)

@@ -186,6 +186,14 @@ class Report:
         print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, dict)), flush=True)
         self.save()
 
+    def failed(self, e: BaseException, note: str = "", **row):
+        """A row for a measurement that raised e: no time, the exception in the note (then `note`), the rest as
+        given (model, what, backend, setting; bytes and floor_ms default to 0 and NaN)."""
+        row = dict(dict(bytes=0, floor_ms=float("nan")), **row)
+        self.add(**{k: row[k] for k in ("model", "what", "backend", "setting")}, ms=float("nan"), bytes=row["bytes"],
+                 floor_ms=row["floor_ms"], fraction=float("nan"),
+                 note=f"FAILED {type(e).__name__}: {str(e)[:200]}{note}")
+
     def save(self):
         if self.path:
             with open(self.path, "w") as f:
@@ -198,7 +206,7 @@ def _fmt(v):
 
 # MoE paths and tile configurations bench_moe --moe-sweep times at batch 1, each path's default first (the very
 # first is what the engine runs at batch 1; rows are saved as they come, so a stage cut short keeps those):
-# "gemv" (optimized.kernels.moe GEMV_CONFIG: one token a tile, fp32 FMAs), "dot_scaled" and "dot" (DECODE_CONFIG's
+# "gemv" (optimized/kernels/tuning.py GEMV_CONFIG: one token a tile, fp32 FMAs), "dot_scaled" and "dot" (DECODE_CONFIG's
 # tensor-core kernels with MX_DOT on and off). bench/sass_roofline.py prints each one's static issue bound.
 MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=4, num_stages=2),
              dict(path="dot_scaled", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3),
@@ -212,19 +220,22 @@ MOE_SWEEP = [dict(path="gemv", BLOCK_N_UP=16, BLOCK_N_DOWN=8, BLOCK_K=512, num_w
              dict(path="dot", BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=64, num_warps=4, num_stages=4)]
 
 
-def sweep_config(moe_module, entry):
-    """(GEMV_MAX_TOKENS, GEMV_CONFIG, DECODE_CONFIG) that make optimized.kernels.moe run one MOE_SWEEP entry at
-    batch 1 (gemv_pays holds there whatever GEMV_PAIRS_PER_EXPERT is)."""
+def sweep_config(entry):
+    """The knobs of optimized/kernels/tuning.py (GEMV_MAX_TOKENS, GEMV_CONFIG, DECODE_CONFIG) that make
+    optimized.kernels.moe run one MOE_SWEEP entry at batch 1 (gemv_pays holds there whatever GEMV_PAIRS_PER_EXPERT
+    is)."""
+    from optimized.kernels import tuning
     tiles = {k: v for k, v in entry.items() if k != "path"}
     if entry["path"] == "gemv":
-        return 1, tiles, moe_module.DECODE_CONFIG
-    return 0, moe_module.GEMV_CONFIG, dict(moe_module.DECODE_CONFIG, MX_DOT=entry["path"] == "dot_scaled", **tiles)
+        return dict(GEMV_MAX_TOKENS=1, GEMV_CONFIG=tiles, DECODE_CONFIG=tuning.DECODE_CONFIG)
+    return dict(GEMV_MAX_TOKENS=0, GEMV_CONFIG=tuning.GEMV_CONFIG,
+                DECODE_CONFIG=dict(tuning.DECODE_CONFIG, MX_DOT=entry["path"] == "dot_scaled", **tiles))
 
 
 def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
     from optimized.kernels import moe as kernels_moe
+    from optimized.kernels import tuning
     from optimized.kernels.route import route
-    moe_module = importlib.import_module("optimized.kernels.moe")
     dev, dt = clock.device, (torch.bfloat16 if clock.cuda else torch.float32)
     E, C, I = config.num_experts, config.hidden_size, config.intermediate_size
     g = torch.Generator(device=dev).manual_seed(0)
@@ -253,20 +264,14 @@ def bench_moe(report, name, config, clock, bw, layers, iters, sweep=False):
                    note=f"{n_experts} experts, {layers} layers in turn" + note)
 
     if sweep:
-        saved = moe_module.GEMV_MAX_TOKENS, moe_module.GEMV_CONFIG, moe_module.DECODE_CONFIG
-        try:
-            for cfg in MOE_SWEEP if clock.cuda else MOE_SWEEP[:2]:
-                moe_module.GEMV_MAX_TOKENS, moe_module.GEMV_CONFIG, moe_module.DECODE_CONFIG = \
-                    sweep_config(moe_module, cfg)
-                note = "; " + " ".join(f"{k}={v}" for k, v in cfg.items())
+        for cfg in MOE_SWEEP if clock.cuda else MOE_SWEEP[:2]:
+            note = "; " + " ".join(f"{k}={v}" for k, v in cfg.items())
+            with tuning.override(**sweep_config(cfg)):
                 try:
                     measure(1, "moe sweep (graph)", note)
                 except Exception as e:  # a configuration that does not compile or run: say so, go on
-                    report.add(model=name, what="moe sweep (graph)", backend="triton", setting="batch 1",
-                               ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
-                               note=f"FAILED {type(e).__name__}: {str(e)[:200]}{note}")
-        finally:
-            moe_module.GEMV_MAX_TOKENS, moe_module.GEMV_CONFIG, moe_module.DECODE_CONFIG = saved
+                    report.failed(e, note, model=name, what="moe sweep (graph)", backend="triton",
+                                  setting="batch 1")
     else:
         for batch in (1, 8, 64) if clock.cuda else (1, 3):
             measure(batch, "moe kernels (graph)")
@@ -284,21 +289,8 @@ LINEAR_SWEEP = [dict(BLOCK_O=8, BLOCK_C=512, num_warps=4, num_stages=3),
                 dict(BLOCK_O=4, BLOCK_C=1024, num_warps=4, num_stages=3)]
 
 
-@contextlib.contextmanager
-def linear_config(cfg):
-    """kernels/linear.py's LINEAR_CONFIG set to cfg meanwhile, in every kernel module that imports it by name."""
-    mods = [importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "rope_cache", "moe_group")]
-    saved = [m.LINEAR_CONFIG for m in mods]
-    for m in mods:
-        m.LINEAR_CONFIG = cfg
-    try:
-        yield
-    finally:
-        for m, cfg_saved in zip(mods, saved):
-            m.LINEAR_CONFIG = cfg_saved
-
-
 def bench_linear(report, name, config, clock, bw, layers, iters):
+    from optimized.kernels import tuning
     from optimized.kernels.linear import linear
     from optimized.kernels.rms_norm import rms_norm
     from optimized.kernels.rope_cache import qkv_rope_cache_write, rope_cache_write
@@ -327,12 +319,11 @@ def bench_linear(report, name, config, clock, bw, layers, iters):
                            ms=s * 1e3, bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=nbytes / bw / s,
                            note=f"{rows}x{cin}, {copies} in turn; {note}")
             except Exception as e:  # a configuration that does not compile or run: say so, go on
-                report.add(model=name, what="linear sweep (graph)", backend="triton", setting=f"{pname} batch {N}",
-                           ms=float("nan"), bytes=nbytes, floor_ms=nbytes / bw * 1e3, fraction=float("nan"),
-                           note=f"FAILED {type(e).__name__}: {str(e)[:200]}; {note}")
+                report.failed(e, f"; {note}", model=name, what="linear sweep (graph)", backend="triton",
+                              setting=f"{pname} batch {N}", bytes=nbytes, floor_ms=nbytes / bw * 1e3)
 
         for cfg in LINEAR_SWEEP if clock.cuda else LINEAR_SWEEP[:1]:
-            with linear_config(dict(cfg)):  # captured (compiled) inside: the graph keeps this tile
+            with tuning.override(LINEAR_CONFIG=dict(cfg)):  # captured (compiled) inside: the graph keeps this tile
                 timed("kernel " + " ".join(f"{k}={v}" for k, v in cfg.items()),
                       lambda: [linear(xin, w, b, residual=res, norm_scale=norm) for w, b in zip(ws, bs)])
 
@@ -427,7 +418,7 @@ def bench_attention_prefill(report, name, config, clock, rate, tokens, iters, ba
         del q, k, v
 
 
-# bench_attention_sweep's prefill tiles (kernels/attention.py PREFILL_TILE): the engine's first (None), then the tile
+# bench_attention_sweep's prefill tiles (kernels/tuning.py PREFILL_TILE): the engine's first (None), then the tile
 # it had before 2026-12-06 (64 rows on 8 warps: both warpgroups computed the whole score tile), 64 rows on one
 # warpgroup, 128 rows x 64 keys, and 128 keys on windowed layers too. bench/sass_roofline.py --configs sweep counts
 # the same tiles.
@@ -440,14 +431,10 @@ ATTN_SWEEP = [None,
 
 @contextlib.contextmanager
 def attention_tile(tile):
-    """kernels/attention.py's PREFILL_TILE set to tile meanwhile (None: as it is)."""
-    attn = importlib.import_module("optimized.kernels.attention")
-    saved = attn.PREFILL_TILE
-    attn.PREFILL_TILE = tile or saved
-    try:
-        yield attn.PREFILL_TILE
-    finally:
-        attn.PREFILL_TILE = saved
+    """optimized/kernels/tuning.py's PREFILL_TILE (the attention's) set to tile meanwhile (None: as it is)."""
+    from optimized.kernels import tuning
+    with tuning.override(PREFILL_TILE=tile or tuning.PREFILL_TILE):
+        yield tuning.PREFILL_TILE
 
 
 def bench_attention_sweep(report, name, config, clock, rate, tokens, iters):
@@ -593,8 +580,6 @@ def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, ba
     V = config.vocab_size
     for ctx in args.contexts:
         engine = Engine(model, context=ctx + args.steps + 8, max_batch=max(args.batches))
-        if backend.startswith("triton"):  # the Triton MoE never syncs the host: every batch size can be captured
-            engine._graphable = lambda batch: True
         for batch in args.batches:
             if clock.cuda:
                 torch.cuda.reset_peak_memory_stats(clock.device)
@@ -604,10 +589,8 @@ def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, ba
                 rows = [[(7 * b + 1) % V] for b in range(batch)]
                 s = clock.time(lambda: engine.run(cache, rows), 2, args.steps)
             except Exception as e:  # out of memory, a capture that fails: note it, keep measuring the rest
-                engine._cache, engine._graphs = None, {}
-                report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
-                           ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
-                           note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
+                engine.release()
+                report.failed(e, model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}")
                 continue
             nbytes = decode_bytes(config, batch, ctx)
             report.add(model=name, what="engine decode", backend=backend, setting=f"batch {batch}, ctx {ctx}",
@@ -618,10 +601,9 @@ def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, ba
                     kernels_row(report, name, config, backend, f"batch {batch}, ctx {ctx}",
                                 profile_decode(model, cache, batch, clock), s)
                 except Exception as e:  # a profiler problem must not cost the remaining rows
-                    report.add(model=name, what="engine kernels", backend=backend, setting=f"batch {batch}, ctx {ctx}",
-                               ms=float("nan"), bytes=0, floor_ms=float("nan"), fraction=float("nan"),
-                               note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
-        engine._cache, engine._graphs = None, {}
+                    report.failed(e, model=name, what="engine kernels", backend=backend,
+                                  setting=f"batch {batch}, ctx {ctx}")
+        engine.release()
     if not args.prefill:
         return
     from optimized.generate import PREFILL_CHUNK
@@ -641,16 +623,14 @@ def _bench_engine(report, name, config, weights, clock, bw, flops_rate, args, ba
             try:
                 s = clock.time(lambda: engine.run(engine.fresh_cache(1), [prompt]), 1, 1)
             except Exception as e:
-                engine._cache = None
-                report.add(model=name, what="engine prefill", backend=backend, setting=setting, ms=float("nan"),
-                           bytes=0, floor_ms=float("nan"), fraction=float("nan"),
-                           note=f"FAILED {type(e).__name__}: {str(e)[:200]}")
+                engine.release()
+                report.failed(e, model=name, what="engine prefill", backend=backend, setting=setting)
                 continue
             fl = prefill_flops(config, T)
             report.add(model=name, what="engine prefill", backend=backend, setting=setting, ms=s * 1e3,
                        bytes=0, floor_ms=fl / flops_rate * 1e3, fraction=fl / flops_rate / s,
                        note=f"{T / s:.0f} tok/s, chunks of {chunk}" + peak_note(clock))
-    engine._cache = None
+    engine.release()
 
 
 @torch.inference_mode()

@@ -67,7 +67,7 @@ def attention_sweep_tiles():
 def count(kernel, cfg, work_dir):
     """Compile one MoE kernel with a decode config and count its main loop. Returns a row dict."""
     from optimized.kernels import aot
-    moe = importlib.import_module("optimized.kernels.moe")  # the tiles
+    tuning = importlib.import_module("optimized.kernels.tuning")
     up, gemv = kernel == "up", cfg["path"] == "gemv"
     name = f"_moe_{kernel}{'_gemv' if gemv else ''}_kernel"
     kernels = importlib.import_module(f"optimized.kernels.{'moe_gemv' if gemv else 'moe_mma'}")
@@ -75,7 +75,7 @@ def count(kernel, cfg, work_dir):
     bk = cfg["BLOCK_K"]
     consts = dict(A=EXPERTS_PER_TOKEN, C=C20, I=I20, BLOCK_N=bn, BLOCK_K=bk)
     prefill = cfg.get("regime") == "prefill"
-    bm = cfg.get("BLOCK_M") or (moe.PREFILL_CONFIG if prefill else moe.DECODE_CONFIG)["BLOCK_M"]
+    bm = cfg.get("BLOCK_M") or (tuning.PREFILL_CONFIG if prefill else tuning.DECODE_CONFIG)["BLOCK_M"]
     if not gemv:
         consts.update(IEEE=False, MX_DOT=cfg["path"] == "dot_scaled", FMT="bf16", BLOCK_M=bm)
     if up:
@@ -189,11 +189,12 @@ def count_linear(work_dir):
     BLOCK_C features; one program per block of rows."""
     from optimized.kernels import aot
     lin = importlib.import_module("optimized.kernels.linear")
+    tuning = importlib.import_module("optimized.kernels.tuning")
     out = []
     for name, C, O, norm, res in (("qkv", 2880, 5120, True, False), ("out", 4096, 2880, False, True)):
-        bo, bc = lin.block_o(O), lin.LINEAR_CONFIG["BLOCK_C"]
+        bo, bc = lin.block_o(O), tuning.LINEAR_CONFIG["BLOCK_C"]
         consts = dict(C=C, O=O, HAS_BIAS=True, HAS_RES=res, NORM=norm, BLOCK_O=bo, BLOCK_C=bc)
-        launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+        launch = dict(num_warps=tuning.LINEAR_CONFIG["num_warps"], num_stages=tuning.LINEAR_CONFIG["num_stages"])
         compiled = aot.compile_kernel(lin._linear_kernel, "_linear_kernel", "bf16", consts, launch, ints=dict(N=1))
         cfg = dict(path=f"{name} {C}->{O}", BLOCK_N=bo, BLOCK_K=bc, **launch)
         out.append((compiled, cfg, bo * bc * 2, -(-O // bo)))
@@ -201,9 +202,9 @@ def count_linear(work_dir):
     # 2P interleaved rows (P RoPE pairs of a head) a program
     rc = importlib.import_module("optimized.kernels.rope_cache")
     H, K, D, S = 64, 8, 64, 4096
-    P, bc = rc._pairs_a_program(D // 2), lin.LINEAR_CONFIG["BLOCK_C"]
+    P, bc = rc._pairs_a_program(D // 2), tuning.LINEAR_CONFIG["BLOCK_C"]
     consts = dict(C=2880, H=H, K=K, D=D, F=D // 2, P=P, HAS_BIAS=True, NORM=True, BLOCK_C=bc)
-    launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+    launch = dict(num_warps=tuning.LINEAR_CONFIG["num_warps"], num_stages=tuning.LINEAR_CONFIG["num_stages"])
     ints = dict(N=1, S=S, s_kc_b=S * K * D, s_kc_s=K * D, s_vc_b=S * K * D, s_vc_s=K * D, s_pc_b=S)
     compiled = aot.compile_kernel(rc._qkv_rope_cache_kernel, "_qkv_rope_cache_kernel", "bf16", consts, launch, ints)
     cfg = dict(path="qkv+rope 2880->5120", BLOCK_N=2 * P, BLOCK_K=bc, **launch)
@@ -214,7 +215,7 @@ def count_linear(work_dir):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="engine,sweep,prefill",
-                    help="engine (optimized.kernels.moe's batch-1 paths: GEMV_CONFIG, DECODE_CONFIG with and without "
+                    help="engine (optimized.kernels.moe's batch-1 paths, kernels/tuning.py's GEMV_CONFIG, DECODE_CONFIG with and without "
                     "tl.dot_scaled), sweep (bench/gpu.py's MOE_SWEEP), prefill (PREFILL_CONFIG; ceiling over the "
                     "bf16 tensor-core rate)")
     ap.add_argument("--kernels", default="up,down,attention,linear", help="MoE up / down projection; attention: "
@@ -228,17 +229,17 @@ def main(argv=None):
     except ImportError:
         sys.exit("sass_roofline: this triton has no NVIDIA backend (it compiles for sm_90 with the wheel's ptxas)")
     import triton
-    moe = importlib.import_module("optimized.kernels.moe")
+    tuning = importlib.import_module("optimized.kernels.tuning")
     configs = []
     parts = args.configs.split(",")
     tiles = ("BLOCK_N_UP", "BLOCK_N_DOWN", "BLOCK_K", "num_warps", "num_stages")
     if "engine" in parts:  # what optimized.kernels.moe runs at batch 1, then its tensor-core paths
-        configs.append(dict(path="gemv", **{k: moe.GEMV_CONFIG[k] for k in tiles}))
-        configs += [dict(path=p, **{k: moe.DECODE_CONFIG[k] for k in tiles}) for p in ("dot_scaled", "dot")]
+        configs.append(dict(path="gemv", **{k: tuning.GEMV_CONFIG[k] for k in tiles}))
+        configs += [dict(path=p, **{k: tuning.DECODE_CONFIG[k] for k in tiles}) for p in ("dot_scaled", "dot")]
     if "sweep" in parts:
         configs += sweep_configs()
     if "prefill" in parts:  # the tensor-core kernels at prefill tiles: the ceiling is over the bf16 MMA rate
-        configs += [dict(path=p, regime="prefill", **{k: moe.PREFILL_CONFIG[k] for k in tiles})
+        configs += [dict(path=p, regime="prefill", **{k: tuning.PREFILL_CONFIG[k] for k in tiles})
                     for p in ("dot_scaled", "dot")]
     seen, unique = set(), []
     for c in configs:

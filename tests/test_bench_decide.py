@@ -86,9 +86,9 @@ def test_each_decision_reads_its_rows():
     assert "qkv batch 1: the torch steps" not in linear
     assert "keep the default" in _block(text, "qkv + RoPE + cache write, the kernels alone")
     assert "keep the default" in _block(text, "prefill step")  # 1% apart: noise
-    full = _block(text, "attention prefill tile (optimized/kernels/attention.py PREFILL_TILE), 20b 8192 tokens, full")
+    full = _block(text, "attention prefill tile (optimized/kernels/tuning.py PREFILL_TILE), 20b 8192 tokens, full")
     assert "CHANGE: 64 x 64, 8 warps wins" in full
-    assert "keep the default" in _block(text, "attention prefill tile (optimized/kernels/attention.py PREFILL_TILE), "
+    assert "keep the default" in _block(text, "attention prefill tile (optimized/kernels/tuning.py PREFILL_TILE), "
                                               "20b 8192 tokens, window")
     g = _block(text, "goals")
     assert "20b moe kernels (graph) batch 1: 0.830 (goal >= 0.80: met)" in g

@@ -1,5 +1,5 @@
 """The GPU scripts' CPU parts: bench/gpu.py --smoke (the benchmark harness end to end on a tiny config, Triton
-interpreter: its table and JSON; its --moe-sweep) and optimized.gpu_check --device cpu. They check that the
+interpreter: its table and JSON; its --moe-sweep) and bench/gpu_check.py --device cpu. They check that the
 scripts work, never how fast anything is."""
 import json
 import math
@@ -44,9 +44,9 @@ def test_bench_gpu_smoke_prints_the_table(tmp_path):
 
 
 def test_gpu_check_script_runs_its_cpu_part():
-    """`python -m optimized.gpu_check --device cpu`: the engine's GPU check script runs its tiny-checkpoint part
+    """`python bench/gpu_check.py --device cpu`: the engine's GPU check script runs its tiny-checkpoint part
     on CPU (no graphs; the Triton ops in the interpreter, fp32) and every check passes."""
-    proc = subprocess.run([sys.executable, "-m", "optimized.gpu_check", "--device", "cpu"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "0 failed checks" in proc.stdout
@@ -55,9 +55,9 @@ def test_gpu_check_script_runs_its_cpu_part():
 
 
 def test_gpu_check_fit_runs_a_whole_context_on_cpu():
-    """`python -m optimized.gpu_check --device cpu --fit`: the memory-goal part (on a GPU: gpt-oss-120b through a
+    """`python bench/gpu_check.py --device cpu --fit`: the memory-goal part (on a GPU: gpt-oss-120b through a
     32768-token context) runs on the tiny config: the prompt fills the context, the decode steps follow, FIT line."""
-    proc = subprocess.run([sys.executable, "-m", "optimized.gpu_check", "--device", "cpu", "--fit"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--fit"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PASS tiny (cpu smoke) context 64: a 60-token prompt, then 4 decode steps" in proc.stdout
@@ -119,24 +119,28 @@ def _bench_gpu():
     return gpu
 
 
-def test_bench_linear_config_is_restored():
-    """bench/gpu.py's linear_config sets LINEAR_CONFIG in every module that imports it by name, and restores it."""
-    gpu = _bench_gpu()
+def test_tuning_override_is_read_at_launch_and_restored():
+    """optimized/kernels/tuning.py's override (what bench/gpu.py's sweeps use) sets a knob in its one home, where the
+    kernels' wrappers read it at each call, and restores it; an unknown knob is an error."""
     import importlib
+
+    import pytest
     import kernel_env  # noqa: F401  (the interpreter switch, before optimized.kernels)
-    linear, moe, rope_cache = (importlib.import_module(f"optimized.kernels.{m}")
-                               for m in ("linear", "moe_group", "rope_cache"))
-    before = linear.LINEAR_CONFIG
+    tuning = importlib.import_module("optimized.kernels.tuning")
+    linear, rope_cache = (importlib.import_module(f"optimized.kernels.{m}") for m in ("linear", "rope_cache"))
+    before = tuning.LINEAR_CONFIG
     cfg = dict(before, BLOCK_O=16)
-    with gpu.linear_config(cfg):
-        assert linear.LINEAR_CONFIG is cfg and rope_cache.LINEAR_CONFIG is cfg and moe.LINEAR_CONFIG is cfg
-        assert rope_cache._pairs_a_program(32) == 8
-    assert linear.LINEAR_CONFIG is before and rope_cache.LINEAR_CONFIG is before and moe.LINEAR_CONFIG is before
+    with tuning.override(LINEAR_CONFIG=cfg):
+        assert tuning.LINEAR_CONFIG is cfg and rope_cache._pairs_a_program(32) == 8 and linear.block_o(10 ** 6) == 16
+    assert tuning.LINEAR_CONFIG is before and rope_cache._pairs_a_program(32) == 4
+    with pytest.raises(KeyError, match="LINEAR_CONFG"):
+        with tuning.override(LINEAR_CONFG=cfg):
+            pass
 
 
 def test_bench_gpu_attention_sweep_runs_each_tile(tmp_path):
     """`bench/gpu.py --attn-sweep` times the attention prefill with each ATTN_SWEEP tile (on CPU fp32 keeps its own
-    tile: the sweep only runs), a full layer and a windowed one each, none failed; PREFILL_TILE restored."""
+    tile: the sweep only runs), a full layer and a windowed one each, none failed; tuning.PREFILL_TILE restored."""
     out = tmp_path / "attn.json"
     proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--skip", "moe,attention,engine", "--attn-sweep",
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -152,10 +156,10 @@ def test_bench_gpu_attention_sweep_runs_each_tile(tmp_path):
     for r in rows:
         assert "FAILED" not in r["note"] and r["ms"] > 0 and math.isfinite(r["fraction"]) and "tile" in r["note"], r
     import importlib
-    attn = importlib.import_module("optimized.kernels.attention")
+    tuning = importlib.import_module("optimized.kernels.tuning")
     with gpu.attention_tile(gpu.ATTN_SWEEP[1]) as tile:
-        assert attn.PREFILL_TILE is tile and tile["BLOCK_M"] == 64
-    assert attn.PREFILL_TILE["BLOCK_M"] == 128
+        assert tuning.PREFILL_TILE is tile and tile["BLOCK_M"] == 64
+    assert tuning.PREFILL_TILE["BLOCK_M"] == 128
 
 
 def test_prefill_flops_counts_what_the_engine_must_compute():

@@ -38,7 +38,7 @@ def cases():
     """(module, kernel, activation dtype, constexprs, launch options, ints): the wrappers' configurations.
     ints None: the plain compile; else the int arguments' values in a representative launch, which the
     compile is specialized on as the JIT would (`specialize`)."""
-    moe = importlib.import_module("optimized.kernels.moe")  # the tiles; the kernels are in moe_mma, moe_gemv, moe_group
+    tuning = importlib.import_module("optimized.kernels.tuning")
     moe_gemv = importlib.import_module("optimized.kernels.moe_gemv")
     attn_mod = importlib.import_module("optimized.kernels.attention")
     import torch
@@ -46,7 +46,7 @@ def cases():
     out = []
     # bf16 with tl.dot_scaled (what a GPU runs) and without (the sweep's A/B), fp32 (never dot_scaled)
     for dt, mx_dot in (("bf16", True), ("bf16", False), ("fp32", False)):
-        for cfg in (moe.DECODE_CONFIG, moe.PREFILL_CONFIG if dt == "bf16" else moe.PREFILL_CONFIG_FP32):
+        for cfg in (tuning.DECODE_CONFIG, tuning.PREFILL_CONFIG if dt == "bf16" else tuning.PREFILL_CONFIG_FP32):
             launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
             common = dict(A=4, C=2880, I=2880, IEEE=dt == "fp32", MX_DOT=mx_dot, FMT="bf16", BLOCK_M=cfg["BLOCK_M"],
                           BLOCK_K=cfg["BLOCK_K"])
@@ -54,7 +54,7 @@ def cases():
                 out.append(("moe_mma", "_moe_up_kernel", dt, dict(common, ALPHA=1.702, BLOCK_N=cfg["BLOCK_N_UP"]),
                             launch, ints))
                 out.append(("moe_mma", "_moe_down_kernel", dt, dict(common, BLOCK_N=cfg["BLOCK_N_DOWN"]), launch, ints))
-        gemv = moe.GEMV_CONFIG  # batch-1 decode: the GEMV kernels read the codes as int32 words (aot.arg_type)
+        gemv = tuning.GEMV_CONFIG  # batch-1 decode: the GEMV kernels read the codes as int32 words (aot.arg_type)
         for ints in (None, {}) if dt == "bf16" else (None,):
             common = dict(A=4, C=2880, I=2880, BLOCK_K=gemv["BLOCK_K"])
             launch = dict(num_warps=gemv["num_warps"], num_stages=gemv["num_stages"])
@@ -106,7 +106,7 @@ def cases():
     lin = importlib.import_module("optimized.kernels.linear")
     for E, N in ((32, 1), (128, 1), (128, 16)):
         P = 4 * N
-        c = dict(C=2880, E=E, A=4, BLOCK_O=lin.block_o(E), BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"], BLOCK_E=E,
+        c = dict(C=2880, E=E, A=4, BLOCK_O=lin.block_o(E), BLOCK_C=tuning.LINEAR_CONFIG["BLOCK_C"], BLOCK_E=E,
                  BLOCK_A=4, BLOCK_P=P, BLOCK_T=triton_next_pow2(P + min(E, P)))
         out.append(("moe_group", "_moe_router_kernel", "bf16", c, dict(num_warps=4),
                     dict(N=N, n_tiles=P + min(E, P))))
@@ -128,8 +128,8 @@ def cases():
         out.append(("rope_cache", "_rope_cache_kernel", "bf16", rope, dict(num_warps=2), ints))
     # the qkv projection with the norm, RoPE and the cache write (rope_cache.py's qkv_rope_cache_write), 20b heads
     lin = importlib.import_module("optimized.kernels.linear")
-    qkv = dict(C=2880, H=64, K=8, D=64, F=32, P=4, HAS_BIAS=True, NORM=True, BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])
-    launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+    qkv = dict(C=2880, H=64, K=8, D=64, F=32, P=4, HAS_BIAS=True, NORM=True, BLOCK_C=tuning.LINEAR_CONFIG["BLOCK_C"])
+    launch = dict(num_warps=tuning.LINEAR_CONFIG["num_warps"], num_stages=tuning.LINEAR_CONFIG["num_stages"])
     for dt in ("bf16", "fp32"):
         out.append(("rope_cache", "_qkv_rope_cache_kernel", dt, qkv, launch, None))
     for S in (128, 4096):
@@ -140,8 +140,8 @@ def cases():
     for C, O, norm, res in ((2880, 5120, True, False), (4096, 2880, False, True), (2880, 32, True, False),
                             (2880, 201088, True, False)):
         c = dict(C=C, O=O, HAS_BIAS=O != 201088, HAS_RES=res, NORM=norm, BLOCK_O=lin.block_o(O),
-                 BLOCK_C=lin.LINEAR_CONFIG["BLOCK_C"])
-        launch = dict(num_warps=lin.LINEAR_CONFIG["num_warps"], num_stages=lin.LINEAR_CONFIG["num_stages"])
+                 BLOCK_C=tuning.LINEAR_CONFIG["BLOCK_C"])
+        launch = dict(num_warps=tuning.LINEAR_CONFIG["num_warps"], num_stages=tuning.LINEAR_CONFIG["num_stages"])
         for N in (1, 4):  # batch 1, and LINEAR_MAX_ROWS rows
             out.append(("linear", "_linear_kernel", "bf16", c, launch, dict(N=N)))
     out.append(("linear", "_linear_kernel", "fp32", dict(C=2880, O=5120, HAS_BIAS=True, HAS_RES=True, NORM=True,

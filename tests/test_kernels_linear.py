@@ -14,6 +14,7 @@ from optimized.kernels.linear import linear, linear_ref
 from reference.norm import EPS
 
 kernels_linear = importlib.import_module("optimized.kernels.linear")
+tuning = importlib.import_module("optimized.kernels.tuning")
 ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 
@@ -55,7 +56,7 @@ def check(N, C, O, dtype, w_dtype=None, seed=0, **kw):
 def test_linear_matches_ref(N, C, O, dtype, fused, monkeypatch):
     """Whole steps and a tail of features (BLOCK_C = 32: C = 96 is 3 steps, 160 five, 360 eleven and a tail), rows
     that do and do not fill the last block of outputs, each fusion on and off."""
-    monkeypatch.setattr(kernels_linear, "LINEAR_CONFIG", dict(kernels_linear.LINEAR_CONFIG, BLOCK_C=32))
+    monkeypatch.setattr(tuning, "LINEAR_CONFIG", dict(tuning.LINEAR_CONFIG, BLOCK_C=32))
     check(N, C, O, dtype, seed=N + C + O, bias="bias" in fused, res="res" in fused, norm="norm" in fused)
 
 

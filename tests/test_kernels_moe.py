@@ -23,6 +23,7 @@ from reference.mxfp4 import FP4_VALUES
 
 kernels_moe = importlib.import_module("optimized.kernels.moe")  # the module (optimized.kernels.moe is the function)
 kernels_mxfp4 = importlib.import_module("optimized.kernels.mxfp4")
+tuning = importlib.import_module("optimized.kernels.tuning")
 MOE_KERNEL_MODULES = [importlib.import_module(f"optimized.kernels.{m}") for m in ("moe_group", "moe_mma", "moe_gemv")]
 
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
@@ -95,10 +96,10 @@ def use_path(monkeypatch, path):
     """Make moe run one of its batch-1 paths: the GEMV kernels, or the tensor-core ones with / without
     tl.dot_scaled (which only bf16/fp16 x take; fp32 runs the plain dot either way)."""
     want = PATHS[path]
-    monkeypatch.setattr(kernels_moe, "GEMV_MAX_TOKENS", want["GEMV_MAX_TOKENS"])
-    monkeypatch.setattr(kernels_moe, "GEMV_PAIRS_PER_EXPERT", float("inf"))
+    monkeypatch.setattr(tuning, "GEMV_MAX_TOKENS", want["GEMV_MAX_TOKENS"])
+    monkeypatch.setattr(tuning, "GEMV_PAIRS_PER_EXPERT", float("inf"))
     if "MX_DOT" in want:
-        monkeypatch.setattr(kernels_moe, "DECODE_CONFIG", dict(kernels_moe.DECODE_CONFIG, MX_DOT=want["MX_DOT"]))
+        monkeypatch.setattr(tuning, "DECODE_CONFIG", dict(tuning.DECODE_CONFIG, MX_DOT=want["MX_DOT"]))
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -157,8 +158,7 @@ def test_moe_gemv_row_and_k_tails(E, C, I, A, bn, bk, monkeypatch):
     """The GEMV kernels mask rows only when BLOCK_N does not divide the matrix (C = 96 or I = 160 with 64-row
     blocks) and K only in the last step when BLOCK_K does not divide it (a tail, or K below one step)."""
     use_path(monkeypatch, "gemv")
-    monkeypatch.setattr(kernels_moe, "GEMV_CONFIG", dict(kernels_moe.GEMV_CONFIG, BLOCK_N_UP=bn, BLOCK_N_DOWN=bn,
-                                                         BLOCK_K=bk))
+    monkeypatch.setattr(tuning, "GEMV_CONFIG", dict(tuning.GEMV_CONFIG, BLOCK_N_UP=bn, BLOCK_N_DOWN=bn, BLOCK_K=bk))
     for dtype in DTYPES:
         check(2, E, C, I, A, dtype, seed=C + I + bn)
 

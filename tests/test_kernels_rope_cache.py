@@ -23,6 +23,7 @@ from test_kernels_linear import ATOL, gold as gold_linear
 
 kernels_rope_cache = importlib.import_module("optimized.kernels.rope_cache")
 kernels_linear = importlib.import_module("optimized.kernels.linear")
+tuning = importlib.import_module("optimized.kernels.tuning")
 
 
 def setup(B, S, H, K, D, dtype, positions, seed=0):
@@ -240,14 +241,13 @@ def check_qkv(B, S, H, K, D, C, dtype, positions, w_dtype=None, bias=True, norm=
 ])
 @pytest.mark.parametrize("fused", ["norm+bias", "plain"])
 def test_qkv_matches_the_torch_steps(B, S, H, K, D, C, positions, dtype, fused, monkeypatch):
-    monkeypatch.setattr(kernels_linear, "LINEAR_CONFIG", dict(kernels_linear.LINEAR_CONFIG, BLOCK_C=32))
-    monkeypatch.setattr(kernels_rope_cache, "LINEAR_CONFIG", kernels_linear.LINEAR_CONFIG)
+    monkeypatch.setattr(tuning, "LINEAR_CONFIG", dict(tuning.LINEAR_CONFIG, BLOCK_C=32))
     check_qkv(B, S, H, K, D, C, dtype, positions, bias="bias" in fused, norm="norm" in fused, seed=B + D + C)
 
 
 def test_qkv_pairs_a_program():
     """Each program rotates P pairs: BLOCK_O / 2 where it divides F, else the largest power of 2 that does."""
-    assert kernels_linear.LINEAR_CONFIG["BLOCK_O"] == 8
+    assert tuning.LINEAR_CONFIG["BLOCK_O"] == 8
     assert [kernels_rope_cache._pairs_a_program(F) for F in (32, 8, 6, 5, 2, 1)] == [4, 4, 2, 1, 2, 1]
 
 

@@ -17,9 +17,10 @@ Each kernel file holds its plain-torch `*_ref` beside the kernel; tests/test_ker
 The MoE's kernels live beside moe.py (the op, its *_ref and `plan`, which picks them): moe_group.py (grouping the
 (token, slot) pairs by expert; the router kernel of routed_moe), moe_gemv.py (small batches: GEMV, fp32 FMAs),
 moe_mma.py (tensor-core tiles, decode and prefill); mxfp4.py holds the FP4 decode in registers that both expert
-families use (mxfp4_dequant runs it alone, for tests), rounding.py the helpers that give the kernels torch's rounding
-points (an IEEE fp32 dot, the RMSNorm statistic, the residual add). They read the release's packed layout as is:
-there is no load-time re-layout to call.
+families use (mxfp4_dequant runs it alone, for tests), rounding.py the helpers that give the kernels torch's
+rounding points (an IEEE fp32 dot, the RMSNorm statistic, the residual add), tuning.py every kernel's tuning knobs
+(tiles, the thresholds between paths), read at each launch: a tool sets them there (`tuning.override`). The MoE
+kernels read the release's packed layout as is: there is no load-time re-layout to call.
 aot.py compiles any of them for a GPU target without a GPU (tests/test_kernels_compile.py, bench/sass_roofline.py).
 pdl.py: programmatic dependent launch for a decode step's kernels (Hopper; off unless GPT_OSS_KIT_PDL=1 until the
 device check's A/B says it pays); grid_sync.py: the last program to finish does a kernel's final step.

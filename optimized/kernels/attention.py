@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from optimized.kernels import tuning
 from optimized.kernels.grid_sync import _last_to_arrive, counters
 from optimized.kernels.pdl import _pdl_enter, launch_args
 from optimized.kernels.rounding import dot  # tl.dot, in IEEE fp32 for fp32 inputs (the default would be tf32)
@@ -232,26 +233,19 @@ def _combine(sinks_ptr, o_ptr, pm_ptr, pl_ptr, pacc_ptr, pid_bk, T, n_splits,
 
 BLOCK_N = 64  # keys per step (decode, few tokens, fp32)
 PREFILL_ROWS = 64  # (token, head) rows per program at most in fp32 (its IEEE dot): 8 tokens x 8 heads for gpt-oss
-# bf16/fp16 prefill: 128 rows on 8 warps, two warpgroups of 64 rows. With 64 rows on 8 warps both warpgroups computed
-# the whole score tile and its softmax (each then half the output's columns). sm_90 SASS, 2k prompt, ceiling of the
-# bf16 MMA rate by issue count, unmasked / masked loop (`bench/sass_roofline.py --configs sweep,prefill --kernels
-# attention`, triton 3.6): 64 x 64 on 8 warps 0.47 / 0.22, on 4 warps 0.86 / 0.42, 128 x 64 0.94 / 0.47, 128 x 128
-# 1.00 / 0.48 (windowed layers alike). A full layer's prompt is mostly unmasked blocks: 128 keys a step. A windowed
-# layer's band (~144 keys for 16 tokens) covers ~3 blocks of 64 keys, one of them unmasked, but 2 masked blocks of
-# 128: ~1.6x the issue time at 128, so 64 keys a step there.
-PREFILL_TILE = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_N_WINDOW=64, num_warps=8)
 MIN_SPLIT_KEYS = 256  # split-KV decode: keys per split at least
 
 
 def tiles(T: int, G: int, dtype, window: int = 0) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for T query tokens of G heads a kv head: BLOCK_M rows = BLOCK_M // G tokens x
-    G heads, as many as T needs up to PREFILL_TILE's (PREFILL_ROWS in fp32); PREFILL_TILE's keys and warps once the
+    G heads, as many as T needs up to tuning.PREFILL_TILE's (PREFILL_ROWS in fp32); its keys and warps once the
     rows fill its tile (a prefill of >= 9 tokens on gpt-oss), else 64 keys and 8 warps (decode: not issue-bound,
     bench/sass_roofline.py)."""
-    rows = PREFILL_ROWS if dtype == torch.float32 else PREFILL_TILE["BLOCK_M"]
+    tile = tuning.PREFILL_TILE
+    rows = PREFILL_ROWS if dtype == torch.float32 else tile["BLOCK_M"]
     BLOCK_M = max(16, triton.next_power_of_2(G * min(T, max(1, rows // G))))  # tl.dot wants M >= 16
-    if dtype != torch.float32 and BLOCK_M == PREFILL_TILE["BLOCK_M"]:
-        return BLOCK_M, PREFILL_TILE["BLOCK_N_WINDOW" if window else "BLOCK_N"], PREFILL_TILE["num_warps"]
+    if dtype != torch.float32 and BLOCK_M == tile["BLOCK_M"]:
+        return BLOCK_M, tile["BLOCK_N_WINDOW" if window else "BLOCK_N"], tile["num_warps"]
     return BLOCK_M, BLOCK_N, 8
 
 

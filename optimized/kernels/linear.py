@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from optimized.kernels import tuning
 from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from optimized.kernels.rms_norm import rms_norm
 from optimized.kernels.rounding import inv_rms, round_add
@@ -94,15 +95,12 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, res_ptr, scale_ptr, out_ptr, N, eps,
 
 
 LINEAR_MAX_ROWS = 4  # rows of x up to which the kernel runs (each program streams its weight rows for one row)
-# 8 weight rows x 512 features a step: at batch 1 the out projection (2880 rows) is 360 programs (balance 0.91 over
-# 132 SMs), qkv 640; each step 8 KB of bf16 weights, 4 warps. Set by reasoning, not yet by measurement.
-LINEAR_CONFIG = dict(BLOCK_O=8, BLOCK_C=512, num_warps=4, num_stages=3)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def block_o(O: int) -> int:
     """BLOCK_O, smaller for short outputs (the router's E rows) so that they still spread over the SMs."""
-    return max(2, min(LINEAR_CONFIG["BLOCK_O"], triton.next_power_of_2(triton.cdiv(O, 132))))
+    return max(2, min(tuning.LINEAR_CONFIG["BLOCK_O"], triton.next_power_of_2(triton.cdiv(O, 132))))
 
 
 def check_args(name, x, w, b, norm_scale):
@@ -138,7 +136,7 @@ def linear(x, w, b=None, residual=None, norm_scale=None, eps: float = EPS):
     out = torch.empty((N, O), dtype=x.dtype, device=x.device)
     x2, w = x2.contiguous(), w.contiguous()
     res = residual.reshape(N, O).contiguous() if residual is not None else out  # placeholders when off
-    cfg = LINEAR_CONFIG
+    cfg = tuning.LINEAR_CONFIG
     bo = block_o(O)
     _linear_kernel[(N * triton.cdiv(O, bo),)](
         x2, w, b if b is not None else w, res, norm_scale if norm_scale is not None else w, out, N, float(eps),

@@ -15,8 +15,8 @@ re-layout. The block's RMSNorm before and residual add after are here when the c
 residual: in the grouping kernel (which lays x out for the GEMV kernels) and the last kernel, else the RMSNorm
 kernel first. `routed_moe` takes the router too: at small batches moe_group.py's router kernel computes the logits,
 routes and groups in one launch (the block is 3 launches: router, up, down); larger batches run linear, route and
-moe in turn. How the kernels and tiles were chosen (SASS counts, ceilings): optimized/README.md "Triton MoE" and
-BENCHMARKS.md "GPU".
+moe in turn. The tiles and the thresholds between the paths are kernels/tuning.py's; how the kernels and tiles were
+chosen (SASS counts, ceilings): optimized/README.md "Triton MoE" and BENCHMARKS.md "GPU".
 Its *_ref is `moe_ref`, plain torch expert by expert rather than the engine's torch op (optimized/moe.py `moe`):
 a float64 x must stay float64 (the tests' truth), where the engine's op computes SwiGLU (and on CPU everything) in
 fp32; it calls the engine's swiglu, decode (kernels/mxfp4.py `mxfp4_dequant_ref`) and RMSNorm.
@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 
+from optimized.kernels import tuning
 from optimized.kernels.linear import LINEAR_MAX_ROWS
 from optimized.kernels.linear import linear as project_linear
 from optimized.kernels.moe_gemv import moe_gemv
@@ -38,19 +39,6 @@ from optimized.kernels.rms_norm import rms_norm
 from optimized.kernels.route import route as route_op
 from optimized.moe import swiglu
 from optimized.norm import rms_norm as torch_rms_norm
-
-# The tiles (set by reasoning, ptxas's register counts and bench/sass_roofline.py's SASS counts, not yet by a
-# measurement: bench/gpu.py --moe-sweep times alternatives on a GPU; the reasons: optimized/README.md "Triton MoE").
-DECODE_MAX_TOKENS = 64  # tokens up to which the tensor-core kernels take DECODE_CONFIG's 16-row tiles
-DECODE_CONFIG = dict(BLOCK_M=16, BLOCK_N_UP=32, BLOCK_N_DOWN=32, BLOCK_K=128, num_warps=4, num_stages=3, MX_DOT=True)
-PREFILL_CONFIG = dict(BLOCK_M=128, BLOCK_N_UP=128, BLOCK_N_DOWN=128, BLOCK_K=64, num_warps=8, num_stages=3,
-                      MX_DOT=True)
-PREFILL_CONFIG_FP32 = dict(BLOCK_M=64, BLOCK_N_UP=64, BLOCK_N_DOWN=64, BLOCK_K=128, num_warps=8, num_stages=3,
-                           MX_DOT=False)  # the IEEE path, for conformance, not speed: it spills at any size
-GEMV_MAX_TOKENS = 16  # gemv_pays: tokens at most, and pairs at most GEMV_PAIRS_PER_EXPERT x the experts they hit
-GEMV_PAIRS_PER_EXPERT = 2.0
-GEMV_CONFIG = dict(BLOCK_N_UP=16, BLOCK_N_DOWN=8, BLOCK_K=512, num_warps=4, num_stages=2)
-
 
 def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, residual=None,
             norm_scale=None):
@@ -93,8 +81,9 @@ class Plan(NamedTuple):
 def plan(N: int, A: int, E: int, dtype: torch.dtype) -> Plan:
     """The kernels for N tokens with A of E experts each, x in dtype."""
     gemv = gemv_pays(N, A, E)
-    cfg = (GEMV_CONFIG if gemv else DECODE_CONFIG if N <= DECODE_MAX_TOKENS
-           else PREFILL_CONFIG_FP32 if dtype == torch.float32 else PREFILL_CONFIG)
+    t = tuning
+    cfg = (t.GEMV_CONFIG if gemv else t.DECODE_CONFIG if N <= t.DECODE_MAX_TOKENS
+           else t.PREFILL_CONFIG_FP32 if dtype == torch.float32 else t.PREFILL_CONFIG)
     return Plan(gemv=gemv, group_kernel=group_by_kernel_fits(N * A, E), cfg=cfg)
 
 
@@ -102,16 +91,16 @@ def gemv_pays(N: int, A: int, E: int) -> bool:
     """Whether N tokens with A experts each take the GEMV kernels: the N*A pairs against the distinct experts they
     are expected to hit at random, E * (1 - (1 - 1/E)**(N*A)). An expert routed twice is read twice (by two tiles
     running together, from L2 if it holds it), which the GEMV's fewer instructions a byte still pay for up to
-    GEMV_PAIRS_PER_EXPERT reads (optimized/README.md "Triton MoE")."""
+    GEMV_PAIRS_PER_EXPERT reads (kernels/tuning.py; optimized/README.md "Triton MoE")."""
     P = N * A
-    return N <= GEMV_MAX_TOKENS and P <= GEMV_PAIRS_PER_EXPERT * E * (1 - (1 - 1 / E) ** P)
+    return N <= tuning.GEMV_MAX_TOKENS and P <= tuning.GEMV_PAIRS_PER_EXPERT * E * (1 - (1 - 1 / E) ** P)
 
 
 def prefill_tile_rows(dtype: torch.dtype) -> int:
     """Rows a prefill tile holds, all (token, slot) pairs of one expert: each tile decodes its expert's FP4 codes
     once for them all, so an expert that receives fewer rows pays the whole decode (and MMA) of a tile anyway.
     The engine sizes its prefill steps by it (optimized/generate.py `default_prefill_tokens`)."""
-    return (PREFILL_CONFIG_FP32 if dtype == torch.float32 else PREFILL_CONFIG)["BLOCK_M"]
+    return (tuning.PREFILL_CONFIG_FP32 if dtype == torch.float32 else tuning.PREFILL_CONFIG)["BLOCK_M"]
 
 
 def _check(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2):

@@ -20,7 +20,8 @@ import triton
 import triton.language as tl
 
 from optimized.kernels.grid_sync import _last_to_arrive, counters
-from optimized.kernels.linear import LINEAR_CONFIG, block_o, project_rows
+from optimized.kernels import tuning
+from optimized.kernels.linear import block_o, project_rows
 from optimized.kernels.mxfp4 import X_PRESCALE
 from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from optimized.kernels.rounding import inv_rms
@@ -95,7 +96,7 @@ def route_and_group(x, gate_w, gate_b, norm_scale, ids, weights):
     bo = block_o(E)
     _moe_router_kernel[(triton.cdiv(E, bo), N)](
         x, gate_w, gate_b, norm_scale, logits, counters(x.device, 1), ids, weights, order, te, start, stop, xs,
-        N, n_tiles, float(EPS), C=C, E=E, A=k, BLOCK_O=bo, BLOCK_C=LINEAR_CONFIG["BLOCK_C"],
+        N, n_tiles, float(EPS), C=C, E=E, A=k, BLOCK_O=bo, BLOCK_C=tuning.LINEAR_CONFIG["BLOCK_C"],
         BLOCK_E=triton.next_power_of_2(E), BLOCK_A=triton.next_power_of_2(k), BLOCK_P=triton.next_power_of_2(P),
         BLOCK_T=triton.next_power_of_2(n_tiles), num_warps=4, **launch_args(x.device))
     return logits, (order, te, start, stop), xs

@@ -14,7 +14,7 @@ The K step: with bf16/fp16 x, `tl.dot_scaled` on the packed codes and E8M0 scale
 dot operand's registers); fp32 x keeps the decode + `tl.dot` (load_fp4_t), in IEEE fp32.
 Quirks, each where it happens below: mlp1's rows interleave gate (even) and linear (odd); SwiGLU: gate clamped
 above only, linear clamped both ways, gate * sigmoid(1.702 gate) * (linear + 1); the expert bias before the
-routing weight. The tiles (kernels/moe.py) and their SASS counts: optimized/README.md "Triton MoE".
+routing weight. The tiles (kernels/tuning.py) and their SASS counts: optimized/README.md "Triton MoE".
 
 Legend: N tokens, A experts per token, P = N*A (token, slot) pairs, E experts, C hidden, I intermediate.
 """

@@ -31,7 +31,8 @@ import triton.language as tl
 
 from optimized.attention import rope_qkv
 from optimized.cache import last_slots_only, write_decode, write_tokens
-from optimized.kernels.linear import LINEAR_CONFIG, LINEAR_MAX_ROWS, check_args, linear, linear_ref, project_rows
+from optimized.kernels import tuning
+from optimized.kernels.linear import LINEAR_MAX_ROWS, check_args, linear, linear_ref, project_rows
 from optimized.kernels.pdl import _pdl_enter, _prefetch_rows, launch_args
 from reference.norm import EPS
 
@@ -218,9 +219,9 @@ def qkv_rope_cache_write_ref(x, w, b, norm_scale, cos, sin, pos, k_cache, v_cach
 
 
 def _pairs_a_program(F: int) -> int:
-    """P: pairs of a head a program rotates, the largest power of 2 <= LINEAR_CONFIG's BLOCK_O / 2 dividing F
+    """P: pairs of a head a program rotates, the largest power of 2 <= tuning.LINEAR_CONFIG's BLOCK_O / 2 dividing F
     (20b: F = 32, P = 4: 8 weight rows a program as the linear kernel, 640 programs a row)."""
-    P = LINEAR_CONFIG["BLOCK_O"] // 2
+    P = tuning.LINEAR_CONFIG["BLOCK_O"] // 2
     while F % P:
         P //= 2
     return P
@@ -246,7 +247,7 @@ def qkv_rope_cache_write(x, w, b, norm_scale, cos, sin, pos, k_cache, v_cache, p
     x, w = x.contiguous(), w.contiguous()
     cos, sin, pos = cos.contiguous(), sin.contiguous(), pos.reshape(B).long().contiguous()
     q = torch.empty((B, 1, H, D), dtype=x.dtype, device=x.device)
-    cfg = LINEAR_CONFIG
+    cfg = tuning.LINEAR_CONFIG
     _qkv_rope_cache_kernel[(B * (H + 2 * K) * (F // P),)](
         x, w, b if b is not None else w, norm_scale if norm_scale is not None else w, cos, sin, pos, q, k_cache,
         v_cache, pos_cache, B, pos_cache.shape[1], float(eps), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0),

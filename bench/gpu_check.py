@@ -1,7 +1,7 @@
 """GPU check of the engine (a script, not a test): run it on a CUDA machine as one short job.
 
-    python -m optimized.gpu_check [--device cuda] [--big]        # add --big for gpt-oss-120b shapes
-    python -m optimized.gpu_check --fit                          # gpt-oss-120b, a full 32768-token context
+    python bench/gpu_check.py [--device cuda] [--big]            # add --big for gpt-oss-120b shapes
+    python bench/gpu_check.py --fit                              # gpt-oss-120b, a full 32768-token context
 
 1. tiny checkpoints (written by reference.writer to a temp folder): fp32/bf16 logits vs the reference, decode
    with CUDA graphs == decode without (same greedy tokens, logits within 1e-5 fp32), ragged batch == alone,
@@ -16,6 +16,7 @@ plan_memory's; a `FIT ...` line that bench/device_check.sh puts in its summary (
 Prints PASS/FAIL lines and a markdown table; exit status 1 if any check fails. On --device cpu it runs part 1
 without graphs (a smoke run of the script itself).
 """
+import os
 import sys
 import tempfile
 import time
@@ -23,12 +24,14 @@ import time
 import numpy as np
 import torch
 
-from optimized import memory
-from optimized.generate import Engine
-from optimized.model import Model
-from optimized.synthetic import synthetic_weights
-from reference import cli
-from reference.config import GPT_OSS_20B, GPT_OSS_120B, Config
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from optimized import memory  # noqa: E402
+from optimized.generate import Engine  # noqa: E402
+from optimized.model import Model  # noqa: E402
+from optimized.synthetic import synthetic_weights  # noqa: E402
+from reference import cli  # noqa: E402
+from reference.config import GPT_OSS_20B, GPT_OSS_120B, Config  # noqa: E402
 
 TINY = Config(num_hidden_layers=3, num_experts=4, experts_per_token=2, vocab_size=97, hidden_size=64,
               intermediate_size=32, swiglu_limit=7.0, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
@@ -173,7 +176,7 @@ def part_fit(config, label, context, device, decode=4):
 
 
 def main():
-    ap = cli.ArgumentParser(prog="python -m optimized.gpu_check")  # usage errors: one line, exit 2 (a failed check: 1)
+    ap = cli.ArgumentParser(prog="python bench/gpu_check.py")  # usage errors: one line, exit 2 (a failed check: 1)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--fit", action="store_true", help="only gpt-oss-120b through a whole 32768-token context")
