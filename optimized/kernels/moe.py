@@ -40,6 +40,7 @@ from optimized.kernels.route import route as route_op
 from optimized.moe import swiglu
 from optimized.norm import rms_norm as torch_rms_norm
 
+
 def moe_ref(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, residual=None,
             norm_scale=None):
     """Plain torch, one expert at a time, matmuls and SwiGLU in x's dtype, the sum over k in fp32. Same signature

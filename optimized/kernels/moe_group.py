@@ -62,7 +62,6 @@ def group_by_expert(ids: torch.Tensor, E: int, BLOCK_M: int):
     return order.to(i32), te.to(i32), start.to(i32), stop.to(i32)
 
 
-
 def group_by_expert_kernel(ids: torch.Tensor, E: int, BLOCK_M: int, x=None, xs=None, norm_scale=None, eps=EPS):
     """group_by_expert's outputs from one _group_kernel launch (small P only); with x, also gemv_x_ref(x) into xs
     (of rms_norm(x, norm_scale) when given)."""
@@ -109,7 +108,6 @@ def tile_of(tile_expert_ptr, tile_start_ptr, tile_stop_ptr):
     tile = tl.program_id(0)
     e = tl.load(tile_expert_ptr + tile).to(tl.int64)
     return tl.load(tile_start_ptr + tile), tl.load(tile_stop_ptr + tile), e
-
 
 
 @triton.jit

@@ -147,7 +147,6 @@ def _moe_down_kernel(h_ptr, pair_ptr, weights_ptr, tile_expert_ptr, tile_start_p
     tl.store(y_ptr + pair[:, None].to(tl.int64) * C + offs_c[None, :], y, mask=mask_m[:, None] & mask_c[None, :])
 
 
-
 @triton.jit
 def _sum_kernel(y_ptr, res_ptr, out_ptr, C, A: tl.constexpr, HAS_RES: tl.constexpr, BLOCK_C: tl.constexpr):
     """out[n] = [res[n] +] sum over the A slots of y[n*A + j], in a fixed order (deterministic), rounded to out's

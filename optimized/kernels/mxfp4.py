@@ -107,7 +107,6 @@ def load_mx(w_ptr, s_ptr, rows, mask_r, k0, K: tl.constexpr, BLOCK_K: tl.constex
     return codes, scales
 
 
-
 @triton.jit
 def fp4_pair(words, j: tl.constexpr):
     """Codes j and j + 4 (j = 0..3) of uint32 words of packed FP4 (8 codes a word, the earlier in the lower nibble:
@@ -176,7 +175,6 @@ def mx_gemv_block(w_ptr, s_ptr, rows, mask_r, xs_ptr, k0, K: tl.constexpr, BLOCK
     return tl.sum(tl.sum(part, axis=2) * UNDO_PRESCALE * scale, axis=1)
 
 
-
 @triton.jit
 def _dequant_kernel(w_ptr, s_ptr, out_ptr, R, ROW_BYTES: tl.constexpr, BLOCK_R: tl.constexpr,
                     BLOCK_B: tl.constexpr):
@@ -191,7 +189,6 @@ def _dequant_kernel(w_ptr, s_ptr, out_ptr, R, ROW_BYTES: tl.constexpr, BLOCK_R: 
     m = mask_kb[:, None] & mask_r[None, :]
     tl.store(at, lo, mask=m)
     tl.store(at + 1, hi, mask=m)
-
 
 
 def mxfp4_dequant(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The Triton kernels' tuning knobs, as data: tile sizes and the thresholds between kernel paths.
 
 The wrappers read this module's attributes at each launch (never a copy taken at import), so a tool changes a knob
-in one place: bench/gpu.py's sweeps with `override`, tests with monkeypatch on this module. None of them changes
-a result beyond the order of fp32 sums. Set by reasoning, ptxas's register counts and bench/sass_roofline.py's SASS
-counts, not yet by a timing: bench/gpu.py's sweeps time the alternatives on a GPU and bench/decide.py reads them.
-Why each value: optimized/README.md "Triton MoE" (the MoE's), BENCHMARKS.md "GPU" (all, with their sweeps).
+in one place: bench/gpu.py's sweeps with `override`, tests with monkeypatch on this module. None changes what is
+computed, only how (tiles, which kernel): results differ at most in rounding. Set by reasoning, ptxas's register
+counts and bench/sass_roofline.py's SASS counts, not yet by a timing: bench/gpu.py's sweeps time the alternatives on
+a GPU and bench/decide.py reads them. Why each value: optimized/README.md "Triton MoE" (the MoE's), BENCHMARKS.md
+"GPU" (all, with their sweeps).
 Not here: a kernel's fixed sizes (a block of 32 FP4 values, the grouping kernel's limits), which are not knobs.
 """
 import contextlib
