@@ -1,9 +1,11 @@
 """bench/engine_cpu.py's bookkeeping (no timing): the weight bytes each row's decode step reads, the CPU line, the
-row names. The measurements themselves are BENCHMARKS.md's, never asserted."""
+row names; bench/cpu_kernels.py's cases run. The measurements themselves are BENCHMARKS.md's, never asserted."""
 import importlib.util
 from pathlib import Path
 
 import pytest
+
+from optimized import mxfp4_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_engine_cpu", ROOT / "bench" / "engine_cpu.py")
@@ -34,3 +36,18 @@ def test_cpu_line_and_rows():
     assert line.startswith("CPU:") and ("has" in line or "unknown" in line)
     for shape, impls in engine_cpu.DEFAULT_IMPLS.items():
         assert shape in engine_cpu.SHAPES and set(impls) <= set(engine_cpu.IMPLS)
+
+
+def test_cpu_kernels_bench_measures_each_case(monkeypatch):
+    """bench/cpu_kernels.py's cases run the kernels they name and count the bytes a call reads."""
+    if not mxfp4_cpu.available():
+        pytest.skip(f"no C kernels: {mxfp4_cpu.unavailable_reason}")
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "COLD_BYTES", 64 * 1024)
+    for hot in (True, False):
+        for int8 in (False, True):
+            nbytes, (best, median) = cpu_kernels.experts_case(64, 32, hot, int8, runs=3)
+            assert nbytes == 4 * (2 * 32 * 64 // 32 * 17) and 0 < best <= median
+        nbytes, (best, median) = cpu_kernels.dense_case(8, 96, hot, runs=3)
+        assert nbytes == 8 * 96 * 2 and 0 < best <= median
