@@ -39,7 +39,8 @@ def parse_args(argv):
         p.add_argument("--backend", default="torch", choices=["torch", "triton"])
         p.add_argument("--activations", default=None, choices=list(ACTIVATIONS),
                        help="round the experts' inputs to int8 (Q8_0) as llama.cpp's CPU path does: faster on CPU, "
-                            "not the released precision (the kit's class bfloat16+int8); default: off")
+                            "not the released precision (the kit's class bfloat16+int8, or float32+int8 with "
+                            "--dtype fp32); default: off")
         if name != "serve":  # a server takes these per request
             p.add_argument("--max-new-tokens", type=cli.integer(0), default=64)
             p.add_argument("--temperature", type=cli.number(0), default=1.0, help="0: greedy")

@@ -53,6 +53,10 @@ class Model:
     @classmethod
     def load(cls, path, device="cpu", dtype=torch.bfloat16, backend: str = "torch",
              activations: str | None = None) -> "Model":
+        if activations is not None:  # refused before a checkpoint is read; __init__ checks the rest
+            check_activations(activations, torch.device(device))
+            if backend != "torch":
+                raise ValueError(f"activations={activations!r} needs the torch backend (backend {backend!r})")
         return cls(ckpt_mod.load(path, device, dtype), backend, activations)
 
     def new_cache(self, batch: int, context: int) -> Cache:

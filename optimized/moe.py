@@ -87,7 +87,8 @@ def check_activations(activations: str | None, device: torch.device):
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be None or one of {ACTIVATIONS}, got {activations!r}")
     if device.type != "cpu" or not (CPU_MATVEC and mxfp4_cpu.available()):
-        why = f"the device is {device}" if device.type != "cpu" else f"{mxfp4_cpu.unavailable_reason or 'off'}"
+        why = (f"the device is {device}" if device.type != "cpu" else
+               f"{mxfp4_cpu.unavailable_reason or 'optimized.moe.CPU_MATVEC is off'}")
         raise ValueError(f"activations={activations!r} runs in the CPU MXFP4 kernels (csrc/mxfp4_*.c) only: {why}")
 
 

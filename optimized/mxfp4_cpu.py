@@ -79,7 +79,7 @@ def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor,
     if out is None:
         out = torch.empty(R, O, dtype=torch.float32)
     assert tuple(out.shape) == (R, O) and out.dtype == torch.float32 and out.is_contiguous()
-    scratch = torch.empty(32 * B, dtype=torch.float32)  # x's even and odd halves
+    scratch = torch.empty(32 * B, dtype=torch.float32)  # x in the decode's order, or its Q8_0 form
     rc = _lib.mxfp4_routed_matvec(blocks.data_ptr(), scales.data_ptr(), ids.data_ptr(), x.data_ptr(),
                                   out.data_ptr(), scratch.data_ptr(), R, E, O, B, int(int8), _cap(simd))
     if rc != 0:
@@ -127,9 +127,9 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
 
 def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit: float, alpha: float,
                 simd: bool | str = True, int8: bool = False) -> torch.Tensor:
-    """moe_decode's contract for many tokens (int8: both matmuls' inputs rounded to Q8_0 values first): each hit expert is decoded once per call (per PREFILL_CHUNK of its
+    """moe_decode's contract for many tokens: each hit expert is decoded once per call (per PREFILL_CHUNK of its
     rows), a tile of 4 rows at a time, and multiplied by all of its rows. Its *_ref is the torch op (moe.py's
-    expert-by-expert loop)."""
+    expert-by-expert loop). int8: both matmuls' inputs rounded to their Q8_0 values, then the same float tiles."""
     N, A, E, I, C = _check_moe("moe_prefill", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
     chunk = max(1, min(N * A, PREFILL_CHUNK))

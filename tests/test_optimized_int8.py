@@ -102,6 +102,52 @@ def test_a_non_finite_activation_poisons_its_outputs(kernel, bad):
     assert not torch.isfinite(y).any(), y
 
 
+def test_blocks_at_the_ends_of_float16():
+    """d under float16's least subnormal (amax < ~3.8e-6): the block's values are all 0, as golden's (its 1 / d,
+    inf below amax ~3.7e-37, is never formed); d beyond float16 (amax >= ~8.3e6): the block poisons its outputs."""
+    rng = np.random.default_rng(1)
+    E, O, B = 1, 8, 2
+    blocks = torch.from_numpy(rng.integers(0, 256, (E, O, B, 16), dtype=np.uint8))
+    scales = torch.from_numpy(rng.integers(120, 130, (E, O, B), dtype=np.uint8))
+    x = torch.randn(1, B * 32)
+    ids = torch.tensor([0])
+    for tiny in (1e-6, 1e-38):
+        y = x.clone()
+        y[0, :32] *= tiny / y[0, :32].abs().max()
+        assert torch.equal(q8_0(y)[0, :32], torch.zeros(32)) or tiny < 1e-30  # golden's: 0 (NaN below ~3.7e-37)
+        want = mxfp4_cpu.routed_matvec(blocks[:, :, 1:].contiguous(), scales[:, :, 1:].contiguous(), ids,
+                                       y[:, 32:].contiguous(), int8=True)
+        torch.testing.assert_close(mxfp4_cpu.routed_matvec(blocks, scales, ids, y, int8=True), want)
+    y = x.clone()
+    y[0, 3] = 1e7
+    assert not torch.isfinite(mxfp4_cpu.routed_matvec(blocks, scales, ids, y, int8=True)).any()
+
+
+def test_int8_kernels_split_over_threads_give_the_same_bits():
+    """Above the parallel thresholds (rows split over OpenMP threads): 1 and 2 threads give identical bits."""
+    rng = np.random.default_rng(2)
+    E, C, I, A = 2, 1024, 1024, 2
+    w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
+    x = torch.from_numpy(rng.standard_normal((1, C)).astype(np.float32))
+    ids, weights = torch.tensor([[0, 1]], dtype=torch.int32), torch.tensor([[0.6, 0.4]])
+    blocks = torch.from_numpy(rng.integers(0, 256, (1, 515, 91, 16), dtype=np.uint8))
+    scales = torch.from_numpy(rng.integers(120, 130, (1, 515, 91), dtype=np.uint8))
+    xr = torch.from_numpy(rng.standard_normal((1, 91 * 32)).astype(np.float32))
+    runs = {"moe_decode": lambda: mxfp4_cpu.moe_decode(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0, 1.702,
+                                                       int8=True),
+            "routed_matvec": lambda: mxfp4_cpu.routed_matvec(blocks, scales, torch.tensor([0]), xr, int8=True)}
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = {name: f() for name, f in runs.items()}
+        torch.set_num_threads(2)
+        two = {name: f() for name, f in runs.items()}
+    finally:
+        torch.set_num_threads(before)
+    for name in runs:
+        assert torch.equal(one[name], two[name]), name
+
+
 def test_engine_int8_runs_its_class_and_refuses_what_it_cannot():
     plain = Engine.load(TINY, "cpu", torch.float32, context=64).logits([1, 2, 3, 4, 5])
     int8 = Engine.load(TINY, "cpu", torch.float32, activations="int8", context=64).logits([1, 2, 3, 4, 5])

@@ -48,9 +48,9 @@ static inline float e8m0(uint8_t s) {
 }
 
 /* Q8_0, the int8 activations of the classes "+int8" (golden/activations.py's q8_0; ggml's quantize_row_q8_0_ref,
-   llama.cpp's vec_dot_type for MXFP4): per block of 32, d = amax / 127 stored as float16, q = round(x / d) (ggml's
-   roundf: half away from zero) with the unrounded d; the value is float16(d) * q, exact in float32. */
-static inline float round_fp16(float f) {  /* the nearest float16 value as float32, ties to even; inf beyond 65504 */
+   llama.cpp's vec_dot_type for MXFP4): per block of 32, d = amax / 127 stored as float16, q = round(x * (1 / d))
+   (ggml's roundf: half away from zero) with the unrounded d; the value is float16(d) * q, exact in float32. */
+static inline float round_fp16(float f) {  /* the nearest float16 value as float32, ties to even; 65520 up: inf */
     uint32_t bits;
     memcpy(&bits, &f, 4);
     uint32_t a = bits & 0x7FFFFFFFu;
@@ -73,9 +73,15 @@ static inline float q8_0_block(const float *x, int8_t *q) {  /* -> d (a float16 
         memset(q, 0, 32);
         return NAN;
     }
-    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    float d = amax / 127.0f, dh = round_fp16(d);
+    if (dh == 0.0f || dh > 65504.0f) {  /* d under float16's least subnormal: every value is 0 (golden's too); an
+        amax of ~8.3e6 and up overflows float16: the block is poisoned (golden's values are then inf or NaN) */
+        memset(q, 0, 32);
+        return dh == 0.0f ? 0.0f : NAN;
+    }
+    float id = 1.0f / d;  /* finite: d >= 2**-25 */
     for (int j = 0; j < 32; j++) q[j] = (int8_t)roundf(x[j] * id);
-    return round_fp16(d);
+    return dh;
 }
 static inline void q8_0_round(float *v, int64_t K) {  /* v (K, a multiple of 32) -> its Q8_0 values, in place */
     int8_t q[32];

@@ -9,7 +9,9 @@ The scale is per block of 32 along k, so each block's dot product runs on the un
 multiplied by its scale: y = sum_b 2**(s_b - 127) * (codes_b . x_b).
 AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded by two in-register permutes
 (vpermps), with x split once into its even and odd elements (low and high nibbles). AVX2 (CPUs without
-AVX-512): two blocks a register, codes to bf16 bytes by table lookups (vpshufb), widened as bf16 (rows_avx2). A scalar path serves other CPUs; all sum in float32.
+AVX-512): two blocks a register, codes to bf16 bytes by table lookups (vpshufb), widened as bf16 (rows_avx2).
+Int8 activations (q8: the classes "+int8", opt-in): x in Q8_0 and integer block dots (rows_q8_avx2; every x86
+vector level runs it), or scalar. A scalar path serves other CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include "common.h"
@@ -252,7 +254,8 @@ static void rows_q8_scalar(const uint8_t *bl, const uint8_t *sc, const float *pr
     const int8_t *q = (const int8_t *)(prep + 5 * B);
     for (int64_t o = 0; o < O; o++) {
         float acc = 0.0f;
-        for (int64_t b = 0; b < B; b++) acc += block_q8(bl + (o * B + b) * 16, q + b * 32, e8m0(sc[o * B + b]) * 0.5f * d[b]);
+        for (int64_t b = 0; b < B; b++)
+            acc += block_q8(bl + (o * B + b) * 16, q + b * 32, e8m0(sc[o * B + b]) * 0.5f * d[b]);
         out[o] = acc;
     }
 }
