@@ -25,7 +25,7 @@ from optimized.moe import route
 from reference import moe as ref_moe
 from reference import mxfp4 as ref_mxfp4
 from test_conformance_diagnosis import run_kit
-from test_optimized_ops import MXFP4_SIMD, _experts, _simd_or_skip
+from test_optimized_ops import MXFP4_SIMD, _experts, _simd_or_skip, at_threads
 
 torch.set_num_threads(1)
 seeds = st.integers(0, 2**31 - 1)
@@ -136,14 +136,7 @@ def test_int8_kernels_split_over_threads_give_the_same_bits():
     runs = {"moe_decode": lambda: mxfp4_cpu.moe_decode(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0, 1.702,
                                                        int8=True),
             "routed_matvec": lambda: mxfp4_cpu.routed_matvec(blocks, scales, torch.tensor([0]), xr, int8=True)}
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = {name: f() for name, f in runs.items()}
-        torch.set_num_threads(2)
-        two = {name: f() for name, f in runs.items()}
-    finally:
-        torch.set_num_threads(before)
+    one, two = at_threads(runs, 1), at_threads(runs, 2)
     for name in runs:
         assert torch.equal(one[name], two[name]), name
 

@@ -447,6 +447,16 @@ def test_backend_registry(monkeypatch):
         ops.get_backend("triton")
 
 
+def at_threads(runs: dict, threads: int) -> dict:
+    """{name: f()} with torch's (and so the C kernels' OpenMP) thread count set to `threads`, then restored."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return {name: f() for name, f in runs.items()}
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cpu_kernels_split_over_threads_give_the_same_bits():
     """Shapes above the kernels' parallel thresholds: each output is computed by one OpenMP thread, so 1 and 2
     threads (torch.set_num_threads sets both: the kernels share torch's libgomp) give identical bits, and both
@@ -481,14 +491,7 @@ def test_cpu_kernels_split_over_threads_give_the_same_bits():
         "bf16_matvec": lambda: w.float() @ xv[0].bfloat16().float(),
         "attention_decode": lambda: attention(q, k, v, sinks, 0.125, 0, qp, kp),
     }
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = {name: f() for name, f in runs.items()}
-        torch.set_num_threads(2)
-        two = {name: f() for name, f in runs.items()}
-    finally:
-        torch.set_num_threads(before)
+    one, two = at_threads(runs, 1), at_threads(runs, 2)
     import unittest.mock
     with unittest.mock.patch("optimized.moe.CPU_MATVEC", False):
         want = {name: f() for name, f in refs.items()}
