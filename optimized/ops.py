@@ -12,7 +12,8 @@ not a silent fallback, and so is a package that is missing or fails to import.
   moe(x [N, C], ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, limit, residual=None,
       norm_scale=None) -> [N, C]
       (residual [N, C] given: residual + the MoE, rounded as that add in torch would be; norm_scale [C] fp32
-      given: the experts see rms_norm(x, norm_scale))
+      given: the experts see rms_norm(x, norm_scale); the torch backend's also takes activations="int8", the
+      experts' inputs in Q8_0 on CPU, which moe_block passes only when the Model was loaded with it)
   attention(q [B, T, H, D], k [B, S, K, D], v, sinks fp32 [H], sm_scale, window, q_pos [B, T], k_pos [B, S])
       -> [B, T, H, D]
 Optional (None when a backend has none; attention.py then runs its torch steps):
