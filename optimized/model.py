@@ -12,11 +12,22 @@ import torch
 from optimized import checkpoint as ckpt_mod
 from optimized.attention import attention_block
 from optimized.cache import Cache
-from optimized.moe import check_activations, moe as moe_op, moe_block
+from optimized.moe import check_activations, moe_block
 from optimized.linear import project
 from optimized.norm import norm_for
 from optimized.ops import get_backend
 from optimized.rope import cos_sin, inv_freq_and_concentration
+
+
+def _check_activations(activations: str | None, device: torch.device, backend: str, dense: bool = False):
+    """The experts' input rounding `activations` runs in the torch backend's CPU kernels on packed experts
+    (moe.py's op); anything else is one clear error."""
+    if activations is None:
+        return
+    check_activations(activations, device)
+    if backend != "torch" or dense:
+        raise ValueError(f"activations={activations!r} needs the torch backend and packed MXFP4 experts "
+                         f"(backend {backend!r}{', dense experts' if dense else ''})")
 
 
 class Model:
@@ -25,14 +36,8 @@ class Model:
         self.ops = get_backend(backend)
         c = self.config
         self.device, self.dtype = weights.tensors["embedding.weight"].device, weights.dtype
-        # activations "int8": the experts' inputs in Q8_0 (moe.py's op; not the released precision, opt-in)
-        if activations is not None:
-            check_activations(activations, self.device)
-            if (self.ops.moe is not moe_op or getattr(self.ops, "routed_moe", None) is not None
-                    or weights.experts == "dense"):
-                raise ValueError(f"activations={activations!r} needs the torch backend and packed MXFP4 experts "
-                                 f"(backend {backend!r})")
-        self.activations = activations
+        _check_activations(activations, self.device, backend, weights.experts == "dense")
+        self.activations = activations  # "int8": the experts' inputs in Q8_0 (not the released precision, opt-in)
         inv_freq, self.concentration = inv_freq_and_concentration(
             c.head_dim, c.rope_theta, c.rope_scaling_factor, c.initial_context_length, c.rope_ntk_alpha,
             c.rope_ntk_beta)
@@ -53,10 +58,7 @@ class Model:
     @classmethod
     def load(cls, path, device="cpu", dtype=torch.bfloat16, backend: str = "torch",
              activations: str | None = None) -> "Model":
-        if activations is not None:  # refused before a checkpoint is read; __init__ checks the rest
-            check_activations(activations, torch.device(device))
-            if backend != "torch":
-                raise ValueError(f"activations={activations!r} needs the torch backend (backend {backend!r})")
+        _check_activations(activations, torch.device(device), backend)  # before a checkpoint is read
         return cls(ckpt_mod.load(path, device, dtype), backend, activations)
 
     def new_cache(self, batch: int, context: int) -> Cache:
