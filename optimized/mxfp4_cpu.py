@@ -129,7 +129,8 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
                 simd: bool | str = True, int8: bool = False) -> torch.Tensor:
     """moe_decode's contract for many tokens: each hit expert is decoded once per call (per PREFILL_CHUNK of its
     rows), a tile of 4 rows at a time, and multiplied by all of its rows. Its *_ref is the torch op (moe.py's
-    expert-by-expert loop). int8: both matmuls' inputs rounded to their Q8_0 values, then the same float tiles."""
+    expert-by-expert loop). int8: both matmuls' inputs in Q8_0, integer dots on tiles of int8 weights (AVX2;
+    on other CPUs the Q8_0 values through the float tiles), a token's products bitwise its moe_decode's."""
     N, A, E, I, C = _check_moe("moe_prefill", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
     chunk = max(1, min(N * A, PREFILL_CHUNK))

@@ -119,13 +119,6 @@ static void rows_f32_split(const uint16_t *w, const float *x, const float *xe, c
                     O - O4, C, N, O);
 }
 
-__attribute__((target("avx2,fma")))
-static inline float hsum_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
 /* AVX2 (no AVX-512: most AMD Zen before Zen 4, Intel client cores): the same, 16 columns a 32-byte register, two
    registers a row a step; each row keeps two accumulators (one per register) so that the FMA chains overlap. */
 __attribute__((target("avx2,fma")))

@@ -119,6 +119,33 @@ static inline __m256 fp4_avx2(__m256i codes, __m256 table) {
 #endif
 
 #ifdef __x86_64__
+/* blocks b, b+1's scales (float32, at sf) in lanes 0-3 and 4-7 */
+#define PAIR_SCALE_AVX2(sf) _mm256_blend_ps(_mm256_broadcast_ss(sf), _mm256_broadcast_ss((sf) + 1), 0xF0)
+
+/* n E8M0 bytes -> float32 powers of two (scale 0: the subnormal 2**-127), 8 at a time */
+__attribute__((target("avx2")))
+static inline void scales_avx2(const uint8_t *s, float *f, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
+        __m256i zero = _mm256_cmpeq_epi32(e, _mm256_setzero_si256());
+        __m256i bits = _mm256_blendv_epi8(_mm256_slli_epi32(e, 23), _mm256_set1_epi32(1 << 22), zero);
+        _mm256_storeu_si256((__m256i *)(f + i), bits);
+    }
+    for (; i < n; i++) f[i] = e8m0(s[i]);
+}
+
+/* the sum of v's 8 lanes, always in the same order */
+__attribute__((target("avx2,fma")))
+static inline float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+#endif
+
+#ifdef __x86_64__
 /* float32 exp(x) to about 1 ulp (Cephes expf): 2**n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2; a very
    negative x underflows to 0, a large one overflows to inf (_mm512_scalef_ps) */
 __attribute__((target("avx512f")))

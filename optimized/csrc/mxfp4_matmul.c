@@ -15,11 +15,12 @@ Not the release layout in memory: a decoded tile row keeps each block's 16 low-n
 its 16 high-nibble values (odd k), and x is gathered in the same order, so no interleave is ever done.
 Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
 AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (common.h's fp4_avx2), dots 4 weight rows x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay
-scalar there. A scalar path serves other CPUs; all sum in float32.
+scalar there. Int8 activations (q8, the classes "+int8"): the tiles hold the weights as int8 and the dots are
+integer (matmul_q8, any AVX2 CPU). A scalar path serves other CPUs; all sum in float32.
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
 rows in a chunk, O output rows, K = B*32 inputs of a matrix.
 */
-#include "common.h"
+#include "q8.h"
 
 #define TILE 4  /* weight rows decoded at once: O (2I or C, multiples of 32) is a multiple of it */
 
@@ -223,6 +224,71 @@ static void dots_avx2(const float *tile, const float *xg, float *out, int64_t ld
         _mm_storeu_ps(out + r * ldo, hsum4_avx2(a0, a1, a2, a3));
     }
 }
+/* Int8 (q8, CPUs with AVX2): TILE weight rows decoded once into the doubled FP4 integers (q8.h's FP4_X2) in the
+   prepared x's pair order, then every one of the expert's rows dotted with them. The products are unsigned x
+   signed bytes (vpmaddubsw): x's q offset by 128 (its sign bit flipped) times w, and 128 * (the sum of the same
+   8 w) taken off in int32 (exact; |pair sums| <= 2 * 255 * 12 fit int16), so each lane holds the int32 sum of
+   the decode's rows_q8_avx2 (mxfp4_matvec.c) and each row's float32 sums run in its order: one token's products
+   here equal its decode products bit for bit. A tile row's pair of blocks: QPAIR bytes (w of the even
+   elements, of the odd ones, 8 int32 corrections, 8 float32 scales) in L1, against a pair's 64 codes decoded
+   again for every row of x in the decode kernel. */
+#define QPAIR 128
+
+__attribute__((target("avx2,fma")))
+static void decode_q8_avx2(const uint8_t *bl, const float *sf, uint8_t *qt, int64_t B) {
+    const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
+    const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
+    const int64_t P = B / 2;  /* pairs a row */
+    for (int t = 0; t < TILE; t++)
+        for (int64_t b = 0; b + 1 < B; b += 2) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(bl + (t * B + b) * 16));
+            __m256i wl = _mm256_shuffle_epi8(kv, _mm256_and_si256(v, nib));
+            __m256i wh = _mm256_shuffle_epi8(kv, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+            __m256i corr = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(bias, wl),
+                                                              _mm256_maddubs_epi16(bias, wh)), ones);
+            uint8_t *q = qt + (t * P + b / 2) * QPAIR;
+            _mm256_storeu_si256((__m256i *)q, wl);
+            _mm256_storeu_si256((__m256i *)(q + 32), wh);
+            _mm256_storeu_si256((__m256i *)(q + 64), corr);
+            _mm256_storeu_ps((float *)(q + 96), PAIR_SCALE_AVX2(sf + t * B + b));
+        }
+}
+
+/* one pair's int32 lane sums of tile row t against the offset x (xe, xo), minus the correction, as float32 */
+#define PAIR_DOT_QT_AVX2(qp, xe, xo)                                                                           \
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(                                                                      \
+        _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(xe, _mm256_loadu_si256((const __m256i *)(qp))),   \
+                                           _mm256_maddubs_epi16(xo, _mm256_loadu_si256((const __m256i *)((qp) + 32)))), \
+                          ones),                                                                              \
+        _mm256_loadu_si256((const __m256i *)((qp) + 64))))
+
+/* out[r * ldo + t] = tile row t . x_r for the n prepared rows x_r (Q8_FLOATS(B) floats each); bl, sf: the tile's
+   packed rows and scales (an odd B's last block, as the decode kernel: block_q8 in natural order) */
+__attribute__((target("avx2,fma")))
+static void dots_q8_avx2(const uint8_t *qt, const uint8_t *bl, const float *sf, const float *prep, float *out,
+                         int64_t ldo, int64_t n, int64_t B) {
+    const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
+    const int64_t P = B / 2, B2 = P * 2;
+    for (int64_t r = 0; r < n; r++) {
+        const float *dv = prep + r * Q8_FLOATS(B), *d = dv + 4 * B;
+        const int8_t *q = (const int8_t *)(dv + 5 * B);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t b = 0; b < B2; b += 2) {
+            __m256i xe = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + b * 32)), bias);
+            __m256i xo = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + b * 32 + 32)), bias);
+            __m256 dq = _mm256_loadu_ps(dv + b * 4);
+            const uint8_t *q0 = qt + (b / 2) * QPAIR, *q1 = q0 + P * QPAIR, *q2 = q1 + P * QPAIR, *q3 = q2 + P * QPAIR;
+            a0 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q0, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q0 + 96))), a0);
+            a1 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q1, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q1 + 96))), a1);
+            a2 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q2, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q2 + 96))), a2);
+            a3 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q3, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q3 + 96))), a3);
+        }
+        __m256 acc[TILE] = {a0, a1, a2, a3};
+        for (int t = 0; t < TILE; t++)
+            out[r * ldo + t] = hsum_avx2(acc[t]) + (B2 < B ? block_q8(bl + (t * B + B2) * 16, q + B2 * 32,
+                                                                       sf[t * B + B2] * 0.5f * d[B2]) : 0.0f);
+    }
+}
 #endif
 
 /* one expert's packed matrix (O, B, 16) + scales (O, B) times its n rows xg (n, B*32, tile order) -> out (n, O),
@@ -254,6 +320,36 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
     }
 }
 
+#ifdef __x86_64__
+/* matmul for int8 x (AVX2): the n rows prepared by q8_prepare (pairs), tiles of TILE rows decoded to int8 */
+static void matmul_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t n, int64_t O,
+                      int64_t B) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < O; o += TILE) {
+        float sf[TILE * B];
+        uint8_t qt[TILE * (B / 2) * QPAIR + 1];  /* + 1: never zero-sized (B = 1) */
+        for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */
+            _mm_prefetch((const char *)(bl + (o + TILE) * B * 16 + i), _MM_HINT_T0);
+        scales_avx2(sc + o * B, sf, TILE * B);
+        decode_q8_avx2(bl + o * B * 16, sf, qt, B);
+        dots_q8_avx2(qt, bl + o * B * 16, sf, prep, out + o, O, n, B);
+    }
+}
+#endif
+
+/* matmul, or matmul_q8 when x is prepared int8 (q8int: only on AVX2 CPUs) */
+static void matmul_any(const uint8_t *bl, const uint8_t *sc, const float *xg, float *out, int64_t n, int64_t O,
+                       int64_t B, int wide, int q8int) {
+#ifdef __x86_64__
+    if (q8int) {
+        matmul_q8(bl, sc, xg, out, n, O, B);
+        return;
+    }
+#endif
+    (void)q8int;
+    matmul(bl, sc, xg, out, n, O, B, wide);
+}
+
 static void tile_order(const float *src, float *dst, int64_t K, int wide) {
 #ifdef __x86_64__
     if (wide == SIMD_AVX512) {
@@ -275,8 +371,8 @@ static void swiglu(const float *h, const float *bias, float *act, int64_t I, flo
 }
 
 /* The whole MoE of N tokens, float32: out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e),
-   e = ids[n, a]. Arguments as mxfp4_moe_decode's (q8: both matmuls' inputs rounded to their Q8_0 values, then
-   the float tiles: the same class as the decode's int8 kernels); work: (2 * (E + 1) + N * A) int32; scratch:
+   e = ids[n, a]. Arguments as mxfp4_moe_decode's (q8: both matmuls' inputs in Q8_0, integer dots on int8 tiles,
+   matmul_q8; without AVX2 the Q8_0 values through the float tiles: the same class); work: (2 * (E + 1) + N * A) int32; scratch:
    chunk * (2C + 3I) + 3I + C floats, chunk >= 1 the rows of one expert handled at once (an
    expert with more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked first). */
 int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
@@ -286,7 +382,7 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
     int64_t R = N * A;
     for (int64_t r = 0; r < R; r++)
         if (ids[r] < 0 || ids[r] >= E) return -1;
-    int wide = use_simd(simd);
+    int wide = use_simd(simd), q8int = q8 && wide != SIMD_NONE;  /* scalar q8: Q8_0 values, float tiles */
     int32_t *start = work, *next = work + E + 1, *order = work + 2 * (E + 1);
     for (int64_t e = 0; e <= E; e++) start[e] = 0;
     for (int64_t r = 0; r < R; r++) start[ids[r] + 1]++;
@@ -305,16 +401,25 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
         for (int64_t r0 = start[e]; r0 < start[e + 1]; r0 += chunk) {
             int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
             for (int64_t j = 0; j < n; j++) {
-                tile_order(x + (order[r0 + j] / A) * C, xg + j * C, C, wide);
+                const float *xr = x + (order[r0 + j] / A) * C;
+                if (q8int) {
+                    q8_prepare(xr, xg + j * Q8_FLOATS(B1), B1, 1);  /* 13/32 of C: fits xg's chunk * C */
+                    continue;
+                }
+                tile_order(xr, xg + j * C, C, wide);
                 if (q8) q8_0_round(xg + j * C, C);  /* the tile order permutes within blocks: same blocks */
             }
-            matmul(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, wide);  /* (n, 2I) */
+            matmul_any(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, wide, q8int);  /* (n, 2I) */
             for (int64_t j = 0; j < n; j++) {
                 swiglu(h + j * 2 * I, bias1, row, I, limit, alpha, wide);
+                if (q8int) {
+                    q8_prepare(row, act + j * Q8_FLOATS(B2), B2, 1);
+                    continue;
+                }
                 tile_order(row, act + j * I, I, wide);  /* mlp2's input */
                 if (q8) q8_0_round(act + j * I, I);
             }
-            matmul(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, wide);  /* (n, C) */
+            matmul_any(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, n, C, B2, wide, q8int);  /* (n, C) */
             for (int64_t j = 0; j < n; j++) {
                 float *o = out + (order[r0 + j] / A) * C, wgt = weights[order[r0 + j]];
                 for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[j * C + c] + bias2[c]);

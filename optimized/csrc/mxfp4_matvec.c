@@ -14,7 +14,7 @@ Int8 activations (q8: the classes "+int8", opt-in): x in Q8_0 and integer block 
 vector level runs it), or scalar. A scalar path serves other CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
-#include "common.h"
+#include "q8.h"
 
 /* x (B*32) -> xe, xo (B*16): the elements the low and the high nibbles multiply */
 static void split(const float *x, float *xe, float *xo, int64_t B) {
@@ -145,34 +145,11 @@ static void permute_pairs(const float *x, float *xp, int64_t B) {
         _mm256_add_ps(d_, e_); /* two chains of four: a pair's sum in half the latency */                    \
     })
 
-/* blocks b, b+1's scales (float32, at sf) in lanes 0-3 and 4-7 */
-#define PAIR_SCALE_AVX2(sf) _mm256_blend_ps(_mm256_broadcast_ss(sf), _mm256_broadcast_ss((sf) + 1), 0xF0)
-
-/* n E8M0 bytes -> float32 powers of two (scale 0: the subnormal 2**-127), 8 at a time */
-__attribute__((target("avx2")))
-static void scales_avx2(const uint8_t *s, float *f, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
-        __m256i zero = _mm256_cmpeq_epi32(e, _mm256_setzero_si256());
-        __m256i bits = _mm256_blendv_epi8(_mm256_slli_epi32(e, 23), _mm256_set1_epi32(1 << 22), zero);
-        _mm256_storeu_si256((__m256i *)(f + i), bits);
-    }
-    for (; i < n; i++) f[i] = e8m0(s[i]);
-}
-
 /* the last block of an odd B, scalar, against x in its own order */
 static float last_block(const uint8_t *p, float scale, const float *x) {
     float part = 0.0f;
     for (int j = 0; j < 16; j++) part += FP4[p[j] & 15] * x[2 * j] + FP4[p[j] >> 4] * x[2 * j + 1];
     return part * scale;
-}
-
-__attribute__((target("avx2,fma")))
-static inline float hsum_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 __attribute__((target("avx2,fma")))
@@ -215,39 +192,8 @@ static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *x, cons
 }
 #endif
 
-/* Int8 activations (the classes "+int8", llama.cpp's MXFP4 dot): x in Q8_0 (common.h), each block's dot exact in
-   integers: the FP4 values doubled are the integers 0..12 (FP4_X2), so a block sums 2 * fp4 * q in int32 and is
-   then scaled by the weights' E8M0 scale * d / 2. Same values as the float kernels on x rounded to Q8_0 (and the
-   same class), up to the order of the float32 sums.
-   Layout of a prepared x (q8_prepare) in 13 * B floats: dv (B/2 pairs x 8: d/2 of block b in lanes 0-3, of b+1
-   in 4-7), d (B), then q (32 * B bytes): per pair, b's 16 even elements, b+1's, b's 16 odd ones, b+1's (the
-   lanes of PAIR_DOT_Q8_AVX2); the last block of an odd B in natural order; natural order throughout for the
-   scalar kernel. */
-static const int8_t FP4_X2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-#define Q8_FLOATS(B) (13 * (B))
-
-static void q8_prepare(const float *x, float *prep, int64_t B, int pairs) {
-    float *dv = prep, *d = prep + 4 * B;
-    int8_t *q = (int8_t *)(prep + 5 * B), blk[32];
-    for (int64_t b = 0; b < B; b++) {
-        d[b] = q8_0_block(x + b * 32, blk);
-        if (!pairs || (b == B - 1 && (B & 1))) {
-            memcpy(q + b * 32, blk, 32);
-            continue;
-        }
-        int8_t *base = q + (b & ~(int64_t)1) * 32 + (b & 1) * 16;
-        for (int j = 0; j < 16; j++) base[j] = blk[2 * j], base[32 + j] = blk[2 * j + 1];
-    }
-    for (int64_t b = 0; b + 1 < B; b += 2)
-        for (int l = 0; l < 8; l++) dv[b * 4 + l] = 0.5f * d[b + l / 4];
-}
-
-static float block_q8(const uint8_t *p, const int8_t *q, float scale) {  /* natural order; scale = E8M0 * d / 2 */
-    int32_t sum = 0;
-    for (int j = 0; j < 16; j++) sum += FP4_X2[p[j] & 15] * q[2 * j] + FP4_X2[p[j] >> 4] * q[2 * j + 1];
-    return (float)sum * scale;
-}
-
+/* Int8 activations (the classes "+int8", llama.cpp's MXFP4 dot): x prepared by q8.h's q8_prepare, each block's
+   dot exact in int32, then scaled by the weights' E8M0 scale * d / 2. */
 static void rows_q8_scalar(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O,
                            int64_t B) {
     const float *d = prep + 4 * B;
