@@ -68,7 +68,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(cpu_line())
-    print(f"kernels: dense {linear.kernel_name('bf16_f32_matmul')}, experts {mxfp4_cpu.kernel_name()}; "
+    print(f"kernels: dense {linear.kernel_name('bf16_f32_matmul')}, experts {mxfp4_cpu.kernel_name()} and "
+          f"{mxfp4_cpu.kernel_name(int8=True)}; "
           f"{args.threads} threads; torch {torch.__version__}")
     print(f"stream read ({args.threads} threads, 1 GiB float32 sum): {stream_read(args.threads):.1f} GB/s\n")
     print("| kernel | shape | cold GB/s best / median | hot GB/s best / median |")

@@ -92,9 +92,7 @@ class EngineRunner:
     def info(self):
         from optimized import linear, mxfp4_cpu
         op = "bf16_matvec" if self.dtype == torch.bfloat16 else "bf16_f32_matmul"
-        experts = mxfp4_cpu.kernel_name()
-        if self.activations:  # the int8 dots run the AVX2 kernel on every x86 vector level
-            experts = f"{'scalar' if experts == 'scalar' else 'avx2'} int8"
+        experts = mxfp4_cpu.kernel_name(int8=self.activations == "int8")
         return {"kernels": f"dense {linear.kernel_name(op, self.hidden)}, experts {experts}"}
 
     def run(self, prompt, steps):

@@ -27,8 +27,10 @@ SIGNATURES = {
     "mxfp4_moe_decode": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _F32,
                           _INT, _INT], _INT),
     "mxfp4_simd": ([_INT], _INT),
+    "mxfp4_q8_level": ([_INT], _INT),
 }
 SIMD = ("scalar", "avx2", "avx512f")  # csrc/common.h's levels; simd=True: the best the CPU has, False: scalar
+Q8_KERNELS = ("scalar int8", "avx2 int8", "avx512vnni int8")  # the int8 dots' kernels (mxfp4_q8_level)
 PREFILL_SIGNATURES = {
     "mxfp4_moe_prefill": ([_P, _P, _P, _P, _P, _P, _INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                            _F32, _F32, _INT, _INT], _INT),
@@ -56,9 +58,13 @@ def _cap(simd: bool | str) -> int:
     return SIMD.index(simd)
 
 
-def kernel_name(simd: bool | str = True) -> str | None:
-    """The vector path the MXFP4 kernels take on this CPU (capped at `simd`); None without the C kernels."""
-    return SIMD[_lib.mxfp4_simd(_cap(simd))] if available() else None
+def kernel_name(simd: bool | str = True, int8: bool = False) -> str | None:
+    """The vector path the MXFP4 kernels take on this CPU (capped at `simd`), or with int8=True the int8 dots'
+    kernel (Q8_KERNELS: AVX-512 VNNI where the CPU has it at the avx512f level, else AVX2); None without the C
+    kernels."""
+    if not available():
+        return None
+    return Q8_KERNELS[_lib.mxfp4_q8_level(_cap(simd))] if int8 else SIMD[_lib.mxfp4_simd(_cap(simd))]
 
 
 def routed_matvec(blocks: torch.Tensor, scales: torch.Tensor, ids: torch.Tensor, x: torch.Tensor,

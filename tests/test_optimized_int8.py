@@ -46,9 +46,11 @@ def test_routed_matvec_int8_is_the_product_with_q8_0(simd, seed, R, E, O, B, mag
     x[0, :32] = 0.0  # an all-zero block: d = 0, q = 0
     want = np.einsum("roc,rc->ro", ref_mxfp4.decode(blocks.numpy(), scales.numpy())[ids.numpy()],
                      q8_0(x).double().numpy())
-    got = mxfp4_cpu.routed_matvec(blocks, scales, ids, x, simd=simd, int8=True).double().numpy()
+    got = mxfp4_cpu.routed_matvec(blocks, scales, ids, x, simd=simd, int8=True)
     tiny = 1e-37  # sums under the 2**-127 scale are float32 subnormals
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max() + tiny)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max() + tiny)
+    if mxfp4_cpu.kernel_name(simd, int8=True) == "avx512vnni int8":  # its lanes and order are the AVX2 kernel's
+        assert torch.equal(got, mxfp4_cpu.routed_matvec(blocks, scales, ids, x, simd="avx2", int8=True))
 
 
 def _moe_q8_ref(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, limit):
@@ -91,8 +93,9 @@ def test_moe_int8_is_the_moe_with_q8_0_inputs(simd, kernel, seed, N):
 def test_int8_prefill_is_the_decode_bit_for_bit(seed, N, B1, B2):
     """One expert a token, AVX2 (scalar SwiGLU in both): moe_prefill's int8 tiles (x offset by 128, 128 * sum w
     taken off in int32) give rows_q8_avx2's int32 lane sums, summed in its order, so the two kernels agree in every
-    bit, odd block counts (an unpaired last block) and experts with several rows included. (The float tiles on
-    the Q8_0 values, the prefill's path before, sum in another order and fail this.)"""
+    bit; and so does the decode's AVX-512 VNNI kernel (two rows a register, weights offset by 12) where it runs.
+    Odd block counts (an unpaired last block) and experts with several rows included. (The float tiles on the Q8_0
+    values, the prefill's path before, sum in another order and fail this.)"""
     _simd_or_skip("avx2")
     rng = np.random.default_rng(seed)
     E, C, I = 3, 32 * B1, 32 * B2
@@ -103,6 +106,8 @@ def test_int8_prefill_is_the_decode_bit_for_bit(seed, N, B1, B2):
     args = (x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0, ref_moe.SWIGLU_ALPHA)
     prefill = mxfp4_cpu.moe_prefill(*args, simd="avx2", int8=True)
     assert torch.equal(prefill, mxfp4_cpu.moe_decode(*args, simd="avx2", int8=True))
+    if mxfp4_cpu.kernel_name("avx512f", int8=True) == "avx512vnni int8":  # the VNNI kernels too (scalar SwiGLU)
+        assert torch.equal(prefill, mxfp4_cpu.moe_decode(*args, simd="avx512f", int8=True))
 
 
 @pytest.mark.parametrize("kernel", ["routed_matvec", "moe_decode", "moe_prefill"])

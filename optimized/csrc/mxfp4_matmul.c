@@ -16,7 +16,7 @@ its 16 high-nibble values (odd k), and x is gathered in the same order, so no in
 Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
 AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (common.h's fp4_avx2), dots 4 weight rows x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay
 scalar there. Int8 activations (q8, the classes "+int8"): the tiles hold the weights as int8 and the dots are
-integer (matmul_q8, any AVX2 CPU). A scalar path serves other CPUs; all sum in float32.
+integer (matmul_q8: AVX-512 VNNI or AVX2, the same bits). A scalar path serves other CPUs; all sum in float32.
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
 rows in a chunk, O output rows, K = B*32 inputs of a matrix.
 */
@@ -226,19 +226,20 @@ static void dots_avx2(const float *tile, const float *xg, float *out, int64_t ld
 }
 /* Int8 (q8, CPUs with AVX2): TILE weight rows decoded once into the doubled FP4 integers (q8.h's FP4_X2) in the
    prepared x's pair order, then every one of the expert's rows dotted with them. The products are unsigned x
-   signed bytes (vpmaddubsw): x's q offset by 128 (its sign bit flipped) times w, and 128 * (the sum of the same
-   8 w) taken off in int32 (exact; |pair sums| <= 2 * 255 * 12 fit int16), so each lane holds the int32 sum of
-   the decode's rows_q8_avx2 (mxfp4_matvec.c) and each row's float32 sums run in its order: one token's products
-   here equal its decode products bit for bit. A tile row's pair of blocks: QPAIR bytes (w of the even
-   elements, of the odd ones, 8 int32 corrections, 8 float32 scales) in L1, against a pair's 64 codes decoded
-   again for every row of x in the decode kernel. */
-#define QPAIR 128
+   signed bytes (vpmaddubsw, vpdpbusd): x's q offset by 128 (its sign bit flipped) times w, and 128 * (the sum of
+   the same w) taken off in int32 (exact; |vpmaddubsw's pair sums| <= 2 * 255 * 12 fit int16), so each lane holds
+   the int32 sum of the decode's kernels (mxfp4_matvec.c) and each row's float32 sums run in their order: one
+   token's products here equal its decode products bit for bit. Tile layout, per pair of rows (0 1, 2 3) and pair
+   of blocks, QPAIR bytes: w of the even elements of the two rows (32 bytes each), w of the odd ones, the two rows'
+   corrections (8 int32 each), their scales (8 float32 each: PAIR_SCALE_AVX2); the AVX-512 kernel reads each
+   quarter as one register (two rows a register, as mxfp4_matvec.c's rows_q8_vnni). */
+#define QPAIR 256
 
 __attribute__((target("avx2,fma")))
 static void decode_q8_avx2(const uint8_t *bl, const float *sf, uint8_t *qt, int64_t B) {
     const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
     const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
-    const int64_t P = B / 2;  /* pairs a row */
+    const int64_t P = B / 2;  /* pairs of blocks a row */
     for (int t = 0; t < TILE; t++)
         for (int64_t b = 0; b + 1 < B; b += 2) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(bl + (t * B + b) * 16));
@@ -246,24 +247,26 @@ static void decode_q8_avx2(const uint8_t *bl, const float *sf, uint8_t *qt, int6
             __m256i wh = _mm256_shuffle_epi8(kv, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
             __m256i corr = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(bias, wl),
                                                               _mm256_maddubs_epi16(bias, wh)), ones);
-            uint8_t *q = qt + (t * P + b / 2) * QPAIR;
+            uint8_t *q = qt + ((t / 2) * P + b / 2) * QPAIR + (t & 1) * 32;
             _mm256_storeu_si256((__m256i *)q, wl);
-            _mm256_storeu_si256((__m256i *)(q + 32), wh);
-            _mm256_storeu_si256((__m256i *)(q + 64), corr);
-            _mm256_storeu_ps((float *)(q + 96), PAIR_SCALE_AVX2(sf + t * B + b));
+            _mm256_storeu_si256((__m256i *)(q + 64), wh);
+            _mm256_storeu_si256((__m256i *)(q + 128), corr);
+            _mm256_storeu_ps((float *)(q + 192), PAIR_SCALE_AVX2(sf + t * B + b));
         }
 }
 
-/* one pair's int32 lane sums of tile row t against the offset x (xe, xo), minus the correction, as float32 */
+/* one pair's int32 lane sums of a tile row (at qp) against the offset x (xe, xo), minus the correction, as float32 */
 #define PAIR_DOT_QT_AVX2(qp, xe, xo)                                                                           \
     _mm256_cvtepi32_ps(_mm256_sub_epi32(                                                                      \
         _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(xe, _mm256_loadu_si256((const __m256i *)(qp))),   \
-                                           _mm256_maddubs_epi16(xo, _mm256_loadu_si256((const __m256i *)((qp) + 32)))), \
+                                           _mm256_maddubs_epi16(xo, _mm256_loadu_si256((const __m256i *)((qp) + 64)))), \
                           ones),                                                                              \
-        _mm256_loadu_si256((const __m256i *)((qp) + 64))))
+        _mm256_loadu_si256((const __m256i *)((qp) + 128))))
+#define PAIR_STEP_QT_AVX2(qp, a)                                                                              \
+    a = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(qp, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)((qp) + 192))), a)
 
 /* out[r * ldo + t] = tile row t . x_r for the n prepared rows x_r (Q8_FLOATS(B) floats each); bl, sf: the tile's
-   packed rows and scales (an odd B's last block, as the decode kernel: block_q8 in natural order) */
+   packed rows and scales (an odd B's last block, as the decode kernels: block_q8 in natural order) */
 __attribute__((target("avx2,fma")))
 static void dots_q8_avx2(const uint8_t *qt, const uint8_t *bl, const float *sf, const float *prep, float *out,
                          int64_t ldo, int64_t n, int64_t B) {
@@ -277,16 +280,68 @@ static void dots_q8_avx2(const uint8_t *qt, const uint8_t *bl, const float *sf, 
             __m256i xe = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + b * 32)), bias);
             __m256i xo = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + b * 32 + 32)), bias);
             __m256 dq = _mm256_loadu_ps(dv + b * 4);
-            const uint8_t *q0 = qt + (b / 2) * QPAIR, *q1 = q0 + P * QPAIR, *q2 = q1 + P * QPAIR, *q3 = q2 + P * QPAIR;
-            a0 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q0, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q0 + 96))), a0);
-            a1 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q1, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q1 + 96))), a1);
-            a2 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q2, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q2 + 96))), a2);
-            a3 = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(q3, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)(q3 + 96))), a3);
+            const uint8_t *q01 = qt + (b / 2) * QPAIR, *q23 = q01 + P * QPAIR;
+            PAIR_STEP_QT_AVX2(q01, a0);
+            PAIR_STEP_QT_AVX2(q01 + 32, a1);
+            PAIR_STEP_QT_AVX2(q23, a2);
+            PAIR_STEP_QT_AVX2(q23 + 32, a3);
         }
         __m256 acc[TILE] = {a0, a1, a2, a3};
         for (int t = 0; t < TILE; t++)
             out[r * ldo + t] = hsum_avx2(acc[t]) + (B2 < B ? block_q8(bl + (t * B + B2) * 16, q + B2 * 32,
                                                                        sf[t * B + B2] * 0.5f * d[B2]) : 0.0f);
+    }
+}
+
+/* the same with AVX-512 VNNI: two tile rows a register (vpdpbusd on the offset x broadcast to both halves), four
+   rows of x at a time against a pair of blocks' tile held in 8 registers (AVX-512 has 32) */
+#define STEP_QT_VNNI(xe, xo, wl, wh, corr, sc, dq, a)                                                          \
+    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(                                                   \
+                            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xe, wl), xo, wh), corr)), \
+                        _mm512_mul_ps(dq, sc), a)
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+static void dots_q8_vnni(const uint8_t *qt, const uint8_t *bl, const float *sf, const float *prep, float *out,
+                         int64_t ldo, int64_t n, int64_t B) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const int64_t P = B / 2, B2 = P * 2;
+    for (int64_t r0 = 0; r0 < n; r0 += 4) {
+        const float *dv[4];
+        for (int j = 0; j < 4; j++) dv[j] = prep + (r0 + j < n ? r0 + j : r0) * Q8_FLOATS(B);  /* past n: a dummy */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int64_t b = 0; b < B2; b += 2) {
+            const uint8_t *q01 = qt + (b / 2) * QPAIR, *q23 = q01 + P * QPAIR;
+            const __m512i wl01 = _mm512_loadu_si512(q01), wh01 = _mm512_loadu_si512(q01 + 64);
+            const __m512i c01 = _mm512_loadu_si512(q01 + 128), wl23 = _mm512_loadu_si512(q23);
+            const __m512i wh23 = _mm512_loadu_si512(q23 + 64), c23 = _mm512_loadu_si512(q23 + 128);
+            const __m512 s01 = _mm512_loadu_ps((const float *)(q01 + 192)), s23 = _mm512_loadu_ps((const float *)(q23 + 192));
+#define TOKEN_QT_VNNI(j, aa, ab)                                                                                \
+    {                                                                                                           \
+        const int8_t *q_ = (const int8_t *)(dv[j] + 5 * B) + b * 32;                                            \
+        __m512i xe_ = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)q_)), bias);   \
+        __m512i xo_ = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(q_ + 32))), bias); \
+        __m512 dq_ = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(dv[j] + b * 4)))); \
+        STEP_QT_VNNI(xe_, xo_, wl01, wh01, c01, s01, dq_, aa);                                                  \
+        STEP_QT_VNNI(xe_, xo_, wl23, wh23, c23, s23, dq_, ab);                                                  \
+    }
+            TOKEN_QT_VNNI(0, a0, a1)
+            TOKEN_QT_VNNI(1, a2, a3)
+            TOKEN_QT_VNNI(2, a4, a5)
+            TOKEN_QT_VNNI(3, a6, a7)
+#undef TOKEN_QT_VNNI
+        }
+        __m512 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        for (int j = 0; j < 4 && r0 + j < n; j++) {
+            const float *d = dv[j] + 4 * B;
+            const int8_t *q = (const int8_t *)(dv[j] + 5 * B);
+            __m256 row[TILE] = {_mm512_castps512_ps256(acc[2 * j]),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[2 * j]), 1)),
+                                _mm512_castps512_ps256(acc[2 * j + 1]),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[2 * j + 1]), 1))};
+            for (int t = 0; t < TILE; t++)
+                out[(r0 + j) * ldo + t] = hsum_avx2(row[t]) + (B2 < B ? block_q8(bl + (t * B + B2) * 16, q + B2 * 32,
+                                                                              sf[t * B + B2] * 0.5f * d[B2]) : 0.0f);
+        }
     }
 }
 #endif
@@ -321,18 +376,18 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
 }
 
 #ifdef __x86_64__
-/* matmul for int8 x (AVX2): the n rows prepared by q8_prepare (pairs), tiles of TILE rows decoded to int8 */
+/* matmul for int8 x (AVX2, or AVX-512 VNNI dots): the n rows prepared by q8_prepare (pairs), tiles of TILE rows decoded to int8 */
 static void matmul_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t n, int64_t O,
-                      int64_t B) {
+                      int64_t B, int vnni) {
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < O; o += TILE) {
         float sf[TILE * B];
-        uint8_t qt[TILE * (B / 2) * QPAIR + 1];  /* + 1: never zero-sized (B = 1) */
+        uint8_t qt[TILE / 2 * (B / 2) * QPAIR + 1];  /* + 1: never zero-sized (B = 1) */
         for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */
             _mm_prefetch((const char *)(bl + (o + TILE) * B * 16 + i), _MM_HINT_T0);
         scales_avx2(sc + o * B, sf, TILE * B);
         decode_q8_avx2(bl + o * B * 16, sf, qt, B);
-        dots_q8_avx2(qt, bl + o * B * 16, sf, prep, out + o, O, n, B);
+        (vnni ? dots_q8_vnni : dots_q8_avx2)(qt, bl + o * B * 16, sf, prep, out + o, O, n, B);
     }
 }
 #endif
@@ -342,7 +397,7 @@ static void matmul_any(const uint8_t *bl, const uint8_t *sc, const float *xg, fl
                        int64_t B, int wide, int q8int) {
 #ifdef __x86_64__
     if (q8int) {
-        matmul_q8(bl, sc, xg, out, n, O, B);
+        matmul_q8(bl, sc, xg, out, n, O, B, q8_vnni(wide));
         return;
     }
 #endif

@@ -10,8 +10,8 @@ multiplied by its scale: y = sum_b 2**(s_b - 127) * (codes_b . x_b).
 AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded by two in-register permutes
 (vpermps), with x split once into its even and odd elements (low and high nibbles). AVX2 (CPUs without
 AVX-512): two blocks a register, codes to bf16 bytes by table lookups (vpshufb), widened as bf16 (rows_avx2).
-Int8 activations (q8: the classes "+int8", opt-in): x in Q8_0 and integer block dots (rows_q8_avx2; every x86
-vector level runs it), or scalar. A scalar path serves other CPUs; all sum in float32.
+Int8 activations (q8: the classes "+int8", opt-in): x in Q8_0 and integer block dots (rows_q8_vnni on AVX-512
+CPUs with VNNI, rows_q8_avx2 on the other x86 vector levels: the same bits), or scalar. A scalar path serves other CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include "q8.h"
@@ -220,6 +220,26 @@ static void rows_q8_scalar(const uint8_t *bl, const uint8_t *sc, const float *pr
         _mm256_cvtepi32_ps(_mm256_madd_epi16(s_, ones));                                                      \
     })
 
+/* one row (its B blocks' bytes p and scale bytes s) against a prepared x: the 4-row loop below for one row */
+__attribute__((target("avx2,fma")))
+static float row_q8_avx2(const uint8_t *p, const uint8_t *s, const float *prep, int64_t B) {
+    const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
+    const float *dv = prep, *d = prep + 4 * B;
+    const int8_t *q = (const int8_t *)(prep + 5 * B);
+    const int64_t B2 = B / 2 * 2;
+    float sf[B];
+    scales_avx2(s, sf, B);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < B2; b += 2) {
+        __m256i xe = _mm256_loadu_si256((const __m256i *)(q + b * 32));
+        __m256i xo = _mm256_loadu_si256((const __m256i *)(q + b * 32 + 32));
+        acc = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + b * 16, xe, xo),
+                              _mm256_mul_ps(_mm256_loadu_ps(dv + b * 4), PAIR_SCALE_AVX2(sf + b)), acc);
+    }
+    return hsum_avx2(acc) + (B2 < B ? block_q8(p + B2 * 16, q + B2 * 32, sf[B2] * 0.5f * d[B2]) : 0.0f);
+}
+
 __attribute__((target("avx2,fma")))
 static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B) {
     const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -253,19 +273,72 @@ static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep
             out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
                                                                  sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
     }
-    for (int64_t o = O4; o < O; o++) {
+    for (int64_t o = O4; o < O; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
+}
+#endif
+
+#ifdef __x86_64__
+/* AVX-512 with VNNI (vpdpbusd: 4 byte products summed into an int32 lane, one instruction): two rows a register,
+   each in the AVX2 kernel's lanes (row r in the low 256 bits, r+1 in the high ones), x's pair broadcast to both
+   halves. vpdpbusd multiplies unsigned by signed bytes: the weights offset by 12 (FP4_X2 + 12: 0..24) times q, and
+   12 * (the sum of the same 4 q) taken off in int32 (exact), so each lane holds rows_q8_avx2's int32 sum and each
+   row's float32 sums run in its order: the two kernels give the same bits (tests/test_optimized_int8.py). */
+static const uint8_t FP4_X2_OFF[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
+
+/* rows r, r+1's blocks b, b+1 (v: 32 bytes each) against x's pair (xe2, xo2 broadcast; c2 its 12 * sums) */
+#define QUAD_DOT_Q8_VNNI(v, xe2, xo2, c2)                                                                       \
+    _mm512_cvtepi32_ps(_mm512_sub_epi32(                                                                        \
+        _mm512_dpbusd_epi32(                                                                                    \
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(kv, _mm512_and_si512(v, nib)), xe2), \
+            _mm512_shuffle_epi8(kv, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib)), xo2),                      \
+        c2))
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B) {
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const __m512i kv = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)FP4_X2_OFF));
+    const __m256i twelve = _mm256_set1_epi8(12);
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5);
+    const __m512i i23 = _mm512_setr_epi32(2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7);
+    const float *dv = prep, *d = prep + 4 * B;
+    const int8_t *q = (const int8_t *)(prep + 5 * B);
+    const int64_t B2 = B / 2 * 2, O4 = O / 4 * 4;
+#pragma omp parallel for schedule(static) if (O * B >= PARALLEL_MIN_BLOCKS)
+    for (int64_t o = 0; o < O4; o += 4) {
         const uint8_t *p = bl + o * B * 16;
-        float sf[B];
-        scales_avx2(sc + o * B, sf, B);
-        __m256 acc = _mm256_setzero_ps();
+        float sf[4 * B], st[4 * B];  /* the 4 rows' scales, and by block: st[b * 4 + r] */
+        scales_avx2(sc + o * B, sf, 4 * B);
+        for (int64_t b = 0; b < B; b++)
+            for (int r = 0; r < 4; r++) st[b * 4 + r] = sf[r * B + b];
+        __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
         for (int64_t b = 0; b < B2; b += 2) {
+            if ((b & 3) == 0)
+                for (int r = 0; r < 4; r++)
+                    _mm_prefetch((const char *)(p + (r * B + b) * 16) + PREFETCH_BYTES, _MM_HINT_T0);
             __m256i xe = _mm256_loadu_si256((const __m256i *)(q + b * 32));
             __m256i xo = _mm256_loadu_si256((const __m256i *)(q + b * 32 + 32));
-            acc = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + b * 16, xe, xo),
-                                  _mm256_mul_ps(_mm256_loadu_ps(dv + b * 4), PAIR_SCALE_AVX2(sf + b)), acc);
+            __m512i c2 = _mm512_broadcast_i64x4(_mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                                                        twelve, xe), twelve, xo));
+            __m512i xe2 = _mm512_broadcast_i64x4(xe), xo2 = _mm512_broadcast_i64x4(xo);
+            __m512 dq = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(dv + b * 4))));
+            __m512 s8 = _mm512_castps256_ps512(_mm256_loadu_ps(st + b * 4));  /* s0..s3 of b, then of b+1 */
+            __m512i v01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + b * 16))),
+                                             _mm256_loadu_si256((const __m256i *)(p + (B + b) * 16)), 1);
+            __m512i v23 = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + (2 * B + b) * 16))),
+                _mm256_loadu_si256((const __m256i *)(p + (3 * B + b) * 16)), 1);
+            a01 = _mm512_fmadd_ps(QUAD_DOT_Q8_VNNI(v01, xe2, xo2, c2),
+                                  _mm512_mul_ps(dq, _mm512_permutexvar_ps(i01, s8)), a01);
+            a23 = _mm512_fmadd_ps(QUAD_DOT_Q8_VNNI(v23, xe2, xo2, c2),
+                                  _mm512_mul_ps(dq, _mm512_permutexvar_ps(i23, s8)), a23);
         }
-        out[o] = hsum_avx2(acc) + (B2 < B ? block_q8(p + B2 * 16, q + B2 * 32, sf[B2] * 0.5f * d[B2]) : 0.0f);
+        __m256 acc[4] = {_mm512_castps512_ps256(a01), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a01), 1)),
+                         _mm512_castps512_ps256(a23), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a23), 1))};
+        for (int r = 0; r < 4; r++)
+            out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
+                                                                 sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
     }
+    for (int64_t o = O4; o < O; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
 }
 #endif
 
@@ -273,7 +346,11 @@ static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep
 static void matvec_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B,
                       int wide) {
 #ifdef __x86_64__
-    if (wide != SIMD_NONE) {  /* AVX-512 CPUs have AVX2: the same kernel */
+    if (q8_vnni(wide)) {
+        rows_q8_vnni(bl, sc, prep, out, O, B);
+        return;
+    }
+    if (wide != SIMD_NONE) {  /* AVX-512 CPUs without VNNI have AVX2: the same kernel */
         rows_q8_avx2(bl, sc, prep, out, O, B);
         return;
     }
@@ -374,3 +451,9 @@ int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, con
 
 /* the vector path these kernels (and mxfp4_matmul.c's) take at this cap: common.h's SIMD_* */
 int mxfp4_simd(int cap) { return use_simd(cap); }
+
+/* the int8 dots these kernels (and mxfp4_matmul.c's) take at this cap: 2 AVX-512 VNNI, 1 AVX2, 0 scalar */
+int mxfp4_q8_level(int cap) {
+    int wide = use_simd(cap);
+    return q8_vnni(wide) ? 2 : wide != SIMD_NONE;
+}

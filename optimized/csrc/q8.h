@@ -36,4 +36,17 @@ static inline float block_q8(const uint8_t *p, const int8_t *q, float scale) {  
     return (float)sum * scale;
 }
 
+/* whether the int8 dots take the AVX-512 VNNI kernels (vpdpbusd) at vector level `wide` (common.h's use_simd):
+   AVX-512F with BW, VL and VNNI (Intel since Cascade Lake, AMD since Zen 4); else the AVX2 ones */
+static inline int q8_vnni(int wide) {
+#ifdef __x86_64__
+    __builtin_cpu_init();
+    return wide == SIMD_AVX512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    (void)wide;
+    return 0;
+#endif
+}
+
 #endif
