@@ -5,7 +5,8 @@ GB/s of weight bytes read, against a streaming read with the same threads.
     python bench/cpu_kernels.py [--threads 1] [--runs 60]
 
 Rows: `mxfp4_cpu.routed_matvec` (4 routed experts of a decode step, packed MXFP4) with float32 activations and with
-int8 (Q8_0, `int8=True`); `linear.bf16_f32_matmul` at one row (the dense projections: qkv, out, unembedding).
+int8 (Q8_0, `int8=True`); `linear.bf16_f32_matmul` at one row (the dense projections: qkv, out, unembedding). A
+second table: `mxfp4_cpu.moe_prefill`, one layer's MoE of 32 and 256 tokens, float32 and int8 (hot weights).
 Printed: the best and the median of --runs calls, and the kernel each ran (`kernel_name`). Results: BENCHMARKS.md
 "CPU against llama.cpp (issue 22)".
 """
@@ -46,6 +47,22 @@ def experts_case(C: int, I: int, hot: bool, int8: bool, runs: int):
         step[0] += 1
         mxfp4_cpu.routed_matvec(blocks, scales, ids, x, int8=int8)
     return 4 * per_expert, timed(call, runs)
+
+
+def prefill_case(c, T: int, int8: bool, runs: int):
+    """One layer's MoE of T tokens (moe_prefill: each hit expert's tiles decoded once, used by all its rows), the
+    shape's experts, random routing: multiply-adds of its matmuls and the best / median seconds."""
+    E, A, C, I = c.num_experts, c.experts_per_token, c.hidden_size, c.intermediate_size
+    g = torch.Generator().manual_seed(0)
+    w1b = torch.randint(0, 256, (E, 2 * I, C // 32, 16), dtype=torch.uint8, generator=g)
+    w1s = torch.randint(118, 124, (E, 2 * I, C // 32), dtype=torch.uint8, generator=g)
+    w2b = torch.randint(0, 256, (E, C, I // 32, 16), dtype=torch.uint8, generator=g)
+    w2s = torch.randint(118, 124, (E, C, I // 32), dtype=torch.uint8, generator=g)
+    b1, b2, x = torch.randn(E, 2 * I, generator=g), torch.randn(E, C, generator=g), torch.randn(T, C, generator=g)
+    ids = torch.stack([torch.randperm(E, generator=g)[:A] for _ in range(T)]).int()
+    weights = torch.full((T, A), 1.0 / A)
+    return T * A * 3 * C * I, timed(lambda: mxfp4_cpu.moe_prefill(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2,
+                                                                 c.swiglu_limit, 1.702, int8=int8), runs)
 
 
 def dense_case(O: int, C: int, hot: bool, runs: int):
@@ -89,6 +106,14 @@ def main():
                 nbytes, (best, med) = case(hot)
                 cells.append(f"{nbytes / best / 1e9:.1f} / {nbytes / med / 1e9:.1f}")
             print(f"| {kernel} | {shape} | {cells[0]} | {cells[1]} |", flush=True)
+    print("\n| moe_prefill | shape | tokens | ms best / median | GMAC/s (best) |")
+    print("|---|---|---:|---:|---:|")
+    for name, c in SHAPES.items():
+        for T in (32, 256):
+            for act in ("float32", "int8"):
+                macs, (best, med) = prefill_case(c, T, act == "int8", max(3, args.runs // 10))
+                print(f"| {act} | {name}: one layer, {c.num_experts} experts top-{c.experts_per_token} | {T} | "
+                      f"{best * 1e3:.0f} / {med * 1e3:.0f} | {macs / best / 1e9:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -141,8 +141,9 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
     out = torch.empty(N, C, dtype=torch.float32)
     chunk = max(1, min(N * A, PREFILL_CHUNK))
     work = torch.empty(2 * (E + 1) + N * A, dtype=torch.int32)  # the counting sort of the routed rows by expert
-    # x, h, act, y of a chunk; a row; the biases as float32 (each thread's tile lives on its stack)
-    scratch = torch.empty(chunk * (2 * C + 3 * I) + 3 * I + C, dtype=torch.float32)
+    # x, h, act, y of a chunk; a row; the biases as float32; int8: each token's Q8_0 x (csrc/q8.h: 13 floats a
+    # block of 32). Each thread's tile lives on its stack.
+    scratch = torch.empty(chunk * (2 * C + 3 * I) + 3 * I + C + (N * 13 * C // 32 if int8 else 0), dtype=torch.float32)
     rc = _prefill_lib.mxfp4_moe_prefill(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(),
                                         w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
                                         int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),

@@ -1,5 +1,6 @@
 """bench/engine_cpu.py's bookkeeping (no timing): the weight bytes each row's decode step reads, the CPU line, the
 row names; bench/cpu_kernels.py's cases run. The measurements themselves are BENCHMARKS.md's, never asserted."""
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -51,3 +52,8 @@ def test_cpu_kernels_bench_measures_each_case(monkeypatch):
             assert nbytes == 4 * (2 * 32 * 64 // 32 * 17) and 0 < best <= median
         nbytes, (best, median) = cpu_kernels.dense_case(8, 96, hot, runs=3)
         assert nbytes == 8 * 96 * 2 and 0 < best <= median
+    c = cpu_kernels.SHAPES["mid"]
+    small = dataclasses.replace(c, num_experts=4, experts_per_token=2, hidden_size=64, intermediate_size=32)
+    for int8 in (False, True):
+        macs, (best, median) = cpu_kernels.prefill_case(small, 5, int8, runs=3)
+        assert macs == 5 * 2 * 3 * 64 * 32 and 0 < best <= median

@@ -80,7 +80,10 @@ static inline float q8_0_block(const float *x, int8_t *q) {  /* -> d (a float16 
         return dh == 0.0f ? 0.0f : NAN;
     }
     float id = 1.0f / d;  /* finite: d >= 2**-25 */
-    for (int j = 0; j < 32; j++) q[j] = (int8_t)roundf(x[j] * id);
+    for (int j = 0; j < 32; j++) {  /* roundf(v) without its libm call: the same for every float below 128 */
+        float v = x[j] * id, f = v - (float)(int32_t)v;
+        q[j] = (int8_t)((int32_t)v + (f >= 0.5f) - (f <= -0.5f));
+    }
     return dh;
 }
 static inline void q8_0_round(float *v, int64_t K) {  /* v (K, a multiple of 32) -> its Q8_0 values, in place */

@@ -427,9 +427,10 @@ static void swiglu(const float *h, const float *bias, float *act, int64_t I, flo
 
 /* The whole MoE of N tokens, float32: out[n] = sum_a weights[n, a] * (W2_e @ swiglu(W1_e @ x[n] + b1_e) + b2_e),
    e = ids[n, a]. Arguments as mxfp4_moe_decode's (q8: both matmuls' inputs in Q8_0, integer dots on int8 tiles,
-   matmul_q8; without AVX2 the Q8_0 values through the float tiles: the same class); work: (2 * (E + 1) + N * A) int32; scratch:
-   chunk * (2C + 3I) + 3I + C floats, chunk >= 1 the rows of one expert handled at once (an
-   expert with more is decoded once per chunk). Returns 0, or -1 when an id is outside [0, E) (checked first). */
+   matmul_q8; without AVX2 the Q8_0 values through the float tiles: the same class); work: (2 * (E + 1) + N * A)
+   int32; scratch: chunk * (2C + 3I) + 3I + C floats, + N * 13C/32 with q8 (each token's Q8_0 x, prepared once for
+   its A experts), chunk >= 1 the rows of one expert handled at once (an expert with more is decoded once per
+   chunk). Returns 0, or -1 when an id is outside [0, E) (checked first). */
 int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                       const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
                       const float *x, float *out, int32_t *work, float *scratch, int64_t chunk, int64_t N, int64_t A,
@@ -447,7 +448,9 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
 
     int64_t B1 = C / 32, B2 = I / 32;
     float *xg = scratch, *h = xg + chunk * C, *act = h + chunk * 2 * I, *y = act + chunk * I;
-    float *row = y + chunk * C, *bias1 = row + I, *bias2 = bias1 + 2 * I;
+    float *row = y + chunk * C, *bias1 = row + I, *bias2 = bias1 + 2 * I, *xq = bias2 + C;
+    if (q8int)
+        for (int64_t t = 0; t < N; t++) q8_prepare(x + t * C, xq + t * Q8_FLOATS(B1), B1, 1);
     for (int64_t i = 0; i < N * C; i++) out[i] = 0.0f;
     for (int64_t e = 0; e < E; e++) {
         if (start[e] == start[e + 1]) continue;  /* no rows: its weights are never read */
@@ -457,8 +460,8 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
             int64_t n = start[e + 1] - r0 < chunk ? start[e + 1] - r0 : chunk;
             for (int64_t j = 0; j < n; j++) {
                 const float *xr = x + (order[r0 + j] / A) * C;
-                if (q8int) {
-                    q8_prepare(xr, xg + j * Q8_FLOATS(B1), B1, 1);  /* 13/32 of C: fits xg's chunk * C */
+                if (q8int) {  /* 13/32 of C: fits xg's chunk * C */
+                    memcpy(xg + j * Q8_FLOATS(B1), xq + (order[r0 + j] / A) * Q8_FLOATS(B1), Q8_FLOATS(B1) * 4);
                     continue;
                 }
                 tile_order(xr, xg + j * C, C, wide);
