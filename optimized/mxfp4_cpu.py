@@ -121,7 +121,7 @@ def moe_decode(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, 
     inputs in Q8_0 and integer block dots (llama.cpp's CPU MXFP4 path; the classes "+int8")."""
     N, A, E, I, C = _check_moe("moe_decode", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
-    scratch = torch.empty(max(C, I) + 4 * I + C, dtype=torch.float32)
+    scratch = torch.empty(C + A * (4 * I + C), dtype=torch.float32)  # csrc/mxfp4_matvec.c's layout
     rc = _lib.mxfp4_moe_decode(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(), w2_blocks.data_ptr(),
                                w2_scales.data_ptr(), b2.data_ptr(), int(b1.dtype == torch.bfloat16), ids.data_ptr(),
                                weights.data_ptr(), x.data_ptr(), out.data_ptr(), scratch.data_ptr(), N, A, E, I, C,

@@ -148,7 +148,8 @@ def test_blocks_at_the_ends_of_float16():
 
 
 def test_int8_kernels_split_over_threads_give_the_same_bits():
-    """Above the parallel thresholds (rows split over OpenMP threads): 1 and 2 threads give identical bits."""
+    """Above the parallel thresholds (rows split over OpenMP threads; moe_decode's region gives each thread a share
+    of every expert's rows, 3 threads an uneven one): 1, 2 and 3 threads give identical bits."""
     rng = np.random.default_rng(2)
     E, C, I, A = 2, 1024, 1024, 2
     w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
@@ -159,10 +160,14 @@ def test_int8_kernels_split_over_threads_give_the_same_bits():
     xr = torch.from_numpy(rng.standard_normal((1, 91 * 32)).astype(np.float32))
     runs = {"moe_decode": lambda: mxfp4_cpu.moe_decode(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0, 1.702,
                                                        int8=True),
+            "moe_decode_float": lambda: mxfp4_cpu.moe_decode(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0,
+                                                             1.702),
+            "moe_prefill": lambda: mxfp4_cpu.moe_prefill(x.repeat(9, 1), ids.repeat(9, 1), weights.repeat(9, 1), w1b,
+                                                         w1s, b1, w2b, w2s, b2, 7.0, 1.702, int8=True),
             "routed_matvec": lambda: mxfp4_cpu.routed_matvec(blocks, scales, torch.tensor([0]), xr, int8=True)}
-    one, two = at_threads(runs, 1), at_threads(runs, 2)
+    one, two, three = at_threads(runs, 1), at_threads(runs, 2), at_threads(runs, 3)
     for name in runs:
-        assert torch.equal(one[name], two[name]), name
+        assert torch.equal(one[name], two[name]) and torch.equal(one[name], three[name]), name
 
 
 def test_engine_int8_runs_its_class_and_refuses_what_it_cannot():

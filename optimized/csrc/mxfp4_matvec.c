@@ -64,12 +64,26 @@ static void scales_avx512(const uint8_t *s, float *f, int64_t n) {
 
 /* rows split over OpenMP threads (static, contiguous runs) from this many 32-blocks (~0.3 MB packed) up */
 #define PARALLEL_MIN_BLOCKS (1 << 14)
+#ifdef _OPENMP
+#include <omp.h>
+static inline int thread_id(void) { return omp_get_thread_num(); }
+static inline int threads(void) { return omp_get_num_threads(); }
+#else
+static inline int thread_id(void) { return 0; }
+static inline int threads(void) { return 1; }
+#endif
+/* where thread t of T starts in O rows: shares of whole 4-row groups (the kernels' grouping), t = T gives O */
+static inline int64_t share(int64_t O, int t, int T) {
+    int64_t g = (O + 3) / 4 * t / T * 4;
+    return g < O ? g : O;
+}
 __attribute__((target("avx512f")))
 static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
-                        int64_t o0, int64_t o1, int64_t B) {
+                        int64_t o0, int64_t o1, int64_t B, int par) {
+    (void)par;  /* without OpenMP */
     const __m512 table = _mm512_loadu_ps(FP4);
     int64_t o4 = o0 + (o1 - o0) / 4 * 4;
-#pragma omp parallel for schedule(static) if ((o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
+#pragma omp parallel for schedule(static) if (par && (o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
     for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once: independent sums, x loaded once per block */
         const uint8_t *p = bl + o * B * 16;
         float sf[4 * B];  /* this thread's 4 rows of scales as float32 */
@@ -154,12 +168,13 @@ static float last_block(const uint8_t *p, float scale, const float *x) {
 
 __attribute__((target("avx2,fma")))
 static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *x, const float *xp, float *out, int64_t o0,
-                      int64_t o1, int64_t B) {
+                      int64_t o1, int64_t B, int par) {
+    (void)par;  /* without OpenMP */
     const __m256i nib = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi32((int)0xFFFF0000u);
     const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_BF16_LO));
     const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_BF16_HI));
     const int64_t B2 = B / 2 * 2, o4 = o0 + (o1 - o0) / 4 * 4;
-#pragma omp parallel for schedule(static) if ((o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
+#pragma omp parallel for schedule(static) if (par && (o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
     for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once, as rows_avx512 */
         const uint8_t *p = bl + o * B * 16;
         float sf[4 * B];  /* the 4 rows' scales as float32 (contiguous rows: one run of 4B bytes) */
@@ -194,11 +209,11 @@ static void rows_avx2(const uint8_t *bl, const uint8_t *sc, const float *x, cons
 
 /* Int8 activations (the classes "+int8", llama.cpp's MXFP4 dot): x prepared by q8.h's q8_prepare, each block's
    dot exact in int32, then scaled by the weights' E8M0 scale * d / 2. */
-static void rows_q8_scalar(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O,
-                           int64_t B) {
+static void rows_q8_scalar(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t o0,
+                           int64_t o1, int64_t B) {
     const float *d = prep + 4 * B;
     const int8_t *q = (const int8_t *)(prep + 5 * B);
-    for (int64_t o = 0; o < O; o++) {
+    for (int64_t o = o0; o < o1; o++) {
         float acc = 0.0f;
         for (int64_t b = 0; b < B; b++)
             acc += block_q8(bl + (o * B + b) * 16, q + b * 32, e8m0(sc[o * B + b]) * 0.5f * d[b]);
@@ -241,14 +256,16 @@ static float row_q8_avx2(const uint8_t *p, const uint8_t *s, const float *prep, 
 }
 
 __attribute__((target("avx2,fma")))
-static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B) {
+static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t o0, int64_t o1,
+                         int64_t B, int par) {
+    (void)par;  /* without OpenMP */
     const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
     const float *dv = prep, *d = prep + 4 * B;
     const int8_t *q = (const int8_t *)(prep + 5 * B);
-    const int64_t B2 = B / 2 * 2, O4 = O / 4 * 4;
-#pragma omp parallel for schedule(static) if (O * B >= PARALLEL_MIN_BLOCKS)
-    for (int64_t o = 0; o < O4; o += 4) {  /* four rows at once, q loaded once a pair */
+    const int64_t B2 = B / 2 * 2, o4 = o0 + (o1 - o0) / 4 * 4;
+#pragma omp parallel for schedule(static) if (par && (o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
+    for (int64_t o = o0; o < o4; o += 4) {  /* four rows at once, q loaded once a pair */
         const uint8_t *p = bl + o * B * 16;
         float sf[4 * B];
         scales_avx2(sc + o * B, sf, 4 * B);
@@ -273,7 +290,7 @@ static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep
             out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
                                                                  sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
     }
-    for (int64_t o = O4; o < O; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
+    for (int64_t o = o4; o < o1; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
 }
 #endif
 
@@ -294,7 +311,9 @@ static const uint8_t FP4_X2_OFF[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 1
         c2))
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
-static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B) {
+static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t o0, int64_t o1,
+                         int64_t B, int par) {
+    (void)par;  /* without OpenMP */
     const __m512i nib = _mm512_set1_epi8(0x0F);
     const __m512i kv = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)FP4_X2_OFF));
     const __m256i twelve = _mm256_set1_epi8(12);
@@ -302,9 +321,9 @@ static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep
     const __m512i i23 = _mm512_setr_epi32(2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7);
     const float *dv = prep, *d = prep + 4 * B;
     const int8_t *q = (const int8_t *)(prep + 5 * B);
-    const int64_t B2 = B / 2 * 2, O4 = O / 4 * 4;
-#pragma omp parallel for schedule(static) if (O * B >= PARALLEL_MIN_BLOCKS)
-    for (int64_t o = 0; o < O4; o += 4) {
+    const int64_t B2 = B / 2 * 2, o4 = o0 + (o1 - o0) / 4 * 4;
+#pragma omp parallel for schedule(static) if (par && (o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
+    for (int64_t o = o0; o < o4; o += 4) {
         const uint8_t *p = bl + o * B * 16;
         float sf[4 * B], st[4 * B];  /* the 4 rows' scales, and by block: st[b * 4 + r] */
         scales_avx2(sc + o * B, sf, 4 * B);
@@ -338,47 +357,49 @@ static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep
             out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
                                                                  sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
     }
-    for (int64_t o = O4; o < O; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
+    for (int64_t o = o4; o < o1; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
 }
 #endif
 
-/* one packed matrix (O, B, 16) + scales (O, B) times a prepared Q8_0 x (q8_prepare with pairs = (wide != 0)) */
-static void matvec_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t O, int64_t B,
-                      int wide) {
-#ifdef __x86_64__
-    if (q8_vnni(wide)) {
-        rows_q8_vnni(bl, sc, prep, out, O, B);
-        return;
-    }
-    if (wide != SIMD_NONE) {  /* AVX-512 CPUs without VNNI have AVX2: the same kernel */
-        rows_q8_avx2(bl, sc, prep, out, O, B);
-        return;
-    }
-#endif
-    (void)wide;
-    rows_q8_scalar(bl, sc, prep, out, O, B);
+/* x (B*32) -> its prepared form xp for matvec_rows (PREP_FLOATS(B) floats): Q8_0 (q8.h's layout) with q8; else
+   the AVX2 kernel's pair order (permute_pairs), or even and odd halves (split) */
+#define PREP_FLOATS(B) (32 * (B))  /* >= Q8_FLOATS(B) */
+static void prepare_x(const float *x, float *xp, int64_t B, int wide, int q8) {
+    if (q8)
+        q8_prepare(x, xp, B, wide != SIMD_NONE);
+    else if (wide == SIMD_AVX2)
+        permute_pairs(x, xp, B);
+    else
+        split(x, xp, xp + B * 16, B);
 }
 
-/* one packed matrix (O, B, 16) + scales (O, B) times x (B*32) -> out (O); scratch (32 * B) float32 */
-static void matvec_one(const uint8_t *bl, const uint8_t *sc, const float *x, float *out, int64_t O, int64_t B,
-                       float *scratch, int wide) {
-    float *xe = scratch, *xo = scratch + B * 16;
+/* rows [o0, o1) of one packed matrix (O, B, 16) + scales (O, B) times x (B*32; xp its prepare_x form) -> out[o0:o1];
+   par: the rows over the OpenMP threads (0 inside a parallel region) */
+static void matvec_rows(const uint8_t *bl, const uint8_t *sc, const float *x, const float *xp, float *out, int64_t o0,
+                        int64_t o1, int64_t B, int wide, int q8, int par) {
 #ifdef __x86_64__
-    if (wide == SIMD_AVX2) {
-        permute_pairs(x, scratch, B);
-        rows_avx2(bl, sc, x, scratch, out, 0, O, B);
+    if (q8 && q8_vnni(wide)) {
+        rows_q8_vnni(bl, sc, xp, out, o0, o1, B, par);
+        return;
+    }
+    if (q8 && wide != SIMD_NONE) {  /* AVX-512 CPUs without VNNI have AVX2: the same kernel */
+        rows_q8_avx2(bl, sc, xp, out, o0, o1, B, par);
+        return;
+    }
+    if (!q8 && wide == SIMD_AVX2) {
+        rows_avx2(bl, sc, x, xp, out, o0, o1, B, par);
+        return;
+    }
+    if (!q8 && wide == SIMD_AVX512) {
+        rows_avx512(bl, sc, xp, xp + B * 16, out, o0, o1, B, par);
         return;
     }
 #endif
-    split(x, xe, xo, B);
-#ifdef __x86_64__
-    if (wide == SIMD_AVX512) {
-        rows_avx512(bl, sc, xe, xo, out, 0, O, B);
-        return;
-    }
-#endif
-    (void)wide;
-    rows_scalar(bl, sc, xe, xo, out, 0, O, B);
+    (void)x, (void)par;
+    if (q8)
+        rows_q8_scalar(bl, sc, xp, out, o0, o1, B);
+    else
+        rows_scalar(bl, sc, xp, xp + B * 16, out, o0, o1, B);
 }
 
 /* blocks (E, O, B, 16), scales (E, O, B), ids (R,) int64, x (R, B*32) float32, out (R, O) float32,
@@ -392,12 +413,8 @@ int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int6
     int wide = use_simd(simd);
     for (int64_t r = 0; r < R; r++) {
         const uint8_t *bl = blocks + ids[r] * O * B * 16, *sc = scales + ids[r] * O * B;
-        if (q8) {
-            q8_prepare(x + r * B * 32, scratch, B, wide != SIMD_NONE);
-            matvec_q8(bl, sc, scratch, out + r * O, O, B, wide);
-        } else {
-            matvec_one(bl, sc, x + r * B * 32, out + r * O, O, B, scratch, wide);
-        }
+        prepare_x(x + r * B * 32, scratch, B, wide, q8);
+        matvec_rows(bl, sc, x + r * B * 32, scratch, out + r * O, 0, O, B, wide, q8, 1);
     }
     return 0;
 }
@@ -408,7 +425,9 @@ int mxfp4_routed_matvec(const uint8_t *blocks, const uint8_t *scales, const int6
    (bias_bf16). SwiGLU quirks as in moe.py: rows of mlp1 interleave gate (even) and linear (odd); gate clamped
    above only, linear both ways; gate * sigmoid(alpha * gate) * (linear + 1).
    q8: x and the SwiGLU output in Q8_0 before the matvecs (the int8 kernels: the classes "+int8").
-   scratch: max(C, I) + 4 * I + C floats. Returns 0, or -1 when an id is outside [0, E). */
+   scratch: C + A * (4I + C) floats. One OpenMP region a token: the threads share every expert's rows (a share a
+   multiple of 4 rows: each row's sums are the serial kernel's), against one region per matvec before (8 a layer,
+   each a fork and a join). Returns 0, or -1 when an id is outside [0, E). */
 int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, const uint8_t *w2b,
                      const uint8_t *w2s, const void *b2, int bias_bf16, const int32_t *ids, const float *weights,
                      const float *x, float *out, float *scratch, int64_t N, int64_t A, int64_t E, int64_t I,
@@ -416,34 +435,41 @@ int mxfp4_moe_decode(const uint8_t *w1b, const uint8_t *w1s, const void *b1, con
     for (int64_t r = 0; r < N * A; r++)
         if (ids[r] < 0 || ids[r] >= E) return -1;
     int wide = use_simd(simd);
-    int64_t B1 = C / 32, B2 = I / 32, Bmax = B1 > B2 ? B1 : B2;
-    float *h = scratch + 32 * Bmax, *act = h + 2 * I, *y = act + I;
-    float *xq = scratch, *aq = scratch + Q8_FLOATS(B1);  /* q8: x's and act's Q8_0 forms (13/32 of C and I) */
+    int64_t B1 = C / 32, B2 = I / 32;
+    float *xp = scratch, *ap = xp + PREP_FLOATS(B1), *h = ap + A * PREP_FLOATS(B2), *act = h + A * 2 * I;
+    float *y = act + A * I;
     for (int64_t n = 0; n < N; n++) {
+        const int32_t *e = ids + n * A;
+        prepare_x(x + n * C, xp, B1, wide, q8);  /* once for the token's A experts */
+#pragma omp parallel if (A * 2 * I * B1 >= PARALLEL_MIN_BLOCKS)
+        {
+            int t = thread_id(), T = threads();
+            for (int64_t a = 0; a < A; a++)  /* mlp1 of every expert: each thread a share of each one's rows */
+                matvec_rows(w1b + e[a] * 2 * I * B1 * 16, w1s + e[a] * 2 * I * B1, x + n * C, xp, h + a * 2 * I,
+                            share(2 * I, t, T), share(2 * I, t + 1, T), B1, wide, q8, 0);
+#pragma omp barrier
+            for (int64_t a = t; a < A; a += T) {  /* SwiGLU and mlp2's prepared input: an expert a thread */
+                const float *ha = h + a * 2 * I;
+                float *aa = act + a * I;
+                for (int64_t i = 0; i < I; i++) {
+                    float gate = ha[2 * i] + load_f(b1, e[a] * 2 * I + 2 * i, bias_bf16);
+                    float lin = ha[2 * i + 1] + load_f(b1, e[a] * 2 * I + 2 * i + 1, bias_bf16);
+                    gate = gate > limit ? limit : gate;  /* quirk: clamped above only */
+                    lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
+                    aa[i] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);  /* quirk: +1 on the linear half */
+                }
+                prepare_x(aa, ap + a * PREP_FLOATS(B2), B2, wide, q8);
+            }
+#pragma omp barrier
+            for (int64_t a = 0; a < A; a++)  /* mlp2 the same way */
+                matvec_rows(w2b + e[a] * C * B2 * 16, w2s + e[a] * C * B2, act + a * I, ap + a * PREP_FLOATS(B2),
+                            y + a * C, share(C, t, T), share(C, t + 1, T), B2, wide, q8, 0);
+        }
         float *o = out + n * C;
         for (int64_t c = 0; c < C; c++) o[c] = 0.0f;
-        if (q8) q8_prepare(x + n * C, xq, B1, wide != SIMD_NONE);  /* once for the token's A experts */
-        for (int64_t a = 0; a < A; a++) {
-            int64_t e = ids[n * A + a];
-            if (q8)
-                matvec_q8(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xq, h, 2 * I, B1, wide);
-            else
-                matvec_one(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, x + n * C, h, 2 * I, B1, scratch, wide);
-            for (int64_t i = 0; i < I; i++) {
-                float gate = h[2 * i] + load_f(b1, e * 2 * I + 2 * i, bias_bf16);
-                float lin = h[2 * i + 1] + load_f(b1, e * 2 * I + 2 * i + 1, bias_bf16);
-                gate = gate > limit ? limit : gate;  /* quirk: clamped above only */
-                lin = lin > limit ? limit : (lin < -limit ? -limit : lin);
-                act[i] = gate / (1.0f + expf(-alpha * gate)) * (lin + 1.0f);  /* quirk: +1 on the linear half */
-            }
-            if (q8) {
-                q8_prepare(act, aq, B2, wide != SIMD_NONE);
-                matvec_q8(w2b + e * C * B2 * 16, w2s + e * C * B2, aq, y, C, B2, wide);
-            } else {
-                matvec_one(w2b + e * C * B2 * 16, w2s + e * C * B2, act, y, C, B2, scratch, wide);
-            }
+        for (int64_t a = 0; a < A; a++) {  /* in the experts' order: the same sums whatever the threads */
             float wgt = weights[n * A + a];
-            for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[c] + load_f(b2, e * C + c, bias_bf16));
+            for (int64_t c = 0; c < C; c++) o[c] += wgt * (y[a * C + c] + load_f(b2, e[a] * C + c, bias_bf16));
         }
     }
     return 0;
