@@ -138,6 +138,10 @@ static inline void scales_avx2(const uint8_t *s, float *f, int64_t n) {
     for (; i < n; i++) f[i] = e8m0(s[i]);
 }
 
+/* the high 256 bits of v (the low ones: _mm512_castps512_ps256) */
+__attribute__((target("avx512f")))
+static inline __m256 high256_ps(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+
 /* the sum of v's 8 lanes, always in the same order */
 __attribute__((target("avx2,fma")))
 static inline float hsum_avx2(__m256 v) {

@@ -14,9 +14,10 @@ call (per chunk of `chunk` rows, mxfp4_cpu.PREFILL_CHUNK) and its decoded weight
 Not the release layout in memory: a decoded tile row keeps each block's 16 low-nibble values (even k) before
 its 16 high-nibble values (odd k), and x is gathered in the same order, so no interleave is ever done.
 Layout (read in place): blocks uint8 (E, O, B, 16), LOW nibble first; scales uint8 (E, O, B), E8M0 (0 = 2**-127).
-AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (common.h's fp4_avx2), dots 4 weight rows x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay
-scalar there. Int8 activations (q8, the classes "+int8"): the tiles hold the weights as int8 and the dots are
-integer (matmul_q8: AVX-512 VNNI or AVX2, the same bits). A scalar path serves other CPUs; all sum in float32.
+AVX2 (CPUs without AVX-512): the same tiles, decoded 8 codes a register (common.h's fp4_avx2), dots 4 weight rows
+x 2 rows of x (8 ymm accumulators); x's reordering and SwiGLU stay scalar there. Int8 activations (q8, the
+classes "+int8"): the tiles hold the weights as int8 and the dots are integer (matmul_q8: AVX-512 VNNI or AVX2,
+the same bits). A scalar path serves other CPUs; all sum in float32.
 Legend: N tokens, C hidden, E experts, A experts per token, I intermediate, R = N*A routed rows, n an expert's
 rows in a chunk, O output rows, K = B*32 inputs of a matrix.
 */
@@ -259,11 +260,12 @@ static void decode_q8_avx2(const uint8_t *bl, const float *sf, uint8_t *qt, int6
 #define PAIR_DOT_QT_AVX2(qp, xe, xo)                                                                           \
     _mm256_cvtepi32_ps(_mm256_sub_epi32(                                                                      \
         _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(xe, _mm256_loadu_si256((const __m256i *)(qp))),   \
-                                           _mm256_maddubs_epi16(xo, _mm256_loadu_si256((const __m256i *)((qp) + 64)))), \
+                                           _mm256_maddubs_epi16(xo, _mm256_loadu_si256((const __m256i *)((qp)+64)))), \
                           ones),                                                                              \
         _mm256_loadu_si256((const __m256i *)((qp) + 128))))
 #define PAIR_STEP_QT_AVX2(qp, a)                                                                              \
-    a = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(qp, xe, xo), _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)((qp) + 192))), a)
+    a = _mm256_fmadd_ps(PAIR_DOT_QT_AVX2(qp, xe, xo),                                                         \
+                        _mm256_mul_ps(dq, _mm256_loadu_ps((const float *)((qp) + 192))), a)
 
 /* out[r * ldo + t] = tile row t . x_r for the n prepared rows x_r (Q8_FLOATS(B) floats each); bl, sf: the tile's
    packed rows and scales (an odd B's last block, as the decode kernels: block_q8 in natural order) */
@@ -314,7 +316,8 @@ static void dots_q8_vnni(const uint8_t *qt, const uint8_t *bl, const float *sf, 
             const __m512i wl01 = _mm512_loadu_si512(q01), wh01 = _mm512_loadu_si512(q01 + 64);
             const __m512i c01 = _mm512_loadu_si512(q01 + 128), wl23 = _mm512_loadu_si512(q23);
             const __m512i wh23 = _mm512_loadu_si512(q23 + 64), c23 = _mm512_loadu_si512(q23 + 128);
-            const __m512 s01 = _mm512_loadu_ps((const float *)(q01 + 192)), s23 = _mm512_loadu_ps((const float *)(q23 + 192));
+            const __m512 s01 = _mm512_loadu_ps((const float *)(q01 + 192));
+            const __m512 s23 = _mm512_loadu_ps((const float *)(q23 + 192));
 #define TOKEN_QT_VNNI(j, aa, ab)                                                                                \
     {                                                                                                           \
         const int8_t *q_ = (const int8_t *)(dv[j] + 5 * B) + b * 32;                                            \
@@ -334,10 +337,8 @@ static void dots_q8_vnni(const uint8_t *qt, const uint8_t *bl, const float *sf, 
         for (int j = 0; j < 4 && r0 + j < n; j++) {
             const float *d = dv[j] + 4 * B;
             const int8_t *q = (const int8_t *)(dv[j] + 5 * B);
-            __m256 row[TILE] = {_mm512_castps512_ps256(acc[2 * j]),
-                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[2 * j]), 1)),
-                                _mm512_castps512_ps256(acc[2 * j + 1]),
-                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[2 * j + 1]), 1))};
+            __m256 row[TILE] = {_mm512_castps512_ps256(acc[2 * j]), high256_ps(acc[2 * j]),
+                                _mm512_castps512_ps256(acc[2 * j + 1]), high256_ps(acc[2 * j + 1])};
             for (int t = 0; t < TILE; t++)
                 out[(r0 + j) * ldo + t] = hsum_avx2(row[t]) + (B2 < B ? block_q8(bl + (t * B + B2) * 16, q + B2 * 32,
                                                                               sf[t * B + B2] * 0.5f * d[B2]) : 0.0f);
@@ -376,7 +377,8 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
 }
 
 #ifdef __x86_64__
-/* matmul for int8 x (AVX2, or AVX-512 VNNI dots): the n rows prepared by q8_prepare (pairs), tiles of TILE rows decoded to int8 */
+/* matmul for int8 x (AVX2, or AVX-512 VNNI dots): the n rows prepared by q8_prepare (pairs), tiles of TILE rows
+   decoded to int8 */
 static void matmul_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, float *out, int64_t n, int64_t O,
                       int64_t B, int vnni) {
 #pragma omp parallel for schedule(static)
@@ -467,7 +469,8 @@ int mxfp4_moe_prefill(const uint8_t *w1b, const uint8_t *w1s, const void *b1, co
                 tile_order(xr, xg + j * C, C, wide);
                 if (q8) q8_0_round(xg + j * C, C);  /* the tile order permutes within blocks: same blocks */
             }
-            matmul_any(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, wide, q8int);  /* (n, 2I) */
+            /* (n, 2I) */
+            matmul_any(w1b + e * 2 * I * B1 * 16, w1s + e * 2 * I * B1, xg, h, n, 2 * I, B1, wide, q8int);
             for (int64_t j = 0; j < n; j++) {
                 swiglu(h + j * 2 * I, bias1, row, I, limit, alpha, wide);
                 if (q8int) {

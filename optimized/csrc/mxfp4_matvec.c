@@ -11,7 +11,8 @@ AVX-512: the 16 FP4 values fit one register, so a byte's two codes are decoded b
 (vpermps), with x split once into its even and odd elements (low and high nibbles). AVX2 (CPUs without
 AVX-512): two blocks a register, codes to bf16 bytes by table lookups (vpshufb), widened as bf16 (rows_avx2).
 Int8 activations (q8: the classes "+int8", opt-in): x in Q8_0 and integer block dots (rows_q8_vnni on AVX-512
-CPUs with VNNI, rows_q8_avx2 on the other x86 vector levels: the same bits), or scalar. A scalar path serves other CPUs; all sum in float32.
+CPUs with VNNI, rows_q8_avx2 on the other x86 vector levels: the same bits), or scalar. A scalar path serves other
+CPUs; all sum in float32.
 Legend: R routed rows, E experts, O output rows, B blocks of 32 along k.
 */
 #include "q8.h"
@@ -351,8 +352,7 @@ static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep
             a23 = _mm512_fmadd_ps(QUAD_DOT_Q8_VNNI(v23, xe2, xo2, c2),
                                   _mm512_mul_ps(dq, _mm512_permutexvar_ps(i23, s8)), a23);
         }
-        __m256 acc[4] = {_mm512_castps512_ps256(a01), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a01), 1)),
-                         _mm512_castps512_ps256(a23), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a23), 1))};
+        __m256 acc[4] = {_mm512_castps512_ps256(a01), high256_ps(a01), _mm512_castps512_ps256(a23), high256_ps(a23)};
         for (int r = 0; r < 4; r++)
             out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
                                                                  sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);

@@ -30,7 +30,8 @@ static inline void q8_prepare(const float *x, float *prep, int64_t B, int pairs)
         for (int l = 0; l < 8; l++) dv[b * 4 + l] = 0.5f * d[b + l / 4];
 }
 
-static inline float block_q8(const uint8_t *p, const int8_t *q, float scale) {  /* natural order; scale = E8M0 * d / 2 */
+/* one block's dot in natural order; scale = E8M0 * d / 2 */
+static inline float block_q8(const uint8_t *p, const int8_t *q, float scale) {
     int32_t sum = 0;
     for (int j = 0; j < 16; j++) sum += FP4_X2[p[j] & 15] * q[2 * j] + FP4_X2[p[j] >> 4] * q[2 * j + 1];
     return (float)sum * scale;
