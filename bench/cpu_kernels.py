@@ -2,7 +2,7 @@
 and gpt-oss-20b shapes, with the weights cold (enough copies cycled that none is in cache) and hot (one copy):
 GB/s of weight bytes read, against a streaming read with the same threads.
 
-    python bench/cpu_kernels.py [--threads 1] [--runs 60]
+    python bench/cpu_kernels.py [--threads 1] [--runs 60] [--simd avx2]
 
 Rows: `mxfp4_cpu.routed_matvec` (4 routed experts of a decode step, packed MXFP4) with float32 activations and with
 int8 (Q8_0, `int8=True`); `linear.bf16_f32_matmul` at one row (the dense projections: qkv, out, unembedding). A
@@ -32,7 +32,7 @@ def timed(f, runs: int) -> tuple[float, float]:
     return ts[0], ts[len(ts) // 2]
 
 
-def experts_case(C: int, I: int, hot: bool, int8: bool, runs: int):
+def experts_case(C: int, I: int, hot: bool, int8: bool, runs: int, simd: bool | str = True):
     """4 routed experts' mlp1 (2I x C) on one token: what a decode step reads per layer for mlp1."""
     B, per_expert = C // 32, 2 * I * C // 32 * 17
     E = 1 if hot else max(4, COLD_BYTES // per_expert)
@@ -45,11 +45,11 @@ def experts_case(C: int, I: int, hot: bool, int8: bool, runs: int):
     def call():
         ids = torch.tensor([(step[0] * 4 + i) % E for i in range(4)])
         step[0] += 1
-        mxfp4_cpu.routed_matvec(blocks, scales, ids, x, int8=int8)
+        mxfp4_cpu.routed_matvec(blocks, scales, ids, x, int8=int8, simd=simd)
     return 4 * per_expert, timed(call, runs)
 
 
-def prefill_case(c, T: int, int8: bool, runs: int):
+def prefill_case(c, T: int, int8: bool, runs: int, simd: bool | str = True):
     """One layer's MoE of T tokens (moe_prefill: each hit expert's tiles decoded once, used by all its rows), the
     shape's experts, random routing: multiply-adds of its matmuls and the best / median seconds."""
     E, A, C, I = c.num_experts, c.experts_per_token, c.hidden_size, c.intermediate_size
@@ -62,7 +62,7 @@ def prefill_case(c, T: int, int8: bool, runs: int):
     ids = torch.stack([torch.randperm(E, generator=g)[:A] for _ in range(T)]).int()
     weights = torch.full((T, A), 1.0 / A)
     return T * A * 3 * C * I, timed(lambda: mxfp4_cpu.moe_prefill(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2,
-                                                                 c.swiglu_limit, 1.702, int8=int8), runs)
+                                                                 c.swiglu_limit, 1.702, int8=int8, simd=simd), runs)
 
 
 def dense_case(O: int, C: int, hot: bool, runs: int):
@@ -82,11 +82,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--simd", choices=mxfp4_cpu.SIMD, help="cap the MXFP4 kernels' vector level (default: the best)")
     args = ap.parse_args()
+    simd = args.simd or True
     torch.set_num_threads(args.threads)
     print(cpu_line())
-    print(f"kernels: dense {linear.kernel_name('bf16_f32_matmul')}, experts {mxfp4_cpu.kernel_name()} and "
-          f"{mxfp4_cpu.kernel_name(int8=True)}; "
+    print(f"kernels: dense {linear.kernel_name('bf16_f32_matmul')}, experts {mxfp4_cpu.kernel_name(simd)} and "
+          f"{mxfp4_cpu.kernel_name(simd, int8=True)}; "
           f"{args.threads} threads; torch {torch.__version__}")
     print(f"stream read ({args.threads} threads, 1 GiB float32 sum): {stream_read(args.threads):.1f} GB/s\n")
     print("| kernel | shape | cold GB/s best / median | hot GB/s best / median |")
@@ -94,7 +96,7 @@ def main():
     for name, c in SHAPES.items():
         rows = [(f"routed_matvec {act}", f"{name}: 4 x ({2 * c.intermediate_size} x {c.hidden_size}) MXFP4",
                  lambda hot, int8=(act == "int8"): experts_case(c.hidden_size, c.intermediate_size, hot, int8,
-                                                                args.runs))
+                                                                args.runs, simd))
                 for act in ("float32", "int8")]
         qkv = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
         rows += [("bf16_f32_matmul", f"{name}: {O} x {C} bf16",
@@ -111,7 +113,7 @@ def main():
     for name, c in SHAPES.items():
         for T in (32, 256):
             for act in ("float32", "int8"):
-                macs, (best, med) = prefill_case(c, T, act == "int8", max(3, args.runs // 10))
+                macs, (best, med) = prefill_case(c, T, act == "int8", max(3, args.runs // 10), simd)
                 print(f"| {act} | {name}: one layer, {c.num_experts} experts top-{c.experts_per_token} | {T} | "
                       f"{best * 1e3:.0f} / {med * 1e3:.0f} | {macs / best / 1e9:.1f} |", flush=True)
 
