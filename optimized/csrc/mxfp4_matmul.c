@@ -354,6 +354,7 @@ static void matmul(const uint8_t *bl, const uint8_t *sc, const float *xg, float 
 #pragma omp parallel for schedule(static)  /* tiles of output rows over the threads, each with its own tile */
     for (int64_t o = 0; o < O; o += TILE) {
         float tile[TILE * B * 32], sf[TILE * B];
+        (void)sf;  /* AVX-512 only */
 #ifdef __x86_64__
         if (wide != SIMD_NONE) {
             for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */

@@ -40,6 +40,22 @@ static void rows_scalar(const uint8_t *bl, const uint8_t *sc, const float *xe, c
     }
 }
 
+/* rows split over OpenMP threads (static, contiguous runs) from this many 32-blocks (~0.3 MB packed) up */
+#define PARALLEL_MIN_BLOCKS (1 << 14)
+#ifdef _OPENMP
+#include <omp.h>
+static inline int thread_id(void) { return omp_get_thread_num(); }
+static inline int threads(void) { return omp_get_num_threads(); }
+#else
+static inline int thread_id(void) { return 0; }
+static inline int threads(void) { return 1; }
+#endif
+/* where thread t of T starts in O rows: shares of whole 4-row groups (the kernels' grouping), t = T gives O */
+static inline int64_t share(int64_t O, int t, int T) {
+    int64_t g = (O + 3) / 4 * t / T * 4;
+    return g < O ? g : O;
+}
+
 #ifdef __x86_64__
 /* one block of 16 bytes: the unscaled dot product of its 32 codes with x's block (even and odd halves) */
 #define BLOCK_DOT(ptr, xe_b, xo_b)                                                                         \
@@ -63,21 +79,6 @@ static void scales_avx512(const uint8_t *s, float *f, int64_t n) {
     for (; i < n; i++) f[i] = e8m0(s[i]);
 }
 
-/* rows split over OpenMP threads (static, contiguous runs) from this many 32-blocks (~0.3 MB packed) up */
-#define PARALLEL_MIN_BLOCKS (1 << 14)
-#ifdef _OPENMP
-#include <omp.h>
-static inline int thread_id(void) { return omp_get_thread_num(); }
-static inline int threads(void) { return omp_get_num_threads(); }
-#else
-static inline int thread_id(void) { return 0; }
-static inline int threads(void) { return 1; }
-#endif
-/* where thread t of T starts in O rows: shares of whole 4-row groups (the kernels' grouping), t = T gives O */
-static inline int64_t share(int64_t O, int t, int T) {
-    int64_t g = (O + 3) / 4 * t / T * 4;
-    return g < O ? g : O;
-}
 __attribute__((target("avx512f")))
 static void rows_avx512(const uint8_t *bl, const uint8_t *sc, const float *xe, const float *xo, float *out,
                         int64_t o0, int64_t o1, int64_t B, int par) {
@@ -367,8 +368,10 @@ static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep
 static void prepare_x(const float *x, float *xp, int64_t B, int wide, int q8) {
     if (q8)
         q8_prepare(x, xp, B, wide != SIMD_NONE);
+#ifdef __x86_64__
     else if (wide == SIMD_AVX2)
         permute_pairs(x, xp, B);
+#endif
     else
         split(x, xp, xp + B * 16, B);
 }
