@@ -521,6 +521,36 @@ def test_cbuild_without_openmp_builds_single_threaded_and_names_failures(tmp_pat
     assert "failed on route.c" in cbuild.reasons["route.c"]
 
 
+@pytest.mark.parametrize("openmp", [True, False])
+def test_every_kernel_builds_for_a_cpu_without_x86_vectors(tmp_path, openmp):
+    """Each csrc/ source compiled as for a non-x86 CPU (__x86_64__ undefined after the system headers): it builds
+    with the same flags as cbuild's, and every function its module loads is there, so an ARM or RISC-V machine
+    keeps the scalar C paths rather than falling back to torch (a helper outside the x86 block once broke this)."""
+    import ctypes
+    import shutil
+    import subprocess
+    from optimized import attention, cbuild, linear, moe, norm
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    modules = {mxfp4_cpu.SOURCE: mxfp4_cpu.SIGNATURES, mxfp4_cpu.PREFILL_SOURCE: mxfp4_cpu.PREFILL_SIGNATURES,
+               linear.SOURCE: linear.SIGNATURES, norm.SOURCE: norm.SIGNATURES, moe.ROUTE_SOURCE: moe.ROUTE_SIGNATURES,
+               attention._DECODE_SOURCE: attention._DECODE_SIGNATURES}
+    assert set(modules) == {p.name for p in cbuild.CSRC.glob("*.c")}, "a kernel source this test does not know"
+    flags = cbuild.FLAGS + (cbuild.OPENMP if openmp else []) + ["-Werror=implicit-function-declaration"]
+    for source, signatures in modules.items():
+        wrapper = tmp_path / f"portable_{source}"
+        wrapper.write_text("#include <math.h>\n#include <stdint.h>\n#include <string.h>\n#include <stdlib.h>\n"
+                           + ("#include <omp.h>\n" if openmp else "")
+                           + f"#undef __x86_64__\n#include \"{cbuild.CSRC / source}\"\n")
+        so = tmp_path / f"{source}.so"
+        run = subprocess.run([cc, *flags, "-o", str(so), str(wrapper)], capture_output=True, text=True)
+        assert run.returncode == 0, (source, run.stderr[-2000:])
+        lib = ctypes.CDLL(str(so))
+        for name in signatures:
+            assert hasattr(lib, name), (source, name)
+
+
 @pytest.mark.parametrize("window", [0, 70])
 def test_cpu_kernel_attention_decode_blocks_and_rising_max(window):
     """The AVX-512 path's online softmax over 64-key blocks: scores that rise block after block (each block
