@@ -256,6 +256,32 @@ static void decode_q8_avx2(const uint8_t *bl, const float *sf, uint8_t *qt, int6
         }
 }
 
+/* the same tile with AVX-512 VNNI: two rows a register, each quarter of a QPAIR written at once (the corrections
+   by vpdpbusd: the same int32 sums as vpmaddubsw + vpmaddwd above) */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void decode_q8_vnni(const uint8_t *bl, const float *sf, uint8_t *qt, int64_t B) {
+    const __m512i nib = _mm512_set1_epi8(0x0F), bias = _mm512_set1_epi8((char)0x80);
+    const __m512i kv = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)FP4_X2));
+    const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const int64_t P = B / 2;
+    for (int t = 0; t < TILE; t += 2)
+        for (int64_t b = 0; b + 1 < B; b += 2) {
+            __m512i v = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(bl + (t * B + b) * 16))),
+                _mm256_loadu_si256((const __m256i *)(bl + ((t + 1) * B + b) * 16)), 1);
+            __m512i wl = _mm512_shuffle_epi8(kv, _mm512_and_si512(v, nib));
+            __m512i wh = _mm512_shuffle_epi8(kv, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib));
+            __m512i corr = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wl), bias, wh);
+            __m128 s4 = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(sf + t * B + b)),
+                                     (const __m64 *)(sf + (t + 1) * B + b));  /* row t's two scales, t+1's */
+            uint8_t *q = qt + ((t / 2) * P + b / 2) * QPAIR;
+            _mm512_storeu_si512(q, wl);
+            _mm512_storeu_si512(q + 64, wh);
+            _mm512_storeu_si512(q + 128, corr);
+            _mm512_storeu_ps(q + 192, _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(s4)));
+        }
+}
+
 /* one pair's int32 lane sums of a tile row (at qp) against the offset x (xe, xo), minus the correction, as float32 */
 #define PAIR_DOT_QT_AVX2(qp, xe, xo)                                                                           \
     _mm256_cvtepi32_ps(_mm256_sub_epi32(                                                                      \
@@ -389,7 +415,7 @@ static void matmul_q8(const uint8_t *bl, const uint8_t *sc, const float *prep, f
         for (int64_t i = 0; i < TILE * B * 16; i += 64)  /* the next tile's bytes arrive during these dots */
             _mm_prefetch((const char *)(bl + (o + TILE) * B * 16 + i), _MM_HINT_T0);
         scales_avx2(sc + o * B, sf, TILE * B);
-        decode_q8_avx2(bl + o * B * 16, sf, qt, B);
+        (vnni ? decode_q8_vnni : decode_q8_avx2)(bl + o * B * 16, sf, qt, B);
         (vnni ? dots_q8_vnni : dots_q8_avx2)(qt, bl + o * B * 16, sf, prep, out + o, O, n, B);
     }
 }
