@@ -135,15 +135,17 @@ def moe_prefill(x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales,
                 simd: bool | str = True, int8: bool = False) -> torch.Tensor:
     """moe_decode's contract for many tokens: each hit expert is decoded once per call (per PREFILL_CHUNK of its
     rows), a tile of 4 rows at a time, and multiplied by all of its rows. Its *_ref is the torch op (moe.py's
-    expert-by-expert loop). int8: both matmuls' inputs in Q8_0, integer dots on tiles of int8 weights (AVX2;
-    on other CPUs the Q8_0 values through the float tiles), a token's products bitwise its moe_decode's."""
+    expert-by-expert loop). int8: both matmuls' inputs in Q8_0, integer dots on tiles of int8 weights (AVX2 or
+    AVX-512 VNNI; on other CPUs the Q8_0 values through the float tiles), a token's products bitwise its
+    moe_decode's."""
     N, A, E, I, C = _check_moe("moe_prefill", x, ids, weights, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2)
     out = torch.empty(N, C, dtype=torch.float32)
     chunk = max(1, min(N * A, PREFILL_CHUNK))
     work = torch.empty(2 * (E + 1) + N * A, dtype=torch.int32)  # the counting sort of the routed rows by expert
     # x, h, act, y of a chunk; a row; the biases as float32; int8: each token's Q8_0 x (csrc/q8.h: 13 floats a
     # block of 32). Each thread's tile lives on its stack.
-    scratch = torch.empty(chunk * (2 * C + 3 * I) + 3 * I + C + (N * 13 * C // 32 if int8 else 0), dtype=torch.float32)
+    q8 = N * 13 * C // 32 if int8 else 0
+    scratch = torch.empty(chunk * (2 * C + 3 * I) + 3 * I + C + q8, dtype=torch.float32)
     rc = _prefill_lib.mxfp4_moe_prefill(w1_blocks.data_ptr(), w1_scales.data_ptr(), b1.data_ptr(),
                                         w2_blocks.data_ptr(), w2_scales.data_ptr(), b2.data_ptr(),
                                         int(b1.dtype == torch.bfloat16), ids.data_ptr(), weights.data_ptr(),
