@@ -175,6 +175,41 @@ def test_int8_kernels_split_over_threads_give_the_same_bits():
         assert torch.equal(one[name], two[name]) and torch.equal(one[name], three[name]), name
 
 
+@pytest.mark.parametrize("simd", MXFP4_SIMD)
+@pytest.mark.parametrize("int8", [False, True])
+def test_kernels_write_only_inside_their_buffers(simd, int8, monkeypatch):
+    """Every buffer mxfp4_cpu hands the C kernels (out, work, scratch) is allocated with a guard tail of NaN-bit
+    canaries: after moe_decode, moe_prefill and routed_matvec (odd block counts, several tokens an expert, two
+    threads) each tail is intact, so the scratch sizes Python computes cover what the C layouts write."""
+    _simd_or_skip(simd)
+    guards, empty = [], torch.empty
+
+    def guarded(*shape, dtype=torch.float32):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+        n = int(np.prod(shape))
+        big = empty(n + 4096, dtype=dtype)
+        big[n:] = -7  # a value no kernel writes there by chance
+        guards.append((big, n))
+        return big[:n].view(*shape)
+    monkeypatch.setattr(mxfp4_cpu.torch, "empty", guarded)
+    rng = np.random.default_rng(4)
+    E, C, I, A, N = 4, 32 * 5, 32 * 3, 2, 11
+    w1b, w1s, b1, w2b, w2s, b2 = (torch.from_numpy(a) for a in _experts(rng, E, C, I))
+    x = torch.from_numpy(rng.standard_normal((N, C)).astype(np.float32))
+    ids, weights = route(torch.from_numpy(rng.standard_normal((N, E))), A)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for kernel in ("moe_decode", "moe_prefill"):
+            getattr(mxfp4_cpu, kernel)(x, ids, weights, w1b, w1s, b1, w2b, w2s, b2, 7.0, 1.702, simd=simd, int8=int8)
+        mxfp4_cpu.routed_matvec(w1b, w1s, ids.reshape(-1).long(), x.repeat_interleave(A, 0), simd=simd, int8=int8)
+    finally:
+        torch.set_num_threads(before)
+    assert len(guards) == 7, len(guards)  # out + scratch twice, out + work + scratch
+    for big, n in guards:
+        assert torch.equal(big[n:], torch.full((4096,), -7, dtype=big.dtype)), (n, big.dtype)
+
+
 def test_engine_int8_runs_its_class_and_refuses_what_it_cannot():
     plain = Engine.load(TINY, "cpu", torch.float32, context=64).logits([1, 2, 3, 4, 5])
     int8 = Engine.load(TINY, "cpu", torch.float32, activations="int8", context=64).logits([1, 2, 3, 4, 5])
