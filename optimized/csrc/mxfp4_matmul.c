@@ -301,7 +301,7 @@ static void dots_q8_avx2(const uint8_t *qt, const uint8_t *bl, const float *sf, 
     const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
     const int64_t P = B / 2, B2 = P * 2;
     for (int64_t r = 0; r < n; r++) {
-        const float *dv = prep + r * Q8_FLOATS(B), *d = dv + 4 * B;
+        const float *dv = prep + r * Q8_FLOATS(B);
         const int8_t *q = (const int8_t *)(dv + 5 * B);
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (int64_t b = 0; b < B2; b += 2) {
@@ -316,8 +316,7 @@ static void dots_q8_avx2(const uint8_t *qt, const uint8_t *bl, const float *sf, 
         }
         __m256 acc[TILE] = {a0, a1, a2, a3};
         for (int t = 0; t < TILE; t++)
-            out[r * ldo + t] = hsum_avx2(acc[t]) + (B2 < B ? block_q8(bl + (t * B + B2) * 16, q + B2 * 32,
-                                                                       sf[t * B + B2] * 0.5f * d[B2]) : 0.0f);
+            out[r * ldo + t] = q8_row_total(acc[t], bl + t * B * 16, sf + t * B, dv, B);
     }
 }
 
@@ -361,13 +360,10 @@ static void dots_q8_vnni(const uint8_t *qt, const uint8_t *bl, const float *sf, 
         }
         __m512 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
         for (int j = 0; j < 4 && r0 + j < n; j++) {
-            const float *d = dv[j] + 4 * B;
-            const int8_t *q = (const int8_t *)(dv[j] + 5 * B);
             __m256 row[TILE] = {_mm512_castps512_ps256(acc[2 * j]), high256_ps(acc[2 * j]),
                                 _mm512_castps512_ps256(acc[2 * j + 1]), high256_ps(acc[2 * j + 1])};
             for (int t = 0; t < TILE; t++)
-                out[(r0 + j) * ldo + t] = hsum_avx2(row[t]) + (B2 < B ? block_q8(bl + (t * B + B2) * 16, q + B2 * 32,
-                                                                              sf[t * B + B2] * 0.5f * d[B2]) : 0.0f);
+                out[(r0 + j) * ldo + t] = q8_row_total(row[t], bl + t * B * 16, sf + t * B, dv[j], B);
         }
     }
 }

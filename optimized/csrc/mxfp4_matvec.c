@@ -242,7 +242,7 @@ __attribute__((target("avx2,fma")))
 static float row_q8_avx2(const uint8_t *p, const uint8_t *s, const float *prep, int64_t B) {
     const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
-    const float *dv = prep, *d = prep + 4 * B;
+    const float *dv = prep;
     const int8_t *q = (const int8_t *)(prep + 5 * B);
     const int64_t B2 = B / 2 * 2;
     float sf[B];
@@ -254,7 +254,7 @@ static float row_q8_avx2(const uint8_t *p, const uint8_t *s, const float *prep, 
         acc = _mm256_fmadd_ps(PAIR_DOT_Q8_AVX2(p + b * 16, xe, xo),
                               _mm256_mul_ps(_mm256_loadu_ps(dv + b * 4), PAIR_SCALE_AVX2(sf + b)), acc);
     }
-    return hsum_avx2(acc) + (B2 < B ? block_q8(p + B2 * 16, q + B2 * 32, sf[B2] * 0.5f * d[B2]) : 0.0f);
+    return q8_row_total(acc, p, sf, prep, B);
 }
 
 __attribute__((target("avx2,fma")))
@@ -263,7 +263,7 @@ static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep
     (void)par;  /* without OpenMP */
     const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)FP4_X2));
-    const float *dv = prep, *d = prep + 4 * B;
+    const float *dv = prep;
     const int8_t *q = (const int8_t *)(prep + 5 * B);
     const int64_t B2 = B / 2 * 2, o4 = o0 + (o1 - o0) / 4 * 4;
 #pragma omp parallel for schedule(static) if (par && (o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
@@ -288,9 +288,7 @@ static void rows_q8_avx2(const uint8_t *bl, const uint8_t *sc, const float *prep
                                  _mm256_mul_ps(dq, PAIR_SCALE_AVX2(sf + 3 * B + b)), a3);
         }
         __m256 acc[4] = {a0, a1, a2, a3};
-        for (int r = 0; r < 4; r++)
-            out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
-                                                                 sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
+        for (int r = 0; r < 4; r++) out[o + r] = q8_row_total(acc[r], p + r * B * 16, sf + r * B, prep, B);
     }
     for (int64_t o = o4; o < o1; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
 }
@@ -321,7 +319,7 @@ static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep
     const __m256i twelve = _mm256_set1_epi8(12);
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5);
     const __m512i i23 = _mm512_setr_epi32(2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7);
-    const float *dv = prep, *d = prep + 4 * B;
+    const float *dv = prep;
     const int8_t *q = (const int8_t *)(prep + 5 * B);
     const int64_t B2 = B / 2 * 2, o4 = o0 + (o1 - o0) / 4 * 4;
 #pragma omp parallel for schedule(static) if (par && (o1 - o0) * B >= PARALLEL_MIN_BLOCKS)
@@ -354,9 +352,7 @@ static void rows_q8_vnni(const uint8_t *bl, const uint8_t *sc, const float *prep
                                   _mm512_mul_ps(dq, _mm512_permutexvar_ps(i23, s8)), a23);
         }
         __m256 acc[4] = {_mm512_castps512_ps256(a01), high256_ps(a01), _mm512_castps512_ps256(a23), high256_ps(a23)};
-        for (int r = 0; r < 4; r++)
-            out[o + r] = hsum_avx2(acc[r]) + (B2 < B ? block_q8(p + (r * B + B2) * 16, q + B2 * 32,
-                                                                 sf[r * B + B2] * 0.5f * d[B2]) : 0.0f);
+        for (int r = 0; r < 4; r++) out[o + r] = q8_row_total(acc[r], p + r * B * 16, sf + r * B, prep, B);
     }
     for (int64_t o = o4; o < o1; o++) out[o] = row_q8_avx2(bl + o * B * 16, sc + o * B, prep, B);
 }

@@ -37,6 +37,18 @@ static inline float block_q8(const uint8_t *p, const int8_t *q, float scale) {
     return (float)sum * scale;
 }
 
+#ifdef __x86_64__
+/* one row's int8 dot with a prepared x, as every vector kernel ends it: the sum of its pairs' lanes (acc), plus,
+   for an odd B, the unpaired last block in natural order (p: the row's packed blocks, sf: its scales as float32) */
+__attribute__((target("avx2,fma")))
+static inline float q8_row_total(__m256 acc, const uint8_t *p, const float *sf, const float *prep, int64_t B) {
+    const int64_t B2 = B / 2 * 2;
+    if (B2 == B) return hsum_avx2(acc);
+    const int8_t *q = (const int8_t *)(prep + 5 * B);  /* q8_prepare's layout: d at 4B, q at 5B */
+    return hsum_avx2(acc) + block_q8(p + B2 * 16, q + B2 * 32, sf[B2] * 0.5f * prep[4 * B + B2]);
+}
+#endif
+
 /* whether the int8 dots take the AVX-512 VNNI kernels (vpdpbusd) at vector level `wide` (common.h's use_simd):
    AVX-512F with BW, VL and VNNI (Intel since Cascade Lake, AMD since Zen 4); else the AVX2 ones */
 static inline int q8_vnni(int wide) {
